@@ -1,0 +1,57 @@
+"""Freeze proof: SHA-256 of every encoder tensor before and after training.
+
+The recipe (documented in README_FREEZE_PROOF.md so anyone can recompute it without this code):
+a tensor's hash is SHA-256 over ``"<dtype>|<shape>|"`` followed by its raw bytes (C order, on CPU);
+the encoder's hash is SHA-256 over the lines ``"<name> <tensor hash>\\n"`` sorted by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import nn
+
+
+def tensor_sha256(t: torch.Tensor) -> str:
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{str(t.dtype).removeprefix('torch.')}|{tuple(t.shape)}|".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def module_hashes(module: nn.Module) -> dict[str, str]:
+    """Tensor name -> hash, over the whole state dict (parameters and buffers)."""
+    return {name: tensor_sha256(t) for name, t in module.state_dict().items()}
+
+
+def combined_sha256(hashes: dict[str, str]) -> str:
+    return hashlib.sha256("".join(f"{n} {hashes[n]}\n" for n in sorted(hashes)).encode()).hexdigest()
+
+
+def build_freeze_proof(
+    before: dict[str, str], after: dict[str, str], freeze_backbone: bool, model: nn.Module, backbone_path: str
+) -> dict:
+    changed = sorted(n for n in before if before[n] != after.get(n))
+    trainable = {
+        part: sum(p.numel() for n, p in model.named_parameters() if n.startswith(f"{part}.") and p.requires_grad)
+        for part in ("encoder", "head")
+    }
+    unchanged = not changed and before.keys() == after.keys()
+    if freeze_backbone:
+        verdict = "PASS: encoder frozen, all tensors bit-identical" if unchanged else "FAIL: encoder was meant to be frozen but changed"
+    else:
+        verdict = f"NOT FROZEN: encoder fine-tuned, {len(changed)} of {len(before)} tensors changed"
+    return {
+        "verdict": verdict,
+        "freeze_backbone": freeze_backbone,
+        "encoder_unchanged": unchanged,
+        "backbone_path": backbone_path,
+        "encoder_sha256_before": combined_sha256(before),
+        "encoder_sha256_after": combined_sha256(after),
+        "tensors_total": len(before),
+        "tensors_changed": changed,
+        "trainable_parameters": {**trainable, "encoder_total": sum(p.numel() for p in model.encoder.parameters())},
+        "tensor_sha256_before": before,
+        "tensor_sha256_after": after,
+    }

@@ -1,0 +1,66 @@
+"""Turn a composed Hydra config into the typed ``Config`` and reject bad values early.
+
+Checks here need nothing but the config; the backbone-dependent one (max_length against the
+backbone's positions) runs in ``backbone.load`` before any weights are read.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from finetune_pipeline.config.schema import BackboneSource, Config, MixedPrecision
+from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.paths import project_root
+
+
+def register_resolvers() -> None:
+    """``${project_root:}`` in conf/ (output folders under the project whatever the cwd)."""
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """The typed config object, after validation; hydra's own ``hydra`` node is left out."""
+    typed = Config(**{key: OmegaConf.to_object(cfg[key]) for key in Config.__dataclass_fields__})
+    validate(typed)
+    return typed
+
+
+def validate(cfg: Config) -> None:
+    d, t, m, b = cfg.data, cfg.training, cfg.model, cfg.backbone
+    _check(0 < d.train_ratio < 1, "data.train_ratio", f"must be in (0, 1), got {d.train_ratio}")
+    _check(0 < d.val_ratio < 1, "data.val_ratio", f"must be in (0, 1), got {d.val_ratio}")
+    _check(
+        d.train_ratio + d.val_ratio < 1,
+        "data.train_ratio + data.val_ratio",
+        f"must be < 1 to leave a test split, got {d.train_ratio + d.val_ratio:g}",
+    )
+    _check(d.max_length >= 8, "data.max_length", f"must be >= 8, got {d.max_length}")
+    _check(m.hidden_dim >= 1, "model.hidden_dim", f"must be >= 1, got {m.hidden_dim}")
+    _check(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
+    for key in ("epochs", "batch_size", "gradient_accumulation_steps", "log_every_steps"):
+        _check(getattr(t, key) >= 1, f"training.{key}", f"must be >= 1, got {getattr(t, key)}")
+    _check(t.num_workers >= 0, "training.num_workers", f"must be >= 0, got {t.num_workers}")
+    for key in ("learning_rate", "encoder_learning_rate"):
+        _check(getattr(t, key) > 0, f"training.{key}", f"must be > 0, got {getattr(t, key)}")
+    _check(t.weight_decay >= 0, "training.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    _check(t.max_grad_norm >= 0, "training.max_grad_norm", f"must be >= 0 (0 = no clipping), got {t.max_grad_norm}")
+    _check(0 <= t.warmup_ratio < 1, "training.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}")
+    _check(
+        t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
+        "training.device", f"must be auto, cpu, cuda or cuda:N, got {t.device!r}",
+    )
+    if b.source == BackboneSource.tiny and b.tiny is None:
+        raise PipelineError("backbone.tiny is required when backbone.source=tiny (use backbone=tiny)")
+    positions = b.tiny.max_position_embeddings if b.source == BackboneSource.tiny else b.max_position_embeddings
+    _check(
+        positions is None or d.max_length <= positions,
+        "data.max_length", f"={d.max_length} exceeds {b.name}'s max_position_embeddings={positions}",
+    )
+    if cfg.precision.mixed_precision == MixedPrecision.fp16 and t.device == "cpu":
+        raise PipelineError("precision.mixed_precision=fp16 needs CUDA; on CPU use precision=bf16 or precision=fp32")
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise PipelineError(f"{key} {message}")

@@ -1,0 +1,122 @@
+"""Typed config schema: what every key means and which type it has.
+
+The values live once, in the YAML files under ``conf/`` (``MISSING`` here); Hydra validates
+them and every command-line override against these dataclasses, so ``training.lerning_rate=1e-3`` or ``data.max_length=abc`` fails at
+start-up, before anything is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+from omegaconf import MISSING
+
+from hydra.core.config_store import ConfigStore
+
+
+class Pooling(str, Enum):
+    mean = "mean"  # mean of the non-padding token states (HF's ModernBERT classifier default)
+    cls = "cls"  # state of the first token (<bos> for mmBERT, [CLS] for BERT)
+
+
+class MixedPrecision(str, Enum):
+    auto = "auto"  # bf16 where supported (CUDA or an AVX512-BF16/AMX CPU), else fp16 on CUDA, else fp32
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"  # CUDA only; uses a GradScaler
+
+
+class BestMetric(str, Enum):
+    macro_f1 = "macro_f1"
+    accuracy = "accuracy"
+    loss = "loss"  # lower is better
+
+
+class BackboneSource(str, Enum):
+    local = "local"  # a Hugging Face model folder (downloaded from hub_id when missing and online)
+    tiny = "tiny"  # a small random-init ModernBERT + tokenizer trained on the dataset (tests, smoke runs)
+
+
+@dataclass
+class DataConfig:
+    raw_dir: str = MISSING  # *.json / *.jsonl parts of {"input", "output"} records
+    dataset_path: str = MISSING  # merged, output -> symbol
+    label_mapping_path: str = MISSING  # label -> symbol
+    max_length: int = MISSING  # tokens per text after truncation (special tokens included)
+    train_ratio: float = MISSING  # share of records for training
+    val_ratio: float = MISSING  # share for validation; the rest is the test split
+    seed: int = MISSING  # fixes the split, the head's initialisation and the data order
+
+
+@dataclass
+class TinyBackboneConfig:
+    """Shape of the random-init ModernBERT built by ``backbone=tiny``."""
+
+    vocab_size: int = MISSING  # tokenizer trained on the dataset's texts
+    hidden_size: int = MISSING
+    intermediate_size: int = MISSING
+    num_hidden_layers: int = MISSING
+    num_attention_heads: int = MISSING
+    max_position_embeddings: int = MISSING
+    local_attention: int = MISSING  # sliding-window width, as mmBERT's 128 but scaled down
+    seed: int = MISSING  # weight initialisation of the tiny encoder
+
+
+@dataclass
+class BackboneConfig:
+    name: str = MISSING
+    source: BackboneSource = MISSING
+    path: str = MISSING  # local folder; for source=tiny, the cache root
+    hub_id: Optional[str] = MISSING  # downloaded into `path` when weights are absent
+    download: bool = MISSING  # allow the download above when online
+    hidden_size: Optional[int] = MISSING  # expected encoder width (checked); null skips the check
+    max_position_embeddings: Optional[int] = MISSING  # expected context (checked); null skips
+    trust_remote_code: bool = MISSING  # never run code from a model folder unless asked
+    tiny: Optional[TinyBackboneConfig] = None  # set by backbone=tiny only
+
+
+@dataclass
+class ModelConfig:
+    hidden_dim: int = MISSING  # width of the MLP head's hidden layer
+    dropout: float = MISSING  # dropout before each of the head's linear layers
+    pooling: Pooling = MISSING
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = MISSING
+    batch_size: int = MISSING  # texts per forward pass
+    gradient_accumulation_steps: int = MISSING  # forward passes per optimizer step
+    num_workers: int = MISSING  # DataLoader workers (texts are pre-tokenized; 0 is usually fastest)
+    learning_rate: float = MISSING  # head
+    encoder_learning_rate: float = MISSING  # encoder, used when freeze_backbone=false
+    weight_decay: float = MISSING  # AdamW; never applied to biases and norm weights
+    max_grad_norm: float = MISSING  # gradient clipping; 0 disables it
+    warmup_ratio: float = MISSING  # share of optimizer steps with linear warm-up, then linear decay to 0
+    freeze_backbone: bool = MISSING  # train the head only; the encoder stays bit-identical
+    best_metric: BestMetric = MISSING  # validation metric that picks best_model.pt
+    log_every_steps: int = MISSING  # step log period, in forward passes
+    device: str = MISSING  # auto | cpu | cuda | cuda:N
+    progress_bar: bool = MISSING  # tqdm bar on a terminal (never in logs or CI)
+
+
+@dataclass
+class PrecisionConfig:
+    mixed_precision: MixedPrecision = MISSING
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+
+
+def register_configs() -> None:
+    """Register the schema so ``conf/config.yaml`` can extend it (defaults entry ``base_config``)."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)

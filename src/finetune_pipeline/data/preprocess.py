@@ -1,0 +1,165 @@
+"""Merge raw parts into ``combined_dataset.json`` + ``output_to_symbol.json`` (the seed's step 4).
+
+The combined file holds ``{"input": text, "output": symbol}`` records; the mapping file maps each
+original label to its symbol. A fingerprint of the raw files is kept beside them in
+``preprocess_meta.json`` so ``train.py`` rebuilds only when data/raw changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from finetune_pipeline.artifacts.atomic import write_json
+from finetune_pipeline.config.schema import DataConfig
+from finetune_pipeline.data.raw_reader import Record, list_raw_files, read_raw_file
+from finetune_pipeline.data.symbols import extend_mapping, symbol_to_index
+from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.paths import resolve_path
+
+log = logging.getLogger(__name__)
+
+META_NAME = "preprocess_meta.json"
+
+
+@dataclass(frozen=True)
+class CombinedDataset:
+    texts: list[str]
+    symbols: list[str]  # one per text
+    label_to_symbol: dict[str, str]  # original label -> symbol (every label ever seen)
+    fingerprint: str  # of the raw files it was built from
+
+
+def raw_fingerprint(contents: dict[str, bytes]) -> str:
+    """SHA-256 over the raw files' names and contents (order-independent of listing)."""
+    h = hashlib.sha256()
+    for name in sorted(contents):
+        h.update(name.encode() + b"\0" + hashlib.sha256(contents[name]).digest())
+    return h.hexdigest()
+
+
+def current_fingerprint(cfg: DataConfig) -> str:
+    files = list_raw_files(resolve_path(cfg.raw_dir))
+    return raw_fingerprint({p.name: p.read_bytes() for p in files})
+
+
+def stale_reason(cfg: DataConfig) -> str | None:
+    """Why the combined dataset must be (re)built, or None when it is up to date."""
+    dataset, mapping = resolve_path(cfg.dataset_path), resolve_path(cfg.label_mapping_path)
+    meta = dataset.parent / META_NAME
+    if not dataset.is_file() or not mapping.is_file():
+        return f"{dataset.name} or {mapping.name} is missing"
+    if not meta.is_file():
+        return f"{meta.name} is missing"
+    try:
+        stored = json.loads(meta.read_text(encoding="utf-8"))["raw_fingerprint"]
+    except (ValueError, KeyError, TypeError):
+        return f"{meta.name} is unreadable"
+    if stored != current_fingerprint(cfg):
+        return f"files in {cfg.raw_dir} changed since the last preprocessing"
+    return None
+
+
+def preprocess(cfg: DataConfig) -> dict:
+    """Build the combined dataset and mapping; returns the summary also stored in the meta file."""
+    raw_dir = resolve_path(cfg.raw_dir)
+    dataset_path, mapping_path = resolve_path(cfg.dataset_path), resolve_path(cfg.label_mapping_path)
+    files = list_raw_files(raw_dir)
+    contents = {p.name: p.read_bytes() for p in files}
+    records = [r for p in files for r in read_raw_file(p, contents[p.name])]
+
+    unique, duplicates = _drop_exact_duplicates(records)
+    conflicts = _texts_with_several_labels(unique)
+    if conflicts:
+        examples = "; ".join(f"{t[:60]!r} -> {sorted(labels)}" for t, labels in list(conflicts.items())[:3])
+        log.warning("%d texts appear under more than one label (kept as they are): %s", len(conflicts), examples)
+
+    mapping = extend_mapping(_read_mapping(mapping_path), (r.label for r in unique))
+    combined = [{"input": r.text, "output": mapping[r.label]} for r in unique]
+    summary = {
+        "raw_fingerprint": raw_fingerprint(contents),
+        "raw_files": {name: len(data) for name, data in contents.items()},  # name -> bytes
+        "records_read": len(records),
+        "records_written": len(combined),
+        "duplicates_dropped": duplicates,
+        "texts_with_conflicting_labels": len(conflicts),
+        "labels": len(mapping),
+    }
+    # everything validated: only now touch the outputs, each replaced atomically
+    write_json(dataset_path, combined)
+    write_json(mapping_path, mapping)
+    write_json(dataset_path.parent / META_NAME, summary)
+    log.info(
+        "preprocessed %d files: %d records, %d exact duplicates dropped, %d labels -> %s",
+        len(files), len(combined), duplicates, len(mapping), dataset_path,
+    )
+    return summary
+
+
+def ensure_preprocessed(cfg: DataConfig) -> None:
+    reason = stale_reason(cfg)
+    if reason is None:
+        log.info("combined dataset is up to date with %s", cfg.raw_dir)
+        return
+    log.info("preprocessing %s: %s", cfg.raw_dir, reason)
+    preprocess(cfg)
+
+
+def load_combined(cfg: DataConfig) -> CombinedDataset:
+    """Read the combined dataset and mapping, checking that every symbol is in the mapping."""
+    dataset_path, mapping_path = resolve_path(cfg.dataset_path), resolve_path(cfg.label_mapping_path)
+    mapping = _read_mapping(mapping_path)
+    known = set(mapping.values())
+    try:
+        rows = json.loads(dataset_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"{dataset_path}: cannot read combined dataset: {e}") from None
+    texts, symbols = [], []
+    for i, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not isinstance(row.get("input"), str) or row.get("output") not in known:
+            raise PipelineError(f"{dataset_path}: record {i}: not an {{input, output}} record with a symbol from {mapping_path.name}")
+        texts.append(row["input"])
+        symbols.append(row["output"])
+    meta = json.loads((dataset_path.parent / META_NAME).read_text(encoding="utf-8"))
+    return CombinedDataset(texts, symbols, mapping, meta["raw_fingerprint"])
+
+
+def _drop_exact_duplicates(records: list[Record]) -> tuple[list[Record], int]:
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for r in records:
+        if (r.text, r.label) not in seen:
+            seen.add((r.text, r.label))
+            unique.append(r)
+    return unique, len(records) - len(unique)
+
+
+def _texts_with_several_labels(records: list[Record]) -> dict[str, set[str]]:
+    labels_of: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        labels_of[r.text].add(r.label)
+    return {t: labels for t, labels in labels_of.items() if len(labels) > 1}
+
+
+def _read_mapping(path: Path) -> dict[str, str]:
+    """An existing label -> symbol mapping (empty when absent), validated."""
+    if not path.is_file():
+        return {}
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"{path}: cannot read label mapping: {e}") from None
+    if not isinstance(mapping, dict):
+        raise PipelineError(f"{path}: label mapping must be a JSON object of label -> symbol")
+    for label, symbol in mapping.items():
+        try:
+            symbol_to_index(symbol)
+        except (ValueError, TypeError):
+            raise PipelineError(f"{path}: label {label!r}: {symbol!r} is not a symbol (a..z, aa, ..)") from None
+    if len(set(mapping.values())) != len(mapping):
+        raise PipelineError(f"{path}: two labels share one symbol")
+    return mapping

@@ -1,0 +1,55 @@
+"""Evaluation: loss, accuracy, macro-F1 and a per-class report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, classification_report, f1_score
+from torch import nn
+from torch.utils.data import DataLoader
+
+from finetune_pipeline.training.precision import Precision
+
+
+@dataclass
+class Predictions:
+    loss: float  # mean cross-entropy per text
+    y_true: np.ndarray  # (N,)
+    y_pred: np.ndarray  # (N,)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, loader: DataLoader, precision: Precision, device: torch.device) -> Predictions:
+    was_training = model.training
+    model.eval()
+    total_loss, y_true, y_pred = 0.0, [], []
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with precision.autocast():
+            logits = model(batch["input_ids"], batch["attention_mask"])  # (B, C)
+        logits = logits.float()
+        total_loss += nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
+        y_true.append(batch["labels"].cpu())
+        y_pred.append(logits.argmax(dim=-1).cpu())
+    model.train(was_training)
+    n = sum(len(t) for t in y_true)
+    return Predictions(total_loss / max(1, n), torch.cat(y_true).numpy(), torch.cat(y_pred).numpy())
+
+
+def scores(p: Predictions, split: str) -> dict[str, float]:
+    """``{split}/loss``, ``{split}/accuracy``, ``{split}/macro_f1``."""
+    return {
+        f"{split}/loss": p.loss,
+        f"{split}/accuracy": float(accuracy_score(p.y_true, p.y_pred)),
+        f"{split}/macro_f1": float(f1_score(p.y_true, p.y_pred, average="macro", zero_division=0)),
+    }
+
+
+def per_class_report(p: Predictions, names: dict[int, str]) -> dict:
+    """scikit-learn's classification report keyed by readable class names, for every class."""
+    ids = sorted(names)
+    return classification_report(
+        p.y_true, p.y_pred, labels=ids, target_names=[names[i] for i in ids], output_dict=True, zero_division=0
+    )

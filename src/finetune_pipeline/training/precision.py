@@ -1,0 +1,60 @@
+"""Device and precision, decided in one place: a name -> dtype, autocast and GradScaler."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from finetune_pipeline.config.schema import MixedPrecision
+from finetune_pipeline.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str  # fp32 | bf16 | fp16
+    device_type: str  # cpu | cuda
+    dtype: torch.dtype  # autocast compute dtype; weights stay fp32
+
+    @property
+    def uses_grad_scaler(self) -> bool:
+        return self.name == "fp16"  # bf16 has fp32's exponent range and needs no loss scaling
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.name == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        # a disabled scaler passes losses and steps through untouched, so the loop has one code path
+        return torch.amp.GradScaler(self.device_type, enabled=self.uses_grad_scaler)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PipelineError(f"training.device={name} but CUDA is not available; use training.device=cpu or auto")
+    return torch.device(name)
+
+
+def cpu_supports_bf16() -> bool:
+    """Native bf16 matmuls (AVX512-BF16 or AMX); elsewhere bf16 autocast is slower than fp32."""
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((check and check()) or (amx and amx()))
+
+
+def resolve_precision(choice: MixedPrecision, device: torch.device) -> Precision:
+    cuda = device.type == "cuda"
+    bf16_ok = torch.cuda.is_bf16_supported() if cuda else cpu_supports_bf16()
+    name = choice.value
+    if name == "auto":
+        name = "bf16" if bf16_ok else ("fp16" if cuda else "fp32")
+    if name == "fp16" and not cuda:
+        raise PipelineError("precision.mixed_precision=fp16 needs CUDA; on CPU use precision=bf16 or precision=fp32")
+    if name == "bf16" and not bf16_ok:
+        raise PipelineError(f"precision.mixed_precision=bf16 is not supported on this {device.type}; use precision=fp32 or auto")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    return Precision(name, device.type, dtype)

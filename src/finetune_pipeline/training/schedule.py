@@ -1,0 +1,24 @@
+"""Learning-rate schedule: linear warm-up, then linear decay to 0 (as HF's get_linear_schedule_with_warmup)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def lr_multiplier(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Factor applied to each group's base lr at optimizer step ``step`` (0-based)."""
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def optimizer_steps(batches_per_epoch: int, accumulation: int, epochs: int) -> int:
+    """A last partial accumulation window still makes an optimizer step."""
+    return math.ceil(batches_per_epoch / accumulation) * epochs
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = int(total_steps * warmup_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, warmup, total_steps))

@@ -1,0 +1,41 @@
+"""Train a text classifier over an mmBERT encoder.
+
+    python train.py                                  # mmBERT-base from base_models/mmBERT-base
+    python train.py backbone=tiny                    # offline smoke run, tiny random-init ModernBERT
+    python train.py training.freeze_backbone=false   # fine-tune the encoder too
+    python train.py -m model.hidden_dim=256,512      # a sweep, one folder per job
+
+Config: conf/ (groups data, backbone, model, training, precision); artifacts: Hydra's run folder.
+"""
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from finetune_pipeline.config.load import register_resolvers, to_config
+from finetune_pipeline.config.schema import register_configs
+from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.train import train
+
+register_configs()
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    """Returns the best validation value of training.best_metric (the objective for sweepers)."""
+    try:
+        config = to_config(cfg)
+        metrics = train(config, Path(HydraConfig.get().runtime.output_dir))
+    except PipelineError as e:
+        logging.getLogger("train").error("%s", e)
+        sys.exit(1)
+    return metrics[f"best/val/{config.training.best_metric.value}"]
+
+
+if __name__ == "__main__":
+    main()
