@@ -1,0 +1,66 @@
+"""Shared fixtures: an isolated copy of the project's data, the real composed config, a tiny backbone.
+
+End-to-end tests run ``python train.py`` with FINETUNE_PIPELINE_ROOT pointing at a temporary
+project folder, so relative paths (data/, outputs/) resolve there and the repository stays clean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from finetune_pipeline.config.load import register_resolvers, to_config
+from finetune_pipeline.config.schema import Config, register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+register_configs()
+register_resolvers()
+
+
+def compose_config(overrides: list[str] = ()) -> Config:
+    """The real conf/ composed with overrides, typed and validated as train.py does."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return to_config(compose(config_name="config", overrides=list(overrides)))
+
+
+def write_json(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Path:
+    """One tiny-backbone cache for the whole session (built once per dataset)."""
+    return tmp_path_factory.mktemp("tiny_backbones")
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A temporary project root holding a copy of the shipped example data in data/raw."""
+    shutil.copytree(REPO / "data" / "raw", tmp_path / "data" / "raw")
+    return tmp_path
+
+
+def run_train(project: Path, *overrides: str, tiny_cache: Path | None = None, check: bool = True,
+              timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python train.py backbone=tiny <overrides>`` with the temporary project as its root."""
+    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, str(REPO / "train.py"), "backbone=tiny", "training.progress_bar=false"]
+    if tiny_cache is not None:
+        args.append(f"backbone.path={tiny_cache}")
+    proc = subprocess.run(args + list(overrides), cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def run_folders(project: Path) -> list[Path]:
+    return sorted(p.parent for p in (project / "outputs").rglob("metrics.json"))

@@ -1,0 +1,80 @@
+import os
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from finetune_pipeline.config.schema import BackboneSource, MixedPrecision, Pooling
+from finetune_pipeline.errors import PipelineError
+
+from conftest import REPO, compose_config
+
+
+def test_default_config_has_every_seed_option():
+    cfg = compose_config()
+    assert cfg.backbone.source == BackboneSource.local and cfg.backbone.path == "base_models/mmBERT-base"
+    assert cfg.backbone.hub_id == "jhu-clsp/mmBERT-base"
+    assert cfg.data.dataset_path.endswith("combined_dataset.json")
+    assert cfg.data.label_mapping_path.endswith("output_to_symbol.json")
+    assert cfg.training.log_every_steps == 5
+    assert cfg.model.pooling == Pooling.mean and cfg.training.best_metric.value == "macro_f1"
+    assert cfg.precision.mixed_precision == MixedPrecision.auto
+    for key in ("max_length", "train_ratio", "val_ratio", "seed"):
+        assert hasattr(cfg.data, key)
+    for key in ("epochs", "batch_size", "gradient_accumulation_steps", "num_workers", "learning_rate",
+                "encoder_learning_rate", "weight_decay", "max_grad_norm", "freeze_backbone", "warmup_ratio"):
+        assert hasattr(cfg.training, key)
+
+
+def test_groups_compose():
+    cfg = compose_config(["backbone=mmbert_small", "precision=fp32", "model.hidden_dim=256", "model.pooling=cls"])
+    assert cfg.backbone.hidden_size == 384 and cfg.precision.mixed_precision == MixedPrecision.fp32
+    assert cfg.model.hidden_dim == 256 and cfg.model.pooling == Pooling.cls
+    assert compose_config(["backbone=tiny"]).backbone.tiny.hidden_size == 64
+
+
+@pytest.mark.parametrize("override", [
+    "training.lerning_rate=1e-3",  # misspelled key
+    "data.max_length=abc",  # wrong type
+    "model.pooling=max",  # not an enum value
+    "precision=fp8",  # no such group option
+    "training.freeze_backbone=maybe",
+])
+def test_bad_overrides_fail_at_composition(override):
+    with pytest.raises(ConfigCompositionException):
+        compose_config([override])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.train_ratio=1.2"], "data.train_ratio must be in (0, 1)"),
+    (["data.val_ratio=0"], "data.val_ratio must be in (0, 1)"),
+    (["data.train_ratio=0.8", "data.val_ratio=0.2"], "must be < 1 to leave a test split"),
+    (["data.max_length=9000"], "exceeds mmBERT-base's max_position_embeddings=8192"),
+    (["backbone=tiny", "data.max_length=1024"], "max_position_embeddings=512"),
+    (["training.epochs=0"], "training.epochs must be >= 1"),
+    (["model.dropout=1.0"], "model.dropout must be in [0, 1)"),
+    (["training.device=tpu"], "training.device must be auto, cpu"),
+    (["precision=fp16", "training.device=cpu"], "fp16 needs CUDA"),
+])
+def test_invalid_values_fail_before_anything_loads(overrides, message):
+    with pytest.raises(PipelineError) as err:
+        compose_config(overrides)
+    assert message in str(err.value)
+
+
+def test_misspelled_override_fails_on_the_command_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "training.lerning_rate=1e-3"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "lerning_rate" in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_invalid_value_exits_with_one_line_before_loading(tmp_path):
+    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(tmp_path)}
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "data.train_ratio=0.95", "data.val_ratio=0.1"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stdout.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "leave a test split" in errors[0]

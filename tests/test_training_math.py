@@ -1,0 +1,165 @@
+"""Unit tests of the loop's maths: schedule, parameter groups, precision, pooling, accumulation."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256, module_hashes, tensor_sha256
+from finetune_pipeline.config.schema import BestMetric, MixedPrecision, Pooling
+from finetune_pipeline.data.batches import PadCollator, TokenizedTexts, make_loader
+from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.model.classifier import TextClassifier, build_head, freeze, pool
+from finetune_pipeline.training.loop import fit, is_better
+from finetune_pipeline.training.optim import build_optimizer, param_groups
+from finetune_pipeline.training.precision import cpu_supports_bf16, resolve_precision
+from finetune_pipeline.training.schedule import build_scheduler, lr_multiplier, optimizer_steps
+
+from conftest import compose_config
+
+
+def test_lr_warms_up_linearly_then_decays_to_zero():
+    values = [lr_multiplier(s, warmup_steps=4, total_steps=12) for s in range(13)]
+    assert values[:5] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert values[8] == pytest.approx(0.5)
+    assert values[12] == 0.0
+    assert lr_multiplier(0, 0, 10) == 1.0  # no warm-up
+
+
+def test_optimizer_steps_count_partial_accumulation_windows():
+    assert optimizer_steps(batches_per_epoch=10, accumulation=4, epochs=3) == 9
+    assert optimizer_steps(8, 4, 2) == 4
+
+
+def test_scheduler_follows_the_pure_function():
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = build_scheduler(opt, total_steps=10, warmup_ratio=0.2)
+    seen = []
+    for _ in range(10):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([lr_multiplier(s, 2, 10) for s in range(10)])
+
+
+class FakeEncoder(nn.Module):
+    """Embedding + LayerNorm standing in for a Hugging Face encoder (returns .last_hidden_state)."""
+
+    def __init__(self, vocab=50, hidden=8):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.config = SimpleNamespace(hidden_size=hidden)
+
+    def forward(self, input_ids, attention_mask):
+        return SimpleNamespace(last_hidden_state=self.norm(self.emb(input_ids)))
+
+
+def make_model(seed=0, classes=3):
+    torch.manual_seed(seed)
+    return TextClassifier(FakeEncoder(), build_head(8, 16, classes, dropout=0.0), Pooling.mean)
+
+
+def test_param_groups_split_head_encoder_and_no_decay():
+    model = make_model()
+    groups = {g["name"]: g for g in param_groups(model, head_lr=1e-3, encoder_lr=1e-5, weight_decay=0.1)}
+    assert set(groups) == {"head", "head_no_decay", "encoder", "encoder_no_decay"}
+    assert groups["encoder"]["lr"] == 1e-5 and groups["head"]["lr"] == 1e-3
+    assert groups["head_no_decay"]["weight_decay"] == 0.0 and groups["encoder"]["weight_decay"] == 0.1
+    assert all(p.ndim == 1 for p in groups["encoder_no_decay"]["params"])  # LayerNorm weight and bias
+    freeze(model.encoder)
+    assert {g["name"] for g in param_groups(model, 1e-3, 1e-5, 0.1)} == {"head", "head_no_decay"}
+
+
+def test_mean_pooling_ignores_padding_and_cls_takes_the_first_token():
+    hidden = torch.tensor([[[1.0, 1.0], [3.0, 3.0], [100.0, 100.0]]])  # (B=1, T=3, H=2)
+    mask = torch.tensor([[1, 1, 0]])
+    assert pool(hidden, mask, Pooling.mean).tolist() == [[2.0, 2.0]]
+    assert pool(hidden, mask, Pooling.cls).tolist() == [[1.0, 1.0]]
+
+
+def test_collator_pads_to_the_longest_text_in_the_batch():
+    batch = PadCollator(pad_token_id=0)([([5, 6, 7], 1), ([8], 0)])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [1, 0]
+
+
+def test_precision_resolution_on_cpu():
+    cpu = torch.device("cpu")
+    assert resolve_precision(MixedPrecision.fp32, cpu).autocast().__class__.__name__ == "nullcontext"
+    auto = resolve_precision(MixedPrecision.auto, cpu)
+    assert auto.name == ("bf16" if cpu_supports_bf16() else "fp32")
+    assert not auto.uses_grad_scaler and not auto.grad_scaler().is_enabled()
+    with pytest.raises(PipelineError, match="fp16 needs CUDA"):
+        resolve_precision(MixedPrecision.fp16, cpu)
+
+
+def test_best_metric_direction():
+    assert is_better(0.5, float("nan"), BestMetric.macro_f1)
+    assert is_better(0.6, 0.5, BestMetric.accuracy) and not is_better(0.5, 0.5, BestMetric.accuracy)
+    assert is_better(0.4, 0.5, BestMetric.loss) and not is_better(0.6, 0.5, BestMetric.loss)
+
+
+class WordTokenizer:
+    """Whitespace tokenizer with the call signature TokenizedTexts uses."""
+
+    def __call__(self, texts, truncation, max_length, padding):
+        return {"input_ids": [[1 + (hash(w) % 40) for w in t.split()][:max_length] for t in texts]}
+
+
+def run_fit(tmp_path, batch_size, accumulation, texts, labels):
+    model = make_model(seed=3)
+    cfg = compose_config([f"training.batch_size={batch_size}", f"training.gradient_accumulation_steps={accumulation}",
+                          "training.epochs=1", "training.max_grad_norm=0", "training.warmup_ratio=0",
+                          "training.freeze_backbone=false", "training.progress_bar=false"]).training
+    data = TokenizedTexts(texts, labels, WordTokenizer(), max_length=16)
+    loader = make_loader(data, batch_size, shuffle=False, seed=0, num_workers=0, pad_token_id=0)
+    opt = build_optimizer(model, 1e-2, 1e-2, 0.0)
+    sched = build_scheduler(opt, total_steps=optimizer_steps(len(loader), accumulation, 1), warmup_ratio=0.0)
+    precision = resolve_precision(MixedPrecision.fp32, torch.device("cpu"))
+    result = fit(model, loader, loader, opt, sched, precision, torch.device("cpu"), cfg, tmp_path)
+    return model, result
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    # texts of equal length, so the mean over 2 micro-batches equals the mean over the big batch
+    texts = [f"w{i} w{i + 1} w{i + 2}" for i in range(8)]
+    labels = [i % 3 for i in range(8)]
+    big, r_big = run_fit(tmp_path / "a", batch_size=8, accumulation=1, texts=texts, labels=labels)
+    acc, r_acc = run_fit(tmp_path / "b", batch_size=4, accumulation=2, texts=texts, labels=labels)
+    assert r_big.opt_steps == r_acc.opt_steps == 1
+    for (name, p), q in zip(big.named_parameters(), acc.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    assert (tmp_path / "a" / "best_model.pt").is_file()
+
+
+def test_frozen_encoder_is_bit_identical_and_the_proof_says_so(tmp_path):
+    model = make_model()
+    freeze(model.encoder)
+    before = module_hashes(model.encoder)
+    texts, labels = [f"w{i} w{i * 2}" for i in range(12)], [i % 3 for i in range(12)]
+    cfg = compose_config(["training.epochs=2", "training.progress_bar=false"]).training
+    loader = make_loader(TokenizedTexts(texts, labels, WordTokenizer(), 16), 4, True, 0, 0, 0)
+    opt = build_optimizer(model, 1e-2, 1e-2, 0.01)
+    fit(model, loader, loader, opt, build_scheduler(opt, 6, 0.0),
+        resolve_precision(MixedPrecision.fp32, torch.device("cpu")), torch.device("cpu"), cfg, tmp_path)
+    proof = build_freeze_proof(before, module_hashes(model.encoder), True, model, "x")
+    assert proof["verdict"].startswith("PASS") and proof["trainable_parameters"]["encoder"] == 0
+
+    with torch.no_grad():
+        model.encoder.norm.bias[0] += 1e-3
+    tampered = build_freeze_proof(before, module_hashes(model.encoder), True, model, "x")
+    assert tampered["verdict"].startswith("FAIL") and tampered["tensors_changed"] == ["norm.bias"]
+
+
+def test_tensor_hash_sees_dtype_shape_and_single_bit_changes():
+    t = torch.arange(6, dtype=torch.float32)
+    assert tensor_sha256(t) != tensor_sha256(t.reshape(2, 3))
+    assert tensor_sha256(t) != tensor_sha256(t.double())
+    u = t.clone()
+    u.view(torch.int32)[0] ^= 1  # flip the lowest bit of one float
+    assert tensor_sha256(t) != tensor_sha256(u)
+    assert combined_sha256({"a": "1", "b": "2"}) == combined_sha256({"b": "2", "a": "1"})
