@@ -56,7 +56,9 @@ def run_train(project: Path, *overrides: str, tiny_cache: Path | None = None, ch
     args = [sys.executable, str(REPO / "train.py"), "backbone=tiny", "training.progress_bar=false"]
     if tiny_cache is not None:
         args.append(f"backbone.path={tiny_cache}")
-    proc = subprocess.run(args + list(overrides), cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+    flags = [o for o in overrides if o.startswith("-")]  # e.g. -m, before the overrides for argparse
+    args = args[:2] + flags + args[2:] + [o for o in overrides if not o.startswith("-")]
+    proc = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc

@@ -1,0 +1,158 @@
+"""`python train.py` as a user runs it (tiny backbone, offline), asserting on what it produced."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from finetune_pipeline.training.precision import cpu_supports_bf16
+
+from conftest import REPO, run_folders, run_train
+
+ARTIFACTS = ["best_model.pt", "final_model.pt", "classifier_head.pt", "label_to_id.json", "id_to_label.json",
+             "metrics.json", "freeze_proof.json", "tokenizer", "train.log", ".hydra"]
+FAST = ["training.epochs=2", "data.max_length=32", "model.hidden_dim=32"]
+
+needs_bf16 = pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16")
+
+
+@pytest.mark.parametrize("frozen, precision", [
+    (True, "fp32"), (False, "fp32"),
+    pytest.param(True, "bf16", marks=needs_bf16), pytest.param(False, "bf16", marks=needs_bf16),
+])
+def test_run_writes_every_artifact(project, tiny_cache, frozen, precision):
+    run_train(project, f"training.freeze_backbone={str(frozen).lower()}", f"precision={precision}", *FAST,
+              tiny_cache=tiny_cache)
+    [run] = run_folders(project)
+    assert all((run / name).exists() for name in ARTIFACTS)
+
+    # label maps round-trip against the preprocessed mapping
+    label_to_id = json.loads((run / "label_to_id.json").read_text())
+    id_to_label = json.loads((run / "id_to_label.json").read_text())
+    mapping = json.loads((project / "data/combined_processed/output_to_symbol.json").read_text(encoding="utf-8"))
+    assert sorted(label_to_id.values()) == list(range(len(mapping)))
+    for i, entry in id_to_label.items():
+        assert label_to_id[entry["symbol"]] == int(i) and mapping[entry["label"]] == entry["symbol"]
+
+    # checkpoints: plain state dicts, loadable with weights_only, head consistent with best_model
+    best = torch.load(run / "best_model.pt", weights_only=True)
+    final = torch.load(run / "final_model.pt", weights_only=True)
+    head = torch.load(run / "classifier_head.pt", weights_only=True)
+    assert best.keys() == final.keys()
+    assert {f"head.{k}" for k in head} == {k for k in best if k.startswith("head.")}
+    assert all(torch.equal(head[k], best[f"head.{k}"]) for k in head)
+    assert head["4.weight"].shape == (len(mapping), 32)  # last Linear: classes x hidden_dim
+
+    proof = json.loads((run / "freeze_proof.json").read_text())
+    assert proof["freeze_backbone"] is frozen
+    if frozen:
+        assert proof["verdict"].startswith("PASS") and proof["encoder_unchanged"]
+        assert proof["encoder_sha256_before"] == proof["encoder_sha256_after"]
+        assert proof["trainable_parameters"]["encoder"] == 0
+        assert all(torch.equal(best[k], final[k]) for k in best if k.startswith("encoder."))
+    else:
+        assert proof["verdict"].startswith("NOT FROZEN") and proof["tensors_changed"]
+        assert proof["trainable_parameters"]["encoder"] == proof["trainable_parameters"]["encoder_total"] > 0
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [1, 2]
+    for key in ("train/loss", "val/loss", "val/accuracy", "val/macro_f1", "opt_steps"):
+        assert key in metrics["history"][0]
+    assert metrics["best"]["metric"] == "val/macro_f1" and metrics["best"]["epoch"] in (1, 2)
+    assert 0 <= metrics["test"]["test/accuracy"] <= 1 and "per_class" in metrics["test"]
+    assert set(metrics["test"]["per_class"]) >= {f"{e['label']} ({e['symbol']})" for e in id_to_label.values()}
+    assert metrics["precision"] == precision and metrics["backbone"]["pretrained"] is False
+    assert metrics["timings"]["train_seconds"] > 0
+
+    log = (run / "train.log").read_text()
+    assert re.search(r"epoch=1 step=5/\d+ batch_loss=[\d.]+ .*lr\[head\]=\S+ .*opt_steps=5", log), log[:2000]
+    assert ("lr[encoder]=" in log) is not frozen
+    assert "NOT pretrained" in log and "freeze proof:" in log
+
+    tok = AutoTokenizer.from_pretrained(run / "tokenizer")
+    assert tok("hello world")["input_ids"][0] == tok.bos_token_id
+
+
+def test_learnable_dataset_clearly_beats_chance(project, tiny_cache):
+    run_train(project, "training.freeze_backbone=false", "precision=fp32", "training.epochs=4",
+              "training.encoder_learning_rate=1e-3", "training.learning_rate=3e-3", tiny_cache=tiny_cache)
+    [run] = run_folders(project)
+    metrics = json.loads((run / "metrics.json").read_text())
+    classes = len(json.loads((run / "label_to_id.json").read_text()))
+    assert classes == 5
+    assert metrics["test"]["test/accuracy"] >= 0.8  # chance is 1/5
+
+
+def test_freeze_proof_readme_command_checks_runs_independently(project, tiny_cache):
+    doc = (REPO / "README_FREEZE_PROOF.md").read_text()
+    script = re.search(r"<<'EOF'\n(.*?)\nEOF\n", doc, re.S).group(1)
+    run_train(project, "training.freeze_backbone=true", *FAST, tiny_cache=tiny_cache)
+    run_train(project, "training.freeze_backbone=false", *FAST, tiny_cache=tiny_cache)
+    frozen, tuned = run_folders(project)
+    ok = subprocess.run([sys.executable, "-", str(frozen)], input=script, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    proof = json.loads((frozen / "freeze_proof.json").read_text())
+    assert f"0 of {proof['tensors_total']} encoder tensors" in ok.stdout
+    assert f"best_model.pt: {proof['encoder_sha256_before']}" in ok.stdout
+    bad = subprocess.run([sys.executable, "-", str(tuned)], input=script, capture_output=True, text=True)
+    assert bad.returncode == 1 and "0 of " not in bad.stdout
+
+
+def test_multirun_puts_each_job_in_its_own_folder(project, tiny_cache):
+    run_train(project, "-m", "model.hidden_dim=8,16", *FAST[:2], tiny_cache=tiny_cache)
+    runs = run_folders(project)
+    assert len(runs) == 2 and all("multirun" in str(r) for r in runs)
+    assert (runs[0].parent / "multirun.yaml").is_file()
+    dims = sorted(torch.load(r / "classifier_head.pt", weights_only=True)["1.weight"].shape[0] for r in runs)
+    assert dims == [8, 16]
+    assert [(r / ".hydra" / "overrides.yaml").read_text().count("model.hidden_dim") for r in runs] == [1, 1]
+
+
+def test_runs_started_together_get_separate_folders(project, tiny_cache):
+    # preprocess and build the tiny backbone first, so both runs only race for their run folder
+    run_train(project, "training.epochs=1", "data.max_length=16", tiny_cache=tiny_cache)
+    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project)}
+    args = [sys.executable, str(REPO / "train.py"), "backbone=tiny", f"backbone.path={tiny_cache}",
+            "training.epochs=1", "data.max_length=16"]
+    procs = [subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    assert all(p.wait(timeout=300) == 0 for p in procs)
+    assert len(run_folders(project)) == 3
+
+
+def test_raw_data_change_triggers_preprocessing(project, tiny_cache):
+    first = run_train(project, "training.epochs=1", "data.max_length=16", tiny_cache=tiny_cache)
+    assert "preprocessing data/raw" in first.stdout
+    second = run_train(project, "training.epochs=1", "data.max_length=16", tiny_cache=tiny_cache)
+    assert "combined dataset is up to date" in second.stdout
+    extra = [{"input": f"Extra sports headline number {i}", "output": "sport"} for i in range(5)]
+    (project / "data/raw/part-9.json").write_text(json.dumps(extra))
+    third = run_train(project, "training.epochs=1", "data.max_length=16", tiny_cache=tiny_cache)
+    assert "changed since the last preprocessing" in third.stdout
+    meta = json.loads((project / "data/combined_processed/preprocess_meta.json").read_text())
+    assert "part-9.json" in meta["raw_files"]
+
+
+def test_bad_raw_file_fails_in_one_line_without_outputs(project, tiny_cache):
+    (project / "data/raw/part-9.json").write_text('[{"input": "text", "output": 3}]')
+    proc = run_train(project, tiny_cache=tiny_cache, check=False)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stdout.splitlines() if "ERROR" in line]
+    assert any('part-9.json: record 1: field "output" must be a string' in e for e in errors)
+    assert not (project / "data/combined_processed").exists()
+    assert not list((project / "outputs").rglob("*.pt"))
+
+
+def test_missing_mmbert_offline_says_how_to_get_it(project):
+    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "train.py")], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    [error] = [line for line in proc.stdout.splitlines() if "ERROR" in line and "run failed" not in line]
+    assert "base_models/mmBERT-base: no model weights" in error
+    assert "hf download jhu-clsp/mmBERT-base --local-dir" in error
