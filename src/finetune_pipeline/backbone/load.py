@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from finetune_pipeline.backbone.tiny import tiny_backbone_folder
+from finetune_pipeline.backbone.tiny import NOT_PRETRAINED_MARKER, tiny_backbone_folder
 from finetune_pipeline.config.schema import BackboneConfig, BackboneSource
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.paths import resolve_path
@@ -40,7 +40,8 @@ def locate_backbone(cfg: BackboneConfig, max_length: int, texts: list[str], data
         _download(cfg, folder)
     hf_config = AutoConfig.from_pretrained(folder, trust_remote_code=cfg.trust_remote_code)
     _check_shape(cfg, hf_config, folder, max_length)
-    return Backbone(folder, hf_config, pretrained=True)
+    # stand-ins built by bench/make_standin.py carry this marker: say so instead of "pretrained"
+    return Backbone(folder, hf_config, pretrained=not (folder / NOT_PRETRAINED_MARKER).is_file())
 
 
 def load_tokenizer(backbone: Backbone, cfg: BackboneConfig) -> PreTrainedTokenizerBase:

@@ -21,6 +21,7 @@ from finetune_pipeline.config.schema import TinyBackboneConfig
 
 log = logging.getLogger(__name__)
 
+NOT_PRETRAINED_MARKER = "NOT_PRETRAINED.txt"  # in a backbone folder: random weights, say so in logs
 ROPE_THETA = 160_000.0  # mmBERT uses it for global and local layers alike
 
 
@@ -60,4 +61,4 @@ def _build(folder: Path, shape: TinyBackboneConfig, texts: list[str]) -> None:
         model = AutoModel.from_config(config)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / "NOT_PRETRAINED.txt").write_text("Random-init weights for tests and smoke runs.\n", encoding="utf-8")
+    (folder / NOT_PRETRAINED_MARKER).write_text("Random-init weights for tests and smoke runs.\n", encoding="utf-8")
