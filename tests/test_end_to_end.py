@@ -156,3 +156,5 @@ def test_missing_mmbert_offline_says_how_to_get_it(project):
     [error] = [line for line in proc.stdout.splitlines() if "ERROR" in line and "run failed" not in line]
     assert "base_models/mmBERT-base: no model weights" in error
     assert "hf download jhu-clsp/mmBERT-base --local-dir" in error
+    [run] = [p.parent for p in (project / "outputs").rglob("train.log")]
+    assert {p.name for p in run.iterdir()} == {"train.log", ".hydra"}  # no half-written artifacts

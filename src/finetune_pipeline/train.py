@@ -69,11 +69,12 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, float]:
     split = stratified_split(labels, cfg.data.train_ratio, cfg.data.val_ratio, cfg.data.seed, classes.display_names())
     log.info("data: %d records, %d classes; split train/val/test = %d/%d/%d",
              len(labels), len(classes), *(len(s) for s in split))
-    write_json(run_dir / "label_to_id.json", classes.label_to_id())
-    write_json(run_dir / "id_to_label.json", classes.id_to_label())
 
     backbone = locate_backbone(cfg.backbone, cfg.data.max_length, dataset.texts, dataset.fingerprint)
     tokenizer = load_tokenizer(backbone, cfg.backbone)
+    # data and backbone checked: from here on the run folder fills with artifacts
+    write_json(run_dir / "label_to_id.json", classes.label_to_id())
+    write_json(run_dir / "id_to_label.json", classes.id_to_label())
     with atomic_dir(run_dir / "tokenizer") as tmp:
         tokenizer.save_pretrained(tmp)
     device = resolve_device(cfg.training.device)
