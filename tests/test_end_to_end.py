@@ -39,9 +39,9 @@ def test_run_writes_every_artifact(project, tiny_cache, frozen, precision):
     for i, entry in id_to_label.items():
         assert label_to_id[entry["symbol"]] == int(i) and mapping[entry["label"]] == entry["symbol"]
 
-    # checkpoints: plain state dicts, loadable with weights_only, head consistent with best_model
-    best = torch.load(run / "best_model.pt", weights_only=True)
-    final = torch.load(run / "final_model.pt", weights_only=True)
+    # checkpoints: plain tensors and strings, loadable with weights_only, head consistent with best_model
+    best_ckpt = torch.load(run / "best_model.pt", weights_only=True)
+    best, final = best_ckpt["state_dict"], torch.load(run / "final_model.pt", weights_only=True)["state_dict"]
     head = torch.load(run / "classifier_head.pt", weights_only=True)
     assert best.keys() == final.keys()
     assert {f"head.{k}" for k in head} == {k for k in best if k.startswith("head.")}
@@ -50,12 +50,15 @@ def test_run_writes_every_artifact(project, tiny_cache, frozen, precision):
 
     proof = json.loads((run / "freeze_proof.json").read_text())
     assert proof["freeze_backbone"] is frozen
+    assert best_ckpt["backbone"]["sha256"] == proof["encoder_sha256_before"]
     if frozen:
         assert proof["verdict"].startswith("PASS") and proof["encoder_unchanged"]
         assert proof["encoder_sha256_before"] == proof["encoder_sha256_after"]
         assert proof["trainable_parameters"]["encoder"] == 0
-        assert all(torch.equal(best[k], final[k]) for k in best if k.startswith("encoder."))
+        assert best_ckpt["kind"] == "head_only" and not any(k.startswith("encoder.") for k in final)
+        assert (run / "best_model.pt").stat().st_size < 1_000_000  # lean: no encoder copy
     else:
+        assert best_ckpt["kind"] == "full" and any(k.startswith("encoder.") for k in best)
         assert proof["verdict"].startswith("NOT FROZEN") and proof["tensors_changed"]
         assert proof["trainable_parameters"]["encoder"] == proof["trainable_parameters"]["encoder_total"] > 0
 
@@ -73,6 +76,7 @@ def test_run_writes_every_artifact(project, tiny_cache, frozen, precision):
     assert re.search(r"epoch=1 step=5/\d+ batch_loss=[\d.]+ .*lr\[head\]=\S+ .*opt_steps=5", log), log[:2000]
     assert ("lr[encoder]=" in log) is not frozen
     assert "NOT pretrained" in log and "freeze proof:" in log
+    assert ("feature cache: miss" in log) is frozen
 
     tok = AutoTokenizer.from_pretrained(run / "tokenizer")
     assert tok("hello world")["input_ids"][0] == tok.bos_token_id
@@ -92,15 +96,29 @@ def test_freeze_proof_readme_command_checks_runs_independently(project, tiny_cac
     doc = (REPO / "README_FREEZE_PROOF.md").read_text()
     script = re.search(r"<<'EOF'\n(.*?)\nEOF\n", doc, re.S).group(1)
     run_train(project, "training.freeze_backbone=true", *FAST, tiny_cache=tiny_cache)
+    run_train(project, "training.freeze_backbone=true", "training.full_checkpoints=true", *FAST, tiny_cache=tiny_cache)
     run_train(project, "training.freeze_backbone=false", *FAST, tiny_cache=tiny_cache)
-    frozen, tuned = run_folders(project)
-    ok = subprocess.run([sys.executable, "-", str(frozen)], input=script, capture_output=True, text=True)
+    lean, full, tuned = run_folders(project)
+
+    def check(run):
+        return subprocess.run([sys.executable, "-", str(run)], input=script, capture_output=True, text=True)
+
+    proof = json.loads((lean / "freeze_proof.json").read_text())
+    ok = check(lean)
     assert ok.returncode == 0, ok.stderr
-    proof = json.loads((frozen / "freeze_proof.json").read_text())
-    assert f"0 of {proof['tensors_total']} encoder tensors" in ok.stdout
-    assert f"best_model.pt: {proof['encoder_sha256_before']}" in ok.stdout
-    bad = subprocess.run([sys.executable, "-", str(tuned)], input=script, capture_output=True, text=True)
-    assert bad.returncode == 1 and "0 of " not in bad.stdout
+    assert f"base model's encoder sha256 now: {proof['encoder_sha256_before']} (same)" in ok.stdout
+    ok_full = check(full)
+    assert ok_full.returncode == 0, ok_full.stderr
+    assert f"full checkpoint: 0 of {proof['tensors_total']} encoder tensors differ" in ok_full.stdout
+    assert f"encoder sha256 in best_model.pt: {proof['encoder_sha256_before']}" in ok_full.stdout
+    bad = check(tuned)
+    assert bad.returncode == 1 and "full checkpoint: 0 of" not in bad.stdout
+
+    # a head-only checkpoint whose recorded backbone is not the one on disk fails the check
+    ckpt = torch.load(lean / "best_model.pt", weights_only=True)
+    ckpt["backbone"]["sha256"] = "0" * 64
+    torch.save(ckpt, lean / "best_model.pt")
+    assert check(lean).returncode == 1
 
 
 def test_multirun_puts_each_job_in_its_own_folder(project, tiny_cache):
@@ -110,6 +128,9 @@ def test_multirun_puts_each_job_in_its_own_folder(project, tiny_cache):
     assert (runs[0].parent / "multirun.yaml").is_file()
     dims = sorted(torch.load(r / "classifier_head.pt", weights_only=True)["1.weight"].shape[0] for r in runs)
     assert dims == [8, 16]
+    logs = [(r / "train.log").read_text() for r in runs]
+    assert "feature cache: miss" in logs[0] and "feature cache: hit" in logs[1]
+    assert "encoder not loaded" in logs[1]  # the second job never loads the encoder
     assert [(r / ".hydra" / "overrides.yaml").read_text().count("model.hidden_dim") for r in runs] == [1, 1]
 
 

@@ -8,9 +8,10 @@ from torch import nn
 
 from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256, module_hashes, tensor_sha256
 from finetune_pipeline.config.schema import BestMetric, MixedPrecision, Pooling
-from finetune_pipeline.data.batches import PadCollator, TokenizedTexts, make_loader
+from finetune_pipeline.data.batches import (LengthGroupedBatchSampler, PadCollator, TokenizedTexts, eval_loader,
+                                            sorted_batches, train_loader)
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.model.classifier import TextClassifier, build_head, freeze, pool
+from finetune_pipeline.model.classifier import TextClassifier, build_head, pool
 from finetune_pipeline.training.loop import fit, is_better
 from finetune_pipeline.training.optim import build_optimizer, param_groups
 from finetune_pipeline.training.precision import cpu_supports_bf16, resolve_precision
@@ -57,9 +58,9 @@ class FakeEncoder(nn.Module):
         return SimpleNamespace(last_hidden_state=self.norm(self.emb(input_ids)))
 
 
-def make_model(seed=0, classes=3):
+def make_model(seed=0, classes=3, frozen=False):
     torch.manual_seed(seed)
-    return TextClassifier(FakeEncoder(), build_head(8, 16, classes, dropout=0.0), Pooling.mean)
+    return TextClassifier(FakeEncoder(), build_head(8, 16, classes, dropout=0.0), Pooling.mean, frozen=frozen)
 
 
 def test_param_groups_split_head_encoder_and_no_decay():
@@ -69,8 +70,10 @@ def test_param_groups_split_head_encoder_and_no_decay():
     assert groups["encoder"]["lr"] == 1e-5 and groups["head"]["lr"] == 1e-3
     assert groups["head_no_decay"]["weight_decay"] == 0.0 and groups["encoder"]["weight_decay"] == 0.1
     assert all(p.ndim == 1 for p in groups["encoder_no_decay"]["params"])  # LayerNorm weight and bias
-    freeze(model.encoder)
-    assert {g["name"] for g in param_groups(model, 1e-3, 1e-5, 0.1)} == {"head", "head_no_decay"}
+    frozen = make_model(frozen=True)
+    assert {g["name"] for g in param_groups(frozen, 1e-3, 1e-5, 0.1)} == {"head", "head_no_decay"}
+    frozen.train()
+    assert frozen.head.training and not frozen.encoder.training  # a frozen encoder never trains
 
 
 def test_mean_pooling_ignores_padding_and_cls_takes_the_first_token():
@@ -81,7 +84,8 @@ def test_mean_pooling_ignores_padding_and_cls_takes_the_first_token():
 
 
 def test_collator_pads_to_the_longest_text_in_the_batch():
-    batch = PadCollator(pad_token_id=0)([([5, 6, 7], 1), ([8], 0)])
+    batch = PadCollator(pad_token_id=0)([(4, [5, 6, 7], 1), (2, [8], 0)])
+    assert batch["index"].tolist() == [4, 2]
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [1, 0]
@@ -116,11 +120,13 @@ def run_fit(tmp_path, batch_size, accumulation, texts, labels):
                           "training.epochs=1", "training.max_grad_norm=0", "training.warmup_ratio=0",
                           "training.freeze_backbone=false", "training.progress_bar=false"]).training
     data = TokenizedTexts(texts, labels, WordTokenizer(), max_length=16)
-    loader = make_loader(data, batch_size, shuffle=False, seed=0, num_workers=0, pad_token_id=0)
+    loader = eval_loader(data, batch_size, num_workers=0, pad_token_id=0)  # equal lengths: dataset order
     opt = build_optimizer(model, 1e-2, 1e-2, 0.0)
     sched = build_scheduler(opt, total_steps=optimizer_steps(len(loader), accumulation, 1), warmup_ratio=0.0)
     precision = resolve_precision(MixedPrecision.fp32, torch.device("cpu"))
-    result = fit(model, loader, loader, opt, sched, precision, torch.device("cpu"), cfg, tmp_path)
+    saved = []
+    result = fit(model, loader, loader, opt, sched, precision, torch.device("cpu"), cfg, save_best=lambda: saved.append(1))
+    assert saved  # the first epoch is always the best so far
     return model, result
 
 
@@ -133,25 +139,23 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     assert r_big.opt_steps == r_acc.opt_steps == 1
     for (name, p), q in zip(big.named_parameters(), acc.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
-    assert (tmp_path / "a" / "best_model.pt").is_file()
 
 
 def test_frozen_encoder_is_bit_identical_and_the_proof_says_so(tmp_path):
-    model = make_model()
-    freeze(model.encoder)
+    model = make_model(frozen=True)
     before = module_hashes(model.encoder)
     texts, labels = [f"w{i} w{i * 2}" for i in range(12)], [i % 3 for i in range(12)]
     cfg = compose_config(["training.epochs=2", "training.progress_bar=false"]).training
-    loader = make_loader(TokenizedTexts(texts, labels, WordTokenizer(), 16), 4, True, 0, 0, 0)
+    loader = train_loader(TokenizedTexts(texts, labels, WordTokenizer(), 16), 4, seed=0, num_workers=0, pad_token_id=0)
     opt = build_optimizer(model, 1e-2, 1e-2, 0.01)
     fit(model, loader, loader, opt, build_scheduler(opt, 6, 0.0),
-        resolve_precision(MixedPrecision.fp32, torch.device("cpu")), torch.device("cpu"), cfg, tmp_path)
-    proof = build_freeze_proof(before, module_hashes(model.encoder), True, model, "x")
+        resolve_precision(MixedPrecision.fp32, torch.device("cpu")), torch.device("cpu"), cfg, save_best=lambda: None)
+    proof = build_freeze_proof(before, module_hashes(model.encoder), True, model, "x", 100, "test")
     assert proof["verdict"].startswith("PASS") and proof["trainable_parameters"]["encoder"] == 0
 
     with torch.no_grad():
         model.encoder.norm.bias[0] += 1e-3
-    tampered = build_freeze_proof(before, module_hashes(model.encoder), True, model, "x")
+    tampered = build_freeze_proof(before, module_hashes(model.encoder), True, model, "x", 100, "test")
     assert tampered["verdict"].startswith("FAIL") and tampered["tensors_changed"] == ["norm.bias"]
 
 
@@ -163,3 +167,27 @@ def test_tensor_hash_sees_dtype_shape_and_single_bit_changes():
     u.view(torch.int32)[0] ^= 1  # flip the lowest bit of one float
     assert tensor_sha256(t) != tensor_sha256(u)
     assert combined_sha256({"a": "1", "b": "2"}) == combined_sha256({"b": "2", "a": "1"})
+
+
+def test_sorted_batches_respect_rows_and_token_budget():
+    lengths = [5, 30, 10, 30, 7, 12, 3]
+    batches = sorted_batches(lengths, batch_size=3)
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    assert [[lengths[i] for i in b] for b in batches] == [[30, 30, 12], [10, 7, 5], [3]]
+    budget = sorted_batches(lengths, batch_size=100, max_tokens=60)
+    assert all(len(b) * lengths[b[0]] <= 60 for b in budget)  # rows x longest text
+    assert [[lengths[i] for i in b] for b in budget] == [[30, 30], [12, 10, 7, 5, 3]]
+
+
+def test_length_grouped_batches_are_random_complete_and_seeded():
+    lengths = [(i * 37) % 101 + 1 for i in range(1000)]
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=10, seed=1)
+    first, second = list(sampler), list(sampler)
+    for epoch in (first, second):
+        assert sorted(i for b in epoch for i in b) == list(range(1000)) and len(epoch) == len(sampler) == 100
+    assert first != second  # a new order every epoch
+    assert list(LengthGroupedBatchSampler(lengths, 10, seed=1)) == first  # fixed by the seed
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first) / len(first)
+    assert spread < 5  # similar lengths within a batch (random batches would spread ~80)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in first)
+    assert padded / sum(lengths) < 1.1

@@ -1,35 +1,45 @@
 """``train(cfg, run_dir) -> metrics``: the whole recipe, setup -> fit -> test -> artifacts.
 
-Each ``_setup_*`` helper builds one thing and logs one line. The root ``train.py`` is a thin Hydra
-wrapper around this function; tests call it directly with a composed config.
+Two ways to train, chosen once in ``_setup_model_and_data``:
+
+- cached (``freeze_backbone=true``, ``cache_features=true``, the default): the encoder runs once per
+  text (or not at all on a cache hit) and the head trains on pooled features;
+- end to end (fine-tuning, or a frozen run with ``cache_features=false``): the encoder runs on
+  every batch, as in the seed.
+
+The root ``train.py`` is a thin Hydra wrapper around this function; tests call it directly too.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from transformers.utils import logging as hf_logging
 
 from finetune_pipeline.artifacts.atomic import atomic_dir, save_torch, write_json
-from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, module_hashes
-from finetune_pipeline.backbone.load import load_encoder, load_tokenizer, locate_backbone
+from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, save_checkpoint
+from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256, module_hashes
+from finetune_pipeline.backbone.load import Backbone, load_encoder, load_tokenizer, locate_backbone
 from finetune_pipeline.config.schema import Config
-from finetune_pipeline.data.batches import TokenizedTexts, make_loader
+from finetune_pipeline.data.batches import TokenizedTexts, eval_loader, feature_loader, train_loader
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.preprocess import ensure_preprocessed, load_combined
 from finetune_pipeline.data.split import stratified_split
-from finetune_pipeline.model.classifier import TextClassifier, build_head, freeze
+from finetune_pipeline.features.frozen import frozen_features
+from finetune_pipeline.model.classifier import FeatureClassifier, TextClassifier, build_head
 from finetune_pipeline.training.evaluate import per_class_report, predict, scores
 from finetune_pipeline.training.loop import fit
 from finetune_pipeline.training.optim import build_optimizer
-from finetune_pipeline.training.precision import resolve_device, resolve_precision
+from finetune_pipeline.training.precision import Precision, resolve_device, resolve_precision
 from finetune_pipeline.training.schedule import build_scheduler, optimizer_steps
 
 log = logging.getLogger(__name__)
@@ -38,10 +48,20 @@ LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"
 
 
 @dataclass
-class Loaders:
+class Setup:
+    """What the training loop needs, whichever way the encoder is used."""
+
+    model: nn.Module
     train: DataLoader
     val: DataLoader
     test: DataLoader
+    hashes_before: dict[str, str]
+    encoder_parameters: int
+    how: str  # when the freeze proof's hashes are taken
+    hashes_after: dict[str, str] | None = None  # known at setup on the cached path
+    head_only_checkpoints: bool = False  # frozen runs: the encoder is the base model's, known by its hash
+    base_encoder_state: dict | None = None  # cached path with full checkpoints: the encoder's weights
+    info: dict = field(default_factory=dict)
 
 
 def train(cfg: Config, run_dir: Path) -> dict[str, float]:
@@ -81,28 +101,33 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, float]:
     precision = resolve_precision(cfg.precision.mixed_precision, device)
     log.info("device %s, precision %s (requested %s)", device, precision.name, cfg.precision.mixed_precision.value)
 
-    loaders = _setup_data(cfg, dataset.texts, labels, split, tokenizer)
-    model = _setup_model(cfg, backbone, len(classes)).to(device)
-    hashes_before = module_hashes(model.encoder)
-    optimizer = build_optimizer(model, cfg.training.learning_rate, cfg.training.encoder_learning_rate, cfg.training.weight_decay)
-    total_steps = optimizer_steps(len(loaders.train), cfg.training.gradient_accumulation_steps, cfg.training.epochs)
+    setup = _setup_model_and_data(cfg, backbone, tokenizer, dataset.texts, labels, split, len(classes), device, precision)
+    identity = BackboneIdentity(cfg.backbone.name, str(backbone.folder), combined_sha256(setup.hashes_before))
+    optimizer = build_optimizer(setup.model, cfg.training.learning_rate, cfg.training.encoder_learning_rate,
+                                cfg.training.weight_decay)
+    total_steps = optimizer_steps(len(setup.train), cfg.training.gradient_accumulation_steps, cfg.training.epochs)
     scheduler = build_scheduler(optimizer, total_steps, cfg.training.warmup_ratio)
     log.info("optimizer: AdamW, groups %s, %d optimizer steps", [g["name"] for g in optimizer.param_groups], total_steps)
     setup_seconds = time.perf_counter() - started
 
-    result = fit(model, loaders.train, loaders.val, optimizer, scheduler, precision, device, cfg.training, run_dir)
-    save_torch(run_dir / "final_model.pt", model.state_dict())
+    def checkpoint(name: str) -> None:
+        save_checkpoint(run_dir / name, _checkpoint_state(setup), identity, cfg.model.pooling.value)
 
-    proof = build_freeze_proof(hashes_before, module_hashes(model.encoder), cfg.training.freeze_backbone,
-                               model, str(backbone.folder))
+    result = fit(setup.model, setup.train, setup.val, optimizer, scheduler, precision, device, cfg.training,
+                 save_best=lambda: checkpoint("best_model.pt"))
+    checkpoint("final_model.pt")
+
+    after = setup.hashes_after or module_hashes(setup.model.encoder)
+    proof = build_freeze_proof(setup.hashes_before, after, cfg.training.freeze_backbone, setup.model,
+                               str(backbone.folder), setup.encoder_parameters, setup.how)
     write_json(run_dir / "freeze_proof.json", proof)
     log.info("freeze proof: %s (encoder sha256 %s -> %s)", proof["verdict"],
              proof["encoder_sha256_before"][:12], proof["encoder_sha256_after"][:12])
 
     test_start = time.perf_counter()
-    model.load_state_dict(torch.load(run_dir / "best_model.pt", map_location=device, weights_only=True))
-    save_torch(run_dir / "classifier_head.pt", model.head.state_dict())
-    test_predictions = predict(model, loaders.test, precision, device)
+    _restore(setup.model, torch.load(run_dir / "best_model.pt", map_location=device, weights_only=True)["state_dict"])
+    save_torch(run_dir / "classifier_head.pt", setup.model.head.state_dict())
+    test_predictions = predict(setup.model, setup.test, precision, device)
     test = scores(test_predictions, "test")
     report = per_class_report(test_predictions, classes.display_names())
     log.info("test (best epoch %d): accuracy=%.4f macro_f1=%.4f loss=%.4f",
@@ -118,7 +143,8 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, float]:
         "data": {"records": len(labels), "classes": len(classes),
                  "train": len(split[0]), "val": len(split[1]), "test": len(split[2]),
                  "raw_fingerprint": dataset.fingerprint},
-        "backbone": {"name": cfg.backbone.name, "path": str(backbone.folder), "pretrained": backbone.pretrained},
+        "backbone": {**identity.as_dict(), "pretrained": backbone.pretrained},
+        "features": setup.info,
         "device": str(device),
         "precision": precision.name,
         "timings": {"setup_seconds": setup_seconds, "train_seconds": result.train_seconds,
@@ -129,31 +155,65 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, float]:
     return summary
 
 
-def _setup_data(cfg: Config, texts: list[str], labels: list[int], split, tokenizer) -> Loaders:
+def _setup_model_and_data(cfg: Config, backbone: Backbone, tokenizer, texts: list[str], labels: list[int], split,
+                          num_classes: int, device: torch.device, precision: Precision) -> Setup:
     t = cfg.training
+    tokenized = TokenizedTexts(texts, labels, tokenizer, cfg.data.max_length)
+    lengths = tokenized.lengths()
+    part = [[int(i) for i in idx] for idx in split]  # train, val, test indices
 
-    def loader(idx: np.ndarray, shuffle: bool) -> DataLoader:
-        data = TokenizedTexts([texts[i] for i in idx], [labels[i] for i in idx], tokenizer, cfg.data.max_length)
-        return make_loader(data, t.batch_size, shuffle, cfg.data.seed, t.num_workers, tokenizer.pad_token_id)
+    if t.freeze_backbone and t.cache_features:
+        frozen = frozen_features(cfg, backbone, tokenizer, texts, device, precision)
+        _seed_everything(cfg.data.seed)  # the head's initialisation and dropout depend on the seed only
+        model = FeatureClassifier(build_head(frozen.features.shape[1], cfg.model.hidden_dim, num_classes, cfg.model.dropout))
+        feats = [frozen.features[idx] for idx in part]
+        labs = [[labels[i] for i in idx] for idx in part]
+        loaders = (feature_loader(feats[0], labs[0], t.batch_size, [lengths[i] for i in part[0]], cfg.data.seed),
+                   feature_loader(feats[1], labs[1], t.batch_size), feature_loader(feats[2], labs[2], t.batch_size))
+        base_state = frozen.encoder.state_dict() if frozen.encoder is not None else None
+        del frozen.encoder
+        gc.collect()  # the encoder is not needed any more: give its memory back before training
+        log.info("model: head on cached %s-pooled features (%d -> %d -> %d), %d train batches per epoch",
+                 cfg.model.pooling.value, feats[0].shape[1], cfg.model.hidden_dim, num_classes, len(loaders[0]))
+        return Setup(model.to(device), *loaders, frozen.hashes_before, frozen.encoder_parameters, frozen.how,
+                     hashes_after=frozen.hashes_after, head_only_checkpoints=not t.full_checkpoints,
+                     base_encoder_state=base_state, info=frozen.info)
 
-    loaders = Loaders(loader(split[0], True), loader(split[1], False), loader(split[2], False))
-    log.info("data loaders: batch %d, %d train batches per epoch, max_length %d, dynamic padding",
-             t.batch_size, len(loaders.train), cfg.data.max_length)
-    return loaders
-
-
-def _setup_model(cfg: Config, backbone, num_classes: int) -> TextClassifier:
     encoder = load_encoder(backbone, cfg.backbone)
-    _seed_everything(cfg.data.seed)  # the head's initialisation and dropout depend on the seed only
+    _seed_everything(cfg.data.seed)
     head = build_head(encoder.config.hidden_size, cfg.model.hidden_dim, num_classes, cfg.model.dropout)
-    model = TextClassifier(encoder, head, cfg.model.pooling)
-    if cfg.training.freeze_backbone:
-        freeze(model.encoder)
+    model = TextClassifier(encoder, head, cfg.model.pooling, frozen=t.freeze_backbone).to(device)
+    subsets = [TokenizedTexts.subset(tokenized, idx) for idx in part]
+    pad = tokenizer.pad_token_id
+    loaders = (train_loader(subsets[0], t.batch_size, cfg.data.seed, t.num_workers, pad),
+               eval_loader(subsets[1], t.batch_size, t.num_workers, pad), eval_loader(subsets[2], t.batch_size, t.num_workers, pad))
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("model: %s pooling -> MLP head %d -> %d -> %d; backbone %s; %.2fM trainable parameters",
-             cfg.model.pooling.value, encoder.config.hidden_size, cfg.model.hidden_dim, num_classes,
-             "frozen" if cfg.training.freeze_backbone else "trainable", n_trainable / 1e6)
-    return model
+    log.info("model: encoder (%s) -> %s pooling -> MLP head %d -> %d -> %d; %.2fM trainable parameters; "
+             "%d train batches per epoch, length-grouped, dynamic padding",
+             "frozen" if t.freeze_backbone else "trainable", cfg.model.pooling.value, encoder.config.hidden_size,
+             cfg.model.hidden_dim, num_classes, n_trainable / 1e6, len(loaders[0]))
+    how = "before: right after loading; after: after the last epoch"
+    return Setup(model, *loaders, module_hashes(model.encoder), sum(p.numel() for p in encoder.parameters()), how,
+                 head_only_checkpoints=t.freeze_backbone and not t.full_checkpoints, info={"cache": "off"})
+
+
+def _checkpoint_state(setup: Setup) -> dict[str, torch.Tensor]:
+    """Head-only for frozen runs (unless training.full_checkpoints), encoder + head otherwise."""
+    state = setup.model.state_dict()
+    if setup.head_only_checkpoints:
+        return {k: v for k, v in state.items() if k.startswith("head.")}
+    if setup.base_encoder_state is not None:  # cached path: the head never saw the encoder's tensors
+        state = {**{f"encoder.{k}": v for k, v in setup.base_encoder_state.items()}, **state}
+    return state
+
+
+def _restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a checkpoint's tensors that the model has (a frozen encoder is already the right one)."""
+    own = model.state_dict()
+    missing = [k for k in own if k.startswith("head.") and k not in state]
+    if missing:
+        raise RuntimeError(f"checkpoint lacks head tensors {missing}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
 def _seed_everything(seed: int) -> None:

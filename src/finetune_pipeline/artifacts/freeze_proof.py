@@ -30,10 +30,12 @@ def combined_sha256(hashes: dict[str, str]) -> str:
 
 
 def build_freeze_proof(
-    before: dict[str, str], after: dict[str, str], freeze_backbone: bool, model: nn.Module, backbone_path: str
+    before: dict[str, str], after: dict[str, str], freeze_backbone: bool, model: nn.Module, backbone_path: str,
+    encoder_total: int, how: str,
 ) -> dict:
+    """``how`` says when the hashes were taken (they differ between the cached and end-to-end paths)."""
     changed = sorted(n for n in before if before[n] != after.get(n))
-    trainable = {
+    trainable = {  # a head over cached features has no encoder parameters at all
         part: sum(p.numel() for n, p in model.named_parameters() if n.startswith(f"{part}.") and p.requires_grad)
         for part in ("encoder", "head")
     }
@@ -46,12 +48,13 @@ def build_freeze_proof(
         "verdict": verdict,
         "freeze_backbone": freeze_backbone,
         "encoder_unchanged": unchanged,
+        "how": how,
         "backbone_path": backbone_path,
         "encoder_sha256_before": combined_sha256(before),
         "encoder_sha256_after": combined_sha256(after),
         "tensors_total": len(before),
         "tensors_changed": changed,
-        "trainable_parameters": {**trainable, "encoder_total": sum(p.numel() for p in model.encoder.parameters())},
+        "trainable_parameters": {**trainable, "encoder_total": encoder_total},
         "tensor_sha256_before": before,
         "tensor_sha256_after": after,
     }

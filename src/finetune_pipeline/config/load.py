@@ -38,8 +38,9 @@ def validate(cfg: Config) -> None:
     _check(d.max_length >= 8, "data.max_length", f"must be >= 8, got {d.max_length}")
     _check(m.hidden_dim >= 1, "model.hidden_dim", f"must be >= 1, got {m.hidden_dim}")
     _check(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
-    for key in ("epochs", "batch_size", "gradient_accumulation_steps", "log_every_steps"):
+    for key in ("epochs", "batch_size", "gradient_accumulation_steps", "log_every_steps", "encode_batch_size"):
         _check(getattr(t, key) >= 1, f"training.{key}", f"must be >= 1, got {getattr(t, key)}")
+    _check(t.encode_max_tokens >= 0, "training.encode_max_tokens", f"must be >= 0 (0 = no budget), got {t.encode_max_tokens}")
     _check(t.num_workers >= 0, "training.num_workers", f"must be >= 0, got {t.num_workers}")
     for key in ("learning_rate", "encoder_learning_rate"):
         _check(getattr(t, key) > 0, f"training.{key}", f"must be > 0, got {getattr(t, key)}")

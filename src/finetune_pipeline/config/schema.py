@@ -42,6 +42,7 @@ class BackboneSource(str, Enum):
 @dataclass
 class DataConfig:
     raw_dir: str = MISSING  # *.json / *.jsonl parts of {"input", "output"} records
+    cache_dir: str = MISSING  # feature cache and remembered backbone hashes (safe to delete)
     dataset_path: str = MISSING  # merged, output -> symbol
     label_mapping_path: str = MISSING  # label -> symbol
     max_length: int = MISSING  # tokens per text after truncation (special tokens included)
@@ -96,6 +97,10 @@ class TrainingConfig:
     max_grad_norm: float = MISSING  # gradient clipping; 0 disables it
     warmup_ratio: float = MISSING  # share of optimizer steps with linear warm-up, then linear decay to 0
     freeze_backbone: bool = MISSING  # train the head only; the encoder stays bit-identical
+    cache_features: bool = MISSING  # frozen: encode each text once and train the head on cached features
+    full_checkpoints: bool = MISSING  # frozen: write encoder + head instead of head + backbone identity
+    encode_batch_size: int = MISSING  # most texts per batch of the encoding pass
+    encode_max_tokens: int = MISSING  # padded tokens per batch of the encoding pass; 0 = rows only
     best_metric: BestMetric = MISSING  # validation metric that picks best_model.pt
     log_every_steps: int = MISSING  # step log period, in forward passes
     device: str = MISSING  # auto | cpu | cuda | cuda:N

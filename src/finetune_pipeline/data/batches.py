@@ -1,10 +1,21 @@
-"""Tokenized datasets and dynamic-padding batches."""
+"""Tokenized datasets and batches that waste no compute on padding.
+
+- every batch is padded to its own longest text, never to max_length;
+- evaluation and feature encoding batch texts of similar length (sorted), optionally sized by a
+  token budget; callers restore the original order from the batch indices;
+- training batches are grouped by length inside random mega-batches, so they stay random.
+"""
 
 from __future__ import annotations
 
+import random
+from typing import Iterator
+
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 from transformers import PreTrainedTokenizerBase
+
+MEGA_BATCH_FACTOR = 50  # training: sort by length within windows of 50 batches (as HF's group_by_length)
 
 
 class TokenizedTexts(Dataset):
@@ -15,33 +26,116 @@ class TokenizedTexts(Dataset):
         self.input_ids: list[list[int]] = encoded["input_ids"]
         self.labels = labels
 
+    @classmethod
+    def subset(cls, data: "TokenizedTexts", indices: list[int]) -> "TokenizedTexts":
+        part = cls.__new__(cls)
+        part.input_ids = [data.input_ids[i] for i in indices]
+        part.labels = [data.labels[i] for i in indices]
+        return part
+
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[list[int], int]:
-        return self.input_ids[i], self.labels[i]
+    def __getitem__(self, i: int) -> tuple[int, list[int], int]:
+        return i, self.input_ids[i], self.labels[i]
+
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
 
 
 class PadCollator:
-    """Pads a batch to its longest text, not to max_length: no compute spent on padding."""
+    """Pads a batch to its longest text. ``index`` holds each row's position in the dataset."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
 
-    def __call__(self, items: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
-        longest = max(len(ids) for ids, _ in items)
+    def __call__(self, items: list[tuple[int, list[int], int]]) -> dict[str, torch.Tensor]:
+        longest = max(len(ids) for _, ids, _ in items)
         input_ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)  # (B, T)
         attention_mask = torch.zeros((len(items), longest), dtype=torch.long)  # (B, T)
-        for row, (ids, _) in enumerate(items):
+        for row, (_, ids, _) in enumerate(items):
             input_ids[row, : len(ids)] = torch.tensor(ids)
             attention_mask[row, : len(ids)] = 1
-        labels = torch.tensor([label for _, label in items], dtype=torch.long)  # (B,)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        return {
+            "index": torch.tensor([i for i, _, _ in items], dtype=torch.long),  # (B,)
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": torch.tensor([label for _, _, label in items], dtype=torch.long),  # (B,)
+        }
 
 
-def make_loader(data: TokenizedTexts, batch_size: int, shuffle: bool, seed: int, num_workers: int, pad_token_id: int) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)  # data order depends on the seed only
-    return DataLoader(
-        data, batch_size=batch_size, shuffle=shuffle, generator=generator,
-        num_workers=num_workers, collate_fn=PadCollator(pad_token_id),
-    )
+def sorted_batches(lengths: list[int], batch_size: int, max_tokens: int = 0) -> list[list[int]]:
+    """Indices sorted by length, longest first, cut into batches.
+
+    With ``max_tokens > 0`` a batch also stops growing when batch rows x its longest text would
+    exceed the budget (padded tokens), so short texts go in big batches and long ones in small.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]  # sorted: the first row is the longest
+        if current and (len(current) >= batch_size or (max_tokens and (len(current) + 1) * longest > max_tokens)):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Random batches of similar-length texts, different every epoch, fixed by the seed.
+
+    Shuffle all indices, cut them into mega-batches of ``MEGA_BATCH_FACTOR`` batches, sort each by
+    length and cut it into batches, then shuffle the batch order.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rnd = random.Random(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        indices = list(range(len(self.lengths)))
+        rnd.shuffle(indices)
+        mega = self.batch_size * MEGA_BATCH_FACTOR
+        batches = []
+        for start in range(0, len(indices), mega):
+            window = sorted(indices[start:start + mega], key=lambda i: -self.lengths[i])
+            batches += [window[j:j + self.batch_size] for j in range(0, len(window), self.batch_size)]
+        rnd.shuffle(batches)
+        return iter(batches)
+
+
+def train_loader(data: TokenizedTexts, batch_size: int, seed: int, num_workers: int, pad_token_id: int) -> DataLoader:
+    sampler = LengthGroupedBatchSampler(data.lengths(), batch_size, seed)
+    return DataLoader(data, batch_sampler=sampler, num_workers=num_workers, collate_fn=PadCollator(pad_token_id))
+
+
+def eval_loader(data: TokenizedTexts, batch_size: int, num_workers: int, pad_token_id: int, max_tokens: int = 0) -> DataLoader:
+    batches = sorted_batches(data.lengths(), batch_size, max_tokens)
+    return DataLoader(data, batch_sampler=batches, num_workers=num_workers, collate_fn=PadCollator(pad_token_id))
+
+
+def _feature_rows(rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    index, features, labels = (torch.stack(column) for column in zip(*rows))
+    return {"index": index, "features": features, "labels": labels}  # (B,), (B, H), (B,)
+
+
+def feature_loader(features: torch.Tensor, labels: list[int], batch_size: int, train_lengths: list[int] | None = None,
+                   seed: int = 0) -> DataLoader:
+    """Batches of cached (N, H) features, in-process (rows are tensor slices).
+
+    For training, pass the texts' token lengths: the batches are then exactly those the end-to-end
+    path draws (same sampler, same seed), so both paths train the head on the same batches.
+    """
+    data = TensorDataset(torch.arange(len(labels)), features, torch.tensor(labels, dtype=torch.long))
+    if train_lengths is None:
+        return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=_feature_rows)
+    sampler = LengthGroupedBatchSampler(train_lengths, batch_size, seed)
+    return DataLoader(data, batch_sampler=sampler, collate_fn=_feature_rows)

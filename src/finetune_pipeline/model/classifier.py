@@ -1,4 +1,4 @@
-"""Encoder + pooling + MLP head (the seed's step 6)."""
+"""Encoder + pooling + MLP head (the seed's step 6), and the head alone over cached features."""
 
 from __future__ import annotations
 
@@ -27,21 +27,37 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -
 
 
 class TextClassifier(nn.Module):
-    """``state_dict`` keys: ``encoder.*`` (the Hugging Face model's own names) and ``head.*``."""
+    """Tokens -> logits. ``state_dict`` keys: ``encoder.*`` (the HF model's own names) and ``head.*``.
 
-    def __init__(self, encoder: nn.Module, head: nn.Sequential, pooling: Pooling):
+    With a frozen encoder, ``train()`` keeps the encoder in eval mode (no dropout) and its
+    parameters need no gradients.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Sequential, pooling: Pooling, frozen: bool):
         super().__init__()
-        self.encoder = encoder
+        self.encoder, self.head, self.pooling, self.frozen = encoder, head, pooling, frozen
+        if frozen:
+            for p in encoder.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "TextClassifier":
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()
+        return self
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        mask = batch["attention_mask"]  # (B, T)
+        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state  # (B, T, H)
+        return self.head(pool(hidden, mask, self.pooling).float())  # (B, C) logits
+
+
+class FeatureClassifier(nn.Module):
+    """Cached pooled features -> logits: the head of a frozen run. ``state_dict`` keys: ``head.*``."""
+
+    def __init__(self, head: nn.Sequential):
+        super().__init__()
         self.head = head
-        self.pooling = pooling
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-        pooled = pool(hidden, attention_mask, self.pooling)  # (B, H)
-        return self.head(pooled.float())  # (B, C) logits
-
-
-def freeze(encoder: nn.Module) -> None:
-    """No gradients for the encoder; the caller keeps it in eval mode (no dropout)."""
-    for p in encoder.parameters():
-        p.requires_grad_(False)
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(batch["features"])  # (B, H) -> (B, C)

@@ -16,6 +16,7 @@ from finetune_pipeline.training.precision import Precision
 @dataclass
 class Predictions:
     loss: float  # mean cross-entropy per text
+    index: np.ndarray  # (N,) position of each row in the evaluated dataset (batches may be length-sorted)
     y_true: np.ndarray  # (N,)
     y_pred: np.ndarray  # (N,)
 
@@ -24,18 +25,20 @@ class Predictions:
 def predict(model: nn.Module, loader: DataLoader, precision: Precision, device: torch.device) -> Predictions:
     was_training = model.training
     model.eval()
-    total_loss, y_true, y_pred = 0.0, [], []
+    total_loss, index, y_true, y_pred = 0.0, [], [], []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
         with precision.autocast():
-            logits = model(batch["input_ids"], batch["attention_mask"])  # (B, C)
+            logits = model(batch)  # (B, C)
         logits = logits.float()
         total_loss += nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
+        index.append(batch["index"].cpu())
         y_true.append(batch["labels"].cpu())
         y_pred.append(logits.argmax(dim=-1).cpu())
     model.train(was_training)
     n = sum(len(t) for t in y_true)
-    return Predictions(total_loss / max(1, n), torch.cat(y_true).numpy(), torch.cat(y_pred).numpy())
+    return Predictions(total_loss / max(1, n), torch.cat(index).numpy(), torch.cat(y_true).numpy(),
+                       torch.cat(y_pred).numpy())
 
 
 def scores(p: Predictions, split: str) -> dict[str, float]:

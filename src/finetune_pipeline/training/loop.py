@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -18,7 +18,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from finetune_pipeline.artifacts.atomic import save_torch
 from finetune_pipeline.config.schema import BestMetric, TrainingConfig
 from finetune_pipeline.training.evaluate import predict, scores
 from finetune_pipeline.training.precision import Precision
@@ -50,9 +49,9 @@ def fit(
     precision: Precision,
     device: torch.device,
     cfg: TrainingConfig,
-    run_dir: Path,
+    save_best: Callable[[], None],
 ) -> FitResult:
-    """Train for ``cfg.epochs``; writes ``best_model.pt`` whenever validation improves."""
+    """Train for ``cfg.epochs``; calls ``save_best`` whenever the validation metric improves."""
     scaler = precision.grad_scaler()
     trainable = [p for p in model.parameters() if p.requires_grad]
     accumulation = cfg.gradient_accumulation_steps
@@ -61,9 +60,7 @@ def fit(
     started = time.perf_counter()
 
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        if cfg.freeze_backbone:
-            model.encoder.eval()  # no dropout in a frozen encoder: its features stay deterministic
+        model.train()  # a frozen encoder stays in eval mode (see TextClassifier.train)
         epoch_start, loss_sum, n_texts = time.perf_counter(), 0.0, 0
         optimizer.zero_grad(set_to_none=True)
         n_batches = len(train_loader)
@@ -72,7 +69,7 @@ def fit(
             for step, batch in enumerate(bar, start=1):
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with precision.autocast():
-                    logits = model(batch["input_ids"], batch["attention_mask"])  # (B, C)
+                    logits = model(batch)  # (B, C)
                 loss = nn.functional.cross_entropy(logits.float(), batch["labels"])
                 scaler.scale(loss / accumulation).backward()
 
@@ -103,7 +100,7 @@ def fit(
         improved = is_better(value, result.best_value, cfg.best_metric)
         if improved:
             result.best_epoch, result.best_value = epoch, value
-            save_torch(run_dir / "best_model.pt", model.state_dict())
+            save_best()
         log.info(
             "epoch %d/%d: train/loss=%.4f val/loss=%.4f val/accuracy=%.4f val/macro_f1=%.4f (%.1f s)%s",
             epoch, cfg.epochs, entry["train/loss"], val["val/loss"], val["val/accuracy"], val["val/macro_f1"],

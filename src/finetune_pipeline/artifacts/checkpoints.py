@@ -1,0 +1,61 @@
+"""best_model.pt / final_model.pt: lean (head + backbone identity) or full (encoder + head).
+
+A checkpoint is a dict of plain types and tensors, so ``torch.load(path, weights_only=True)``
+reads it:
+
+    {"kind": "head_only" | "full",
+     "backbone": {"name": str, "path": str, "sha256": str},   # the freeze proof's encoder hash
+     "pooling": "mean" | "cls",
+     "state_dict": {"head.*": ..., ["encoder.*": ...]}}
+
+A frozen run writes head-only checkpoints (kilobytes instead of mmBERT-base's 1.2 GB) unless
+``training.full_checkpoints=true``; loading one onto an encoder verifies the encoder's hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from finetune_pipeline.artifacts.atomic import save_torch
+from finetune_pipeline.errors import PipelineError
+
+KINDS = ("head_only", "full")
+
+
+@dataclass(frozen=True)
+class BackboneIdentity:
+    name: str
+    path: str
+    sha256: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "path": self.path, "sha256": self.sha256}
+
+
+def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], backbone: BackboneIdentity, pooling: str) -> None:
+    kind = "full" if any(k.startswith("encoder.") for k in state_dict) else "head_only"
+    save_torch(path, {"kind": kind, "backbone": backbone.as_dict(), "pooling": pooling,
+                      "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}})
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle or zip errors of a truncated or foreign file
+        raise PipelineError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") not in KINDS or "state_dict" not in ckpt:
+        raise PipelineError(f"{path}: not a finetune-pipeline checkpoint (no kind/state_dict)")
+    return ckpt
+
+
+def verify_backbone(ckpt: dict, path: Path, encoder_sha256: str, encoder_folder: Path) -> None:
+    """A head-only checkpoint only makes sense on the encoder it was trained on."""
+    expected = ckpt["backbone"]["sha256"]
+    if expected != encoder_sha256:
+        raise PipelineError(
+            f"{path}: trained on a backbone with sha256 {expected}, but {encoder_folder} has sha256 "
+            f"{encoder_sha256}; use the backbone it was trained on"
+        )

@@ -1,0 +1,72 @@
+"""On-disk cache of pooled features, keyed by everything that changes them.
+
+Key = SHA-256 over the encoder's weight hash (the freeze proof's), the tokenizer files, max_length,
+pooling, precision and the texts. One file per key; a file lock makes concurrent jobs of a sweep
+wait for the one computing an entry instead of computing it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Callable
+
+import torch
+from filelock import FileLock
+
+from finetune_pipeline.artifacts.atomic import save_torch
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "merges.txt", "vocab.json", "tokenizer.model", "sentencepiece.bpe.model", "spiece.model")
+
+
+def texts_sha256(texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(hashlib.sha256(t.encode("utf-8")).digest())
+    return h.hexdigest()
+
+
+def tokenizer_sha256(folder: Path) -> str:
+    h = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        if (folder / name).is_file():
+            h.update(name.encode() + b"\0" + hashlib.sha256((folder / name).read_bytes()).digest())
+    return h.hexdigest()
+
+
+def feature_key(**parts: str | int) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+class FeatureCache:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.pt"
+
+    def load(self, key: str) -> torch.Tensor | None:
+        path = self.path(key)
+        return torch.load(path, weights_only=True)["features"] if path.is_file() else None
+
+    def get_or_compute(self, key: str, compute: Callable[[], tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, bool]:
+        """(features, hit). On a miss, ``compute`` runs under the key's lock and its result is stored."""
+        features = self.load(key)
+        if features is not None:
+            log.info("feature cache: hit %s", self.path(key))
+            return features, True
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / f"{key}.lock")):
+            features = self.load(key)  # another job may have finished it while we waited
+            if features is not None:
+                log.info("feature cache: hit %s (computed by a concurrent job)", self.path(key))
+                return features, True
+            log.info("feature cache: miss %s, encoding", self.path(key))
+            features, meta = compute()
+            save_torch(self.path(key), {"features": features, "meta": meta})
+        return features, False

@@ -1,0 +1,58 @@
+"""The encoding pass of a frozen encoder: one forward per text, length-sorted, pooled features out."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from finetune_pipeline.config.schema import Pooling
+from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
+from finetune_pipeline.model.classifier import pool
+from finetune_pipeline.training.precision import Precision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodeStats:
+    texts: int
+    real_tokens: int  # non-padding tokens the encoder processed
+    padded_tokens: int  # all token positions processed (real + padding)
+    seconds: float
+
+    @property
+    def padding_share(self) -> float:
+        return 1 - self.real_tokens / max(1, self.padded_tokens)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "texts_per_second": self.texts / max(self.seconds, 1e-9),
+                "padding_share": self.padding_share}
+
+
+@torch.inference_mode()
+def encode(encoder: nn.Module, data: TokenizedTexts, pooling: Pooling, precision: Precision, device: torch.device,
+           batch_size: int, max_tokens: int, pad_token_id: int) -> tuple[torch.Tensor, EncodeStats]:
+    """(N, H) float32 features on the CPU, in the dataset's order."""
+    encoder.eval()
+    loader = eval_loader(data, batch_size, num_workers=0, pad_token_id=pad_token_id, max_tokens=max_tokens)
+    features = torch.empty(len(data), encoder.config.hidden_size)
+    stats = EncodeStats(len(data), 0, 0, 0.0)
+    started, next_report, done = time.perf_counter(), 0.1, 0
+    for n, batch in enumerate(loader, start=1):
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)  # (B, T)
+        with precision.autocast():
+            hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+        features[batch["index"]] = pool(hidden, mask, pooling).float().cpu()  # back to dataset order
+        stats.real_tokens += int(mask.sum())
+        stats.padded_tokens += mask.numel()
+        done += len(ids)
+        if n / len(loader) >= next_report or n == len(loader):
+            elapsed = time.perf_counter() - started
+            log.info("encoding: %d/%d texts, %.1f texts/s", done, len(data), done / elapsed)
+            next_report += 0.1
+    stats.seconds = time.perf_counter() - started
+    return features, stats

@@ -1,0 +1,79 @@
+"""Features of a frozen encoder: computed once per text, cached, reused by every later epoch and run.
+
+When the cache already holds the features and the encoder's hash is remembered for its unchanged
+weight files, the encoder is not even loaded: the head trains in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from finetune_pipeline.artifacts.freeze_proof import combined_sha256, module_hashes
+from finetune_pipeline.backbone.identity import remember_hashes, remembered_hashes
+from finetune_pipeline.backbone.load import Backbone, load_encoder
+from finetune_pipeline.config.schema import Config
+from finetune_pipeline.data.batches import TokenizedTexts
+from finetune_pipeline.features.cache import FeatureCache, feature_key, texts_sha256, tokenizer_sha256
+from finetune_pipeline.features.encode import encode
+from finetune_pipeline.paths import resolve_path
+from finetune_pipeline.training.precision import Precision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FrozenFeatures:
+    features: torch.Tensor  # (N, H) float32, one row per text in dataset order
+    hashes_before: dict[str, str]  # encoder tensor -> SHA-256 when loaded (or as remembered)
+    hashes_after: dict[str, str]  # after the encoding pass
+    encoder_parameters: int
+    how: str  # for the freeze proof: when the hashes were taken
+    encoder: PreTrainedModel | None = None  # kept only for full checkpoints
+    info: dict = field(default_factory=dict)  # cache hit/miss, key, encoding stats
+
+
+def frozen_features(cfg: Config, backbone: Backbone, tokenizer: PreTrainedTokenizerBase, texts: list[str],
+                    device: torch.device, precision: Precision) -> FrozenFeatures:
+    cache_dir = resolve_path(cfg.data.cache_dir)
+    cache = FeatureCache(cache_dir / "features")
+    key_parts = {"tokenizer": tokenizer_sha256(backbone.folder), "max_length": cfg.data.max_length,
+                 "pooling": cfg.model.pooling.value, "precision": precision.name, "texts": texts_sha256(texts)}
+
+    remembered = None if cfg.training.full_checkpoints else remembered_hashes(backbone.folder, cache_dir)
+    if remembered is not None:
+        hashes, n_params = remembered
+        key = feature_key(encoder=combined_sha256(hashes), **key_parts)
+        features = cache.load(key)
+        if features is not None:
+            log.info("feature cache: hit %s; encoder not loaded (sha256 %s remembered for unchanged weight files)",
+                     cache.path(key), combined_sha256(hashes)[:12])
+            how = "encoder not loaded in this run: head trained on cached features; hashes remembered for the unchanged weight files"
+            return FrozenFeatures(features, hashes, hashes, n_params, how, info={"cache": "hit", "key": key})
+
+    encoder = load_encoder(backbone, cfg.backbone).to(device)
+    n_params = sum(p.numel() for p in encoder.parameters())
+    hashes = module_hashes(encoder)
+    remember_hashes(backbone.folder, cache_dir, hashes, n_params)
+    key = feature_key(encoder=combined_sha256(hashes), **key_parts)
+    info: dict = {"key": key}
+
+    def compute() -> tuple[torch.Tensor, dict]:
+        data = TokenizedTexts(texts, [0] * len(texts), tokenizer, cfg.data.max_length)
+        features, stats = encode(encoder, data, cfg.model.pooling, precision, device, cfg.training.encode_batch_size,
+                                 cfg.training.encode_max_tokens, tokenizer.pad_token_id)
+        info["encoding"] = stats.as_dict()
+        log.info("encoded %d texts in %.1f s (%.1f texts/s), padding %.1f%% of %d tokens",
+                 stats.texts, stats.seconds, stats.texts / max(stats.seconds, 1e-9), 100 * stats.padding_share,
+                 stats.padded_tokens)
+        return features, {**key_parts, "encoder": combined_sha256(hashes), "encoding": stats.as_dict()}
+
+    features, hit = cache.get_or_compute(key, compute)
+    info["cache"] = "hit" if hit else "miss"
+    after = module_hashes(encoder)
+    how = "before: right after loading; after: after the encoding pass (the head trains on the features, never on the encoder)"
+    return FrozenFeatures(features, hashes, after, n_params, how,
+                          encoder=encoder if cfg.training.full_checkpoints else None, info=info)
