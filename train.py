@@ -14,11 +14,13 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from finetune_pipeline.config.load import register_resolvers, to_config
 from finetune_pipeline.config.schema import register_configs
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.sweep.jobs import record_failure
 from finetune_pipeline.train import train
 
 register_configs()
@@ -27,13 +29,23 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Returns the best validation value of training.best_metric (the objective for sweepers)."""
+    """Returns the best validation value of training.best_metric (the objective for sweepers).
+
+    In a sweep a failed job is recorded in its folder (failed.json) and returns NaN, so the sweep
+    goes on and its summary lists the failure; a single run exits 1 with a one-line error.
+    """
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         config = to_config(cfg)
-        metrics = train(config, Path(HydraConfig.get().runtime.output_dir))
-    except PipelineError as e:
-        logging.getLogger("train").error("%s", e)
-        sys.exit(1)
+        metrics = train(config, run_dir)
+    except Exception as e:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            record_failure(run_dir, e)
+            return float("nan")
+        if isinstance(e, PipelineError):
+            logging.getLogger("train").error("%s", e)
+            sys.exit(1)
+        raise
     return metrics[f"best/val/{config.training.best_metric.value}"]
 
 

@@ -33,3 +33,22 @@ def test_splits_too_small_for_the_classes_fail_clearly():
     # 3 classes, 9 records: a 10% val split has 1 record, fewer than the classes
     with pytest.raises(PipelineError, match="cannot split 9 records of 3 classes"):
         stratified_split([0, 0, 0, 1, 1, 1, 2, 2, 2], 0.8, 0.1, seed=0, names=NAMES)
+
+
+def test_split_by_files_keeps_the_parts_own_split():
+    from finetune_pipeline.data.split import split_by_files
+
+    files = ["part-1-train.json", "part-3-test.json", "part-2-validation.json", "part-1-train.json", "dev.jsonl"]
+    train, val, test = split_by_files(files)
+    assert train.tolist() == [0, 3] and val.tolist() == [2, 4] and test.tolist() == [1]
+
+
+@pytest.mark.parametrize("files, message", [
+    (["train.json", "test.json"], "no raw file for the val split"),
+    (["train.json", "val.json", "extra.json"], "cannot tell which split extra.json belongs to"),
+])
+def test_split_by_files_errors_name_the_files(files, message):
+    from finetune_pipeline.data.split import split_by_files
+
+    with pytest.raises(PipelineError, match=message):
+        split_by_files(files)

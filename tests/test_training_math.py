@@ -14,7 +14,8 @@ from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.model.classifier import TextClassifier, build_head, pool
 from finetune_pipeline.training.loop import fit, is_better
 from finetune_pipeline.training.optim import build_optimizer, param_groups
-from finetune_pipeline.training.precision import cpu_supports_bf16, resolve_precision
+from finetune_pipeline.training.precision import (BF16_MIN_SPEEDUP, cpu_bf16_speedup, cpu_supports_bf16,
+                                                  resolve_precision)
 from finetune_pipeline.training.schedule import build_scheduler, lr_multiplier, optimizer_steps
 
 from conftest import compose_config
@@ -95,7 +96,8 @@ def test_precision_resolution_on_cpu():
     cpu = torch.device("cpu")
     assert resolve_precision(MixedPrecision.fp32, cpu).autocast().__class__.__name__ == "nullcontext"
     auto = resolve_precision(MixedPrecision.auto, cpu)
-    assert auto.name == ("bf16" if cpu_supports_bf16() else "fp32")
+    faster = cpu_supports_bf16() and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
+    assert auto.name == ("bf16" if faster else "fp32")
     assert not auto.uses_grad_scaler and not auto.grad_scaler().is_enabled()
     with pytest.raises(PipelineError, match="fp16 needs CUDA"):
         resolve_precision(MixedPrecision.fp16, cpu)
@@ -170,13 +172,21 @@ def test_tensor_hash_sees_dtype_shape_and_single_bit_changes():
 
 
 def test_sorted_batches_respect_rows_and_token_budget():
-    lengths = [5, 30, 10, 30, 7, 12, 3]
+    lengths = [50, 30, 48, 30, 29, 30, 44, 30]
     batches = sorted_batches(lengths, batch_size=3)
-    assert sorted(i for b in batches for i in b) == list(range(7))
-    assert [[lengths[i] for i in b] for b in batches] == [[30, 30, 12], [10, 7, 5], [3]]
-    budget = sorted_batches(lengths, batch_size=100, max_tokens=60)
-    assert all(len(b) * lengths[b[0]] <= 60 for b in budget)  # rows x longest text
-    assert [[lengths[i] for i in b] for b in budget] == [[30, 30], [12, 10, 7, 5, 3]]
+    assert sorted(i for b in batches for i in b) == list(range(8))
+    # rows capped at 3; 44 < 0.9 * 50 starts a new batch, as does 29 after 30 (rows full)
+    assert [[lengths[i] for i in b] for b in batches] == [[50, 48], [44], [30, 30, 30], [30, 29]]
+    budget = sorted_batches(lengths, batch_size=100, max_tokens=90)
+    assert all(len(b) * lengths[b[0]] <= 90 for b in budget)  # rows x longest text
+    assert [[lengths[i] for i in b] for b in budget] == [[50], [48], [44], [30, 30, 30], [30, 29]]
+
+
+def test_sorted_batches_keep_padding_under_ten_percent():
+    lengths = [(i * 7919) % 120 + 5 for i in range(2000)]
+    batches = sorted_batches(lengths, batch_size=128, max_tokens=8192)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    assert 1 - sum(lengths) / padded <= 0.1
 
 
 def test_length_grouped_batches_are_random_complete_and_seeded():

@@ -29,11 +29,11 @@ from finetune_pipeline.artifacts.atomic import atomic_dir, save_torch, write_jso
 from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, save_checkpoint
 from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256, module_hashes
 from finetune_pipeline.backbone.load import Backbone, load_encoder, load_tokenizer, locate_backbone
-from finetune_pipeline.config.schema import Config
+from finetune_pipeline.config.schema import Config, SplitMode
 from finetune_pipeline.data.batches import TokenizedTexts, eval_loader, feature_loader, train_loader
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.preprocess import ensure_preprocessed, load_combined
-from finetune_pipeline.data.split import stratified_split
+from finetune_pipeline.data.split import split_by_files, stratified_split
 from finetune_pipeline.features.frozen import frozen_features
 from finetune_pipeline.model.classifier import FeatureClassifier, TextClassifier, build_head
 from finetune_pipeline.training.evaluate import per_class_report, predict, scores
@@ -86,9 +86,12 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, float]:
     dataset = load_combined(cfg.data)
     classes = ClassIndex.from_dataset(dataset.symbols, dataset.label_to_symbol)
     labels = classes.ids(dataset.symbols)
-    split = stratified_split(labels, cfg.data.train_ratio, cfg.data.val_ratio, cfg.data.seed, classes.display_names())
-    log.info("data: %d records, %d classes; split train/val/test = %d/%d/%d",
-             len(labels), len(classes), *(len(s) for s in split))
+    if cfg.data.split == SplitMode.files:
+        split = split_by_files(dataset.files)
+    else:
+        split = stratified_split(labels, cfg.data.train_ratio, cfg.data.val_ratio, cfg.data.seed, classes.display_names())
+    log.info("data: %d records, %d classes; %s split train/val/test = %d/%d/%d",
+             len(labels), len(classes), cfg.data.split.value, *(len(s) for s in split))
 
     backbone = locate_backbone(cfg.backbone, cfg.data.max_length, dataset.texts, dataset.fingerprint)
     tokenizer = load_tokenizer(backbone, cfg.backbone)

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
 import torch
+from transformers import AutoModel
 
 from finetune_pipeline.artifacts.atomic import save_torch
+from finetune_pipeline.artifacts.freeze_proof import combined_sha256, module_hashes
+from finetune_pipeline.config.schema import Pooling
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.model.classifier import TextClassifier, build_head
 
 KINDS = ("head_only", "full")
 
@@ -59,3 +62,27 @@ def verify_backbone(ckpt: dict, path: Path, encoder_sha256: str, encoder_folder:
             f"{path}: trained on a backbone with sha256 {expected}, but {encoder_folder} has sha256 "
             f"{encoder_sha256}; use the backbone it was trained on"
         )
+
+
+def load_classifier(path: Path, backbone_folder: Path | None = None) -> TextClassifier:
+    """A ready-to-use classifier (eval mode, CPU) from ``best_model.pt`` or ``final_model.pt``.
+
+    A head-only checkpoint gets its encoder from ``backbone_folder`` (default: the path recorded in
+    the checkpoint), and the encoder's SHA-256 must equal the recorded one; a full checkpoint
+    carries its own encoder weights.
+    """
+    ckpt = load_checkpoint(path)
+    folder = Path(backbone_folder or ckpt["backbone"]["path"])
+    if not (folder / "config.json").is_file():
+        raise PipelineError(f"{path}: its backbone folder {folder} is missing; pass the folder that holds it")
+    encoder = AutoModel.from_pretrained(folder).float()
+    state = ckpt["state_dict"]
+    if ckpt["kind"] == "head_only":
+        verify_backbone(ckpt, path, combined_sha256(module_hashes(encoder)), folder)
+    hidden_dim, in_dim = state["head.1.weight"].shape  # Linear(in_dim, hidden_dim)
+    classes = state["head.4.weight"].shape[0]
+    model = TextClassifier(encoder, build_head(in_dim, hidden_dim, classes, dropout=0.0), Pooling(ckpt["pooling"]),
+                           frozen=True)
+    own = model.state_dict()
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return model.eval()

@@ -6,6 +6,8 @@ backbone's positions) runs in ``backbone.load`` before any weights are read.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
 
 from finetune_pipeline.config.schema import BackboneSource, Config, MixedPrecision
@@ -14,9 +16,17 @@ from finetune_pipeline.paths import project_root
 
 
 def register_resolvers() -> None:
-    """``${project_root:}`` in conf/ (output folders under the project whatever the cwd)."""
+    """``${project_root:}``: output folders under the project whatever the cwd;
+    ``${mkdir:path}``: the path, created first (Optuna opens its SQLite file before Hydra makes the sweep folder)."""
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
+    if not OmegaConf.has_resolver("mkdir"):
+        OmegaConf.register_new_resolver("mkdir", _mkdir)
+
+
+def _mkdir(path: str) -> str:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def to_config(cfg: DictConfig) -> Config:

@@ -22,7 +22,7 @@ class Pooling(str, Enum):
 
 
 class MixedPrecision(str, Enum):
-    auto = "auto"  # bf16 where supported (CUDA or an AVX512-BF16/AMX CPU), else fp16 on CUDA, else fp32
+    auto = "auto"  # bf16 where supported and faster (CUDA, or a CPU where a probe says so), else fp16 on CUDA, else fp32
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"  # CUDA only; uses a GradScaler
@@ -32,6 +32,11 @@ class BestMetric(str, Enum):
     macro_f1 = "macro_f1"
     accuracy = "accuracy"
     loss = "loss"  # lower is better
+
+
+class SplitMode(str, Enum):
+    stratified = "stratified"  # scikit-learn stratified split by train_ratio / val_ratio and seed
+    files = "files"  # keep the raw parts' own split: file names containing train / val|valid|dev / test
 
 
 class BackboneSource(str, Enum):
@@ -45,6 +50,7 @@ class DataConfig:
     cache_dir: str = MISSING  # feature cache and remembered backbone hashes (safe to delete)
     dataset_path: str = MISSING  # merged, output -> symbol
     label_mapping_path: str = MISSING  # label -> symbol
+    split: SplitMode = MISSING
     max_length: int = MISSING  # tokens per text after truncation (special tokens included)
     train_ratio: float = MISSING  # share of records for training
     val_ratio: float = MISSING  # share for validation; the rest is the test split

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 from transformers import PreTrainedTokenizerBase
 
 MEGA_BATCH_FACTOR = 50  # training: sort by length within windows of 50 batches (as HF's group_by_length)
+MAX_PADDING_SHARE = 0.1  # sorted batches: no row is padded by more than 10% of the batch's longest text
 
 
 class TokenizedTexts(Dataset):
@@ -65,17 +66,20 @@ class PadCollator:
 
 
 def sorted_batches(lengths: list[int], batch_size: int, max_tokens: int = 0) -> list[list[int]]:
-    """Indices sorted by length, longest first, cut into batches.
+    """Indices sorted by length, longest first, cut into batches of at most ``batch_size`` rows.
 
-    With ``max_tokens > 0`` a batch also stops growing when batch rows x its longest text would
-    exceed the budget (padded tokens), so short texts go in big batches and long ones in small.
+    A batch also stops growing when the next text is shorter than the batch's longest by more than
+    ``MAX_PADDING_SHARE`` (so padding stays under that share of all tokens), and, with
+    ``max_tokens > 0``, when rows x longest text would exceed that budget of padded tokens.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
         longest = lengths[current[0]] if current else lengths[i]  # sorted: the first row is the longest
-        if current and (len(current) >= batch_size or (max_tokens and (len(current) + 1) * longest > max_tokens)):
+        too_short = lengths[i] < (1 - MAX_PADDING_SHARE) * longest
+        over_budget = max_tokens and (len(current) + 1) * longest > max_tokens
+        if current and (len(current) >= batch_size or too_short or over_budget):
             batches.append(current)
             current = []
         current.append(i)

@@ -24,6 +24,7 @@ from finetune_pipeline.paths import resolve_path
 log = logging.getLogger(__name__)
 
 META_NAME = "preprocess_meta.json"
+META_FORMAT = 2  # bump when the meta file gains fields that load_combined needs
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class CombinedDataset:
     symbols: list[str]  # one per text
     label_to_symbol: dict[str, str]  # original label -> symbol (every label ever seen)
     fingerprint: str  # of the raw files it was built from
+    files: list[str]  # raw part of each record (for data.split=files)
 
 
 def raw_fingerprint(contents: dict[str, bytes]) -> str:
@@ -56,10 +58,13 @@ def stale_reason(cfg: DataConfig) -> str | None:
     if not meta.is_file():
         return f"{meta.name} is missing"
     try:
-        stored = json.loads(meta.read_text(encoding="utf-8"))["raw_fingerprint"]
-    except (ValueError, KeyError, TypeError):
+        stored = json.loads(meta.read_text(encoding="utf-8"))
+        stored_format, fingerprint = stored.get("format"), stored["raw_fingerprint"]
+    except (ValueError, KeyError, TypeError, AttributeError):
         return f"{meta.name} is unreadable"
-    if stored != current_fingerprint(cfg):
+    if stored_format != META_FORMAT:
+        return f"{meta.name} was written by an older version"
+    if fingerprint != current_fingerprint(cfg):
         return f"files in {cfg.raw_dir} changed since the last preprocessing"
     return None
 
@@ -81,6 +86,7 @@ def preprocess(cfg: DataConfig) -> dict:
     mapping = extend_mapping(_read_mapping(mapping_path), (r.label for r in unique))
     combined = [{"input": r.text, "output": mapping[r.label]} for r in unique]
     summary = {
+        "format": META_FORMAT,
         "raw_fingerprint": raw_fingerprint(contents),
         "raw_files": {name: len(data) for name, data in contents.items()},  # name -> bytes
         "records_read": len(records),
@@ -88,6 +94,7 @@ def preprocess(cfg: DataConfig) -> dict:
         "duplicates_dropped": duplicates,
         "texts_with_conflicting_labels": len(conflicts),
         "labels": len(mapping),
+        "record_files": _compact_files([r.file for r in unique]),
     }
     # everything validated: only now touch the outputs, each replaced atomically
     write_json(dataset_path, combined)
@@ -125,7 +132,17 @@ def load_combined(cfg: DataConfig) -> CombinedDataset:
         texts.append(row["input"])
         symbols.append(row["output"])
     meta = json.loads((dataset_path.parent / META_NAME).read_text(encoding="utf-8"))
-    return CombinedDataset(texts, symbols, mapping, meta["raw_fingerprint"])
+    names, index = meta["record_files"]["names"], meta["record_files"]["index"]
+    if len(index) != len(texts):
+        raise PipelineError(f"{dataset_path.parent / META_NAME}: out of step with {dataset_path.name}; delete both to rebuild")
+    return CombinedDataset(texts, symbols, mapping, meta["raw_fingerprint"], [names[i] for i in index])
+
+
+def _compact_files(files: list[str]) -> dict:
+    """Per-record file names as a table of names and one small int per record."""
+    names = sorted(set(files))
+    position = {n: i for i, n in enumerate(names)}
+    return {"names": names, "index": [position[f] for f in files]}
 
 
 def _drop_exact_duplicates(records: list[Record]) -> tuple[list[Record], int]:

@@ -18,7 +18,8 @@ RAW_SUFFIXES = (".json", ".jsonl")
 class Record:
     text: str
     label: str
-    source: str  # "file:record" for messages
+    file: str  # the raw part it came from (data.split=files uses it)
+    where: str  # "record 3" or "line 3", for messages
 
 
 def list_raw_files(raw_dir: Path) -> list[Path]:
@@ -82,4 +83,4 @@ def _to_record(path: Path, where: str, item: object) -> Record:
         raise PipelineError(f"{path}: {where}: empty text in \"input\"")
     if not item["output"].strip():
         raise PipelineError(f"{path}: {where}: empty label in \"output\"")
-    return Record(text=item["input"], label=item["output"], source=f"{path.name}: {where}")
+    return Record(text=item["input"], label=item["output"], file=path.name, where=where)

@@ -1,0 +1,29 @@
+"""Hydra callback: when a sweep ends, write its summary (also when some jobs failed)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from finetune_pipeline.sweep.compare import compare
+from finetune_pipeline.sweep.jobs import find_job_folders, read_job
+
+log = logging.getLogger(__name__)
+
+
+class SweepSummary(Callback):
+    """Writes summary.csv / summary.md / summary.png into the sweep folder; exits 1 if a job failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir() or not any(sweep_dir.rglob(".hydra")):
+            return  # nothing ran (for example the sweep was refused at composition)
+        log.info("sweep summary (%s):\n%s", sweep_dir, compare([sweep_dir]))
+        failed = [j for j in map(read_job, find_job_folders([sweep_dir])) if j.status == "failed"]
+        if failed:
+            log.error("%d job(s) failed: %s", len(failed), ", ".join(str(j.folder) for j in failed))
+            raise SystemExit(1)

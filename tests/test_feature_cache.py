@@ -1,0 +1,153 @@
+"""The frozen path's feature cache, lean checkpoints and their verification (in-process runs)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from finetune_pipeline.artifacts.checkpoints import load_checkpoint, verify_backbone
+from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.train import train
+
+from conftest import compose_config
+
+FAST = ["backbone=tiny", "training.epochs=2", "data.max_length=32", "model.hidden_dim=16", "precision=fp32",
+        "training.progress_bar=false"]
+
+
+@pytest.fixture
+def in_project(project, tiny_cache, monkeypatch):
+    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def run(name, *overrides):
+        cfg = compose_config([*FAST, f"backbone.path={tiny_cache}", *overrides])
+        run_dir = project / "runs" / name
+        summary = train(cfg, run_dir)
+        return summary, run_dir, (run_dir / "train.log").read_text()
+
+    return run
+
+
+def test_cached_and_uncached_frozen_paths_give_the_same_metrics(in_project):
+    cached, cached_dir, cached_log = in_project("cached", "training.cache_features=true")
+    plain, plain_dir, plain_log = in_project("plain", "training.cache_features=false")
+    assert "feature cache: miss" in cached_log and "feature cache" not in plain_log
+    assert cached.keys() == plain.keys()
+    for key in cached:
+        assert cached[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-5), key
+    history = [json.loads((d / "metrics.json").read_text())["history"] for d in (cached_dir, plain_dir)]
+    for a, b in zip(*history):
+        assert a["train/loss"] == pytest.approx(b["train/loss"], rel=1e-4)
+    heads = [torch.load(d / "classifier_head.pt", weights_only=True) for d in (cached_dir, plain_dir)]
+    for k in heads[0]:
+        torch.testing.assert_close(heads[0][k], heads[1][k], rtol=1e-4, atol=1e-5)
+
+
+def test_later_runs_hit_the_cache_without_loading_the_encoder(in_project):
+    first, _, log1 = in_project("first")
+    second, run2, log2 = in_project("second", "model.hidden_dim=32")
+    assert "feature cache: miss" in log1 and "encoded" in log1
+    assert "feature cache: hit" in log2 and "encoder not loaded" in log2 and "encoded" not in log2
+    proof = json.loads((run2 / "freeze_proof.json").read_text())
+    assert proof["verdict"].startswith("PASS") and "not loaded" in proof["how"]
+    assert json.loads((run2 / "metrics.json").read_text())["features"]["cache"] == "hit"
+    # anything that changes the features is a new entry
+    _, _, log3 = in_project("longer", "data.max_length=48")
+    _, _, log4 = in_project("cls", "model.pooling=cls")
+    assert "feature cache: miss" in log3 and "feature cache: miss" in log4
+
+
+def test_full_checkpoints_switch_and_lean_checkpoint_verification(in_project, tiny_cache):
+    _, lean_dir, _ = in_project("lean")
+    _, full_dir, _ = in_project("full", "training.full_checkpoints=true")
+    lean, full = load_checkpoint(lean_dir / "best_model.pt"), load_checkpoint(full_dir / "best_model.pt")
+    assert lean["kind"] == "head_only" and set(lean["state_dict"]) == {f"head.{k}" for k in ("1.weight", "1.bias", "4.weight", "4.bias")}
+    assert full["kind"] == "full" and any(k.startswith("encoder.") for k in full["state_dict"])
+    assert lean["backbone"] == full["backbone"] and len(lean["backbone"]["sha256"]) == 64
+    assert (full_dir / "best_model.pt").stat().st_size > 5 * (lean_dir / "best_model.pt").stat().st_size
+
+    verify_backbone(lean, lean_dir / "best_model.pt", lean["backbone"]["sha256"], tiny_cache)
+    with pytest.raises(PipelineError) as err:
+        verify_backbone(lean, lean_dir / "best_model.pt", "f" * 64, tiny_cache)
+    assert lean["backbone"]["sha256"] in str(err.value) and "f" * 64 in str(err.value)
+
+
+def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
+    (tmp_path / "best_model.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(PipelineError, match="best_model.pt: not a readable checkpoint"):
+        load_checkpoint(tmp_path / "best_model.pt")
+
+
+CONCURRENT = """
+import sys, time, torch
+from pathlib import Path
+from finetune_pipeline.features.cache import FeatureCache
+root, marker = Path(sys.argv[1]), Path(sys.argv[2])
+def compute():
+    with open(marker, "a") as f: f.write("computed\\n")
+    time.sleep(1.0)
+    return torch.ones(3, 2), {}
+features, hit = FeatureCache(root).get_or_compute("key", compute)
+assert features.shape == (3, 2)
+print("hit" if hit else "miss")
+"""
+
+
+def test_concurrent_jobs_compute_an_entry_once(tmp_path):
+    marker = tmp_path / "computed.txt"
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(tmp_path / "cache"), str(marker)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+    assert outputs == ["hit", "miss"]
+    assert marker.read_text().count("computed") == 1
+
+
+def test_checkpoints_load_into_a_classifier_that_reproduces_the_run(in_project, tiny_cache, tmp_path):
+    import shutil
+
+    from finetune_pipeline.artifacts.checkpoints import load_classifier
+    from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
+    from finetune_pipeline.training.evaluate import predict
+    from finetune_pipeline.training.precision import Precision
+    from transformers import AutoTokenizer
+
+    summary, run, _ = in_project("lean")
+    _, full_run, _ = in_project("full", "training.full_checkpoints=true")
+    texts = ["Сборная России выиграла финал чемпионата", "The central bank raised the key interest rate"]
+    tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
+    loader = eval_loader(TokenizedTexts(texts, [0, 0], tokenizer, 32), 8, 0, tokenizer.pad_token_id)
+    fp32 = Precision("fp32", "cpu", torch.float32)
+    lean_pred = predict(load_classifier(run / "best_model.pt"), loader, fp32, torch.device("cpu"))
+    full_pred = predict(load_classifier(full_run / "best_model.pt"), loader, fp32, torch.device("cpu"))
+    assert lean_pred.y_pred.tolist() == full_pred.y_pred.tolist()
+
+    # the same folder with one weight changed is a different backbone: refused, naming both hashes
+    tampered = tmp_path / "tampered"
+    ckpt = load_checkpoint(run / "best_model.pt")
+    shutil.copytree(ckpt["backbone"]["path"], tampered)
+    from transformers import AutoModel
+    encoder = AutoModel.from_pretrained(tampered)
+    with torch.no_grad():
+        next(encoder.parameters())[0, 0] += 1.0
+    encoder.save_pretrained(tampered)
+    with pytest.raises(PipelineError) as err:
+        load_classifier(run / "best_model.pt", backbone_folder=tampered)
+    assert ckpt["backbone"]["sha256"] in str(err.value) and "tampered has sha256" in str(err.value)
+
+
+def test_data_split_files_trains_on_the_parts_own_split(in_project, project):
+    import shutil
+
+    raw = project / "data/raw"
+    records = [r for p in sorted(raw.glob("*.json")) for r in json.loads(p.read_text(encoding="utf-8"))]
+    shutil.rmtree(raw)
+    raw.mkdir()
+    for name, chunk in (("a-train.json", records[:200]), ("b-valid.json", records[200:240]), ("c-test.json", records[240:])):
+        (raw / name).write_text(json.dumps(chunk, ensure_ascii=False), encoding="utf-8")
+    _, run, log = in_project("files", "data.split=files")
+    data = json.loads((run / "metrics.json").read_text())["data"]
+    assert (data["train"], data["val"], data["test"]) == (200, 40, len(records) - 240)
+    assert "files split train/val/test = 200/40" in log

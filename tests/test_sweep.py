@@ -1,0 +1,166 @@
+"""Sweeps as a first-class result: the summary callback, failed jobs, the compare command."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.sweep.compare import compare, main as compare_main
+
+from conftest import REPO, run_train, write_json
+
+FAST = ["training.epochs=2", "data.max_length=32", "training.learning_rate=3e-3"]
+
+
+def fake_job(folder, overrides, best=None, test_acc=None, failed=None):
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if failed:
+        write_json(folder / "failed.json", {"error": failed, "type": "PipelineError"})
+    elif best is not None:
+        write_json(folder / "metrics.json", {
+            "best": {"metric": "val/macro_f1", "value": best, "epoch": 2},
+            "test": {"test/accuracy": test_acc, "test/macro_f1": test_acc - 0.01},
+            "timings": {"total_seconds": 3.5}})
+
+
+def test_compare_sorts_flags_the_best_and_writes_files(tmp_path):
+    fake_job(tmp_path / "0", ["model.hidden_dim=256", "training.learning_rate=1e-4"], best=0.70, test_acc=0.72)
+    fake_job(tmp_path / "1", ["model.hidden_dim=512", "training.learning_rate=1e-4"], best=0.90, test_acc=0.88)
+    fake_job(tmp_path / "2", ["model.hidden_dim=256", "training.learning_rate=1e-3"], failed="boom: bad config")
+    fake_job(tmp_path / "3", ["model.hidden_dim=512", "training.learning_rate=1e-3"])  # no metrics yet
+
+    text = compare([tmp_path])
+
+    assert f"Best job by best: {tmp_path / '1'} (0.9000)" in text
+    with open(tmp_path / "summary.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["job"] for r in rows] == ["1", "0", "2", "3"]
+    assert rows[0]["rank"] == "1 *" and rows[0]["model.hidden_dim"] == "512" and rows[0]["test acc"] == "0.8800"
+    assert rows[2]["status"] == "failed: boom: bad config" and rows[3]["status"] == "incomplete"
+    assert set(rows[0]) >= {"training.learning_rate", "best val", "best epoch", "test macro-F1", "time s"}
+    md = (tmp_path / "summary.md").read_text()
+    assert "| 1 * | 1 | 512 | 1e-4 | 0.9000 |" in md
+    assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    by_test = compare([tmp_path], metric="test/accuracy")
+    assert "Best job by test/accuracy" in by_test
+
+
+def test_compare_reports_mean_and_std_over_seeds(tmp_path):
+    for i, (dim, seed, acc) in enumerate([(256, 1, 0.80), (256, 2, 0.84), (512, 1, 0.90), (512, 2, 0.92)]):
+        fake_job(tmp_path / str(i), [f"model.hidden_dim={dim}", f"data.seed={seed}"], best=acc, test_acc=acc)
+    text = compare([tmp_path])
+    assert "mean ± std over seeds" in text
+    md = (tmp_path / "summary.md").read_text()
+    assert "| 512 | 2 | 0.9100 ± 0.0141 |" in md
+
+
+def test_compare_command_line_errors_are_one_line(tmp_path, capsys):
+    assert compare_main([str(tmp_path / "absent")]) == 1
+    assert "absent: not a folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PipelineError, match="no run folders"):
+        compare([tmp_path / "empty"])
+
+
+def test_sweep_over_lr_and_head_size_writes_a_summary(project, tiny_cache):
+    proc = run_train(project, "-m", "training.learning_rate=1e-3,3e-3", "model.hidden_dim=8,16",
+                     "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)
+    [sweep] = [p.parent for p in (project / "outputs/multirun").rglob("multirun.yaml")]
+    jobs = sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir())
+    assert len(jobs) == 4
+    for job in jobs:
+        overrides = (job / ".hydra/overrides.yaml").read_text()
+        assert overrides.count("training.learning_rate=") == 1 and overrides.count("model.hidden_dim=") == 1
+    with open(sweep / "summary.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+    assert {(r["training.learning_rate"], r["model.hidden_dim"]) for r in rows} == {
+        ("0.001", "8"), ("0.001", "16"), ("0.003", "8"), ("0.003", "16")}  # as Hydra writes them
+    best = json.loads((sweep / rows[0]["job"] / "metrics.json").read_text())["best"]["value"]
+    assert float(rows[0]["best val"]) == pytest.approx(best, abs=1e-4)
+    assert all(float(rows[0]["best val"]) >= float(r["best val"]) for r in rows)
+    assert "sweep summary" in proc.stdout
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_goes_on(project, tiny_cache):
+    # max_length=1024 exceeds the tiny backbone's 512 positions: that job fails at validation
+    proc = run_train(project, "-m", "data.max_length=32,1024,48", "training.epochs=1", tiny_cache=tiny_cache,
+                     check=False)
+    assert proc.returncode == 1
+    [sweep] = [p.parent for p in (project / "outputs/multirun").rglob("multirun.yaml")]
+    with open(sweep / "summary.csv", encoding="utf-8") as f:
+        rows = {r["data.max_length"]: r for r in csv.DictReader(f)}
+    assert rows["32"]["status"] == "ok" and rows["48"]["status"] == "ok"  # the job after the failure ran
+    assert rows["1024"]["status"].startswith("failed: data.max_length")
+    failed = json.loads((sweep / rows["1024"]["job"] / "failed.json").read_text())
+    assert "exceeds" in failed["error"]
+    assert "1 job(s) failed" in proc.stdout
+
+
+def test_compare_console_script_on_a_real_sweep(project, tiny_cache):
+    run_train(project, "-m", "model.hidden_dim=8,16", "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)
+    [sweep] = [p.parent for p in (project / "outputs/multirun").rglob("multirun.yaml")]
+    out = project / "report"
+    proc = subprocess.run([sys.executable, "-m", "finetune_pipeline.sweep.compare", str(sweep), str(sweep / "0"),
+                           "--metric", "test/macro_f1", "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "Best job by test/macro_f1" in proc.stdout
+    assert len(list(csv.DictReader((out / "summary.csv").open()))) == 3  # the sweep's 2 jobs + job 0 again
+
+
+def test_optuna_search_runs_three_trials_and_continues_its_study(project, tiny_cache):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    optuna = pytest.importorskip("optuna")
+    args = ["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "training.epochs=1", "data.max_length=32"]
+    run_train(project, *args, tiny_cache=tiny_cache)
+    search = project / "outputs/optuna/head_search"
+    storage = f"sqlite:///{search / 'optuna.db'}"
+    study = optuna.load_study(study_name="head_search", storage=storage)
+    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trials) == 3
+    assert {"training.learning_rate", "model.hidden_dim", "model.dropout"} <= set(trials[0].params)
+    # the objective is each job's best validation macro-F1, as written in its metrics.json
+    values = sorted(t.value for t in trials)
+    written = sorted(json.loads(p.read_text())["best"]["value"] for p in search.rglob("metrics.json"))
+    assert values == pytest.approx(written)
+    assert (search / "summary.csv").is_file()
+
+    run_train(project, *args, tiny_cache=tiny_cache)  # the same command continues the study
+    study = optuna.load_study(study_name="head_search", storage=storage)
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 6
+
+
+def test_joblib_launcher_runs_two_jobs_in_parallel_processes(project, tiny_cache):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    run_train(project, "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)  # warm the caches
+    run_train(project, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.hidden_dim=8,16",
+              "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)
+    [sweep] = [p.parent for p in (project / "outputs/multirun").rglob("multirun.yaml")]
+    rows = list(csv.DictReader((sweep / "summary.csv").open(encoding="utf-8")))
+    assert sorted(r["model.hidden_dim"] for r in rows) == ["16", "8"] and all(r["status"] == "ok" for r in rows)
+
+
+def test_submitit_local_launcher_runs_the_sweep(project, tiny_cache):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    run_train(project, "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "model.hidden_dim=8,16",
+              "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)
+    [sweep] = [p.parent for p in (project / "outputs/multirun").rglob("multirun.yaml")]
+    rows = list(csv.DictReader((sweep / "summary.csv").open(encoding="utf-8")))
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
+    assert list(sweep.rglob("*_submitit_log.out")) or (sweep / ".submitit").is_dir()
+
+
+def test_slurm_launcher_config_composes(project):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project)}
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "--cfg", "hydra", "hydra/launcher=slurm",
+                           "model.hidden_dim=8"], cwd=project, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "partition: gpu" in proc.stdout and "max_num_timeout: 3" in proc.stdout
+    assert "submitit_slurm" in proc.stdout or "SlurmLauncher" in proc.stdout
