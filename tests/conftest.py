@@ -49,6 +49,27 @@ def project(tmp_path) -> Path:
     return tmp_path
 
 
+IN_PROCESS = ["backbone=tiny", "training.epochs=2", "data.max_length=32", "model.hidden_dim=16", "precision=fp32",
+              "training.progress_bar=false"]
+
+
+@pytest.fixture
+def in_project(project, tiny_cache, monkeypatch):
+    """``run(name, *overrides)``: train() in this process on the temporary project (no start-up cost)."""
+    from finetune_pipeline.train import train
+
+    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def run(name, *overrides):
+        cfg = compose_config([*IN_PROCESS, f"backbone.path={tiny_cache}", *overrides])
+        run_dir = project / "runs" / name
+        summary = train(cfg, run_dir)
+        return summary, run_dir, (run_dir / "train.log").read_text()
+
+    return run
+
+
 def run_train(project: Path, *overrides: str, tiny_cache: Path | None = None, check: bool = True,
               timeout: int = 300) -> subprocess.CompletedProcess:
     """``python train.py backbone=tiny <overrides>`` with the temporary project as its root."""

@@ -92,13 +92,12 @@ def test_learnable_dataset_clearly_beats_chance(project, tiny_cache):
     assert metrics["test"]["test/accuracy"] >= 0.8  # chance is 1/5
 
 
-def test_freeze_proof_readme_command_checks_runs_independently(project, tiny_cache):
+def test_freeze_proof_readme_command_checks_runs_independently(in_project):
     doc = (REPO / "README_FREEZE_PROOF.md").read_text()
     script = re.search(r"<<'EOF'\n(.*?)\nEOF\n", doc, re.S).group(1)
-    run_train(project, "training.freeze_backbone=true", *FAST, tiny_cache=tiny_cache)
-    run_train(project, "training.freeze_backbone=true", "training.full_checkpoints=true", *FAST, tiny_cache=tiny_cache)
-    run_train(project, "training.freeze_backbone=false", *FAST, tiny_cache=tiny_cache)
-    lean, full, tuned = run_folders(project)
+    _, lean, _ = in_project("lean", "training.freeze_backbone=true")
+    _, full, _ = in_project("full", "training.freeze_backbone=true", "training.full_checkpoints=true")
+    _, tuned, _ = in_project("tuned", "training.freeze_backbone=false")
 
     def check(run):
         return subprocess.run([sys.executable, "-", str(run)], input=script, capture_output=True, text=True)
@@ -146,15 +145,15 @@ def test_runs_started_together_get_separate_folders(project, tiny_cache):
     assert len(run_folders(project)) == 3
 
 
-def test_raw_data_change_triggers_preprocessing(project, tiny_cache):
-    first = run_train(project, "training.epochs=1", "data.max_length=16", tiny_cache=tiny_cache)
-    assert "preprocessing data/raw" in first.stdout
-    second = run_train(project, "training.epochs=1", "data.max_length=16", tiny_cache=tiny_cache)
-    assert "combined dataset is up to date" in second.stdout
+def test_raw_data_change_triggers_preprocessing(project, in_project):
+    _, _, first = in_project("first", "training.epochs=1")
+    assert "preprocessing data/raw" in first
+    _, _, second = in_project("second", "training.epochs=1")
+    assert "combined dataset is up to date" in second
     extra = [{"input": f"Extra sports headline number {i}", "output": "sport"} for i in range(5)]
     (project / "data/raw/part-9.json").write_text(json.dumps(extra))
-    third = run_train(project, "training.epochs=1", "data.max_length=16", tiny_cache=tiny_cache)
-    assert "changed since the last preprocessing" in third.stdout
+    _, _, third = in_project("third", "training.epochs=1")
+    assert "changed since the last preprocessing" in third
     meta = json.loads((project / "data/combined_processed/preprocess_meta.json").read_text())
     assert "part-9.json" in meta["raw_files"]
 

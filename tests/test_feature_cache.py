@@ -9,26 +9,9 @@ import torch
 
 from finetune_pipeline.artifacts.checkpoints import load_checkpoint, verify_backbone
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.train import train
 
 from conftest import compose_config
 
-FAST = ["backbone=tiny", "training.epochs=2", "data.max_length=32", "model.hidden_dim=16", "precision=fp32",
-        "training.progress_bar=false"]
-
-
-@pytest.fixture
-def in_project(project, tiny_cache, monkeypatch):
-    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def run(name, *overrides):
-        cfg = compose_config([*FAST, f"backbone.path={tiny_cache}", *overrides])
-        run_dir = project / "runs" / name
-        summary = train(cfg, run_dir)
-        return summary, run_dir, (run_dir / "train.log").read_text()
-
-    return run
 
 
 def test_cached_and_uncached_frozen_paths_give_the_same_metrics(in_project):
