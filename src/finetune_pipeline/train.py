@@ -141,7 +141,8 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, float]:
     write_json(run_dir / "metrics.json", {
         "summary": summary,
         "history": result.history,
-        "best": {"metric": best_key, "value": result.best_value, "epoch": result.best_epoch},
+        "best": {"metric": best_key, "value": result.best_value, "epoch": result.best_epoch,
+                 "stopped_early": result.stopped_early},
         "test": {**test, "per_class": report},
         "data": {"records": len(labels), "classes": len(classes),
                  "train": len(split[0]), "val": len(split[1]), "test": len(split[2]),

@@ -51,6 +51,7 @@ def validate(cfg: Config) -> None:
     for key in ("epochs", "batch_size", "gradient_accumulation_steps", "log_every_steps", "encode_batch_size"):
         _check(getattr(t, key) >= 1, f"training.{key}", f"must be >= 1, got {getattr(t, key)}")
     _check(t.encode_max_tokens >= 0, "training.encode_max_tokens", f"must be >= 0 (0 = no budget), got {t.encode_max_tokens}")
+    _check(t.early_stopping_patience >= 0, "training.early_stopping_patience", f"must be >= 0 (0 = off), got {t.early_stopping_patience}")
     _check(t.num_workers >= 0, "training.num_workers", f"must be >= 0, got {t.num_workers}")
     for key in ("learning_rate", "encoder_learning_rate"):
         _check(getattr(t, key) > 0, f"training.{key}", f"must be > 0, got {getattr(t, key)}")

@@ -108,6 +108,7 @@ class TrainingConfig:
     encode_batch_size: int = MISSING  # most texts per batch of the encoding pass
     encode_max_tokens: int = MISSING  # padded tokens per batch of the encoding pass; 0 = rows only
     best_metric: BestMetric = MISSING  # validation metric that picks best_model.pt
+    early_stopping_patience: int = MISSING  # stop after this many epochs without a better best_metric; 0 = off
     log_every_steps: int = MISSING  # step log period, in forward passes
     device: str = MISSING  # auto | cpu | cuda | cuda:N
     progress_bar: bool = MISSING  # tqdm bar on a terminal (never in logs or CI)

@@ -32,6 +32,7 @@ class FitResult:
     best_value: float = float("nan")
     opt_steps: int = 0
     train_seconds: float = 0.0
+    stopped_early: bool = False
 
 
 def is_better(value: float, best: float, metric: BestMetric) -> bool:
@@ -106,6 +107,12 @@ def fit(
             epoch, cfg.epochs, entry["train/loss"], val["val/loss"], val["val/accuracy"], val["val/macro_f1"],
             epoch_seconds, f"  new best val/{cfg.best_metric.value} -> best_model.pt" if improved else "",
         )
+        patience = cfg.early_stopping_patience
+        if patience and epoch - result.best_epoch >= patience and epoch < cfg.epochs:
+            log.info("early stopping: no better val/%s for %d epochs (best %.4f at epoch %d)",
+                     cfg.best_metric.value, patience, result.best_value, result.best_epoch)
+            result.stopped_early = True
+            break
 
     result.train_seconds = time.perf_counter() - started
     return result
