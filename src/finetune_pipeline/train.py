@@ -34,6 +34,7 @@ from finetune_pipeline.data.batches import TokenizedTexts, eval_loader, feature_
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.preprocess import ensure_preprocessed, load_combined
 from finetune_pipeline.data.split import split_by_files, stratified_split
+from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.features.frozen import frozen_features
 from finetune_pipeline.model.classifier import FeatureClassifier, TextClassifier, build_head
 from finetune_pipeline.training.evaluate import per_class_report, predict, scores
@@ -86,6 +87,9 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, float]:
     dataset = load_combined(cfg.data)
     classes = ClassIndex.from_dataset(dataset.symbols, dataset.label_to_symbol)
     labels = classes.ids(dataset.symbols)
+    if len(classes) < 2:
+        raise PipelineError(f"{cfg.data.raw_dir}: every record has the label {classes.labels[0]!r}; "
+                            "a classifier needs at least 2 classes")
     if cfg.data.split == SplitMode.files:
         split = split_by_files(dataset.files)
     else:

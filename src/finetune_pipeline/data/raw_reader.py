@@ -49,9 +49,29 @@ def read_raw_file(path: Path, data: bytes) -> list[Record]:
     return [_to_record(path, where, item) for where, item in items]
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [k for k, _ in pairs]
+    duplicated = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicated:
+        raise _DuplicateKey(duplicated[0])
+    return dict(pairs)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _loads(path: Path, where: str, text: str) -> object:
+    """json.loads that refuses an object with the same key twice (which value would win is a guess)."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as e:
+        raise PipelineError(f"{path}: {where}: duplicate key \"{e}\" in one object") from None
+
+
 def _parse_json_array(path: Path, text: str) -> list[tuple[str, object]]:
     try:
-        items = json.loads(text)
+        items = _loads(path, "JSON array", text)
     except json.JSONDecodeError as e:
         raise PipelineError(f"{path}: line {e.lineno} column {e.colno}: broken JSON: {e.msg}") from None
     if not isinstance(items, list):
@@ -65,7 +85,7 @@ def _parse_json_lines(path: Path, text: str) -> list[tuple[str, object]]:
         if not line.strip():
             continue
         try:
-            items.append((f"line {lineno}", json.loads(line)))
+            items.append((f"line {lineno}", _loads(path, f"line {lineno}", line)))
         except json.JSONDecodeError as e:
             raise PipelineError(f"{path}: line {lineno} column {e.colno}: broken JSON: {e.msg}") from None
     return items
