@@ -9,6 +9,7 @@ Config: conf/ (groups data, backbone, model, training, precision); artifacts: Hy
 """
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -21,8 +22,12 @@ from finetune_pipeline.config.load import register_resolvers, to_config
 from finetune_pipeline.config.schema import register_configs
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.sweep.jobs import record_failure
+from finetune_pipeline.paths import ROOT_ENV
 from finetune_pipeline.train import train
 
+# relative paths (data/, base_models/, outputs/) belong to the checkout this script lives in, even
+# when the package was installed from another one
+os.environ.setdefault(ROOT_ENV, str(Path(__file__).resolve().parent))
 register_configs()
 register_resolvers()
 
