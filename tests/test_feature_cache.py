@@ -10,7 +10,6 @@ import torch
 from finetune_pipeline.artifacts.checkpoints import load_checkpoint, verify_backbone
 from finetune_pipeline.errors import PipelineError
 
-from conftest import compose_config
 
 
 

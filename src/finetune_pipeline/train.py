@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from transformers.utils import logging as hf_logging
 
 from finetune_pipeline.artifacts.atomic import atomic_dir, save_torch, write_json
-from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, save_checkpoint
+from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, restore_weights, save_checkpoint
 from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256, module_hashes
 from finetune_pipeline.backbone.load import Backbone, load_encoder, load_tokenizer, locate_backbone
 from finetune_pipeline.config.schema import Config, SplitMode
@@ -132,7 +132,7 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, float]:
              proof["encoder_sha256_before"][:12], proof["encoder_sha256_after"][:12])
 
     test_start = time.perf_counter()
-    _restore(setup.model, torch.load(run_dir / "best_model.pt", map_location=device, weights_only=True)["state_dict"])
+    restore_weights(setup.model, torch.load(run_dir / "best_model.pt", map_location=device, weights_only=True)["state_dict"])
     save_torch(run_dir / "classifier_head.pt", setup.model.head.state_dict())
     test_predictions = predict(setup.model, setup.test, precision, device)
     test = scores(test_predictions, "test")
@@ -171,7 +171,7 @@ def _setup_model_and_data(cfg: Config, backbone: Backbone, tokenizer, texts: lis
     part = [[int(i) for i in idx] for idx in split]  # train, val, test indices
 
     if t.freeze_backbone and t.cache_features:
-        frozen = frozen_features(cfg, backbone, tokenizer, texts, device, precision)
+        frozen = frozen_features(cfg, backbone, tokenizer, texts, tokenized, device, precision)
         _seed_everything(cfg.data.seed)  # the head's initialisation and dropout depend on the seed only
         model = FeatureClassifier(build_head(frozen.features.shape[1], cfg.model.hidden_dim, num_classes, cfg.model.dropout))
         feats = [frozen.features[idx] for idx in part]
@@ -213,15 +213,6 @@ def _checkpoint_state(setup: Setup) -> dict[str, torch.Tensor]:
     if setup.base_encoder_state is not None:  # cached path: the head never saw the encoder's tensors
         state = {**{f"encoder.{k}": v for k, v in setup.base_encoder_state.items()}, **state}
     return state
-
-
-def _restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a checkpoint's tensors that the model has (a frozen encoder is already the right one)."""
-    own = model.state_dict()
-    missing = [k for k in own if k.startswith("head.") and k not in state]
-    if missing:
-        raise RuntimeError(f"checkpoint lacks head tensors {missing}")
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 
 
 def _seed_everything(seed: int) -> None:

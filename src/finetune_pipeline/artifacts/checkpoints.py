@@ -83,6 +83,14 @@ def load_classifier(path: Path, backbone_folder: Path | None = None) -> TextClas
     classes = state["head.4.weight"].shape[0]
     model = TextClassifier(encoder, build_head(in_dim, hidden_dim, classes, dropout=0.0), Pooling(ckpt["pooling"]),
                            frozen=True)
-    own = model.state_dict()
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    restore_weights(model, state)
     return model.eval()
+
+
+def restore_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a checkpoint's tensors that the model has; a head-only one leaves the (base) encoder as is."""
+    own = model.state_dict()
+    missing = [k for k in own if k.startswith("head.") and k not in state]
+    if missing:
+        raise PipelineError(f"checkpoint lacks head tensors {missing}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from finetune_pipeline.config.load import register_resolvers
-from finetune_pipeline.config.schema import Config, register_configs
+from finetune_pipeline.config.schema import register_configs
 from finetune_pipeline.data.preprocess import preprocess
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.paths import project_root

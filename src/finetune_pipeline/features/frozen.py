@@ -37,7 +37,8 @@ class FrozenFeatures:
 
 
 def frozen_features(cfg: Config, backbone: Backbone, tokenizer: PreTrainedTokenizerBase, texts: list[str],
-                    device: torch.device, precision: Precision) -> FrozenFeatures:
+                    tokenized: TokenizedTexts, device: torch.device, precision: Precision) -> FrozenFeatures:
+    """``tokenized`` holds ``texts`` already tokenized (the caller needs their lengths anyway)."""
     cache_dir = resolve_path(cfg.data.cache_dir)
     cache = FeatureCache(cache_dir / "features")
     key_parts = {"tokenizer": tokenizer_sha256(backbone.folder), "max_length": cfg.data.max_length,
@@ -62,8 +63,7 @@ def frozen_features(cfg: Config, backbone: Backbone, tokenizer: PreTrainedTokeni
     info: dict = {"key": key}
 
     def compute() -> tuple[torch.Tensor, dict]:
-        data = TokenizedTexts(texts, [0] * len(texts), tokenizer, cfg.data.max_length)
-        features, stats = encode(encoder, data, cfg.model.pooling, precision, device, cfg.training.encode_batch_size,
+        features, stats = encode(encoder, tokenized, cfg.model.pooling, precision, device, cfg.training.encode_batch_size,
                                  cfg.training.encode_max_tokens, tokenizer.pad_token_id)
         info["encoding"] = stats.as_dict()
         log.info("encoded %d texts in %.1f s (%.1f texts/s), padding %.1f%% of %d tokens",
