@@ -4,6 +4,7 @@
     python train.py backbone=tiny                    # offline smoke run, tiny random-init ModernBERT
     python train.py training.freeze_backbone=false   # fine-tune the encoder too
     python train.py -m model.hidden_dim=256,512      # a sweep, one folder per job
+    python train.py resume=outputs/DATE/TIME         # continue a stopped run where it stopped
 
 Config: conf/ (groups data, backbone, model, training, precision); artifacts: Hydra's run folder.
 """
@@ -18,12 +19,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from finetune_pipeline.config.load import register_resolvers, to_config
+from finetune_pipeline.config.load import register_resolvers, stored_config, to_config
 from finetune_pipeline.config.schema import register_configs
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.sweep.jobs import record_failure
 from finetune_pipeline.paths import ROOT_ENV
 from finetune_pipeline.train import train
+from finetune_pipeline.training.interrupt import Interrupted
 
 # relative paths (data/, base_models/, outputs/) belong to the checkout this script lives in, even
 # when the package was installed from another one
@@ -39,19 +41,32 @@ def main(cfg: DictConfig) -> float:
     In a sweep a failed job is recorded in its folder (failed.json) and returns NaN, so the sweep
     goes on and its summary lists the failure; a single run exits 1 with a one-line error.
     """
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        config = to_config(cfg)
-        metrics = train(config, run_dir)
+        config = stored_config(run_dir, hydra_cfg.overrides.task) if cfg.resume else to_config(cfg)
+        metrics = train(config, run_dir, resume=bool(cfg.resume))
     except Exception as e:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
             record_failure(run_dir, e)
             return float("nan")
+        if isinstance(e, Interrupted):
+            logging.getLogger("train").warning("%s; resume with:\n  python %s resume=%s",
+                                               e, sys.argv[0], _shown(run_dir))
+            sys.exit(e.exit_code)
         if isinstance(e, PipelineError):
             logging.getLogger("train").error("%s", e)
             sys.exit(1)
         raise
     return metrics[f"best/val/{config.training.best_metric.value}"]
+
+
+def _shown(path: Path) -> str:
+    """The run folder as the user would type it: relative to the working directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":

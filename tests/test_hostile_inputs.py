@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from finetune_pipeline.data.raw_reader import read_raw_file
+from conftest import compose_config
 from finetune_pipeline.errors import PipelineError
 
 
@@ -79,3 +80,91 @@ def test_very_long_texts_are_truncated_not_fatal(project, in_project):
     (project / "data/raw/part-9.json").write_text(json.dumps([{"input": long, "output": "sport"}], ensure_ascii=False))
     summary, _, _ = in_project("long", "training.epochs=1")
     assert 0 <= summary["test/accuracy"] <= 1
+
+
+def replace_raw(project, records):
+    import shutil
+
+    raw = project / "data/raw"
+    shutil.rmtree(raw)
+    raw.mkdir()
+    (raw / "part.json").write_text(json.dumps(records, ensure_ascii=False))
+
+
+def test_thousands_of_classes_train_and_keep_their_labels(project, in_project):
+    classes = 1200  # symbols run a..z, aa..zz, aaa..: past two letters
+    replace_raw(project, [{"input": f"topic {c} item {i}", "output": f"label {c}"}
+                          for c in range(classes) for i in range(10)])
+    summary, run, _ = in_project("many", "training.epochs=1", "data.max_length=16")
+    id_to_label = json.loads((run / "id_to_label.json").read_text())
+    assert len(id_to_label) == classes and len({e["symbol"] for e in id_to_label.values()}) == classes
+    assert {e["label"] for e in id_to_label.values()} == {f"label {c}" for c in range(classes)}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["test"]["per_class"]) >= classes and metrics["data"]["test"] == classes
+    assert 0 <= summary["test/accuracy"] <= 1
+
+
+def test_a_class_with_one_example_is_named_in_one_line(project, in_project):
+    (project / "data/raw/part-9.json").write_text(json.dumps([{"input": "a lonely headline", "output": "lonely"}]))
+    with pytest.raises(PipelineError, match=r"fewer than 3 records .*'lonely \(\w+\)' \(1\)") as error:
+        in_project("one")
+    assert "\n" not in str(error.value)
+    assert not (project / "runs/one/metrics.json").exists()
+
+
+def test_hundreds_of_too_small_classes_keep_the_message_short(project, in_project):
+    replace_raw(project, [{"input": f"text {c}", "output": f"label {c}"} for c in range(500)])
+    with pytest.raises(PipelineError, match="and 490 more") as error:
+        in_project("small")
+    assert len(str(error.value)) < 600
+
+
+def test_a_dataset_of_duplicates_is_refused_after_deduplication(project, in_project, caplog):
+    replace_raw(project, [{"input": "the same headline", "output": "sport"}] * 50)
+    with pytest.raises(PipelineError, match="every record has the label 'sport'"):
+        in_project("dups")
+    assert "1 records, 49 exact duplicates dropped" in caplog.text
+
+
+def test_a_raw_folder_changing_during_preprocessing_writes_nothing(project, monkeypatch):
+    from finetune_pipeline.data import preprocess as pre
+
+    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
+    cfg = compose_config([]).data
+    original = pre.read_raw_file
+
+    def read_while_a_copy_goes_on(path, data):
+        part = project / "data/raw/part-3.jsonl"  # another writer appends while we parse
+        part.write_text(part.read_text() + json.dumps({"input": "late", "output": "sport"}) + "\n")
+        return original(path, data)
+
+    monkeypatch.setattr(pre, "read_raw_file", read_while_a_copy_goes_on)
+    with pytest.raises(PipelineError, match="files changed while they were being preprocessed; nothing was written"):
+        pre.preprocess(cfg)
+    assert not (project / cfg.dataset_path).exists() and not (project / cfg.label_mapping_path).exists()
+
+    monkeypatch.setattr(pre, "read_raw_file", original)
+    listed = pre.list_raw_files(project / "data/raw")
+    monkeypatch.setattr(pre, "list_raw_files", lambda raw_dir: [*listed, raw_dir / "part-gone.json"])
+    with pytest.raises(PipelineError, match=r"part-gone.json: cannot read \(No such file or directory\)"):
+        pre.preprocess(cfg)
+
+
+def test_a_full_disk_fails_naming_the_file_and_leaves_no_temporary_files(project, in_project, monkeypatch):
+    import torch
+
+    def disk_full(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed\nmore C++ context")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(PipelineError, match=r"cannot write \(.*file write failed\); nothing was replaced") as error:
+        in_project("full")
+    assert "\n" not in str(error.value)
+    assert not list(project.rglob("*.tmp"))
+
+
+def test_an_unwritable_output_folder_fails_before_any_work(project, in_project):
+    (project / "runs").write_text("a file where the runs folder should be")
+    with pytest.raises(PipelineError, match=r"runs/blocked: output folder is not writable"):
+        in_project("blocked")

@@ -13,6 +13,7 @@ from finetune_pipeline.data.batches import (LengthGroupedBatchSampler, PadCollat
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.model.classifier import TextClassifier, build_head, pool
 from finetune_pipeline.training.loop import fit, is_better
+from finetune_pipeline.training.state import Trainer
 from finetune_pipeline.training.optim import build_optimizer, param_groups
 from finetune_pipeline.training.precision import (BF16_MIN_SPEEDUP, cpu_bf16_speedup, cpu_supports_bf16,
                                                   resolve_precision)
@@ -127,7 +128,8 @@ def run_fit(tmp_path, batch_size, accumulation, texts, labels):
     sched = build_scheduler(opt, total_steps=optimizer_steps(len(loader), accumulation, 1), warmup_ratio=0.0)
     precision = resolve_precision(MixedPrecision.fp32, torch.device("cpu"))
     saved = []
-    result = fit(model, loader, loader, opt, sched, precision, torch.device("cpu"), cfg, save_best=lambda: saved.append(1))
+    result = fit(Trainer(model, opt, sched, precision.grad_scaler()), loader, loader, precision, torch.device("cpu"), cfg,
+                 save_best=lambda: saved.append(1), save_state=lambda progress: "not saved")
     assert saved  # the first epoch is always the best so far
     return model, result
 
@@ -150,8 +152,9 @@ def test_frozen_encoder_is_bit_identical_and_the_proof_says_so(tmp_path):
     cfg = compose_config(["training.epochs=2", "training.progress_bar=false"]).training
     loader = train_loader(TokenizedTexts(texts, labels, WordTokenizer(), 16), 4, seed=0, num_workers=0, pad_token_id=0)
     opt = build_optimizer(model, 1e-2, 1e-2, 0.01)
-    fit(model, loader, loader, opt, build_scheduler(opt, 6, 0.0),
-        resolve_precision(MixedPrecision.fp32, torch.device("cpu")), torch.device("cpu"), cfg, save_best=lambda: None)
+    fp32 = resolve_precision(MixedPrecision.fp32, torch.device("cpu"))
+    fit(Trainer(model, opt, build_scheduler(opt, 6, 0.0), fp32.grad_scaler()), loader, loader, fp32,
+        torch.device("cpu"), cfg, save_best=lambda: None, save_state=lambda progress: "not saved")
     proof = build_freeze_proof(before, module_hashes(model.encoder), True, model, "x", 100, "test")
     assert proof["verdict"].startswith("PASS") and proof["trainable_parameters"]["encoder"] == 0
 
@@ -192,7 +195,9 @@ def test_sorted_batches_keep_padding_under_ten_percent():
 def test_length_grouped_batches_are_random_complete_and_seeded():
     lengths = [(i * 37) % 101 + 1 for i in range(1000)]
     sampler = LengthGroupedBatchSampler(lengths, batch_size=10, seed=1)
-    first, second = list(sampler), list(sampler)
+    first = list(sampler)
+    sampler.set_epoch(2)
+    second = list(sampler)
     for epoch in (first, second):
         assert sorted(i for b in epoch for i in b) == list(range(1000)) and len(epoch) == len(sampler) == 100
     assert first != second  # a new order every epoch
@@ -201,3 +206,11 @@ def test_length_grouped_batches_are_random_complete_and_seeded():
     assert spread < 5  # similar lengths within a batch (random batches would spread ~80)
     padded = sum(len(b) * max(lengths[i] for i in b) for b in first)
     assert padded / sum(lengths) < 1.1
+
+
+def test_a_resumed_epoch_skips_exactly_the_batches_already_trained():
+    sampler = LengthGroupedBatchSampler([(i * 13) % 50 + 1 for i in range(95)], batch_size=8, seed=3)
+    sampler.set_epoch(4)
+    whole = list(sampler)
+    sampler.set_epoch(4, skip=5)
+    assert list(sampler) == whole[5:] and len(whole) == len(sampler) == 12

@@ -38,10 +38,14 @@ from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.features.frozen import frozen_features
 from finetune_pipeline.model.classifier import FeatureClassifier, TextClassifier, build_head
 from finetune_pipeline.training.evaluate import per_class_report, predict, scores
+from finetune_pipeline.training.interrupt import Interrupted
 from finetune_pipeline.training.loop import fit
+from finetune_pipeline.training.loss import class_weights, training_loss
 from finetune_pipeline.training.optim import build_optimizer
 from finetune_pipeline.training.precision import Precision, resolve_device, resolve_precision
 from finetune_pipeline.training.schedule import build_scheduler, optimizer_steps
+from finetune_pipeline.training.state import (STATE_FILE, Progress, Trainer, data_identity, load_state, restore,
+                                              save_state)
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +69,19 @@ class Setup:
     info: dict = field(default_factory=dict)
 
 
-def train(cfg: Config, run_dir: Path) -> dict[str, float]:
-    """Train one classifier; every artifact goes to ``run_dir``. Returns the headline metrics."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def train(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, float]:
+    """Train one classifier; every artifact goes to ``run_dir``. Returns the headline metrics.
+
+    ``resume=True`` continues the run in ``run_dir`` from its ``train_state.pt``.
+    """
+    _check_writable(run_dir)
     hf_logging.disable_progress_bar()  # weight-loading bars would drown the step log
     handler = _log_to_file(run_dir / "train.log")
     try:
-        log.info("run folder: %s", run_dir)
-        return _train(cfg, run_dir)
+        log.info("%s: %s", "resuming run folder" if resume else "run folder", run_dir)
+        return _train(cfg, run_dir, resume)
+    except Interrupted:
+        raise
     except Exception:
         log.error("run failed; its log and any artifacts written so far are in %s", run_dir)
         raise
@@ -81,8 +90,12 @@ def train(cfg: Config, run_dir: Path) -> dict[str, float]:
         handler.close()
 
 
-def _train(cfg: Config, run_dir: Path) -> dict[str, float]:
+def _train(cfg: Config, run_dir: Path, resume: bool) -> dict[str, float]:
     started = time.perf_counter()
+    state_path = run_dir / STATE_FILE
+    if resume and not state_path.is_file():
+        finished = " (the run finished: metrics.json is there)" if (run_dir / "metrics.json").is_file() else ""
+        raise PipelineError(f"{run_dir}: no {STATE_FILE} to resume from{finished}")
     ensure_preprocessed(cfg.data)
     dataset = load_combined(cfg.data)
     classes = ClassIndex.from_dataset(dataset.symbols, dataset.label_to_symbol)
@@ -115,13 +128,34 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, float]:
     total_steps = optimizer_steps(len(setup.train), cfg.training.gradient_accumulation_steps, cfg.training.epochs)
     scheduler = build_scheduler(optimizer, total_steps, cfg.training.warmup_ratio)
     log.info("optimizer: AdamW, groups %s, %d optimizer steps", [g["name"] for g in optimizer.param_groups], total_steps)
+    trainer = Trainer(setup.model, optimizer, scheduler, precision.grad_scaler())
+    data_id = data_identity(dataset.fingerprint, split)
+    resumed = None
+    if resume:
+        saved = load_state(state_path)
+        progress = restore(saved, trainer, data_id, state_path)
+        resumed = (progress, saved["rng"])
+        del saved  # the weights are in the model now; keep only the RNG states
+        log.info("resuming at epoch %d, batch %d/%d (%d optimizer steps done, best val/%s %.4f at epoch %d)",
+                 progress.epoch, progress.batches_done, len(setup.train), progress.opt_steps,
+                 cfg.training.best_metric.value, progress.best_value, progress.best_epoch)
     setup_seconds = time.perf_counter() - started
 
     def checkpoint(name: str) -> None:
         save_checkpoint(run_dir / name, _checkpoint_state(setup), identity, cfg.model.pooling.value)
 
-    result = fit(setup.model, setup.train, setup.val, optimizer, scheduler, precision, device, cfg.training,
-                 save_best=lambda: checkpoint("best_model.pt"))
+    def save_state_file(progress: Progress) -> str:
+        save_state(state_path, progress, trainer, data_id)
+        return str(state_path)
+
+    weights = class_weights([labels[i] for i in split[0]], len(classes), cfg.training.class_weights)
+    if weights is not None:
+        log.info("loss: class weights (%s) %s", cfg.training.class_weights.value,
+                 ", ".join(f"{name}={w:.3f}" for name, w in zip(classes.labels, weights.tolist())))
+    loss_fn = training_loss(weights, cfg.training.label_smoothing)
+    result = fit(trainer, setup.train, setup.val, precision, device, cfg.training,
+                 save_best=lambda: checkpoint("best_model.pt"), save_state=save_state_file, resume=resumed,
+                 loss_fn=loss_fn)
     checkpoint("final_model.pt")
 
     after = setup.hashes_after or module_hashes(setup.model.encoder)
@@ -153,12 +187,15 @@ def _train(cfg: Config, run_dir: Path) -> dict[str, float]:
                  "raw_fingerprint": dataset.fingerprint},
         "backbone": {**identity.as_dict(), "pretrained": backbone.pretrained},
         "features": setup.info,
+        "loss": {"class_weights": None if weights is None else dict(zip(classes.labels, weights.tolist())),
+                 "label_smoothing": cfg.training.label_smoothing},
         "device": str(device),
         "precision": precision.name,
         "timings": {"setup_seconds": setup_seconds, "train_seconds": result.train_seconds,
                     "test_seconds": time.perf_counter() - test_start,
                     "total_seconds": time.perf_counter() - started},
     })
+    state_path.unlink(missing_ok=True)  # finished: nothing to resume, and it can weigh gigabytes
     log.info("artifacts written to %s", run_dir)
     return summary
 
@@ -213,6 +250,17 @@ def _checkpoint_state(setup: Setup) -> dict[str, torch.Tensor]:
     if setup.base_encoder_state is not None:  # cached path: the head never saw the encoder's tensors
         state = {**{f"encoder.{k}": v for k, v in setup.base_encoder_state.items()}, **state}
     return state
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Fail before any work when the run folder cannot be created or written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise PipelineError(f"{run_dir}: output folder is not writable ({e.strerror or e})") from None
 
 
 def _seed_everything(seed: int) -> None:

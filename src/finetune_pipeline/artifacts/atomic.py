@@ -12,18 +12,25 @@ from typing import Any, Iterator
 
 import torch
 
+from finetune_pipeline.errors import PipelineError
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise PipelineError(f"{path}: cannot write ({e.strerror or e})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp_path, path)
+    except OSError as e:  # disk full, quota, permissions: the old file (if any) stays as it was
+        raise PipelineError(f"{path}: cannot write ({e.strerror or e}); nothing was replaced") from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -35,7 +42,10 @@ def write_json(path: Path, obj: Any) -> None:
 
 def save_torch(path: Path, obj: Any) -> None:
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a full disk as a RuntimeError
+            raise OSError(str(e).splitlines()[0]) from None
 
 
 @contextmanager

@@ -22,6 +22,20 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
     if not OmegaConf.has_resolver("mkdir"):
         OmegaConf.register_new_resolver("mkdir", _mkdir)
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_new_resolver("run_dir", _run_dir)
+    if not OmegaConf.has_resolver("config_subdir"):
+        OmegaConf.register_new_resolver("config_subdir", _config_subdir)
+
+
+def _run_dir(resume: str | None, new_dir: str) -> str:
+    """``hydra.run.dir``: a new folder, or with ``resume=<folder>`` that folder."""
+    return str(Path(resume).resolve()) if resume else new_dir
+
+
+def _config_subdir(resume: str | None) -> str | None:
+    """``hydra.output_subdir``: a resumed run keeps the ``.hydra/`` it was started with."""
+    return None if resume else ".hydra"
 
 
 def _mkdir(path: str) -> str:
@@ -31,9 +45,33 @@ def _mkdir(path: str) -> str:
 
 def to_config(cfg: DictConfig) -> Config:
     """The typed config object, after validation; hydra's own ``hydra`` node is left out."""
-    typed = Config(**{key: OmegaConf.to_object(cfg[key]) for key in Config.__dataclass_fields__})
+    typed = Config(**{key: _plain(cfg[key]) for key in Config.__dataclass_fields__})
     validate(typed)
     return typed
+
+
+# how a run goes, not what it computes: these may change when it is resumed (another machine, say)
+RESUME_OVERRIDABLE = ("training.device", "training.num_workers", "training.progress_bar",
+                      "training.log_every_steps", "training.save_every_steps")
+
+
+def stored_config(run_dir: Path, overrides: list[str]) -> Config:
+    """The config a run was started with (``<run>/.hydra/config.yaml``), for ``resume=<run>``."""
+    allowed = [o for o in overrides if o.split("=", 1)[0] in RESUME_OVERRIDABLE]
+    others = [o for o in overrides if not o.startswith("resume=") and o not in allowed]
+    if others:
+        raise PipelineError(f"resume= continues {run_dir} with its stored config; drop the other overrides {others} "
+                            f"(allowed: {', '.join(RESUME_OVERRIDABLE)})")
+    path = run_dir / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise PipelineError(f"{run_dir}: not a run folder (no .hydra/config.yaml to resume with)")
+    stored = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path), OmegaConf.from_dotlist(allowed))
+    stored.resume = None
+    return to_config(stored)
+
+
+def _plain(node):
+    return OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
 
 
 def validate(cfg: Config) -> None:
@@ -52,9 +90,11 @@ def validate(cfg: Config) -> None:
         _check(getattr(t, key) >= 1, f"training.{key}", f"must be >= 1, got {getattr(t, key)}")
     _check(t.encode_max_tokens >= 0, "training.encode_max_tokens", f"must be >= 0 (0 = no budget), got {t.encode_max_tokens}")
     _check(t.early_stopping_patience >= 0, "training.early_stopping_patience", f"must be >= 0 (0 = off), got {t.early_stopping_patience}")
+    _check(t.save_every_steps >= 0, "training.save_every_steps", f"must be >= 0 (0 = epoch ends only), got {t.save_every_steps}")
     _check(t.num_workers >= 0, "training.num_workers", f"must be >= 0, got {t.num_workers}")
     for key in ("learning_rate", "encoder_learning_rate"):
         _check(getattr(t, key) > 0, f"training.{key}", f"must be > 0, got {getattr(t, key)}")
+    _check(0 <= t.label_smoothing < 1, "training.label_smoothing", f"must be in [0, 1), got {t.label_smoothing}")
     _check(t.weight_decay >= 0, "training.weight_decay", f"must be >= 0, got {t.weight_decay}")
     _check(t.max_grad_norm >= 0, "training.max_grad_norm", f"must be >= 0 (0 = no clipping), got {t.max_grad_norm}")
     _check(0 <= t.warmup_ratio < 1, "training.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}")

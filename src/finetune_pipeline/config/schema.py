@@ -28,6 +28,11 @@ class MixedPrecision(str, Enum):
     fp16 = "fp16"  # CUDA only; uses a GradScaler
 
 
+class ClassWeights(str, Enum):
+    none = "none"
+    balanced = "balanced"  # n_train / (n_classes * n_train_of_class), as scikit-learn's
+
+
 class BestMetric(str, Enum):
     macro_f1 = "macro_f1"
     accuracy = "accuracy"
@@ -107,8 +112,11 @@ class TrainingConfig:
     full_checkpoints: bool = MISSING  # frozen: write encoder + head instead of head + backbone identity
     encode_batch_size: int = MISSING  # most texts per batch of the encoding pass
     encode_max_tokens: int = MISSING  # padded tokens per batch of the encoding pass; 0 = rows only
+    class_weights: ClassWeights = MISSING  # none | balanced: weigh the loss against class imbalance
+    label_smoothing: float = MISSING  # cross-entropy label smoothing in [0, 1)
     best_metric: BestMetric = MISSING  # validation metric that picks best_model.pt
     early_stopping_patience: int = MISSING  # stop after this many epochs without a better best_metric; 0 = off
+    save_every_steps: int = MISSING  # also save train_state.pt every N optimizer steps (it is saved every epoch); 0 = epochs only
     log_every_steps: int = MISSING  # step log period, in forward passes
     device: str = MISSING  # auto | cpu | cuda | cuda:N
     progress_bar: bool = MISSING  # tqdm bar on a terminal (never in logs or CI)
@@ -126,6 +134,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    resume: Optional[str] = None  # a run folder: continue it, with the config stored in it
 
 
 def register_configs() -> None:

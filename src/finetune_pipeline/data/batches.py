@@ -89,22 +89,28 @@ def sorted_batches(lengths: list[int], batch_size: int, max_tokens: int = 0) -> 
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
-    """Random batches of similar-length texts, different every epoch, fixed by the seed.
+    """Random batches of similar-length texts, different every epoch, fixed by the seed and epoch.
 
     Shuffle all indices, cut them into mega-batches of ``MEGA_BATCH_FACTOR`` batches, sort each by
-    length and cut it into batches, then shuffle the batch order.
+    length and cut it into batches, then shuffle the batch order. ``set_epoch(epoch, skip)`` picks
+    the epoch's order and drops its first ``skip`` batches (a resumed run goes on mid-epoch).
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int):
         self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
-        self.epoch = 0
+        self.epoch, self.skip = 1, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
-        rnd = random.Random(self.seed * 100_003 + self.epoch)
-        self.epoch += 1
+        return iter(self.epoch_batches(self.epoch)[self.skip:])
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        rnd = random.Random(self.seed * 100_003 + epoch - 1)
         indices = list(range(len(self.lengths)))
         rnd.shuffle(indices)
         mega = self.batch_size * MEGA_BATCH_FACTOR
@@ -113,7 +119,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             window = sorted(indices[start:start + mega], key=lambda i: -self.lengths[i])
             batches += [window[j:j + self.batch_size] for j in range(0, len(window), self.batch_size)]
         rnd.shuffle(batches)
-        return iter(batches)
+        return batches
 
 
 def train_loader(data: TokenizedTexts, batch_size: int, seed: int, num_workers: int, pad_token_id: int) -> DataLoader:

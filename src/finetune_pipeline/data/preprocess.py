@@ -45,8 +45,17 @@ def raw_fingerprint(contents: dict[str, bytes]) -> str:
 
 
 def current_fingerprint(cfg: DataConfig) -> str:
-    files = list_raw_files(resolve_path(cfg.raw_dir))
-    return raw_fingerprint({p.name: p.read_bytes() for p in files})
+    return raw_fingerprint(_read_all(list_raw_files(resolve_path(cfg.raw_dir))))
+
+
+def _read_all(files: list[Path]) -> dict[str, bytes]:
+    contents = {}
+    for path in files:
+        try:
+            contents[path.name] = path.read_bytes()
+        except OSError as e:  # deleted or replaced after the folder was listed
+            raise PipelineError(f"{path}: cannot read ({e.strerror or e}); was data/raw changing?") from None
+    return contents
 
 
 def stale_reason(cfg: DataConfig) -> str | None:
@@ -74,7 +83,7 @@ def preprocess(cfg: DataConfig) -> dict:
     raw_dir = resolve_path(cfg.raw_dir)
     dataset_path, mapping_path = resolve_path(cfg.dataset_path), resolve_path(cfg.label_mapping_path)
     files = list_raw_files(raw_dir)
-    contents = {p.name: p.read_bytes() for p in files}
+    contents = _read_all(files)
     records = [r for p in files for r in read_raw_file(p, contents[p.name])]
 
     unique, duplicates = _drop_exact_duplicates(records)
@@ -96,6 +105,9 @@ def preprocess(cfg: DataConfig) -> dict:
         "labels": len(mapping),
         "record_files": _compact_files([r.file for r in unique]),
     }
+    if current_fingerprint(cfg) != summary["raw_fingerprint"]:  # a copy or download still in progress
+        raise PipelineError(f"{raw_dir}: files changed while they were being preprocessed; nothing was written; "
+                            "run again once they are complete")
     # everything validated: only now touch the outputs, each replaced atomically
     write_json(dataset_path, combined)
     write_json(mapping_path, mapping)

@@ -22,7 +22,9 @@ def stratified_split(
     counts = Counter(labels)
     small = {names[c]: n for c, n in sorted(counts.items()) if n < MIN_PER_CLASS}
     if small:
-        listed = ", ".join(f"{name!r} ({n})" for name, n in small.items())
+        listed = ", ".join(f"{name!r} ({n})" for name, n in list(small.items())[:10])
+        if len(small) > 10:
+            listed += f" and {len(small) - 10} more"
         raise PipelineError(
             f"classes with fewer than {MIN_PER_CLASS} records cannot be split into train/val/test "
             f"with stratification: {listed}; add records or remove the class from data/raw"

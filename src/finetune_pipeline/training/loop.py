@@ -1,4 +1,5 @@
-"""The training loop: AMP, gradient accumulation, clipping, schedule, step log, per-epoch validation.
+"""The training loop: AMP, gradient accumulation, clipping, schedule, step log, per-epoch validation,
+early stopping, and a resumable training state (``state.py``) saved on the way.
 
 It reads top to bottom; the maths lives in small helpers (``schedule``, ``precision``,
 ``evaluate``) that have unit tests of their own.
@@ -9,30 +10,21 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from finetune_pipeline.config.schema import BestMetric, TrainingConfig
 from finetune_pipeline.training.evaluate import predict, scores
+from finetune_pipeline.training.interrupt import Interrupted, stop_on_signals
+from finetune_pipeline.training.loss import Loss, training_loss
 from finetune_pipeline.training.precision import Precision
+from finetune_pipeline.training.state import Progress, Trainer, restore_rng
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FitResult:
-    history: list[dict] = field(default_factory=list)  # one entry per epoch
-    best_epoch: int = 0
-    best_value: float = float("nan")
-    opt_steps: int = 0
-    train_seconds: float = 0.0
-    stopped_early: bool = False
 
 
 def is_better(value: float, best: float, metric: BestMetric) -> bool:
@@ -42,39 +34,71 @@ def is_better(value: float, best: float, metric: BestMetric) -> bool:
 
 
 def fit(
-    model: nn.Module,
+    trainer: Trainer,
     train_loader: DataLoader,
     val_loader: DataLoader,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
     precision: Precision,
     device: torch.device,
     cfg: TrainingConfig,
     save_best: Callable[[], None],
-) -> FitResult:
-    """Train for ``cfg.epochs``; calls ``save_best`` whenever the validation metric improves."""
-    scaler = precision.grad_scaler()
+    save_state: Callable[[Progress], str],
+    resume: tuple[Progress, dict] | None = None,
+    loss_fn: Loss = training_loss(None, 0.0),
+) -> Progress:
+    """Train up to ``cfg.epochs``; ``save_best`` runs whenever the validation metric improves.
+
+    ``save_state(progress)`` stores the training state (and returns where, for messages) at every
+    epoch end, every ``cfg.save_every_steps`` optimizer steps, and on SIGINT/SIGTERM, after which
+    ``Interrupted`` is raised. ``resume``: a saved ``Progress`` and its RNG states, to go on from.
+    ``loss_fn``: the training loss (``loss.training_loss``); validation uses plain cross-entropy.
+    """
+    model, optimizer, scheduler, scaler = trainer.model, trainer.optimizer, trainer.scheduler, trainer.scaler
     trainable = [p for p in model.parameters() if p.requires_grad]
     accumulation = cfg.gradient_accumulation_steps
-    result = FitResult()
+    progress, saved = resume if resume else (Progress(), None)
+    sampler = train_loader.batch_sampler
+    n_batches = len(train_loader)
     show_bar = cfg.progress_bar and sys.stderr.isatty()
-    started = time.perf_counter()
+    process_start, trained_before = time.perf_counter(), progress.train_seconds
 
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()  # a frozen encoder stays in eval mode (see TextClassifier.train)
-        epoch_start, loss_sum, n_texts = time.perf_counter(), 0.0, 0
-        optimizer.zero_grad(set_to_none=True)
-        n_batches = len(train_loader)
-        with logging_redirect_tqdm():
-            bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not show_bar, leave=False)
-            for step, batch in enumerate(bar, start=1):
+    def save(reason: str) -> str:
+        now = time.perf_counter()
+        progress.train_seconds = trained_before + now - process_start
+        progress.epoch_seconds = epoch_before + now - epoch_start
+        where = save_state(progress)
+        log.info("training state saved (%s): epoch %d, %d/%d batches, %d optimizer steps -> %s",
+                 reason, progress.epoch, progress.batches_done, n_batches, progress.opt_steps, where)
+        return where
+
+    with stop_on_signals() as stop, logging_redirect_tqdm():
+        for epoch in range(progress.epoch, cfg.epochs + 1):
+            progress.epoch, skip = epoch, progress.batches_done
+            epoch_start, epoch_before = time.perf_counter(), progress.epoch_seconds
+            model.train()  # a frozen encoder stays in eval mode (see TextClassifier.train)
+            optimizer.zero_grad(set_to_none=True)
+            if hasattr(sampler, "set_epoch"):  # a fixed list of batches (tests) has no epochs
+                sampler.set_epoch(epoch, skip=skip)
+            # making the iterator draws from the global RNG: a state saved at an epoch start is
+            # restored before it, one saved mid-epoch after it, as the uninterrupted run had them
+            if saved is not None and skip == 0:
+                restore_rng(saved)
+            batches = iter(train_loader)
+            if saved is not None and skip > 0:
+                restore_rng(saved)
+            saved = None
+            bar = tqdm(batches, total=n_batches, initial=skip, desc=f"epoch {epoch}/{cfg.epochs}",
+                       disable=not show_bar, leave=False)
+            for step, batch in enumerate(bar, start=skip + 1):
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
                 with precision.autocast():
                     logits = model(batch)  # (B, C)
-                loss = nn.functional.cross_entropy(logits.float(), batch["labels"])
+                loss = loss_fn(logits, batch["labels"])
                 scaler.scale(loss / accumulation).backward()
-
-                if step % accumulation == 0 or step == n_batches:
+                batch_loss, batch_size = loss.item(), batch["labels"].shape[0]
+                progress.loss_sum += batch_loss * batch_size
+                progress.n_texts += batch_size
+                boundary = step % accumulation == 0 or step == n_batches  # else gradients accumulate
+                if boundary:
                     scaler.unscale_(optimizer)
                     if cfg.max_grad_norm > 0:
                         torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
@@ -82,40 +106,53 @@ def fit(
                     scaler.update()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                    result.opt_steps += 1
-
-                batch_size = batch["labels"].shape[0]
-                loss_sum += loss.item() * batch_size
-                n_texts += batch_size
+                    progress.opt_steps += 1
+                    progress.batches_done = step
                 if step % cfg.log_every_steps == 0 or step == n_batches:
-                    log.info(_step_line(epoch, step, n_batches, loss.item(), optimizer, result.opt_steps, device))
-                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                    log.info(_step_line(epoch, step, n_batches, batch_loss, optimizer, progress.opt_steps, device))
+                    bar.set_postfix(loss=f"{batch_loss:.4f}")
+                if not boundary:
+                    continue
+                if stop:
+                    _interrupt(stop.name, save(f"{stop.name}"), stop.signum)
+                if cfg.save_every_steps and progress.opt_steps % cfg.save_every_steps == 0 and step < n_batches:
+                    save(f"every {cfg.save_every_steps} optimizer steps")
 
-        val = scores(predict(model, val_loader, precision, device), "val")
-        epoch_seconds = time.perf_counter() - epoch_start
-        entry = {"epoch": epoch, "train/loss": loss_sum / max(1, n_texts), **val,
-                 "opt_steps": result.opt_steps, "epoch_seconds": epoch_seconds,
-                 "train/texts_per_second": n_texts / epoch_seconds}
-        result.history.append(entry)
-        value = val[f"val/{cfg.best_metric.value}"]
-        improved = is_better(value, result.best_value, cfg.best_metric)
-        if improved:
-            result.best_epoch, result.best_value = epoch, value
-            save_best()
-        log.info(
-            "epoch %d/%d: train/loss=%.4f val/loss=%.4f val/accuracy=%.4f val/macro_f1=%.4f (%.1f s)%s",
-            epoch, cfg.epochs, entry["train/loss"], val["val/loss"], val["val/accuracy"], val["val/macro_f1"],
-            epoch_seconds, f"  new best val/{cfg.best_metric.value} -> best_model.pt" if improved else "",
-        )
-        patience = cfg.early_stopping_patience
-        if patience and epoch - result.best_epoch >= patience and epoch < cfg.epochs:
-            log.info("early stopping: no better val/%s for %d epochs (best %.4f at epoch %d)",
-                     cfg.best_metric.value, patience, result.best_value, result.best_epoch)
-            result.stopped_early = True
-            break
+            val = scores(predict(model, val_loader, precision, device), "val")
+            epoch_seconds = epoch_before + time.perf_counter() - epoch_start
+            entry = {"epoch": epoch, "train/loss": progress.loss_sum / max(1, progress.n_texts), **val,
+                     "opt_steps": progress.opt_steps, "epoch_seconds": epoch_seconds,
+                     "train/texts_per_second": progress.n_texts / epoch_seconds}
+            progress.history.append(entry)
+            value = val[f"val/{cfg.best_metric.value}"]
+            improved = is_better(value, progress.best_value, cfg.best_metric)
+            if improved:
+                progress.best_epoch, progress.best_value = epoch, value
+                save_best()
+            log.info(
+                "epoch %d/%d: train/loss=%.4f val/loss=%.4f val/accuracy=%.4f val/macro_f1=%.4f (%.1f s)%s",
+                epoch, cfg.epochs, entry["train/loss"], val["val/loss"], val["val/accuracy"], val["val/macro_f1"],
+                epoch_seconds, f"  new best val/{cfg.best_metric.value} -> best_model.pt" if improved else "",
+            )
+            patience = cfg.early_stopping_patience
+            if patience and epoch - progress.best_epoch >= patience and epoch < cfg.epochs:
+                log.info("early stopping: no better val/%s for %d epochs (best %.4f at epoch %d)",
+                         cfg.best_metric.value, patience, progress.best_value, progress.best_epoch)
+                progress.stopped_early = True
+            if epoch == cfg.epochs or progress.stopped_early:
+                break
+            progress.epoch, progress.batches_done, progress.loss_sum, progress.n_texts = epoch + 1, 0, 0.0, 0
+            epoch_start, epoch_before = time.perf_counter(), 0.0
+            where = save("epoch end")
+            if stop:
+                _interrupt(stop.name, where, stop.signum)
 
-    result.train_seconds = time.perf_counter() - started
-    return result
+    progress.train_seconds = trained_before + time.perf_counter() - process_start
+    return progress
+
+
+def _interrupt(signal_name: str, state_path: str, signum: int) -> None:
+    raise Interrupted(f"stopped by {signal_name}; training state saved in {state_path}", signum)
 
 
 def _step_line(epoch: int, step: int, n_batches: int, loss: float, optimizer: torch.optim.Optimizer,

@@ -1,0 +1,180 @@
+"""Nothing lost: an interrupted run resumes to exactly the result of an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import IN_PROCESS, REPO, compose_config, run_train
+from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.train import train
+from finetune_pipeline.training.interrupt import Interrupted
+from finetune_pipeline.training.state import STATE_FILE
+
+
+class Killed(BaseException):
+    """Stands in for kill -9: the run stops at once, nothing is saved on the way out."""
+
+
+class StopAt(logging.Handler):
+    """When the step log shows ``line``, send SIGINT to this process, or die as under kill -9."""
+
+    def __init__(self, line: str, how: str):
+        super().__init__()
+        self.line, self.how = line, how
+
+    def emit(self, record):
+        if record.getMessage().startswith(self.line):
+            if self.how == "kill -9":
+                raise Killed
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.fixture
+def run(project, tiny_cache, monkeypatch):
+    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def start(name, *overrides, resume=False, stop_at=None):
+        cfg = compose_config([*IN_PROCESS, f"backbone.path={tiny_cache}", "training.epochs=3", *overrides])
+        handler = StopAt(*stop_at) if stop_at else None
+        if handler:
+            logging.getLogger().addHandler(handler)
+        try:
+            return train(cfg, project / "runs" / name, resume=resume)
+        finally:
+            if handler:
+                logging.getLogger().removeHandler(handler)
+
+    return start
+
+
+def outcome(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = [{k: v for k, v in h.items() if "second" not in k} for h in metrics["history"]]
+    weights = {name: torch.load(run_dir / name, weights_only=True)["state_dict"]
+               for name in ("best_model.pt", "final_model.pt")}
+    return metrics["summary"], history, weights
+
+
+def assert_same(a, b):
+    assert a[0] == b[0] and a[1] == b[1]  # exact: CPU fp32 redoes the very same operations
+    for name in a[2]:
+        assert a[2][name].keys() == b[2][name].keys()
+        assert all(torch.equal(a[2][name][k], b[2][name][k]) for k in a[2][name]), name
+
+
+PATHS = {"cached head": [], "fine-tuning, accumulation 2": ["training.freeze_backbone=false",
+                                                            "training.gradient_accumulation_steps=2"]}
+# the state is saved at the optimizer step after batch 5: with accumulation 2 that is after batch 6
+STOPS_AFTER = {"cached head": 5, "fine-tuning, accumulation 2": 6}
+
+
+@pytest.mark.parametrize("path", PATHS, ids=list(PATHS))
+def test_sigint_mid_epoch_then_resume_equals_an_uninterrupted_run(run, project, path):
+    run("whole", *PATHS[path])
+    with pytest.raises(Interrupted) as stopped:
+        run("split", *PATHS[path], stop_at=("epoch=2 step=5/", "SIGINT"))
+    assert stopped.value.exit_code == 130
+    folder = project / "runs" / "split"
+    assert (folder / STATE_FILE).is_file() and not (folder / "metrics.json").exists()
+    run("split", *PATHS[path], resume=True)
+    log = (folder / "train.log").read_text()
+    assert f"resuming at epoch 2, batch {STOPS_AFTER[path]}/16" in log
+    assert_same(outcome(project / "runs" / "whole"), outcome(folder))
+    assert not (folder / STATE_FILE).exists()  # finished: nothing left to resume
+
+
+def test_after_kill_9_resume_loses_only_the_steps_since_the_last_save(run, project):
+    run("whole", "training.freeze_backbone=false")
+    with pytest.raises(Killed):  # dies at batch 10 of epoch 2; the last save was after batch 8
+        run("killed", "training.freeze_backbone=false", "training.save_every_steps=4", stop_at=("epoch=2 step=10/", "kill -9"))
+    run("killed", "training.freeze_backbone=false", "training.save_every_steps=4", resume=True)
+    assert "resuming at epoch 2, batch 8/16" in (project / "runs" / "killed" / "train.log").read_text()
+    assert_same(outcome(project / "runs" / "whole"), outcome(project / "runs" / "killed"))
+
+
+@pytest.mark.parametrize("signal_at, resumes_at", [
+    ("epoch=1 step=16/", "epoch 1, batch 16/16"),  # at the last batch: validation is still to do
+    ("epoch 1/3:", "epoch 2, batch 0/16"),  # during validation: saved at the epoch end
+])
+def test_an_interrupt_at_an_epoch_end_resumes_there(run, project, signal_at, resumes_at):
+    run("whole")
+    with pytest.raises(Interrupted):
+        run("split", stop_at=(signal_at, "SIGINT"))
+    run("split", resume=True)
+    assert f"resuming at {resumes_at}" in (project / "runs" / "split" / "train.log").read_text()
+    assert_same(outcome(project / "runs" / "whole"), outcome(project / "runs" / "split"))
+
+
+def test_resume_refuses_changed_data_and_a_finished_run(run, project):
+    with pytest.raises(Interrupted):
+        run("split", stop_at=("epoch=1 step=5/", "SIGINT"))
+    raw = project / "data" / "raw" / "part-3.jsonl"
+    raw.write_text(raw.read_text() + json.dumps({"input": "one more headline", "output": "sport"}) + "\n")
+    with pytest.raises(PipelineError, match="the data changed since this run started"):
+        run("split", resume=True)
+    run("done")
+    with pytest.raises(PipelineError, match=r"no train_state.pt to resume from \(the run finished"):
+        run("done", resume=True)
+
+
+def test_sigterm_and_kill_9_through_train_py_then_resume(project, tiny_cache):
+    """The real command line: SIGTERM exits 143 printing the resume command; kill -9 loses little."""
+    args = ["training.freeze_backbone=false", "training.epochs=30", "training.save_every_steps=1",
+            "data.max_length=32", "model.hidden_dim=16", "precision=fp32", f"backbone.path={tiny_cache}"]
+    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, str(REPO / "train.py"), "backbone=tiny", "training.progress_bar=false", *args]
+    proc = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    state = wait_for(lambda: next((project / "outputs").rglob(STATE_FILE), None))
+    run_dir = state.parent
+    stored_config = (run_dir / ".hydra" / "config.yaml").read_text()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+    resume = [sys.executable, str(REPO / "train.py"), f"resume={run_dir}"]
+    proc = subprocess.Popen(resume, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: "resuming at epoch" in (run_dir / "train.log").read_text() and
+             (run_dir / "train.log").read_text().count("training state saved") >= 3)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 143, out[-2000:]
+    assert "stopped by SIGTERM; training state saved in" in out and f"resume={run_dir.relative_to(project)}" in out
+    assert "Traceback" not in out
+
+    finished = subprocess.run([*resume, "training.log_every_steps=50"], cwd=project, env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert finished.returncode == 0, finished.stdout[-2000:]
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == stored_config  # the stored config is kept
+    assert (run_dir / "metrics.json").is_file() and not (run_dir / STATE_FILE).exists()
+    assert len(json.loads((run_dir / "metrics.json").read_text())["history"]) == 30
+    assert len(list((project / "outputs").rglob("metrics.json"))) == 1  # no new run folder
+
+
+def test_resume_takes_no_other_overrides_and_needs_a_run_folder(project, tmp_path):
+    proc = run_train(project, f"resume={tmp_path}", "training.epochs=5", check=False)
+    assert proc.returncode == 1
+    assert "drop the other overrides ['backbone=tiny', 'training.epochs=5']" in proc.stdout
+    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project)}
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), f"resume={tmp_path}"], cwd=project, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and f"{tmp_path}: not a run folder (no .hydra/config.yaml" in proc.stdout
+    assert not (tmp_path / ".hydra").exists()
+
+
+def wait_for(condition, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out")
