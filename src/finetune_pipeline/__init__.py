@@ -1,3 +1,12 @@
 """finetune-pipeline: Hydra-configured fine-tuning of text classifiers over mmBERT encoders."""
 
 __version__ = "0.1.0"
+__all__ = ["Classifier"]
+
+
+def __getattr__(name: str):
+    if name == "Classifier":  # imported on first use: `import finetune_pipeline` stays light
+        from finetune_pipeline.inference.classifier import Classifier
+
+        return Classifier
+    raise AttributeError(name)

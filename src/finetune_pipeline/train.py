@@ -35,6 +35,7 @@ from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.preprocess import ensure_preprocessed, load_combined
 from finetune_pipeline.data.split import split_by_files, stratified_split
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.evaluation.report import write_evaluation
 from finetune_pipeline.features.frozen import frozen_features
 from finetune_pipeline.model.classifier import FeatureClassifier, TextClassifier, build_head
 from finetune_pipeline.training.evaluate import per_class_report, predict, scores
@@ -115,6 +116,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool) -> dict[str, float]:
     # data and backbone checked: from here on the run folder fills with artifacts
     write_json(run_dir / "label_to_id.json", classes.label_to_id())
     write_json(run_dir / "id_to_label.json", classes.id_to_label())
+    tokenizer.model_max_length = cfg.data.max_length  # the saved tokenizer truncates as training did
     with atomic_dir(run_dir / "tokenizer") as tmp:
         tokenizer.save_pretrained(tmp)
     device = resolve_device(cfg.training.device)
@@ -171,6 +173,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool) -> dict[str, float]:
     test_predictions = predict(setup.model, setup.test, precision, device)
     test = scores(test_predictions, "test")
     report = per_class_report(test_predictions, classes.display_names())
+    test_texts = [dataset.texts[int(split[2][i])] for i in test_predictions.index]
+    full_report = write_evaluation(run_dir / "evaluation" / "test", test_texts, test_predictions.y_true,
+                                   test_predictions.probs, classes.symbols, classes.labels)
     log.info("test (best epoch %d): accuracy=%.4f macro_f1=%.4f loss=%.4f",
              result.best_epoch, test["test/accuracy"], test["test/macro_f1"], test["test/loss"])
 
@@ -181,7 +186,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool) -> dict[str, float]:
         "history": result.history,
         "best": {"metric": best_key, "value": result.best_value, "epoch": result.best_epoch,
                  "stopped_early": result.stopped_early},
-        "test": {**test, "per_class": report},
+        "test": {**test, "test/weighted_f1": full_report["weighted_f1"], "per_class": report},
         "data": {"records": len(labels), "classes": len(classes),
                  "train": len(split[0]), "val": len(split[1]), "test": len(split[2]),
                  "raw_fingerprint": dataset.fingerprint},

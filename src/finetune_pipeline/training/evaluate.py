@@ -19,13 +19,14 @@ class Predictions:
     index: np.ndarray  # (N,) position of each row in the evaluated dataset (batches may be length-sorted)
     y_true: np.ndarray  # (N,)
     y_pred: np.ndarray  # (N,)
+    probs: np.ndarray  # (N, C) softmax probabilities, float32
 
 
 @torch.inference_mode()
 def predict(model: nn.Module, loader: DataLoader, precision: Precision, device: torch.device) -> Predictions:
     was_training = model.training
     model.eval()
-    total_loss, index, y_true, y_pred = 0.0, [], [], []
+    total_loss, index, y_true, probs = 0.0, [], [], []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
         with precision.autocast():
@@ -34,11 +35,12 @@ def predict(model: nn.Module, loader: DataLoader, precision: Precision, device: 
         total_loss += nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").item()
         index.append(batch["index"].cpu())
         y_true.append(batch["labels"].cpu())
-        y_pred.append(logits.argmax(dim=-1).cpu())
+        probs.append(logits.softmax(dim=-1).cpu())
     model.train(was_training)
     n = sum(len(t) for t in y_true)
+    p = torch.cat(probs)
     return Predictions(total_loss / max(1, n), torch.cat(index).numpy(), torch.cat(y_true).numpy(),
-                       torch.cat(y_pred).numpy())
+                       p.argmax(dim=-1).numpy(), p.numpy())
 
 
 def scores(p: Predictions, split: str) -> dict[str, float]:

@@ -1,0 +1,112 @@
+"""The evaluation report of a run on labelled texts: metrics, confusion matrix (JSON + PNG), predictions.
+
+Written by ``train.py`` for the test split (``<run>/evaluation/test/``) and by
+``finetune-pipeline evaluate`` for any labelled file (``<run>/evaluation/<name>/``):
+
+    report.json            accuracy, macro/weighted precision, recall and F1, per-class P/R/F1/support
+    confusion_matrix.json  {"labels", "symbols", "matrix"}: rows are true classes, columns predicted
+    confusion_matrix.png   the same as an image (row-normalised colours, counts in the cells)
+    predictions.jsonl      one line per text: text, true and predicted label/symbol, top-k scores
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+from finetune_pipeline.artifacts.atomic import atomic_dir, atomic_path
+
+TOP_K = 5
+ANNOTATE_UP_TO = 30  # classes; beyond that the image has no per-cell numbers or tick labels
+
+
+def build_report(y_true: np.ndarray, y_pred: np.ndarray, symbols: list[str], labels: list[str]) -> dict:
+    ids = list(range(len(symbols)))
+    report = {"texts": int(len(y_true)), "accuracy": float(accuracy_score(y_true, y_pred))}
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=average, zero_division=0)
+        report.update({f"{average}_precision": float(p), f"{average}_recall": float(r), f"{average}_f1": float(f)})
+    p, r, f, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    report["per_class"] = {
+        labels[i]: {"symbol": symbols[i], "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                    "support": int(support[i])}
+        for i in ids
+    }
+    return report
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, symbols: list[str], labels: list[str]) -> dict:
+    matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(symbols))))
+    return {"labels": labels, "symbols": symbols, "rows": "true class", "columns": "predicted class",
+            "matrix": matrix.tolist()}
+
+
+def prediction_rows(texts: list[str], probs: np.ndarray, symbols: list[str], labels: list[str],
+                    y_true: np.ndarray | None = None, top_k: int = TOP_K) -> list[dict]:
+    """One dict per text: the predicted label and symbol, its score, the top-k, and the truth if known."""
+    k = min(top_k, probs.shape[1])
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (N, k)
+    rows = []
+    for i, text in enumerate(texts):
+        best = int(top[i, 0])
+        row = {"text": text, "label": labels[best], "symbol": symbols[best], "score": float(probs[i, best]),
+               "top_k": [{"label": labels[c], "symbol": symbols[c], "score": float(probs[i, c])} for c in top[i]]}
+        if y_true is not None:
+            row = {"text": text, "true_label": labels[int(y_true[i])], "true_symbol": symbols[int(y_true[i])],
+                   **{k_: v for k_, v in row.items() if k_ != "text"}}
+        rows.append(row)
+    return rows
+
+
+def write_evaluation(folder: Path, texts: list[str], y_true: np.ndarray, probs: np.ndarray, symbols: list[str],
+                     labels: list[str]) -> dict:
+    """Write the four files into ``folder`` (replaced as a whole); returns the report."""
+    y_pred = probs.argmax(axis=1)
+    report = build_report(y_true, y_pred, symbols, labels)
+    matrix = confusion(y_true, y_pred, symbols, labels)
+    with atomic_dir(folder) as tmp:
+        (tmp / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        (tmp / "confusion_matrix.json").write_text(json.dumps(matrix, ensure_ascii=False) + "\n", encoding="utf-8")
+        plot_confusion(np.asarray(matrix["matrix"]), [f"{l} ({s})" for l, s in zip(labels, symbols)],
+                       tmp / "confusion_matrix.png", f"{folder.name}: accuracy {report['accuracy']:.3f}, "
+                       f"macro-F1 {report['macro_f1']:.3f} ({report['texts']} texts)")
+        write_jsonl(tmp / "predictions.jsonl", prediction_rows(texts, probs, symbols, labels, y_true))
+    return report
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def plot_confusion(matrix: np.ndarray, names: list[str], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    n = len(names)
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)  # row-normalised: recall on the diagonal
+    size = min(4 + 0.5 * n, 20)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    if n <= ANNOTATE_UP_TO:
+        ax.set_xticks(range(n), names, rotation=45, ha="right")
+        ax.set_yticks(range(n), names)
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,92 @@
+"""Use a trained run: ``Classifier.from_run(run_dir).predict(texts)``.
+
+    from finetune_pipeline import Classifier
+    clf = Classifier.from_run("outputs/2026-11-26/12-00-00-000000")
+    clf.predict(["Сборная России вышла в финал"], top_k=3)
+    # [{"label": "Спорт", "symbol": "c", "score": 0.93, "top_k": [{"label", "symbol", "score"}, ...]}]
+
+Texts are tokenized as in training (the run's tokenizer/, saved with data.max_length as its
+``model_max_length``), batched in length
+order with dynamic padding and a token budget, run in bf16 where that is faster (precision
+``auto``), and returned in input order. A head-only checkpoint (frozen runs) is put on the encoder
+named in it, whose SHA-256 must match; a full checkpoint carries its own encoder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import AutoTokenizer
+
+from finetune_pipeline.artifacts.checkpoints import load_classifier
+from finetune_pipeline.config.schema import MixedPrecision
+from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
+from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.evaluation.report import prediction_rows
+from finetune_pipeline.model.classifier import TextClassifier
+from finetune_pipeline.training.precision import Precision, resolve_device, resolve_precision
+
+log = logging.getLogger(__name__)
+
+PROGRESS_FROM = 1000  # texts; smaller inputs get no progress bar
+
+
+class Classifier:
+    def __init__(self, model: TextClassifier, tokenizer, symbols: list[str], labels: list[str], max_length: int,
+                 device: torch.device, precision: Precision, batch_size: int = 64, max_tokens: int = 8192):
+        self.model, self.tokenizer = model.to(device).eval(), tokenizer
+        self.symbols, self.labels, self.max_length = symbols, labels, max_length
+        self.device, self.precision = device, precision
+        self.batch_size, self.max_tokens = batch_size, max_tokens
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, checkpoint: str = "best_model.pt", backbone_path: str | Path | None = None,
+                 device: str = "auto", precision: str = "auto", batch_size: int = 64) -> "Classifier":
+        """Load a run folder's checkpoint (``best_model.pt`` or ``final_model.pt``), tokenizer and labels."""
+        run = Path(run_dir)
+        for needed in (checkpoint, "id_to_label.json", "tokenizer"):
+            if not (run / needed).exists():
+                raise PipelineError(f"{run}: not a finished run folder ({needed} is missing)")
+        id_to_label = json.loads((run / "id_to_label.json").read_text(encoding="utf-8"))
+        classes = [id_to_label[str(i)] for i in range(len(id_to_label))]
+        model = load_classifier(run / checkpoint, Path(backbone_path) if backbone_path else None)
+        if model.head[-1].out_features != len(classes):
+            raise PipelineError(f"{run / checkpoint}: {model.head[-1].out_features} classes, "
+                                f"but id_to_label.json has {len(classes)}")
+        tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
+        dev = resolve_device(device)
+        prec = resolve_precision(MixedPrecision(precision), dev)
+        log.info("loaded %s (%d classes) on %s, %s", run / checkpoint, len(classes), dev, prec.name)
+        return cls(model, tokenizer, [c["symbol"] for c in classes], [c["label"] for c in classes],
+                   tokenizer.model_max_length, dev, prec, batch_size)
+
+    @torch.inference_mode()
+    def probabilities(self, texts: list[str], progress: bool = True) -> np.ndarray:
+        """(N, C) class probabilities, rows in the order of ``texts``."""
+        data = TokenizedTexts(list(texts), [0] * len(texts), self.tokenizer, self.max_length)
+        loader = eval_loader(data, self.batch_size, 0, self.tokenizer.pad_token_id, self.max_tokens)
+        probs = np.zeros((len(texts), len(self.symbols)), dtype=np.float32)
+        show = progress and len(texts) >= PROGRESS_FROM and sys.stderr.isatty()
+        with tqdm(total=len(texts), unit="text", desc="predict", disable=not show) as bar:
+            for batch in loader:
+                index = batch.pop("index")
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                with self.precision.autocast():
+                    logits = self.model(batch)  # (B, C)
+                probs[index.numpy()] = logits.float().softmax(dim=-1).cpu().numpy()
+                bar.update(len(index))
+        return probs
+
+    def predict(self, texts: list[str] | str, top_k: int = 5, progress: bool = True) -> list[dict]:
+        """For each text: ``label`` (the original label), ``symbol``, ``score`` and the ``top_k`` classes."""
+        if isinstance(texts, str):
+            texts = [texts]
+        rows = prediction_rows(list(texts), self.probabilities(texts, progress), self.symbols, self.labels,
+                               top_k=top_k)
+        return [{k: v for k, v in row.items() if k != "text"} for row in rows]

@@ -1,0 +1,182 @@
+"""Using a trained run: the Python API, the predict and evaluate commands, the evaluation report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score
+
+from finetune_pipeline import Classifier
+from finetune_pipeline.cli import main
+
+CHECKPOINTS = {"head-only (frozen)": [], "full (fine-tuned)": ["training.freeze_backbone=false"]}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One frozen and one fine-tuned tiny run, shared by this module's tests."""
+    import os
+    import shutil
+
+    from conftest import IN_PROCESS, REPO, compose_config
+    from finetune_pipeline.train import train
+
+    project = tmp_path_factory.mktemp("predict_project")
+    shutil.copytree(REPO / "data" / "raw", project / "data" / "raw")
+    old = os.environ.get("FINETUNE_PIPELINE_ROOT")
+    os.environ["FINETUNE_PIPELINE_ROOT"] = str(project)
+    try:
+        folders = {}
+        for name, overrides in CHECKPOINTS.items():
+            run = project / "runs" / name.split()[0]
+            train(compose_config([*IN_PROCESS, f"backbone.path={project / 'tiny'}", "training.epochs=3", *overrides]), run)
+            folders[name] = run
+    finally:
+        if old is None:
+            os.environ.pop("FINETUNE_PIPELINE_ROOT")
+        else:
+            os.environ["FINETUNE_PIPELINE_ROOT"] = old
+    return folders
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("kind", CHECKPOINTS)
+def test_predictions_equal_the_runs_own_test_predictions(runs, kind):
+    run = runs[kind]
+    expected = read_jsonl(run / "evaluation" / "test" / "predictions.jsonl")
+    clf = Classifier.from_run(run, precision="fp32")
+    got = clf.predict([row["text"] for row in expected], top_k=3)
+    assert [g["label"] for g in got] == [e["label"] for e in expected]
+    assert [g["symbol"] for g in got] == [e["symbol"] for e in expected]
+    np.testing.assert_allclose([g["score"] for g in got], [e["score"] for e in expected], atol=1e-5)
+    id_to_label = json.loads((run / "id_to_label.json").read_text())
+    assert {g["label"] for g in got} <= {e["label"] for e in id_to_label.values()}  # labels, not symbols
+    for g in got:
+        assert len(g["top_k"]) == 3 and g["top_k"][0]["label"] == g["label"]
+        scores = [t["score"] for t in g["top_k"]]
+        assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
+    probs = clf.probabilities([row["text"] for row in expected])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_the_test_report_matches_its_predictions(runs):
+    folder = runs["head-only (frozen)"] / "evaluation" / "test"
+    rows = read_jsonl(folder / "predictions.jsonl")
+    report = json.loads((folder / "report.json").read_text())
+    truth, predicted = [r["true_label"] for r in rows], [r["label"] for r in rows]
+    assert report["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+    assert report["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"))
+    assert report["weighted_f1"] == pytest.approx(f1_score(truth, predicted, average="weighted"))
+    matrix = json.loads((folder / "confusion_matrix.json").read_text())
+    cm = np.array(matrix["matrix"])
+    assert cm.sum() == len(rows) and np.trace(cm) == sum(t == p for t, p in zip(truth, predicted))
+    for i, label in enumerate(matrix["labels"]):
+        assert cm[i].sum() == report["per_class"][label]["support"] == truth.count(label)
+    assert (folder / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((runs["head-only (frozen)"] / "metrics.json").read_text())
+    assert metrics["test"]["test/accuracy"] == pytest.approx(report["accuracy"])
+
+
+def write_inputs(folder, texts):
+    files = {
+        "strings.json": json.dumps(texts, ensure_ascii=False),
+        "records.json": json.dumps([{"input": t, "output": "ignored"} for t in texts], ensure_ascii=False),
+        "strings.jsonl": "\n".join(json.dumps(t, ensure_ascii=False) for t in texts) + "\n",
+        "records.jsonl": "\n".join(json.dumps({"input": t}, ensure_ascii=False) for t in texts) + "\n\n",
+        "lines.txt": "\n".join(texts) + "\n",
+    }
+    for name, content in files.items():
+        (folder / name).write_text(content, encoding="utf-8")
+    return [folder / name for name in files]
+
+
+def test_predict_command_reads_every_input_format(runs, tmp_path, capsys):
+    run = runs["head-only (frozen)"]
+    texts = [r["text"] for r in read_jsonl(run / "evaluation" / "test" / "predictions.jsonl")][:6]
+    expected = [r["label"] for r in read_jsonl(run / "evaluation" / "test" / "predictions.jsonl")][:6]
+    for path in write_inputs(tmp_path, texts):
+        out = tmp_path / f"{path.stem}-{path.suffix[1:]}.jsonl"
+        assert main(["predict", str(run), "--input", str(path), "--output", str(out), "--precision", "fp32"]) == 0
+        rows = read_jsonl(out)
+        assert [r["text"] for r in rows] == texts and [r["label"] for r in rows] == expected, path.name
+    as_array = tmp_path / "out.json"
+    assert main(["predict", str(run), "--input", str(tmp_path / "lines.txt"), "--output", str(as_array), "--top-k", "2"]) == 0
+    rows = json.loads(as_array.read_text())
+    assert [r["label"] for r in rows] == expected and all(len(r["top_k"]) == 2 for r in rows)
+    capsys.readouterr()
+    assert main(["predict", str(run), "--input", str(tmp_path / "lines.txt")]) == 0
+    assert [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()] == expected
+
+
+BAD_INPUTS = {
+    "broken.json": ('[{"input": "a"', "line 1 column 15: broken JSON: Expecting ',' delimiter"),
+    "numbers.json": ("[1, 2]", "record 1: expected a text (string), got int"),
+    "noinput.jsonl": ('{"text": "a"}\n', "line 1: object without an \"input\" field"),
+    "blank.jsonl": ('"ok"\n""\n', "line 2: empty text"),
+    "empty.txt": ("\n\n", "no texts to classify"),
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_predict_inputs_fail_in_one_line_and_write_nothing(runs, tmp_path, caplog, name):
+    content, message = BAD_INPUTS[name]
+    (tmp_path / name).write_text(content)
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(runs["head-only (frozen)"]), "--input", str(tmp_path / name), "--output", str(out)]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0] == f"{tmp_path / name}: {message}" and "\n" not in errors[0]
+    assert not out.exists()
+
+
+def test_predict_refuses_non_utf8_and_missing_files_and_non_runs(runs, tmp_path, caplog):
+    (tmp_path / "latin1.txt").write_bytes("café\n".encode("latin-1"))
+    assert main(["predict", str(runs["head-only (frozen)"]), "--input", str(tmp_path / "latin1.txt")]) == 1
+    assert main(["predict", str(runs["head-only (frozen)"]), "--input", str(tmp_path / "absent.txt")]) == 1
+    (tmp_path / "ok.txt").write_text("text\n")
+    assert main(["predict", str(tmp_path), "--input", str(tmp_path / "ok.txt")]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"{tmp_path / 'latin1.txt'}: line 1: not valid UTF-8 (byte offset 3)",
+                      f"{tmp_path / 'absent.txt'}: cannot read (No such file or directory)",
+                      f"{tmp_path}: not a finished run folder (best_model.pt is missing)"]
+
+
+def test_evaluate_writes_the_report_into_the_run_folder(runs, tmp_path, capsys):
+    run = runs["full (fine-tuned)"]
+    test_rows = read_jsonl(run / "evaluation" / "test" / "predictions.jsonl")
+    labelled = tmp_path / "holdout.jsonl"
+    labelled.write_text("".join(json.dumps({"input": r["text"], "output": r["true_label"]}, ensure_ascii=False) + "\n"
+                                for r in test_rows), encoding="utf-8")
+    assert main(["evaluate", str(run), "--input", str(labelled)]) == 0
+    folder = run / "evaluation" / "holdout"
+    assert sorted(p.name for p in folder.iterdir()) == ["confusion_matrix.json", "confusion_matrix.png",
+                                                        "predictions.jsonl", "report.json"]
+    report = json.loads((folder / "report.json").read_text())
+    test_report = json.loads((run / "evaluation" / "test" / "report.json").read_text())
+    assert report["texts"] == len(test_rows)
+    for key in ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall"):
+        assert report[key] == pytest.approx(test_report[key]), key  # same texts: same report as training's
+    assert f"accuracy {report['accuracy']:.4f}" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_unknown_labels_naming_the_record(runs, tmp_path, caplog):
+    labelled = tmp_path / "odd.json"
+    labelled.write_text(json.dumps([{"input": "a", "output": "sport"}, {"input": "b", "output": "weather"}]))
+    assert main(["evaluate", str(runs["head-only (frozen)"]), "--input", str(labelled)]) == 1
+    assert f"{labelled}: record 2: label 'weather' is not one of the run's classes" in caplog.text
+    assert not (runs["head-only (frozen)"] / "evaluation" / "odd").exists()
+
+
+def test_console_script_runs(runs, tmp_path):
+    (tmp_path / "in.txt").write_text("Central bank raises rates\n")
+    proc = subprocess.run([sys.executable, "-m", "finetune_pipeline", "predict", str(runs["head-only (frozen)"]),
+                           "--input", str(tmp_path / "in.txt")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)
+    assert row["text"] == "Central bank raises rates" and 0 < row["score"] <= 1
