@@ -5,6 +5,7 @@
     python train.py training.freeze_backbone=false   # fine-tune the encoder too
     python train.py -m model.hidden_dim=256,512      # a sweep, one folder per job
     python train.py resume=outputs/DATE/TIME         # continue a stopped run where it stopped
+    torchrun --nproc_per_node=4 train.py ...         # DistributedDataParallel, one run folder
 
 Config: conf/ (groups data, backbone, model, training, precision); artifacts: Hydra's run folder.
 """
@@ -19,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from finetune_pipeline import distributed
 from finetune_pipeline.config.load import register_resolvers, stored_config, to_config
 from finetune_pipeline.config.schema import register_configs
 from finetune_pipeline.errors import PipelineError
@@ -32,6 +34,7 @@ from finetune_pipeline.training.interrupt import Interrupted
 os.environ.setdefault(ROOT_ENV, str(Path(__file__).resolve().parent))
 register_configs()
 register_resolvers()
+dist = distributed.init_from_env()  # under torchrun: join the ranks, agree on the run folder's name
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -43,16 +46,19 @@ def main(cfg: DictConfig) -> float:
     """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if not dist.is_main:
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs for everyone
     try:
         config = stored_config(run_dir, hydra_cfg.overrides.task) if cfg.resume else to_config(cfg)
-        metrics = train(config, run_dir, resume=bool(cfg.resume))
+        metrics = train(config, run_dir, resume=bool(cfg.resume), dist=dist)
     except Exception as e:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             record_failure(run_dir, e)
             return float("nan")
         if isinstance(e, Interrupted):
-            logging.getLogger("train").warning("%s; resume with:\n  python %s resume=%s",
-                                               e, sys.argv[0], _shown(run_dir))
+            launcher = "torchrun ... " if dist.enabled else "python "
+            logging.getLogger("train").warning("%s; resume with:\n  %s%s resume=%s",
+                                               e, launcher, sys.argv[0], _shown(run_dir))
             sys.exit(e.exit_code)
         if isinstance(e, PipelineError):
             logging.getLogger("train").error("%s", e)
@@ -70,4 +76,7 @@ def _shown(path: Path) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        distributed.shutdown()

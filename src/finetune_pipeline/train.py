@@ -34,11 +34,12 @@ from finetune_pipeline.data.batches import TokenizedTexts, eval_loader, feature_
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.preprocess import ensure_preprocessed, load_combined
 from finetune_pipeline.data.split import split_by_files, stratified_split
+from finetune_pipeline.distributed import SINGLE, Dist, wrap
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.report import write_evaluation
 from finetune_pipeline.features.frozen import frozen_features
 from finetune_pipeline.model.classifier import FeatureClassifier, TextClassifier, build_head
-from finetune_pipeline.training.evaluate import per_class_report, predict, scores
+from finetune_pipeline.training.evaluate import gather, per_class_report, predict, scores
 from finetune_pipeline.training.interrupt import Interrupted
 from finetune_pipeline.training.loop import fit
 from finetune_pipeline.training.loss import class_weights, training_loss
@@ -70,34 +71,126 @@ class Setup:
     info: dict = field(default_factory=dict)
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False) -> dict[str, float]:
+def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE) -> dict[str, float]:
     """Train one classifier; every artifact goes to ``run_dir``. Returns the headline metrics.
 
-    ``resume=True`` continues the run in ``run_dir`` from its ``train_state.pt``.
+    ``resume=True`` continues the run in ``run_dir`` from its ``train_state.pt``. Under torchrun
+    (``dist``) every rank calls this with the same folder; only rank 0 writes to it.
     """
-    _check_writable(run_dir)
+    if dist.is_main:
+        _check_writable(run_dir)
     hf_logging.disable_progress_bar()  # weight-loading bars would drown the step log
-    handler = _log_to_file(run_dir / "train.log")
+    handler = _log_to_file(run_dir / "train.log") if dist.is_main else None
     try:
-        log.info("%s: %s", "resuming run folder" if resume else "run folder", run_dir)
-        return _train(cfg, run_dir, resume)
+        log.info("%s: %s%s", "resuming run folder" if resume else "run folder", run_dir,
+                 f" ({dist.world_size} processes, DistributedDataParallel)" if dist.enabled else "")
+        return _train(cfg, run_dir, resume, dist)
     except Interrupted:
         raise
     except Exception:
         log.error("run failed; its log and any artifacts written so far are in %s", run_dir)
         raise
     finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
 
 
-def _train(cfg: Config, run_dir: Path, resume: bool) -> dict[str, float]:
+def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, float]:
     started = time.perf_counter()
     state_path = run_dir / STATE_FILE
     if resume and not state_path.is_file():
         finished = " (the run finished: metrics.json is there)" if (run_dir / "metrics.json").is_file() else ""
         raise PipelineError(f"{run_dir}: no {STATE_FILE} to resume from{finished}")
-    ensure_preprocessed(cfg.data)
+    dataset, classes, labels, split = _setup_data(cfg, dist)
+    backbone = _main_first(dist, lambda: locate_backbone(cfg.backbone, cfg.data.max_length, dataset.texts,
+                                                         dataset.fingerprint))
+    tokenizer = load_tokenizer(backbone, cfg.backbone)
+    tokenizer.model_max_length = cfg.data.max_length  # the saved tokenizer truncates as training did
+    if dist.is_main:  # data and backbone checked: from here on the run folder fills with artifacts
+        write_json(run_dir / "label_to_id.json", classes.label_to_id())
+        write_json(run_dir / "id_to_label.json", classes.id_to_label())
+        with atomic_dir(run_dir / "tokenizer") as tmp:
+            tokenizer.save_pretrained(tmp)
+    device = resolve_device(cfg.training.device, dist.local_rank if dist.enabled else None)
+    precision = dist.broadcast(resolve_precision(cfg.precision.mixed_precision, device))  # one choice for all ranks
+    log.info("device %s, precision %s (requested %s)", device, precision.name, cfg.precision.mixed_precision.value)
+
+    setup = _setup_model_and_data(cfg, backbone, tokenizer, dataset.texts, labels, split, len(classes), device,
+                                  precision, dist)
+    identity = BackboneIdentity(cfg.backbone.name, str(backbone.folder), combined_sha256(setup.hashes_before))
+    trainer = _setup_trainer(cfg, setup, precision, device, dist)
+    data_id = data_identity(dataset.fingerprint, split)
+    resumed = _resume_from(state_path, trainer, data_id, cfg, len(setup.train)) if resume else None
+    weights = class_weights([labels[i] for i in split[0]], len(classes), cfg.training.class_weights)
+    if weights is not None:
+        log.info("loss: class weights (%s) %s", cfg.training.class_weights.value,
+                 ", ".join(f"{name}={w:.3f}" for name, w in zip(classes.labels, weights.tolist())))
+    setup_seconds = time.perf_counter() - started
+
+    def checkpoint(name: str) -> None:
+        if dist.is_main:
+            save_checkpoint(run_dir / name, _checkpoint_state(setup), identity, cfg.model.pooling.value)
+
+    def save_state_file(progress: Progress) -> str:
+        if dist.is_main:
+            save_state(state_path, progress, trainer, data_id)
+        return str(state_path)
+
+    result = fit(trainer, setup.train, setup.val, precision, device, cfg.training,
+                 save_best=lambda: checkpoint("best_model.pt"), save_state=save_state_file, resume=resumed,
+                 loss_fn=training_loss(weights, cfg.training.label_smoothing), dist=dist)
+    checkpoint("final_model.pt")
+    if dist.is_main:
+        _write_freeze_proof(run_dir, cfg, setup, backbone)
+
+    test_start = time.perf_counter()
+    dist.barrier()  # best_model.pt is written by rank 0
+    restore_weights(setup.model, torch.load(run_dir / "best_model.pt", map_location=device, weights_only=True)["state_dict"])
+    test_predictions = gather(predict(setup.model, setup.test, precision, device), dist)
+    test = scores(test_predictions, "test")
+    log.info("test (best epoch %d): accuracy=%.4f macro_f1=%.4f loss=%.4f",
+             result.best_epoch, test["test/accuracy"], test["test/macro_f1"], test["test/loss"])
+    best_key = f"val/{cfg.training.best_metric.value}"
+    summary = {"best/epoch": result.best_epoch, f"best/{best_key}": result.best_value, **test}
+    if not dist.is_main:
+        return summary
+
+    save_torch(run_dir / "classifier_head.pt", setup.model.head.state_dict())
+    test_texts = [dataset.texts[int(split[2][i])] for i in test_predictions.index]
+    full_report = write_evaluation(run_dir / "evaluation" / "test", test_texts, test_predictions.y_true,
+                                   test_predictions.probs, classes.symbols, classes.labels)
+    write_json(run_dir / "metrics.json", {
+        "summary": summary,
+        "history": result.history,
+        "best": {"metric": best_key, "value": result.best_value, "epoch": result.best_epoch,
+                 "stopped_early": result.stopped_early},
+        "test": {**test, "test/weighted_f1": full_report["weighted_f1"],
+                 "per_class": per_class_report(test_predictions, classes.display_names())},
+        "data": {"records": len(labels), "classes": len(classes),
+                 "train": len(split[0]), "val": len(split[1]), "test": len(split[2]),
+                 "raw_fingerprint": dataset.fingerprint},
+        "backbone": {**identity.as_dict(), "pretrained": backbone.pretrained},
+        "features": setup.info,
+        "loss": {"class_weights": None if weights is None else dict(zip(classes.labels, weights.tolist())),
+                 "label_smoothing": cfg.training.label_smoothing},
+        "device": str(device),
+        "processes": dist.world_size,
+        "precision": precision.name,
+        "timings": {"setup_seconds": setup_seconds, "train_seconds": result.train_seconds,
+                    "test_seconds": time.perf_counter() - test_start,
+                    "total_seconds": time.perf_counter() - started},
+    })
+    state_path.unlink(missing_ok=True)  # finished: nothing to resume, and it can weigh gigabytes
+    log.info("artifacts written to %s", run_dir)
+    return summary
+
+
+def _setup_data(cfg: Config, dist: Dist):
+    """Preprocess if needed (rank 0), read, index the classes and split. Logs one line."""
+    if dist.is_main:
+        ensure_preprocessed(cfg.data)
+    dist.barrier()
     dataset = load_combined(cfg.data)
     classes = ClassIndex.from_dataset(dataset.symbols, dataset.label_to_symbol)
     labels = classes.ids(dataset.symbols)
@@ -110,56 +203,32 @@ def _train(cfg: Config, run_dir: Path, resume: bool) -> dict[str, float]:
         split = stratified_split(labels, cfg.data.train_ratio, cfg.data.val_ratio, cfg.data.seed, classes.display_names())
     log.info("data: %d records, %d classes; %s split train/val/test = %d/%d/%d",
              len(labels), len(classes), cfg.data.split.value, *(len(s) for s in split))
+    return dataset, classes, labels, split
 
-    backbone = locate_backbone(cfg.backbone, cfg.data.max_length, dataset.texts, dataset.fingerprint)
-    tokenizer = load_tokenizer(backbone, cfg.backbone)
-    # data and backbone checked: from here on the run folder fills with artifacts
-    write_json(run_dir / "label_to_id.json", classes.label_to_id())
-    write_json(run_dir / "id_to_label.json", classes.id_to_label())
-    tokenizer.model_max_length = cfg.data.max_length  # the saved tokenizer truncates as training did
-    with atomic_dir(run_dir / "tokenizer") as tmp:
-        tokenizer.save_pretrained(tmp)
-    device = resolve_device(cfg.training.device)
-    precision = resolve_precision(cfg.precision.mixed_precision, device)
-    log.info("device %s, precision %s (requested %s)", device, precision.name, cfg.precision.mixed_precision.value)
 
-    setup = _setup_model_and_data(cfg, backbone, tokenizer, dataset.texts, labels, split, len(classes), device, precision)
-    identity = BackboneIdentity(cfg.backbone.name, str(backbone.folder), combined_sha256(setup.hashes_before))
-    optimizer = build_optimizer(setup.model, cfg.training.learning_rate, cfg.training.encoder_learning_rate,
-                                cfg.training.weight_decay)
-    total_steps = optimizer_steps(len(setup.train), cfg.training.gradient_accumulation_steps, cfg.training.epochs)
-    scheduler = build_scheduler(optimizer, total_steps, cfg.training.warmup_ratio)
+def _setup_trainer(cfg: Config, setup: Setup, precision: Precision, device: torch.device, dist: Dist) -> Trainer:
+    """AdamW + warm-up/decay schedule + loss scaler; the model DDP-wrapped under torchrun."""
+    t = cfg.training
+    optimizer = build_optimizer(setup.model, t.learning_rate, t.encoder_learning_rate, t.weight_decay)
+    total_steps = optimizer_steps(len(setup.train), t.gradient_accumulation_steps, t.epochs)
+    scheduler = build_scheduler(optimizer, total_steps, t.warmup_ratio)
     log.info("optimizer: AdamW, groups %s, %d optimizer steps", [g["name"] for g in optimizer.param_groups], total_steps)
-    trainer = Trainer(setup.model, optimizer, scheduler, precision.grad_scaler())
-    data_id = data_identity(dataset.fingerprint, split)
-    resumed = None
-    if resume:
-        saved = load_state(state_path)
-        progress = restore(saved, trainer, data_id, state_path)
-        resumed = (progress, saved["rng"])
-        del saved  # the weights are in the model now; keep only the RNG states
-        log.info("resuming at epoch %d, batch %d/%d (%d optimizer steps done, best val/%s %.4f at epoch %d)",
-                 progress.epoch, progress.batches_done, len(setup.train), progress.opt_steps,
-                 cfg.training.best_metric.value, progress.best_value, progress.best_epoch)
-    setup_seconds = time.perf_counter() - started
+    model = wrap(setup.model, dist, device)
+    if dist.enabled:
+        torch.manual_seed(cfg.data.seed + dist.rank)  # same initial weights (DDP checks), own dropout masks
+    return Trainer(model, optimizer, scheduler, precision.grad_scaler())
 
-    def checkpoint(name: str) -> None:
-        save_checkpoint(run_dir / name, _checkpoint_state(setup), identity, cfg.model.pooling.value)
 
-    def save_state_file(progress: Progress) -> str:
-        save_state(state_path, progress, trainer, data_id)
-        return str(state_path)
+def _resume_from(state_path: Path, trainer: Trainer, data_id: dict, cfg: Config, n_batches: int):
+    saved = load_state(state_path)
+    progress = restore(saved, trainer, data_id, state_path)
+    log.info("resuming at epoch %d, batch %d/%d (%d optimizer steps done, best val/%s %.4f at epoch %d)",
+             progress.epoch, progress.batches_done, n_batches, progress.opt_steps,
+             cfg.training.best_metric.value, progress.best_value, progress.best_epoch)
+    return progress, saved["rng"]  # the weights are in the model now; keep only the RNG states
 
-    weights = class_weights([labels[i] for i in split[0]], len(classes), cfg.training.class_weights)
-    if weights is not None:
-        log.info("loss: class weights (%s) %s", cfg.training.class_weights.value,
-                 ", ".join(f"{name}={w:.3f}" for name, w in zip(classes.labels, weights.tolist())))
-    loss_fn = training_loss(weights, cfg.training.label_smoothing)
-    result = fit(trainer, setup.train, setup.val, precision, device, cfg.training,
-                 save_best=lambda: checkpoint("best_model.pt"), save_state=save_state_file, resume=resumed,
-                 loss_fn=loss_fn)
-    checkpoint("final_model.pt")
 
+def _write_freeze_proof(run_dir: Path, cfg: Config, setup: Setup, backbone: Backbone) -> None:
     after = setup.hashes_after or module_hashes(setup.model.encoder)
     proof = build_freeze_proof(setup.hashes_before, after, cfg.training.freeze_backbone, setup.model,
                                str(backbone.folder), setup.encoder_parameters, setup.how)
@@ -167,59 +236,31 @@ def _train(cfg: Config, run_dir: Path, resume: bool) -> dict[str, float]:
     log.info("freeze proof: %s (encoder sha256 %s -> %s)", proof["verdict"],
              proof["encoder_sha256_before"][:12], proof["encoder_sha256_after"][:12])
 
-    test_start = time.perf_counter()
-    restore_weights(setup.model, torch.load(run_dir / "best_model.pt", map_location=device, weights_only=True)["state_dict"])
-    save_torch(run_dir / "classifier_head.pt", setup.model.head.state_dict())
-    test_predictions = predict(setup.model, setup.test, precision, device)
-    test = scores(test_predictions, "test")
-    report = per_class_report(test_predictions, classes.display_names())
-    test_texts = [dataset.texts[int(split[2][i])] for i in test_predictions.index]
-    full_report = write_evaluation(run_dir / "evaluation" / "test", test_texts, test_predictions.y_true,
-                                   test_predictions.probs, classes.symbols, classes.labels)
-    log.info("test (best epoch %d): accuracy=%.4f macro_f1=%.4f loss=%.4f",
-             result.best_epoch, test["test/accuracy"], test["test/macro_f1"], test["test/loss"])
 
-    best_key = f"val/{cfg.training.best_metric.value}"
-    summary = {"best/epoch": result.best_epoch, f"best/{best_key}": result.best_value, **test}
-    write_json(run_dir / "metrics.json", {
-        "summary": summary,
-        "history": result.history,
-        "best": {"metric": best_key, "value": result.best_value, "epoch": result.best_epoch,
-                 "stopped_early": result.stopped_early},
-        "test": {**test, "test/weighted_f1": full_report["weighted_f1"], "per_class": report},
-        "data": {"records": len(labels), "classes": len(classes),
-                 "train": len(split[0]), "val": len(split[1]), "test": len(split[2]),
-                 "raw_fingerprint": dataset.fingerprint},
-        "backbone": {**identity.as_dict(), "pretrained": backbone.pretrained},
-        "features": setup.info,
-        "loss": {"class_weights": None if weights is None else dict(zip(classes.labels, weights.tolist())),
-                 "label_smoothing": cfg.training.label_smoothing},
-        "device": str(device),
-        "precision": precision.name,
-        "timings": {"setup_seconds": setup_seconds, "train_seconds": result.train_seconds,
-                    "test_seconds": time.perf_counter() - test_start,
-                    "total_seconds": time.perf_counter() - started},
-    })
-    state_path.unlink(missing_ok=True)  # finished: nothing to resume, and it can weigh gigabytes
-    log.info("artifacts written to %s", run_dir)
-    return summary
+def _main_first(dist: Dist, build):
+    """``build()`` on rank 0 first (it may write files, e.g. the tiny backbone), then on the others."""
+    result = build() if dist.is_main else None
+    dist.barrier()
+    return result if dist.is_main else build()
 
 
 def _setup_model_and_data(cfg: Config, backbone: Backbone, tokenizer, texts: list[str], labels: list[int], split,
-                          num_classes: int, device: torch.device, precision: Precision) -> Setup:
+                          num_classes: int, device: torch.device, precision: Precision, dist: Dist) -> Setup:
     t = cfg.training
     tokenized = TokenizedTexts(texts, labels, tokenizer, cfg.data.max_length)
     lengths = tokenized.lengths()
     part = [[int(i) for i in idx] for idx in split]  # train, val, test indices
 
     if t.freeze_backbone and t.cache_features:
-        frozen = frozen_features(cfg, backbone, tokenizer, texts, tokenized, device, precision)
+        frozen = frozen_features(cfg, backbone, tokenizer, texts, tokenized, device, precision, dist)
         _seed_everything(cfg.data.seed)  # the head's initialisation and dropout depend on the seed only
         model = FeatureClassifier(build_head(frozen.features.shape[1], cfg.model.hidden_dim, num_classes, cfg.model.dropout))
         feats = [frozen.features[idx] for idx in part]
         labs = [[labels[i] for i in idx] for idx in part]
-        loaders = (feature_loader(feats[0], labs[0], t.batch_size, [lengths[i] for i in part[0]], cfg.data.seed),
-                   feature_loader(feats[1], labs[1], t.batch_size), feature_loader(feats[2], labs[2], t.batch_size))
+        shard = {"rank": dist.rank, "world_size": dist.world_size}
+        loaders = (feature_loader(feats[0], labs[0], t.batch_size, [lengths[i] for i in part[0]], cfg.data.seed, **shard),
+                   feature_loader(feats[1], labs[1], t.batch_size, **shard),
+                   feature_loader(feats[2], labs[2], t.batch_size, **shard))
         base_state = frozen.encoder.state_dict() if frozen.encoder is not None else None
         del frozen.encoder
         gc.collect()  # the encoder is not needed any more: give its memory back before training
@@ -235,15 +276,18 @@ def _setup_model_and_data(cfg: Config, backbone: Backbone, tokenizer, texts: lis
     model = TextClassifier(encoder, head, cfg.model.pooling, frozen=t.freeze_backbone).to(device)
     subsets = [TokenizedTexts.subset(tokenized, idx) for idx in part]
     pad = tokenizer.pad_token_id
-    loaders = (train_loader(subsets[0], t.batch_size, cfg.data.seed, t.num_workers, pad),
-               eval_loader(subsets[1], t.batch_size, t.num_workers, pad), eval_loader(subsets[2], t.batch_size, t.num_workers, pad))
+    shard = {"rank": dist.rank, "world_size": dist.world_size}
+    loaders = (train_loader(subsets[0], t.batch_size, cfg.data.seed, t.num_workers, pad, **shard),
+               eval_loader(subsets[1], t.batch_size, t.num_workers, pad, **shard),
+               eval_loader(subsets[2], t.batch_size, t.num_workers, pad, **shard))
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("model: encoder (%s) -> %s pooling -> MLP head %d -> %d -> %d; %.2fM trainable parameters; "
              "%d train batches per epoch, length-grouped, dynamic padding",
              "frozen" if t.freeze_backbone else "trainable", cfg.model.pooling.value, encoder.config.hidden_size,
              cfg.model.hidden_dim, num_classes, n_trainable / 1e6, len(loaders[0]))
     how = "before: right after loading; after: after the last epoch"
-    return Setup(model, *loaders, module_hashes(model.encoder), sum(p.numel() for p in encoder.parameters()), how,
+    hashes = dist.broadcast(module_hashes(model.encoder) if dist.is_main else None)  # taken once
+    return Setup(model, *loaders, hashes, sum(p.numel() for p in encoder.parameters()), how,
                  head_only_checkpoints=t.freeze_backbone and not t.full_checkpoints, info={"cache": "off"})
 
 

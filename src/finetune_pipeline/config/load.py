@@ -6,10 +6,12 @@ backbone's positions) runs in ``backbone.load`` before any weights are read.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from finetune_pipeline.distributed import run_started
 from finetune_pipeline.config.schema import BackboneSource, Config, MixedPrecision
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.paths import project_root
@@ -17,6 +19,7 @@ from finetune_pipeline.paths import project_root
 
 def register_resolvers() -> None:
     """``${project_root:}``: output folders under the project whatever the cwd;
+    ``${run_time:pattern}``: the run's start time, the same on every torchrun rank;
     ``${mkdir:path}``: the path, created first (Optuna opens its SQLite file before Hydra makes the sweep folder)."""
     if not OmegaConf.has_resolver("project_root"):
         OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
@@ -26,6 +29,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("run_dir", _run_dir)
     if not OmegaConf.has_resolver("config_subdir"):
         OmegaConf.register_new_resolver("config_subdir", _config_subdir)
+    if not OmegaConf.has_resolver("run_time"):
+        OmegaConf.register_new_resolver("run_time", lambda pattern: run_started().strftime(pattern))
 
 
 def _run_dir(resume: str | None, new_dir: str) -> str:
@@ -34,8 +39,9 @@ def _run_dir(resume: str | None, new_dir: str) -> str:
 
 
 def _config_subdir(resume: str | None) -> str | None:
-    """``hydra.output_subdir``: a resumed run keeps the ``.hydra/`` it was started with."""
-    return None if resume else ".hydra"
+    """``hydra.output_subdir``: a resumed run keeps the ``.hydra/`` it was started with; under
+    torchrun only rank 0 writes it."""
+    return None if resume or int(os.environ.get("RANK", "0")) > 0 else ".hydra"
 
 
 def _mkdir(path: str) -> str:

@@ -94,10 +94,15 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     Shuffle all indices, cut them into mega-batches of ``MEGA_BATCH_FACTOR`` batches, sort each by
     length and cut it into batches, then shuffle the batch order. ``set_epoch(epoch, skip)`` picks
     the epoch's order and drops its first ``skip`` batches (a resumed run goes on mid-epoch).
+
+    Under torchrun (``world_size`` > 1) the batches are global batches of ``batch_size x world_size``
+    texts, the very batches one process would draw with that batch size, and each rank takes every
+    ``world_size``-th row of each: gradients averaged by DDP then equal the single-process ones.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int):
-        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.lengths, self.batch_size, self.seed = lengths, batch_size * world_size, seed
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.skip = 1, 0
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
@@ -107,7 +112,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.epoch_batches(self.epoch)[self.skip:])
+        return iter(_rank_rows(b, self.rank, self.world_size) for b in self.epoch_batches(self.epoch)[self.skip:])
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         rnd = random.Random(self.seed * 100_003 + epoch - 1)
@@ -122,13 +127,22 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return batches
 
 
-def train_loader(data: TokenizedTexts, batch_size: int, seed: int, num_workers: int, pad_token_id: int) -> DataLoader:
-    sampler = LengthGroupedBatchSampler(data.lengths(), batch_size, seed)
+def _rank_rows(batch: list[int], rank: int, world_size: int) -> list[int]:
+    # a last global batch smaller than the world repeats its first row on the ranks left without one
+    # (every rank must run the same number of steps, or DDP's gradient all-reduce would wait forever)
+    return batch[rank::world_size] or batch[:1]
+
+
+def train_loader(data: TokenizedTexts, batch_size: int, seed: int, num_workers: int, pad_token_id: int,
+                 rank: int = 0, world_size: int = 1) -> DataLoader:
+    sampler = LengthGroupedBatchSampler(data.lengths(), batch_size, seed, rank, world_size)
     return DataLoader(data, batch_sampler=sampler, num_workers=num_workers, collate_fn=PadCollator(pad_token_id))
 
 
-def eval_loader(data: TokenizedTexts, batch_size: int, num_workers: int, pad_token_id: int, max_tokens: int = 0) -> DataLoader:
-    batches = sorted_batches(data.lengths(), batch_size, max_tokens)
+def eval_loader(data: TokenizedTexts, batch_size: int, num_workers: int, pad_token_id: int, max_tokens: int = 0,
+                rank: int = 0, world_size: int = 1) -> DataLoader:
+    """Length-sorted batches; under torchrun each rank takes every ``world_size``-th batch."""
+    batches = sorted_batches(data.lengths(), batch_size, max_tokens)[rank::world_size]
     return DataLoader(data, batch_sampler=batches, num_workers=num_workers, collate_fn=PadCollator(pad_token_id))
 
 
@@ -138,7 +152,7 @@ def _feature_rows(rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -
 
 
 def feature_loader(features: torch.Tensor, labels: list[int], batch_size: int, train_lengths: list[int] | None = None,
-                   seed: int = 0) -> DataLoader:
+                   seed: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
     """Batches of cached (N, H) features, in-process (rows are tensor slices).
 
     For training, pass the texts' token lengths: the batches are then exactly those the end-to-end
@@ -146,6 +160,7 @@ def feature_loader(features: torch.Tensor, labels: list[int], batch_size: int, t
     """
     data = TensorDataset(torch.arange(len(labels)), features, torch.tensor(labels, dtype=torch.long))
     if train_lengths is None:
-        return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=_feature_rows)
-    sampler = LengthGroupedBatchSampler(train_lengths, batch_size, seed)
+        chunks = [list(range(i, min(i + batch_size, len(labels)))) for i in range(0, len(labels), batch_size)]
+        return DataLoader(data, batch_sampler=chunks[rank::world_size], collate_fn=_feature_rows)
+    sampler = LengthGroupedBatchSampler(train_lengths, batch_size, seed, rank, world_size)
     return DataLoader(data, batch_sampler=sampler, collate_fn=_feature_rows)

@@ -14,11 +14,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from finetune_pipeline.artifacts.freeze_proof import combined_sha256, module_hashes
 from finetune_pipeline.backbone.identity import remember_hashes, remembered_hashes
+from finetune_pipeline.artifacts.atomic import save_torch
 from finetune_pipeline.backbone.load import Backbone, load_encoder
 from finetune_pipeline.config.schema import Config
 from finetune_pipeline.data.batches import TokenizedTexts
+from finetune_pipeline.distributed import SINGLE, Dist
 from finetune_pipeline.features.cache import FeatureCache, feature_key, texts_sha256, tokenizer_sha256
-from finetune_pipeline.features.encode import encode
+from finetune_pipeline.features.encode import EncodeStats, encode
 from finetune_pipeline.paths import resolve_path
 from finetune_pipeline.training.precision import Precision
 
@@ -37,43 +39,85 @@ class FrozenFeatures:
 
 
 def frozen_features(cfg: Config, backbone: Backbone, tokenizer: PreTrainedTokenizerBase, texts: list[str],
-                    tokenized: TokenizedTexts, device: torch.device, precision: Precision) -> FrozenFeatures:
-    """``tokenized`` holds ``texts`` already tokenized (the caller needs their lengths anyway)."""
+                    tokenized: TokenizedTexts, device: torch.device, precision: Precision,
+                    dist: Dist = SINGLE) -> FrozenFeatures:
+    """``tokenized`` holds ``texts`` already tokenized (the caller needs their lengths anyway).
+
+    Under torchrun rank 0 alone reads and writes the cache and hashes the encoder (once, for the
+    freeze proof); on a miss every rank encodes its share of the texts and the shares are gathered.
+    """
     cache_dir = resolve_path(cfg.data.cache_dir)
     cache = FeatureCache(cache_dir / "features")
     key_parts = {"tokenizer": tokenizer_sha256(backbone.folder), "max_length": cfg.data.max_length,
                  "pooling": cfg.model.pooling.value, "precision": precision.name, "texts": texts_sha256(texts)}
 
-    remembered = None if cfg.training.full_checkpoints else remembered_hashes(backbone.folder, cache_dir)
-    if remembered is not None:
-        hashes, n_params = remembered
-        key = feature_key(encoder=combined_sha256(hashes), **key_parts)
-        features = cache.load(key)
-        if features is not None:
-            log.info("feature cache: hit %s; encoder not loaded (sha256 %s remembered for unchanged weight files)",
-                     cache.path(key), combined_sha256(hashes)[:12])
-            how = "encoder not loaded in this run: head trained on cached features; hashes remembered for the unchanged weight files"
-            return FrozenFeatures(features, hashes, hashes, n_params, how, info={"cache": "hit", "key": key})
+    if not cfg.training.full_checkpoints:
+        fast = dist.broadcast(_without_encoder(cache, backbone, cache_dir, key_parts) if dist.is_main else None)
+        if fast is not None:
+            return fast
 
     encoder = load_encoder(backbone, cfg.backbone).to(device)
     n_params = sum(p.numel() for p in encoder.parameters())
-    hashes = module_hashes(encoder)
-    remember_hashes(backbone.folder, cache_dir, hashes, n_params)
+    hashes = dist.broadcast(module_hashes(encoder) if dist.is_main else None)
+    if dist.is_main:
+        remember_hashes(backbone.folder, cache_dir, hashes, n_params)
     key = feature_key(encoder=combined_sha256(hashes), **key_parts)
     info: dict = {"key": key}
 
-    def compute() -> tuple[torch.Tensor, dict]:
-        features, stats = encode(encoder, tokenized, cfg.model.pooling, precision, device, cfg.training.encode_batch_size,
-                                 cfg.training.encode_max_tokens, tokenizer.pad_token_id)
+    def compute(data: TokenizedTexts) -> tuple[torch.Tensor, EncodeStats]:
+        return encode(encoder, data, cfg.model.pooling, precision, device, cfg.training.encode_batch_size,
+                      cfg.training.encode_max_tokens, tokenizer.pad_token_id)
+
+    def compute_and_describe() -> tuple[torch.Tensor, dict]:
+        features, stats = compute(tokenized) if not dist.enabled else _encode_sharded(compute, tokenized, dist)
         info["encoding"] = stats.as_dict()
         log.info("encoded %d texts in %.1f s (%.1f texts/s), padding %.1f%% of %d tokens",
                  stats.texts, stats.seconds, stats.texts / max(stats.seconds, 1e-9), 100 * stats.padding_share,
                  stats.padded_tokens)
         return features, {**key_parts, "encoder": combined_sha256(hashes), "encoding": stats.as_dict()}
 
-    features, hit = cache.get_or_compute(key, compute)
+    if dist.enabled:  # rank 0 looks the key up; on a miss all ranks encode; rank 0 stores the result
+        features = dist.broadcast(cache.load(key) if dist.is_main else None)
+        hit = features is not None
+        if not hit:
+            features, meta = compute_and_describe()
+            if dist.is_main:
+                save_torch(cache.path(key), {"features": features, "meta": meta})
+    else:
+        features, hit = cache.get_or_compute(key, compute_and_describe)
     info["cache"] = "hit" if hit else "miss"
-    after = module_hashes(encoder)
+    after = module_hashes(encoder) if dist.is_main else hashes
     how = "before: right after loading; after: after the encoding pass (the head trains on the features, never on the encoder)"
     return FrozenFeatures(features, hashes, after, n_params, how,
                           encoder=encoder if cfg.training.full_checkpoints else None, info=info)
+
+
+def _without_encoder(cache: FeatureCache, backbone: Backbone, cache_dir, key_parts: dict) -> FrozenFeatures | None:
+    """Cached features for an encoder whose hash is remembered for its unchanged weight files, or None."""
+    remembered = remembered_hashes(backbone.folder, cache_dir)
+    if remembered is None:
+        return None
+    hashes, n_params = remembered
+    key = feature_key(encoder=combined_sha256(hashes), **key_parts)
+    features = cache.load(key)
+    if features is None:
+        return None
+    log.info("feature cache: hit %s; encoder not loaded (sha256 %s remembered for unchanged weight files)",
+             cache.path(key), combined_sha256(hashes)[:12])
+    how = "encoder not loaded in this run: head trained on cached features; hashes remembered for the unchanged weight files"
+    return FrozenFeatures(features, hashes, hashes, n_params, how, info={"cache": "hit", "key": key})
+
+
+def _encode_sharded(compute, tokenized: TokenizedTexts, dist: Dist) -> tuple[torch.Tensor, EncodeStats]:
+    """Each rank encodes every ``world_size``-th text; all ranks get all features, in dataset order."""
+    shard = list(range(dist.rank, len(tokenized), dist.world_size))
+    part, stats = compute(TokenizedTexts.subset(tokenized, shard))
+    gathered = dist.all_gather((shard, part, stats))
+    features = torch.empty(len(tokenized), part.shape[1])  # (N, H)
+    for rows, values, _ in gathered:
+        features[rows] = values
+    every = [s for _, _, s in gathered]
+    total = EncodeStats(sum(s.texts for s in every), sum(s.real_tokens for s in every),
+                        sum(s.padded_tokens for s in every), max(s.seconds for s in every))
+    log.info("encoding sharded over %d ranks: %s texts each", dist.world_size, [s.texts for s in every])
+    return features, total

@@ -7,18 +7,21 @@ It reads top to bottom; the maths lives in small helpers (``schedule``, ``precis
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
 from typing import Callable
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from finetune_pipeline.config.schema import BestMetric, TrainingConfig
-from finetune_pipeline.training.evaluate import predict, scores
+from finetune_pipeline.distributed import SINGLE, Dist, unwrap
+from finetune_pipeline.training.evaluate import gather, predict, scores
 from finetune_pipeline.training.interrupt import Interrupted, stop_on_signals
 from finetune_pipeline.training.loss import Loss, training_loss
 from finetune_pipeline.training.precision import Precision
@@ -44,6 +47,7 @@ def fit(
     save_state: Callable[[Progress], str],
     resume: tuple[Progress, dict] | None = None,
     loss_fn: Loss = training_loss(None, 0.0),
+    dist: Dist = SINGLE,
 ) -> Progress:
     """Train up to ``cfg.epochs``; ``save_best`` runs whenever the validation metric improves.
 
@@ -51,6 +55,8 @@ def fit(
     epoch end, every ``cfg.save_every_steps`` optimizer steps, and on SIGINT/SIGTERM, after which
     ``Interrupted`` is raised. ``resume``: a saved ``Progress`` and its RNG states, to go on from.
     ``loss_fn``: the training loss (``loss.training_loss``); validation uses plain cross-entropy.
+    Under torchrun ``trainer.model`` is DDP-wrapped; every rank validates its share of the batches
+    and the predictions are gathered, so all ranks see the same metrics and take the same decisions.
     """
     model, optimizer, scheduler, scaler = trainer.model, trainer.optimizer, trainer.scheduler, trainer.scaler
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -90,14 +96,16 @@ def fit(
                        disable=not show_bar, leave=False)
             for step, batch in enumerate(bar, start=skip + 1):
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                with precision.autocast():
-                    logits = model(batch)  # (B, C)
-                loss = loss_fn(logits, batch["labels"])
-                scaler.scale(loss / accumulation).backward()
+                boundary = step % accumulation == 0 or step == n_batches  # else gradients accumulate
+                # DDP all-reduces gradients only on the micro-batch before an optimizer step
+                with _no_sync(model) if not boundary else contextlib.nullcontext():
+                    with precision.autocast():
+                        logits = model(batch)  # (B, C)
+                    loss = loss_fn(logits, batch["labels"])
+                    scaler.scale(loss / accumulation).backward()
                 batch_loss, batch_size = loss.item(), batch["labels"].shape[0]
                 progress.loss_sum += batch_loss * batch_size
                 progress.n_texts += batch_size
-                boundary = step % accumulation == 0 or step == n_batches  # else gradients accumulate
                 if boundary:
                     scaler.unscale_(optimizer)
                     if cfg.max_grad_norm > 0:
@@ -113,16 +121,17 @@ def fit(
                     bar.set_postfix(loss=f"{batch_loss:.4f}")
                 if not boundary:
                     continue
-                if stop:
-                    _interrupt(stop.name, save(f"{stop.name}"), stop.signum)
+                if dist.any(bool(stop)):  # all ranks stop at the same step, or the others would hang
+                    _interrupt(stop.name or "a signal", save(f"{stop.name or 'signal'}"), stop.signum or 15)
                 if cfg.save_every_steps and progress.opt_steps % cfg.save_every_steps == 0 and step < n_batches:
                     save(f"every {cfg.save_every_steps} optimizer steps")
 
-            val = scores(predict(model, val_loader, precision, device), "val")
+            val = scores(gather(predict(unwrap(model), val_loader, precision, device), dist), "val")
             epoch_seconds = epoch_before + time.perf_counter() - epoch_start
-            entry = {"epoch": epoch, "train/loss": progress.loss_sum / max(1, progress.n_texts), **val,
+            loss_sum, n_texts = dist.sum([progress.loss_sum, progress.n_texts])  # over all ranks' texts
+            entry = {"epoch": epoch, "train/loss": loss_sum / max(1, n_texts), **val,
                      "opt_steps": progress.opt_steps, "epoch_seconds": epoch_seconds,
-                     "train/texts_per_second": progress.n_texts / epoch_seconds}
+                     "train/texts_per_second": n_texts / epoch_seconds}
             progress.history.append(entry)
             value = val[f"val/{cfg.best_metric.value}"]
             improved = is_better(value, progress.best_value, cfg.best_metric)
@@ -144,11 +153,15 @@ def fit(
             progress.epoch, progress.batches_done, progress.loss_sum, progress.n_texts = epoch + 1, 0, 0.0, 0
             epoch_start, epoch_before = time.perf_counter(), 0.0
             where = save("epoch end")
-            if stop:
-                _interrupt(stop.name, where, stop.signum)
+            if dist.any(bool(stop)):
+                _interrupt(stop.name or "a signal", where, stop.signum or 15)
 
     progress.train_seconds = trained_before + time.perf_counter() - process_start
     return progress
+
+
+def _no_sync(model: nn.Module):
+    return model.no_sync() if isinstance(model, nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
 
 
 def _interrupt(signal_name: str, state_path: str, signum: int) -> None:

@@ -38,9 +38,12 @@ class Precision:
         return torch.amp.GradScaler(self.device_type, enabled=self.uses_grad_scaler)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``auto``: CUDA when available; under torchrun (``local_rank``) each process takes its own GPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank is not None and torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise PipelineError(f"training.device={name} but CUDA is not available; use training.device=cpu or auto")
     return torch.device(name)

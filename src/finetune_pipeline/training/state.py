@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from finetune_pipeline.artifacts.atomic import save_torch
+from finetune_pipeline.distributed import unwrap
 from finetune_pipeline.errors import PipelineError
 
 STATE_FILE = "train_state.pt"
@@ -67,6 +68,7 @@ def data_identity(raw_fingerprint: str, split: list[list[int]]) -> dict[str, str
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The head's tensors, plus the encoder's when it trains (a frozen encoder is the base model's)."""
+    model = unwrap(model)
     trains_encoder = any(p.requires_grad for n, p in model.named_parameters() if n.startswith("encoder."))
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
             if trains_encoder or not k.startswith("encoder.")}
@@ -110,7 +112,7 @@ def restore(state: dict, trainer: Trainer, data: dict[str, str], path: Path) -> 
             f"{state['data']['raw_fingerprint'][:12]} -> {data['raw_fingerprint'][:12]}); resuming would train on "
             "other data; restore the raw files or start a new run"
         )
-    missing, unexpected = trainer.model.load_state_dict(state["model"], strict=False)
+    missing, unexpected = unwrap(trainer.model).load_state_dict(state["model"], strict=False)
     if unexpected or any(not k.startswith("encoder.") for k in missing):
         raise PipelineError(f"{path}: its weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     trainer.optimizer.load_state_dict(state["optimizer"])

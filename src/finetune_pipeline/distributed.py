@@ -1,0 +1,115 @@
+"""Data-parallel training under ``torchrun``: who this process is, and the few collectives used.
+
+``torchrun --nproc_per_node=N train.py ...`` starts N copies of train.py with RANK, WORLD_SIZE,
+LOCAL_RANK and MASTER_ADDR/PORT set. ``init_from_env()`` joins them into one process group (gloo
+for CPU tensors, NCCL for CUDA ones) and agrees on one start time, so every rank resolves the same
+Hydra run folder. Without those variables everything here is a no-op: a plain ``python train.py``
+is a world of one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0  # writes artifacts and logs
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch_dist.barrier()
+
+    def broadcast(self, obj):
+        """Rank 0's ``obj``, on every rank (any picklable object)."""
+        if not self.enabled:
+            return obj
+        box = [obj if self.is_main else None]
+        torch_dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_gather(self, obj) -> list:
+        """Every rank's ``obj``, in rank order, on every rank."""
+        if not self.enabled:
+            return [obj]
+        gathered = [None] * self.world_size
+        torch_dist.all_gather_object(gathered, obj)
+        return gathered
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when it is true on any (e.g. a stop signal seen by one rank)."""
+        if not self.enabled:
+            return flag
+        return any(self.all_gather(bool(flag)))
+
+    def sum(self, values: list[float]) -> list[float]:
+        if not self.enabled:
+            return values
+        return [sum(column) for column in zip(*self.all_gather(list(values)))]
+
+
+SINGLE = Dist()
+_current = SINGLE
+_started: dt.datetime | None = None
+
+
+def init_from_env() -> Dist:
+    """Join the torchrun process group when started by torchrun; returns this process's ``Dist``."""
+    global _current, _started
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 or _current.enabled:
+        return _current
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    torch_dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+    _current = Dist(torch_dist.get_rank(), world_size, local_rank)
+    _started = _current.broadcast(dt.datetime.now())  # one run folder name for all ranks
+    return _current
+
+
+def current() -> Dist:
+    return _current
+
+
+def run_started() -> dt.datetime:
+    """This run's start time: rank 0's under torchrun, else the first call's."""
+    global _started
+    if _started is None:
+        _started = dt.datetime.now()
+    return _started
+
+
+def shutdown() -> None:
+    global _current
+    if _current.enabled and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+    _current = SINGLE
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (state_dict keys without ``module.``)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def wrap(model: nn.Module, dist: Dist, device: torch.device) -> nn.Module:
+    if not dist.enabled:
+        return model
+    ids = [device.index if device.index is not None else dist.local_rank] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)

@@ -1,0 +1,70 @@
+"""torchrun: 2 CPU processes (gloo) train like one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, run_folders, run_train
+
+COMMON = ["data.max_length=32", "model.hidden_dim=16", "model.dropout=0", "precision=fp32", "training.epochs=2", "training.gradient_accumulation_steps=2",
+          "training.log_every_steps=4"]
+# single process: 16 texts per step; torchrun: 2 ranks x 8 texts per step, the same 16 texts
+TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
+
+
+def torchrun(project, *overrides, tiny_cache):
+    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            str(REPO / "train.py"), "backbone=tiny", "training.progress_bar=false", f"backbone.path={tiny_cache}",
+            *overrides]
+    proc = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def outcome(run):
+    metrics = json.loads((run / "metrics.json").read_text())
+    weights = torch.load(run / "final_model.pt", weights_only=True)["state_dict"]
+    return metrics, weights
+
+
+def assert_close_runs(single, ddp):
+    (m1, w1), (m2, w2) = outcome(single), outcome(ddp)
+    for h1, h2 in zip(m1["history"], m2["history"], strict=True):
+        for key in ("train/loss", "val/loss", "val/accuracy", "opt_steps"):
+            assert h2[key] == pytest.approx(h1[key], rel=TOLERANCE["rtol"], abs=TOLERANCE["atol"]), key
+    assert m2["summary"]["test/loss"] == pytest.approx(m1["summary"]["test/loss"], rel=TOLERANCE["rtol"])
+    assert m2["data"] == m1["data"] and m2["processes"] == 2 and m1["processes"] == 1
+    assert w1.keys() == w2.keys()
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], **TOLERANCE, msg=k)
+
+
+@pytest.mark.parametrize("path", ["fine-tuning", "frozen, features encoded by both ranks"])
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(project, tiny_cache, path):
+    extra = ["training.freeze_backbone=false"] if path == "fine-tuning" else []
+    run_train(project, *COMMON, *extra, "training.batch_size=16", tiny_cache=tiny_cache)
+    single = run_folders(project)[0]
+    proc = torchrun(project, *COMMON, *extra, "training.batch_size=8", "data.cache_dir=data/cache_ddp",
+                    tiny_cache=tiny_cache)
+    folders = run_folders(project)
+    assert len(folders) == 2  # one folder for both ranks
+    ddp = next(f for f in folders if f != single)
+    assert_close_runs(single, ddp)
+    log = (ddp / "train.log").read_text()
+    assert "(2 processes, DistributedDataParallel)" in log
+    assert log.count("run folder:") == 1 and "epoch=1 step=4/16" in log and "opt_steps=16" in log  # rank 0 alone writes the log
+    assert (ddp / ".hydra" / "config.yaml").is_file() and json.loads((ddp / "freeze_proof.json").read_text())
+    if path != "fine-tuning":
+        assert "encoding sharded over 2 ranks: [160, 160] texts each" in log
+        [one] = list((project / "data" / "cache" / "features").glob("*.pt"))
+        [two] = list((project / "data" / "cache_ddp" / "features").glob("*.pt"))  # written once, by rank 0
+        torch.testing.assert_close(torch.load(two, weights_only=True)["features"],
+                                   torch.load(one, weights_only=True)["features"], rtol=1e-5, atol=1e-6)
+    assert "Traceback" not in proc.stderr
