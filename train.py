@@ -24,10 +24,11 @@ from finetune_pipeline import distributed
 from finetune_pipeline.config.load import register_resolvers, stored_config, to_config
 from finetune_pipeline.config.schema import register_configs
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.sweep.jobs import record_failure
+from finetune_pipeline.sweep.jobs import FAILURE_FILE, read_job, record_failure
 from finetune_pipeline.paths import ROOT_ENV
 from finetune_pipeline.train import train
 from finetune_pipeline.training.interrupt import Interrupted
+from finetune_pipeline.training.state import STATE_FILE
 
 # relative paths (data/, base_models/, outputs/) belong to the checkout this script lives in, even
 # when the package was installed from another one
@@ -50,10 +51,22 @@ def main(cfg: DictConfig) -> float:
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs for everyone
     try:
         config = stored_config(run_dir, hydra_cfg.overrides.task) if cfg.resume else to_config(cfg)
-        metrics = train(config, run_dir, resume=bool(cfg.resume), dist=dist)
+        # a sweep job started again in its folder (SLURM requeue, the sweep re-run with the same
+        # hydra.sweep.dir) goes on from its saved state, or is skipped when it had finished
+        again = hydra_cfg.mode == RunMode.MULTIRUN and (run_dir / ".hydra").is_dir()
+        if again and (run_dir / "metrics.json").is_file() and not (run_dir / STATE_FILE).is_file():
+            logging.getLogger("train").info("job %s had finished; keeping its results", _shown(run_dir))
+            return read_job(run_dir).best_value
+        metrics = train(config, run_dir, resume=bool(cfg.resume) or (again and (run_dir / STATE_FILE).is_file()),
+                        dist=dist)
     except Exception as e:
         if hydra_cfg.mode == RunMode.MULTIRUN:
             record_failure(run_dir, e)
+            if isinstance(e, Interrupted):  # stop the sweep too; its jobs resume from their folders
+                logging.getLogger("train").warning(
+                    "sweep stopped; to continue it, run the same command with hydra.sweep.dir=%s",
+                    _shown(Path(hydra_cfg.sweep.dir)))
+                sys.exit(e.exit_code)
             return float("nan")
         if isinstance(e, Interrupted):
             launcher = "torchrun ... " if dist.enabled else "python "
@@ -64,6 +77,7 @@ def main(cfg: DictConfig) -> float:
             logging.getLogger("train").error("%s", e)
             sys.exit(1)
         raise
+    (run_dir / FAILURE_FILE).unlink(missing_ok=True)  # an earlier, interrupted attempt of this job
     return metrics[f"best/val/{config.training.best_metric.value}"]
 
 

@@ -159,15 +159,42 @@ def test_sigterm_and_kill_9_through_train_py_then_resume(project, tiny_cache):
     assert len(list((project / "outputs").rglob("metrics.json"))) == 1  # no new run folder
 
 
-def test_resume_takes_no_other_overrides_and_needs_a_run_folder(project, tmp_path):
-    proc = run_train(project, f"resume={tmp_path}", "training.epochs=5", check=False)
-    assert proc.returncode == 1
-    assert "drop the other overrides ['backbone=tiny', 'training.epochs=5']" in proc.stdout
-    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project)}
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), f"resume={tmp_path}"], cwd=project, env=env,
-                          capture_output=True, text=True)
-    assert proc.returncode == 1 and f"{tmp_path}: not a run folder (no .hydra/config.yaml" in proc.stdout
-    assert not (tmp_path / ".hydra").exists()
+def test_a_sweep_job_started_again_in_its_folder_resumes(project, tiny_cache):
+    """What a SLURM requeue does: the same job, same folder, after a SIGTERM saved its state."""
+    sweep = project / "sweep"
+    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, str(REPO / "train.py"), "-m", "backbone=tiny", "training.progress_bar=false",
+               f"backbone.path={tiny_cache}", f"hydra.sweep.dir={sweep}", "training.freeze_backbone=false",
+               "training.epochs=10", "training.save_every_steps=1", "data.max_length=32", "model.hidden_dim=16,17"]
+    proc = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job = sweep / "0"
+    wait_for(lambda: (job / STATE_FILE).is_file() and "epoch 2/10" in (job / "train.log").read_text())
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 143 and "stopped by SIGTERM" in out, out[-2000:]
+    assert "run the same command with hydra.sweep.dir=sweep" in out
+    assert json.loads((job / "failed.json").read_text())["type"] == "Interrupted"
+
+    again = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout[-2000:]
+    assert "resuming at epoch" in (job / "train.log").read_text()
+    assert (job / "metrics.json").is_file() and not (job / "failed.json").exists()
+    assert len(json.loads((job / "metrics.json").read_text())["history"]) == 10
+    assert (sweep / "1" / "metrics.json").is_file() and "ok" in (sweep / "summary.md").read_text()
+
+    finished = {j: (sweep / j / "metrics.json").stat().st_mtime_ns for j in ("0", "1")}
+    third = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0 and third.stdout.count("had finished; keeping its results") == 2
+    assert {j: (sweep / j / "metrics.json").stat().st_mtime_ns for j in ("0", "1")} == finished
+
+
+def test_resume_takes_no_other_overrides_and_needs_a_run_folder(tmp_path):
+    from finetune_pipeline.config.load import stored_config
+
+    with pytest.raises(PipelineError, match=r"drop the other overrides \['training.epochs=5'\]"):
+        stored_config(tmp_path, [f"resume={tmp_path}", "training.epochs=5", "training.device=cpu"])
+    with pytest.raises(PipelineError, match=f"{tmp_path}: not a run folder \\(no .hydra/config.yaml"):
+        stored_config(tmp_path, [f"resume={tmp_path}", "training.device=cpu"])
 
 
 def wait_for(condition, timeout=120):

@@ -136,6 +136,7 @@ def test_optuna_search_runs_three_trials_and_continues_its_study(project, tiny_c
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 6
 
 
+@pytest.mark.slow  # ~25 s: Hydra's joblib plugin, spawning worker processes
 def test_joblib_launcher_runs_two_jobs_in_parallel_processes(project, tiny_cache):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     run_train(project, "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)  # warm the caches
@@ -146,6 +147,7 @@ def test_joblib_launcher_runs_two_jobs_in_parallel_processes(project, tiny_cache
     assert sorted(r["model.hidden_dim"] for r in rows) == ["16", "8"] and all(r["status"] == "ok" for r in rows)
 
 
+@pytest.mark.slow  # ~16 s: submitit's local executor
 def test_submitit_local_launcher_runs_the_sweep(project, tiny_cache):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     run_train(project, "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "model.hidden_dim=8,16",
