@@ -147,7 +147,7 @@ def test_predict_refuses_non_utf8_and_missing_files_and_non_runs(runs, tmp_path,
                       f"{tmp_path}: not a finished run folder (best_model.pt is missing)"]
 
 
-def test_evaluate_writes_the_report_into_the_run_folder(runs, tmp_path, capsys):
+def test_evaluate_writes_the_report_into_the_run_folder(runs, tmp_path, caplog):
     run = runs["full (fine-tuned)"]
     test_rows = read_jsonl(run / "evaluation" / "test" / "predictions.jsonl")
     labelled = tmp_path / "holdout.jsonl"
@@ -162,7 +162,7 @@ def test_evaluate_writes_the_report_into_the_run_folder(runs, tmp_path, capsys):
     assert report["texts"] == len(test_rows)
     for key in ("accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall"):
         assert report[key] == pytest.approx(test_report[key]), key  # same texts: same report as training's
-    assert f"accuracy {report['accuracy']:.4f}" in capsys.readouterr().out
+    assert f"accuracy {report['accuracy']:.4f}" in caplog.text
 
 
 def test_evaluate_refuses_unknown_labels_naming_the_record(runs, tmp_path, caplog):

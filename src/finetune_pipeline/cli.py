@@ -72,8 +72,8 @@ def evaluate(args: argparse.Namespace) -> None:
     y_true = np.asarray([known[label] for label in labels])
     folder = args.run_dir / "evaluation" / (args.name or args.input.stem)
     report = write_evaluation(folder, texts, y_true, clf.probabilities(texts), clf.symbols, clf.labels)
-    print(f"{report['texts']} texts: accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
-          f"weighted F1 {report['weighted_f1']:.4f} -> {folder}")
+    log.info("%d texts: accuracy %.4f, macro-F1 %.4f, weighted F1 %.4f -> %s", report["texts"], report["accuracy"],
+             report["macro_f1"], report["weighted_f1"], folder)
 
 
 def _load(args: argparse.Namespace):

@@ -1,44 +1,32 @@
 """``train(cfg, run_dir) -> metrics``: the whole recipe, setup -> fit -> test -> artifacts.
 
-Two ways to train, chosen once in ``_setup_model_and_data``:
-
-- cached (``freeze_backbone=true``, ``cache_features=true``, the default): the encoder runs once per
-  text (or not at all on a cache hit) and the head trains on pooled features;
-- end to end (fine-tuning, or a frozen run with ``cache_features=false``): the encoder runs on
-  every batch, as in the seed.
+Two ways to train, chosen once in ``model_and_data.setup_model_and_data``: the head on cached
+features of a frozen encoder, or the encoder run on every batch (fine-tuning).
 
 The root ``train.py`` is a thin Hydra wrapper around this function; tests call it directly too.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
-import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
 from transformers.utils import logging as hf_logging
 
 from finetune_pipeline.artifacts.atomic import atomic_dir, save_torch, write_json
 from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, restore_weights, save_checkpoint
 from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256, module_hashes
-from finetune_pipeline.backbone.load import Backbone, load_encoder, load_tokenizer, locate_backbone
+from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_backbone
 from finetune_pipeline.config.schema import Config, SplitMode
-from finetune_pipeline.data.batches import TokenizedTexts, eval_loader, feature_loader, train_loader
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.preprocess import ensure_preprocessed, load_combined
 from finetune_pipeline.data.split import split_by_files, stratified_split
 from finetune_pipeline.distributed import SINGLE, Dist, wrap
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.report import write_evaluation
-from finetune_pipeline.features.frozen import frozen_features
-from finetune_pipeline.model.classifier import FeatureClassifier, TextClassifier, build_head
+from finetune_pipeline.model_and_data import Setup, checkpoint_state, setup_model_and_data
 from finetune_pipeline.training.evaluate import gather, per_class_report, predict, scores
 from finetune_pipeline.training.interrupt import Interrupted
 from finetune_pipeline.training.loop import fit
@@ -52,23 +40,6 @@ from finetune_pipeline.training.state import (STATE_FILE, Progress, Trainer, dat
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"
-
-
-@dataclass
-class Setup:
-    """What the training loop needs, whichever way the encoder is used."""
-
-    model: nn.Module
-    train: DataLoader
-    val: DataLoader
-    test: DataLoader
-    hashes_before: dict[str, str]
-    encoder_parameters: int
-    how: str  # when the freeze proof's hashes are taken
-    hashes_after: dict[str, str] | None = None  # known at setup on the cached path
-    head_only_checkpoints: bool = False  # frozen runs: the encoder is the base model's, known by its hash
-    base_encoder_state: dict | None = None  # cached path with full checkpoints: the encoder's weights
-    info: dict = field(default_factory=dict)
 
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE) -> dict[str, float]:
@@ -116,7 +87,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
     precision = dist.broadcast(resolve_precision(cfg.precision.mixed_precision, device))  # one choice for all ranks
     log.info("device %s, precision %s (requested %s)", device, precision.name, cfg.precision.mixed_precision.value)
 
-    setup = _setup_model_and_data(cfg, backbone, tokenizer, dataset.texts, labels, split, len(classes), device,
+    setup = setup_model_and_data(cfg, backbone, tokenizer, dataset.texts, labels, split, len(classes), device,
                                   precision, dist)
     identity = BackboneIdentity(cfg.backbone.name, str(backbone.folder), combined_sha256(setup.hashes_before))
     trainer = _setup_trainer(cfg, setup, precision, device, dist)
@@ -130,7 +101,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
 
     def checkpoint(name: str) -> None:
         if dist.is_main:
-            save_checkpoint(run_dir / name, _checkpoint_state(setup), identity, cfg.model.pooling.value)
+            save_checkpoint(run_dir / name, checkpoint_state(setup), identity, cfg.model.pooling.value)
 
     def save_state_file(progress: Progress) -> str:
         if dist.is_main:
@@ -244,63 +215,6 @@ def _main_first(dist: Dist, build):
     return result if dist.is_main else build()
 
 
-def _setup_model_and_data(cfg: Config, backbone: Backbone, tokenizer, texts: list[str], labels: list[int], split,
-                          num_classes: int, device: torch.device, precision: Precision, dist: Dist) -> Setup:
-    t = cfg.training
-    tokenized = TokenizedTexts(texts, labels, tokenizer, cfg.data.max_length)
-    lengths = tokenized.lengths()
-    part = [[int(i) for i in idx] for idx in split]  # train, val, test indices
-
-    if t.freeze_backbone and t.cache_features:
-        frozen = frozen_features(cfg, backbone, tokenizer, texts, tokenized, device, precision, dist)
-        _seed_everything(cfg.data.seed)  # the head's initialisation and dropout depend on the seed only
-        model = FeatureClassifier(build_head(frozen.features.shape[1], cfg.model.hidden_dim, num_classes, cfg.model.dropout))
-        feats = [frozen.features[idx] for idx in part]
-        labs = [[labels[i] for i in idx] for idx in part]
-        shard = {"rank": dist.rank, "world_size": dist.world_size}
-        loaders = (feature_loader(feats[0], labs[0], t.batch_size, [lengths[i] for i in part[0]], cfg.data.seed, **shard),
-                   feature_loader(feats[1], labs[1], t.batch_size, **shard),
-                   feature_loader(feats[2], labs[2], t.batch_size, **shard))
-        base_state = frozen.encoder.state_dict() if frozen.encoder is not None else None
-        del frozen.encoder
-        gc.collect()  # the encoder is not needed any more: give its memory back before training
-        log.info("model: head on cached %s-pooled features (%d -> %d -> %d), %d train batches per epoch",
-                 cfg.model.pooling.value, feats[0].shape[1], cfg.model.hidden_dim, num_classes, len(loaders[0]))
-        return Setup(model.to(device), *loaders, frozen.hashes_before, frozen.encoder_parameters, frozen.how,
-                     hashes_after=frozen.hashes_after, head_only_checkpoints=not t.full_checkpoints,
-                     base_encoder_state=base_state, info=frozen.info)
-
-    encoder = load_encoder(backbone, cfg.backbone)
-    _seed_everything(cfg.data.seed)
-    head = build_head(encoder.config.hidden_size, cfg.model.hidden_dim, num_classes, cfg.model.dropout)
-    model = TextClassifier(encoder, head, cfg.model.pooling, frozen=t.freeze_backbone).to(device)
-    subsets = [TokenizedTexts.subset(tokenized, idx) for idx in part]
-    pad = tokenizer.pad_token_id
-    shard = {"rank": dist.rank, "world_size": dist.world_size}
-    loaders = (train_loader(subsets[0], t.batch_size, cfg.data.seed, t.num_workers, pad, **shard),
-               eval_loader(subsets[1], t.batch_size, t.num_workers, pad, **shard),
-               eval_loader(subsets[2], t.batch_size, t.num_workers, pad, **shard))
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("model: encoder (%s) -> %s pooling -> MLP head %d -> %d -> %d; %.2fM trainable parameters; "
-             "%d train batches per epoch, length-grouped, dynamic padding",
-             "frozen" if t.freeze_backbone else "trainable", cfg.model.pooling.value, encoder.config.hidden_size,
-             cfg.model.hidden_dim, num_classes, n_trainable / 1e6, len(loaders[0]))
-    how = "before: right after loading; after: after the last epoch"
-    hashes = dist.broadcast(module_hashes(model.encoder) if dist.is_main else None)  # taken once
-    return Setup(model, *loaders, hashes, sum(p.numel() for p in encoder.parameters()), how,
-                 head_only_checkpoints=t.freeze_backbone and not t.full_checkpoints, info={"cache": "off"})
-
-
-def _checkpoint_state(setup: Setup) -> dict[str, torch.Tensor]:
-    """Head-only for frozen runs (unless training.full_checkpoints), encoder + head otherwise."""
-    state = setup.model.state_dict()
-    if setup.head_only_checkpoints:
-        return {k: v for k, v in state.items() if k.startswith("head.")}
-    if setup.base_encoder_state is not None:  # cached path: the head never saw the encoder's tensors
-        state = {**{f"encoder.{k}": v for k, v in setup.base_encoder_state.items()}, **state}
-    return state
-
-
 def _check_writable(run_dir: Path) -> None:
     """Fail before any work when the run folder cannot be created or written."""
     try:
@@ -310,12 +224,6 @@ def _check_writable(run_dir: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise PipelineError(f"{run_dir}: output folder is not writable ({e.strerror or e})") from None
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _log_to_file(path: Path) -> logging.Handler:

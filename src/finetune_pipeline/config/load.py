@@ -11,8 +11,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from finetune_pipeline.distributed import run_started
 from finetune_pipeline.config.schema import BackboneSource, Config, MixedPrecision
+from finetune_pipeline.distributed import run_started
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.paths import project_root
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from typing import Callable
@@ -72,8 +73,10 @@ def fit(
         progress.train_seconds = trained_before + now - process_start
         progress.epoch_seconds = epoch_before + now - epoch_start
         where = save_state(progress)
-        log.info("training state saved (%s): epoch %d, %d/%d batches, %d optimizer steps -> %s",
-                 reason, progress.epoch, progress.batches_done, n_batches, progress.opt_steps, where)
+        size = os.path.getsize(where) if os.path.isfile(where) else 0
+        log.info("training state saved (%s): epoch %d, %d/%d batches, %d optimizer steps -> %s (%.1f MB in %.2f s)",
+                 reason, progress.epoch, progress.batches_done, n_batches, progress.opt_steps, where, size / 1e6,
+                 time.perf_counter() - now)
         return where
 
     with stop_on_signals() as stop, logging_redirect_tqdm():
