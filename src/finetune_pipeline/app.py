@@ -53,8 +53,9 @@ def run(cfg: DictConfig, dist: Dist, script: str) -> float:
                 sys.exit(e.exit_code)
             return float("nan")
         if isinstance(e, Interrupted):
-            launcher = "torchrun ... " if dist.enabled else "python "
-            log.warning("%s; resume with:\n  %s%s resume=%s", e, launcher, script, _shown(run_dir))
+            if dist.is_main:
+                launcher = "torchrun ... " if dist.enabled else "python "
+                log.warning("%s; resume with:\n  %s%s resume=%s", e, launcher, script, _shown(run_dir))
             sys.exit(e.exit_code)
         if isinstance(e, PipelineError):
             log.error("%s", e)
