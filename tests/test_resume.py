@@ -205,3 +205,11 @@ def wait_for(condition, timeout=120):
             return value
         time.sleep(0.05)
     raise AssertionError("timed out")
+
+
+def test_a_state_from_another_number_of_processes_is_refused(tmp_path):
+    from finetune_pipeline.training.state import data_identity, restore
+
+    saved = {"data": data_identity("abc", [[0, 1], [2], [3]], processes=2)}
+    with pytest.raises(PipelineError, match=r"trained by 2 process\(es\), not 1; resume it with the same torchrun"):
+        restore(saved, trainer=None, data=data_identity("abc", [[0, 1], [2], [3]]), path=tmp_path / STATE_FILE)

@@ -91,7 +91,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
                                   precision, dist)
     identity = BackboneIdentity(cfg.backbone.name, str(backbone.folder), combined_sha256(setup.hashes_before))
     trainer = _setup_trainer(cfg, setup, precision, device, dist)
-    data_id = data_identity(dataset.fingerprint, split)
+    data_id = data_identity(dataset.fingerprint, split, dist.world_size)
     resumed = _resume_from(state_path, trainer, data_id, cfg, len(setup.train)) if resume else None
     weights = class_weights([labels[i] for i in split[0]], len(classes), cfg.training.class_weights)
     if weights is not None:

@@ -61,9 +61,11 @@ class Trainer:
     scaler: torch.amp.GradScaler
 
 
-def data_identity(raw_fingerprint: str, split: list[list[int]]) -> dict[str, str]:
+def data_identity(raw_fingerprint: str, split: list[list[int]], processes: int = 1) -> dict:
+    """What must not change under a resumed run: the data, its split, and the number of processes
+    (which sets the global batch)."""
     digest = hashlib.sha256(repr([list(map(int, part)) for part in split]).encode()).hexdigest()
-    return {"raw_fingerprint": raw_fingerprint, "split_sha256": digest}
+    return {"raw_fingerprint": raw_fingerprint, "split_sha256": digest, "processes": processes}
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -106,6 +108,9 @@ def load_state(path: Path) -> dict:
 
 def restore(state: dict, trainer: Trainer, data: dict[str, str], path: Path) -> Progress:
     """Put model, optimizer, scheduler and scaler back; RNGs are restored separately (``restore_rng``)."""
+    if state["data"].get("processes", 1) != data["processes"]:
+        raise PipelineError(f"{path}: this run was trained by {state['data'].get('processes', 1)} process(es), "
+                            f"not {data['processes']}; resume it with the same torchrun --nproc_per_node (x nodes)")
     if state["data"] != data:
         raise PipelineError(
             f"{path}: the data changed since this run started (raw fingerprint "
