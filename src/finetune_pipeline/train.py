@@ -76,13 +76,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
     dataset, classes, labels, split = _setup_data(cfg, dist)
     backbone = _main_first(dist, lambda: locate_backbone(cfg.backbone, cfg.data.max_length, dataset.texts,
                                                          dataset.fingerprint))
-    tokenizer = load_tokenizer(backbone, cfg.backbone)
-    tokenizer.model_max_length = cfg.data.max_length  # the saved tokenizer truncates as training did
-    if dist.is_main:  # data and backbone checked: from here on the run folder fills with artifacts
-        write_json(run_dir / "label_to_id.json", classes.label_to_id())
-        write_json(run_dir / "id_to_label.json", classes.id_to_label())
-        with atomic_dir(run_dir / "tokenizer") as tmp:
-            tokenizer.save_pretrained(tmp)
+    tokenizer = _setup_tokenizer(cfg, backbone, classes, run_dir, dist)
     device = resolve_device(cfg.training.device, dist.local_rank if dist.enabled else None)
     precision = dist.broadcast(resolve_precision(cfg.precision.mixed_precision, device))  # one choice for all ranks
     log.info("device %s, precision %s (requested %s)", device, precision.name, cfg.precision.mixed_precision.value)
@@ -93,10 +87,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
     trainer = _setup_trainer(cfg, setup, precision, device, dist)
     data_id = data_identity(dataset.fingerprint, split, dist.world_size)
     resumed = _resume_from(state_path, trainer, data_id, cfg, len(setup.train)) if resume else None
-    weights = class_weights([labels[i] for i in split[0]], len(classes), cfg.training.class_weights)
-    if weights is not None:
-        log.info("loss: class weights (%s) %s", cfg.training.class_weights.value,
-                 ", ".join(f"{name}={w:.3f}" for name, w in zip(classes.labels, weights.tolist())))
+    weights = _class_weights(cfg, classes, [labels[i] for i in split[0]])
     setup_seconds = time.perf_counter() - started
 
     def checkpoint(name: str) -> None:
@@ -116,9 +107,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
         _write_freeze_proof(run_dir, cfg, setup, backbone)
 
     test_start = time.perf_counter()
-    dist.barrier()  # best_model.pt is written by rank 0
-    restore_weights(setup.model, torch.load(run_dir / "best_model.pt", map_location=device, weights_only=True)["state_dict"])
-    test_predictions = gather(predict(setup.model, setup.test, precision, device), dist)
+    test_predictions = _test_with_best_weights(run_dir, setup, precision, device, dist)
     test = scores(test_predictions, "test")
     log.info("test (best epoch %d): accuracy=%.4f macro_f1=%.4f loss=%.4f",
              result.best_epoch, test["test/accuracy"], test["test/macro_f1"], test["test/loss"])
@@ -175,6 +164,34 @@ def _setup_data(cfg: Config, dist: Dist):
     log.info("data: %d records, %d classes; %s split train/val/test = %d/%d/%d",
              len(labels), len(classes), cfg.data.split.value, *(len(s) for s in split))
     return dataset, classes, labels, split
+
+
+def _setup_tokenizer(cfg: Config, backbone: Backbone, classes: ClassIndex, run_dir: Path, dist: Dist):
+    """The backbone's tokenizer; rank 0 saves it and the label maps into the run folder."""
+    tokenizer = load_tokenizer(backbone, cfg.backbone)
+    tokenizer.model_max_length = cfg.data.max_length  # the saved tokenizer truncates as training did
+    if dist.is_main:  # data and backbone checked: from here on the run folder fills with artifacts
+        write_json(run_dir / "label_to_id.json", classes.label_to_id())
+        write_json(run_dir / "id_to_label.json", classes.id_to_label())
+        with atomic_dir(run_dir / "tokenizer") as tmp:
+            tokenizer.save_pretrained(tmp)
+    return tokenizer
+
+
+def _class_weights(cfg: Config, classes: ClassIndex, train_labels: list[int]) -> torch.Tensor | None:
+    weights = class_weights(train_labels, len(classes), cfg.training.class_weights)
+    if weights is not None:
+        log.info("loss: class weights (%s) %s", cfg.training.class_weights.value,
+                 ", ".join(f"{name}={w:.3f}" for name, w in zip(classes.labels, weights.tolist())))
+    return weights
+
+
+def _test_with_best_weights(run_dir: Path, setup: Setup, precision: Precision, device: torch.device, dist: Dist):
+    """Test predictions of the best epoch's weights, gathered from all ranks."""
+    dist.barrier()  # best_model.pt is written by rank 0
+    best = torch.load(run_dir / "best_model.pt", map_location=device, weights_only=True)["state_dict"]
+    restore_weights(setup.model, best)
+    return gather(predict(setup.model, setup.test, precision, device), dist)
 
 
 def _setup_trainer(cfg: Config, setup: Setup, precision: Precision, device: torch.device, dist: Dist) -> Trainer:
