@@ -37,7 +37,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        distributed.shutdown()
+    distributed.run_then_exit(main)

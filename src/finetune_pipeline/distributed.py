@@ -10,8 +10,12 @@ is a world of one.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
+import sys
+import traceback
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.distributed as torch_dist
@@ -94,6 +98,31 @@ def run_started() -> dt.datetime:
     if _started is None:
         _started = dt.datetime.now()
     return _started
+
+
+def run_then_exit(main: Callable[[], object]) -> None:
+    """Run ``main``; under torchrun then leave the process group and end the process at once.
+
+    Interpreter teardown after a distributed run can hang on the gloo/DDP objects still alive
+    (seen here once in five SIGTERM stops: a rank sat in finalisation until torchrun killed it), so
+    a rank exits with ``os._exit`` once its files are closed and its output flushed.
+    """
+    if not _current.enabled:
+        main()
+        return
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    shutdown()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def shutdown() -> None:
