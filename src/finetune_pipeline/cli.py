@@ -59,16 +59,12 @@ def evaluate(args: argparse.Namespace) -> None:
     from finetune_pipeline.inference.inputs import read_labelled
 
     texts, labels, where = read_labelled(args.input)
-    id_to_label = json.loads((args.run_dir / "id_to_label.json").read_text(encoding="utf-8")) \
-        if (args.run_dir / "id_to_label.json").is_file() else None
-    if id_to_label is None:
-        raise PipelineError(f"{args.run_dir}: not a finished run folder (id_to_label.json is missing)")
-    known = {entry["label"]: int(i) for i, entry in id_to_label.items()}
+    clf = _load(args)
+    known = {label: i for i, label in enumerate(clf.labels)}
     for label, at in zip(labels, where):
         if label not in known:
-            shown = ", ".join(repr(k) for k in list(known)[:10]) + (" ..." if len(known) > 10 else "")
+            shown = ", ".join(repr(k) for k in clf.labels[:10]) + (" ..." if len(known) > 10 else "")
             raise PipelineError(f"{args.input}: {at}: label {label!r} is not one of the run's classes ({shown})")
-    clf = _load(args)
     y_true = np.asarray([known[label] for label in labels])
     folder = args.run_dir / "evaluation" / (args.name or args.input.stem)
     report = write_evaluation(folder, texts, y_true, clf.probabilities(texts), clf.symbols, clf.labels)

@@ -56,11 +56,11 @@ class Dist:
         torch_dist.all_gather_object(gathered, obj)
         return gathered
 
-    def any(self, flag: bool) -> bool:
-        """True on every rank when it is true on any (e.g. a stop signal seen by one rank)."""
+    def first(self, value):
+        """The first rank's ``value`` that is not None, on every rank (e.g. a stop signal seen by one)."""
         if not self.enabled:
-            return flag
-        return any(self.all_gather(bool(flag)))
+            return value
+        return next((v for v in self.all_gather(value) if v is not None), None)
 
     def sum(self, values: list[float]) -> list[float]:
         if not self.enabled:

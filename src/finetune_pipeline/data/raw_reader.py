@@ -33,11 +33,7 @@ def list_raw_files(raw_dir: Path) -> list[Path]:
 
 def read_raw_file(path: Path, data: bytes) -> list[Record]:
     """Parse ``data``, the bytes read from ``path`` (read once, so they match the fingerprint)."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise PipelineError(f"{path}: line {line}: not valid UTF-8 (byte offset {e.start})") from None
+    text = decode_utf8(path, data)
     if not text.strip():
         raise PipelineError(f"{path}: file is empty")
     if text.lstrip().startswith("["):
@@ -47,6 +43,15 @@ def read_raw_file(path: Path, data: bytes) -> list[Record]:
     if not items:
         raise PipelineError(f"{path}: contains no records")
     return [_to_record(path, where, item) for where, item in items]
+
+
+def decode_utf8(path: Path, data: bytes) -> str:
+    """``data`` as text (a BOM is dropped), or an error naming the line of the first bad byte."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise PipelineError(f"{path}: line {line}: not valid UTF-8 (byte offset {e.start})") from None
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:

@@ -52,11 +52,11 @@ def prediction_rows(texts: list[str], probs: np.ndarray, symbols: list[str], lab
     rows = []
     for i, text in enumerate(texts):
         best = int(top[i, 0])
-        row = {"text": text, "label": labels[best], "symbol": symbols[best], "score": float(probs[i, best]),
-               "top_k": [{"label": labels[c], "symbol": symbols[c], "score": float(probs[i, c])} for c in top[i]]}
+        row = {"text": text}
         if y_true is not None:
-            row = {"text": text, "true_label": labels[int(y_true[i])], "true_symbol": symbols[int(y_true[i])],
-                   **{k_: v for k_, v in row.items() if k_ != "text"}}
+            row.update(true_label=labels[int(y_true[i])], true_symbol=symbols[int(y_true[i])])
+        row.update(label=labels[best], symbol=symbols[best], score=float(probs[i, best]),
+                   top_k=[{"label": labels[c], "symbol": symbols[c], "score": float(probs[i, c])} for c in top[i]])
         rows.append(row)
     return rows
 

@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 
 from finetune_pipeline.artifacts.atomic import atomic_path
-from finetune_pipeline.data.raw_reader import read_raw_file
+from finetune_pipeline.data.raw_reader import decode_utf8, read_raw_file
 from finetune_pipeline.errors import PipelineError
 
 
 def read_texts(path: Path) -> list[str]:
-    text = _read_utf8(path)
+    text = decode_utf8(path, _read_bytes(path))
     if path.suffix == ".json":
         try:
             items = json.loads(text)
@@ -81,12 +81,3 @@ def _read_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as e:
         raise PipelineError(f"{path}: cannot read ({e.strerror or e})") from None
-
-
-def _read_utf8(path: Path) -> str:
-    data = _read_bytes(path)
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise PipelineError(f"{path}: line {line}: not valid UTF-8 (byte offset {e.start})") from None

@@ -35,10 +35,6 @@ class StopFlag:
     def __bool__(self) -> bool:
         return self.signum is not None
 
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else ""
-
 
 @contextmanager
 def stop_on_signals() -> Iterator[StopFlag]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Callable
@@ -124,8 +125,9 @@ def fit(
                     bar.set_postfix(loss=f"{batch_loss:.4f}")
                 if not boundary:
                     continue
-                if dist.any(bool(stop)):  # all ranks stop at the same step, or the others would hang
-                    _interrupt(stop.name or "a signal", save(f"{stop.name or 'signal'}"), stop.signum or 15)
+                signum = dist.first(stop.signum)  # all ranks stop at the same step, or the others would hang
+                if signum:
+                    _interrupt(signum, save(signal.Signals(signum).name))
                 if cfg.save_every_steps and progress.opt_steps % cfg.save_every_steps == 0 and step < n_batches:
                     save(f"every {cfg.save_every_steps} optimizer steps")
 
@@ -156,8 +158,9 @@ def fit(
             progress.epoch, progress.batches_done, progress.loss_sum, progress.n_texts = epoch + 1, 0, 0.0, 0
             epoch_start, epoch_before = time.perf_counter(), 0.0
             where = save("epoch end")
-            if dist.any(bool(stop)):
-                _interrupt(stop.name or "a signal", where, stop.signum or 15)
+            signum = dist.first(stop.signum)
+            if signum:
+                _interrupt(signum, where)
 
     progress.train_seconds = trained_before + time.perf_counter() - process_start
     return progress
@@ -167,8 +170,8 @@ def _no_sync(model: nn.Module):
     return model.no_sync() if isinstance(model, nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
 
 
-def _interrupt(signal_name: str, state_path: str, signum: int) -> None:
-    raise Interrupted(f"stopped by {signal_name}; training state saved in {state_path}", signum)
+def _interrupt(signum: int, state_path: str) -> None:
+    raise Interrupted(f"stopped by {signal.Signals(signum).name}; training state saved in {state_path}", signum)
 
 
 def _step_line(epoch: int, step: int, n_batches: int, loss: float, optimizer: torch.optim.Optimizer,

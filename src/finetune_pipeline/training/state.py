@@ -77,6 +77,7 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_state(path: Path, progress: Progress, trainer: Trainer, data: dict[str, str]) -> None:
+    python_version, python_state, python_gauss = random.getstate()
     state = {
         "format": FORMAT,
         "progress": asdict(progress),
@@ -85,8 +86,8 @@ def save_state(path: Path, progress: Progress, trainer: Trainer, data: dict[str,
         "scheduler": trainer.scheduler.state_dict(),
         "scaler": trainer.scaler.state_dict() if trainer.scaler.is_enabled() else {},
         "rng": {
-            "python": list(random.getstate()[1]) + [random.getstate()[2]],
-            "python_version": random.getstate()[0],
+            "python": list(python_state) + [python_gauss],
+            "python_version": python_version,
             "numpy": _numpy_rng(),
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
