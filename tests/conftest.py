@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ from finetune_pipeline.config.load import register_resolvers, to_config
 from finetune_pipeline.config.schema import Config, register_configs
 
 REPO = Path(__file__).resolve().parents[1]
+# per-machine decisions (precision=auto on a CPU) go to a temporary folder, not the user's cache
+os.environ.setdefault("FINETUNE_PIPELINE_CACHE", tempfile.mkdtemp(prefix="finetune-pipeline-cache-"))
 register_configs()
 register_resolvers()
 

@@ -177,4 +177,6 @@ def test_missing_mmbert_offline_says_how_to_get_it(project):
     assert "base_models/mmBERT-base: no model weights" in error
     assert "hf download jhu-clsp/mmBERT-base --local-dir" in error
     [run] = [p.parent for p in (project / "outputs").rglob("train.log")]
-    assert {p.name for p in run.iterdir()} == {"train.log", ".hydra"}  # no half-written artifacts
+    assert {p.name for p in run.iterdir()} == {"train.log", ".hydra", ".lock", "failed.json"}  # no half-written artifacts
+    failure = json.loads((run / "failed.json").read_text())
+    assert failure["status"] == "failed" and "no model weights" in failure["error"]

@@ -72,7 +72,7 @@ def compute():
     with open(marker, "a") as f: f.write("computed\\n")
     time.sleep(1.0)
     return torch.ones(3, 2), {}
-features, hit = FeatureCache(root).get_or_compute("key", compute)
+features, hit = FeatureCache(root, rows=3).get_or_compute("key", compute)
 assert features.shape == (3, 2)
 print("hit" if hit else "miss")
 """

@@ -1,11 +1,12 @@
 """Hostile raw files: every input either parses into records or fails with a one-line PipelineError."""
 
 import json
+import unicodedata
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from finetune_pipeline.data.raw_reader import read_raw_file
+from finetune_pipeline.data.raw_reader import normalise_label, read_raw_file
 from conftest import compose_config
 from finetune_pipeline.errors import PipelineError
 
@@ -45,7 +46,9 @@ def test_any_text_round_trips_including_control_characters_and_mixed_scripts(tmp
     if isinstance(result, PipelineError):  # only blank texts or labels may be refused
         assert "empty" in str(result)
     else:
-        assert [(r.text, r.label) for r in result] == [(r["input"], r["output"]) for r in recs]
+        # texts exactly as written; labels without surrounding whitespace, in Unicode NFC
+        assert [(r.text, r.label) for r in result] == [(r["input"], normalise_label(r["output"])) for r in recs]
+        assert all(r.label == unicodedata.normalize("NFC", r.label).strip() for r in result)
 
 
 def test_duplicate_keys_are_refused_naming_the_key(tmp_path):
@@ -146,7 +149,7 @@ def test_a_raw_folder_changing_during_preprocessing_writes_nothing(project, monk
     monkeypatch.setattr(pre, "read_raw_file", original)
     listed = pre.list_raw_files(project / "data/raw")
     monkeypatch.setattr(pre, "list_raw_files", lambda raw_dir: [*listed, raw_dir / "part-gone.json"])
-    with pytest.raises(PipelineError, match=r"part-gone.json: cannot read \(No such file or directory\)"):
+    with pytest.raises(PipelineError, match=r"part-gone.json: disappeared while data/raw was read"):
         pre.preprocess(cfg)
 
 

@@ -184,7 +184,7 @@ def test_a_sweep_job_started_again_in_its_folder_resumes(project, tiny_cache):
 
     finished = {j: (sweep / j / "metrics.json").stat().st_mtime_ns for j in ("0", "1")}
     third = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
-    assert third.returncode == 0 and third.stdout.count("had finished; keeping its results") == 2
+    assert third.returncode == 0 and third.stdout.count("had finished with the same config; keeping its results") == 2
     assert {j: (sweep / j / "metrics.json").stat().st_mtime_ns for j in ("0", "1")} == finished
 
 

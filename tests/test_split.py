@@ -1,3 +1,4 @@
+import re
 from collections import Counter
 
 import numpy as np
@@ -39,16 +40,61 @@ def test_split_by_files_keeps_the_parts_own_split():
     from finetune_pipeline.data.split import split_by_files
 
     files = ["part-1-train.json", "part-3-test.json", "part-2-validation.json", "part-1-train.json", "dev.jsonl"]
-    train, val, test = split_by_files(files)
+    train, val, test = split_by_files(files, [0, 0, 0, 0, 0], {0: "a"})
     assert train.tolist() == [0, 3] and val.tolist() == [2, 4] and test.tolist() == [1]
+
+
+@pytest.mark.parametrize("name, split", [
+    ("news.train.jsonl", "train"), ("train_intervals.json", "train"), ("part-1_DEV.JSON", "val"),
+    ("valid.jsonl", "val"), ("my test set.json", "test"), ("training-2024.json", "train"),
+])
+def test_split_words_are_whole_words_of_the_name(name, split):
+    from finetune_pipeline.data.split import split_of_file
+
+    assert split_of_file(name) == split
+
+
+@pytest.mark.parametrize("name, message", [
+    ("latest.json", "latest.json has no split word"),  # "test" inside a word does not count
+    ("intervals.json", "intervals.json has no split word"),  # nor "val"
+    ("contest_devices.json", "has no split word"),
+    ("train_test.json", "train_test.json names several splits (train, test)"),
+])
+def test_names_without_exactly_one_split_word_are_refused(name, message):
+    from finetune_pipeline.data.split import split_of_file
+
+    with pytest.raises(PipelineError, match=re.escape(message)):
+        split_of_file(name)
 
 
 @pytest.mark.parametrize("files, message", [
     (["train.json", "test.json"], "no raw file for the val split"),
-    (["train.json", "val.json", "extra.json"], "cannot tell which split extra.json belongs to"),
+    (["train.json", "val.json", "extra.json"], "extra.json has no split word"),
 ])
 def test_split_by_files_errors_name_the_files(files, message):
     from finetune_pipeline.data.split import split_by_files
 
     with pytest.raises(PipelineError, match=message):
-        split_by_files(files)
+        split_by_files(files, [0] * len(files), {0: "a"})
+
+
+def test_split_by_files_refuses_a_class_missing_from_a_split():
+    from finetune_pipeline.data.split import split_by_files
+
+    files = ["train.json", "train.json", "val.json", "val.json", "test.json"]
+    with pytest.raises(PipelineError, match=r"the test files have no record of 'Sport \(b\)'"):
+        split_by_files(files, [0, 1, 0, 1, 0], {0: "Economy (a)", 1: "Sport (b)"})
+
+
+@pytest.mark.parametrize("rare, seed", [(3, 0), (3, 7), (4, 1), (5, 42)])
+def test_a_rare_class_is_validated_and_tested(rare, seed):
+    """1000 records of one class, 3 of another: a plain stratified split puts all 3 into train."""
+    labels = [0] * 1000 + [1] * rare
+    train, val, test = stratified_split(labels, 0.8, 0.1, seed=seed, names=NAMES)
+    y = np.asarray(labels)
+    for part in (train, val, test):
+        assert set(y[part].tolist()) == {0, 1}
+    assert sorted([*train, *val, *test]) == list(range(len(labels)))  # a partition: nothing lost or doubled
+    assert (y[train] == 1).sum() == rare - 2
+    again = stratified_split(labels, 0.8, 0.1, seed=seed, names=NAMES)
+    assert all(np.array_equal(a, b) for a, b in zip((train, val, test), again))  # fixed by the seed

@@ -5,8 +5,9 @@
 - ``resume=<run folder>`` continues that run with its stored config;
 - in a sweep a failed job is recorded in its folder (failed.json) and returns NaN, so the sweep
   goes on; a stopped job stops the sweep; a job started again in its folder (SLURM requeue, the
-  sweep re-run with the same ``hydra.sweep.dir``) resumes from its state or, had it finished,
-  keeps its results.
+  sweep re-run with the same ``hydra.sweep.dir``) resumes from its state, keeps its results or
+  retries a failed attempt -- only when its stored resolved config equals the new one; otherwise
+  the sweep is refused with one line naming the job and the differing keys.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from finetune_pipeline.artifacts.run_folder import (CONFIG_DIR, METRICS_FILE, STATE_FILE, claim, config_differences,
+                                                   contents, write_config_record)
 from finetune_pipeline.config.load import stored_config, to_config
+from finetune_pipeline.config.schema import Config
 from finetune_pipeline.distributed import Dist
-from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.sweep.jobs import FAILURE_FILE, read_job, record_failure
+from finetune_pipeline.errors import PipelineError, RunFolderRefused
+from finetune_pipeline.sweep.jobs import read_job, record_failure
 from finetune_pipeline.train import train
-from finetune_pipeline.training.interrupt import Interrupted
-from finetune_pipeline.training.state import STATE_FILE
+from finetune_pipeline.training.interrupt import Interrupted, Stopped, raise_on_signals
 
 log = logging.getLogger("train")
 
@@ -37,32 +40,82 @@ def run(cfg: DictConfig, dist: Dist, script: str) -> float:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     if not dist.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 logs for everyone
+    overrides = list(hydra_cfg.overrides.task)
+
+    def record(folder: Path) -> None:
+        write_config_record(folder, cfg, HydraConfig.instance().cfg, overrides)
+
     try:
-        config = stored_config(run_dir, hydra_cfg.overrides.task) if cfg.resume else to_config(cfg)
-        has_state = (run_dir / STATE_FILE).is_file()
-        if in_sweep and (run_dir / "metrics.json").is_file() and not has_state:
-            log.info("job %s had finished; keeping its results", _shown(run_dir))
+        with raise_on_signals():
+            return _run(cfg, dist, run_dir, in_sweep, overrides, record)
+    except Stopped as e:  # outside the training loop: preprocessing, encoding, testing, writing artifacts
+        if dist.is_main:
+            log.warning("%s; %s", e, _after_stop(run_dir, in_sweep, hydra_cfg, dist, script))
+        sys.exit(e.exit_code)
+
+
+def _run(cfg: DictConfig, dist: Dist, run_dir: Path, in_sweep: bool, overrides: list[str], record) -> float:
+    hydra_cfg = HydraConfig.get()
+    script = sys.argv[0]
+    try:
+        if cfg.resume is not None:
+            config, mode = stored_config(run_dir, overrides), "resume"
+        else:
+            try:
+                config = to_config(cfg)
+            except PipelineError as e:
+                if in_sweep and not contents(run_dir):  # record the failed job in its (new) folder
+                    with claim(run_dir):
+                        record(run_dir)
+                        record_failure(run_dir, e)
+                raise
+            mode = sweep_job_mode(run_dir, config) if in_sweep else "new"
+        if mode == "keep":
+            log.info("job %s had finished with the same config; keeping its results", _shown(run_dir))
             return read_job(run_dir).best_value
-        metrics = train(config, run_dir, resume=bool(cfg.resume) or (in_sweep and has_state), dist=dist)
+        metrics = train(config, run_dir, resume=mode == "resume", dist=dist,
+                        record=None if mode == "resume" else record, retry_failed=mode == "retry")
     except Exception as e:
-        if in_sweep:
-            record_failure(run_dir, e)
-            if isinstance(e, Interrupted):  # stop the sweep too; its jobs resume from their folders
-                log.warning("sweep stopped; to continue it, run the same command with hydra.sweep.dir=%s",
-                            _shown(Path(hydra_cfg.sweep.dir)))
-                sys.exit(e.exit_code)
-            return float("nan")
-        if isinstance(e, Interrupted):
-            if dist.is_main:
-                launcher = "torchrun ... " if dist.enabled else "python "
-                log.warning("%s; resume with:\n  %s%s resume=%s", e, launcher, script, _shown(run_dir))
+        if isinstance(e, Interrupted):  # in a sweep this stops the sweep; its jobs resume from their folders
+            if in_sweep or dist.is_main:
+                log.warning("%s; %s", e, _after_stop(run_dir, in_sweep, hydra_cfg, dist, script))
             sys.exit(e.exit_code)
-        if isinstance(e, PipelineError):
-            log.error("%s", e)
-            sys.exit(1)
-        raise
-    (run_dir / FAILURE_FILE).unlink(missing_ok=True)  # an earlier, interrupted attempt of this job
+        if not isinstance(e, PipelineError):
+            raise
+        log.error("%s", e)
+        if in_sweep and not isinstance(e, RunFolderRefused):
+            return float("nan")  # recorded in the job's failed.json; the sweep goes on
+        sys.exit(1)
     return metrics[f"best/val/{config.training.best_metric.value}"]
+
+
+def _after_stop(run_dir: Path, in_sweep: bool, hydra_cfg, dist: Dist, script: str) -> str:
+    """What a stopped run kept, and the command that goes on from there."""
+    if in_sweep:
+        return f"sweep stopped; to continue it, run the same command with hydra.sweep.dir={_shown(Path(hydra_cfg.sweep.dir))}"
+    if (run_dir / STATE_FILE).is_file():
+        launcher = "torchrun ... " if dist.enabled else "python "
+        return f"resume with:\n  {launcher}{script} resume={_shown(run_dir)}"
+    return (f"no training state was saved yet, so nothing to resume: {_shown(run_dir)} keeps what was written so far "
+            "(the preprocessed data and the feature cache hold only complete files); run the command again")
+
+
+def sweep_job_mode(run_dir: Path, config: Config) -> str:
+    """What a sweep job does with its folder: ``new``, ``resume`` (stopped), ``keep`` (finished) or
+    ``retry`` (failed) -- the last three only when the stored resolved config equals ``config``."""
+    held = contents(run_dir)
+    if not held:
+        return "new"
+    if CONFIG_DIR not in held:
+        raise RunFolderRefused(f"{run_dir}: holds files but no .hydra/ record, so it is no job of a sweep; "
+                               "choose another hydra.sweep.dir")
+    differences = config_differences(stored_config(run_dir), config)
+    if differences:
+        raise RunFolderRefused(f"job {run_dir} was run with another config ({'; '.join(differences[:5])}); its "
+                               "results belong to that config: choose another hydra.sweep.dir or leave it unset")
+    if (run_dir / STATE_FILE).is_file():
+        return "resume"
+    return "keep" if (run_dir / METRICS_FILE).is_file() else "retry"
 
 
 def _shown(path: Path) -> str:

@@ -6,14 +6,15 @@
 predict writes one JSON object per text (text, label, symbol, score, top_k) to --output (JSON Lines,
 or a JSON array for a .json name) or to stdout; evaluate writes report.json, confusion_matrix.json,
 confusion_matrix.png and predictions.jsonl into RUN_DIR/evaluation/<name>/. Bad input: one line
-on stderr, exit status 1, nothing written.
+on stderr, exit status 1 (2 for a bad command line), nothing written. SIGINT/SIGTERM: one line,
+exit 130/143, nothing half-written.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -23,26 +24,37 @@ from finetune_pipeline.errors import PipelineError
 
 log = logging.getLogger("finetune_pipeline.cli")
 
+LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"
+TRAINING_REPORT = "test"  # evaluation/test/ is written by train.py for the test split; never by evaluate
+
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from transformers.utils import logging as hf_logging
+    from finetune_pipeline.training.interrupt import Stopped, raise_on_signals
 
-    hf_logging.disable_progress_bar()  # no weight-loading bars around the output
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stderr)
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt="%H:%M:%S", stream=sys.stderr)
     try:
-        args.command(args)
+        with raise_on_signals():
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # no weight-loading bars around the output
+            args.command(args)
     except PipelineError as e:
         log.error("%s", e)
         return 1
+    except Stopped as e:
+        log.error("%s; nothing was written (outputs are replaced whole or not at all)", e)
+        return e.exit_code
     return 0
 
 
 def predict(args: argparse.Namespace) -> None:
+    from finetune_pipeline.artifacts.atomic import to_json
     from finetune_pipeline.evaluation.report import prediction_rows
     from finetune_pipeline.inference.inputs import read_texts, write_rows
 
+    if args.output is not None:
+        check_output_path(args.output, args.input, args.run_dir)
     texts = read_texts(args.input)  # before loading the model: a bad file fails in a second
     clf = _load(args)
     rows = prediction_rows(texts, clf.probabilities(texts), clf.symbols, clf.labels, top_k=args.top_k)
@@ -51,13 +63,17 @@ def predict(args: argparse.Namespace) -> None:
         log.info("%d predictions -> %s", len(rows), args.output)
     else:
         for row in rows:
-            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+            sys.stdout.write(to_json(row) + "\n")
 
 
 def evaluate(args: argparse.Namespace) -> None:
     from finetune_pipeline.evaluation.report import write_evaluation
     from finetune_pipeline.inference.inputs import read_labelled
 
+    name = report_name(args.name if args.name is not None else args.input.stem, given=args.name is not None)
+    folder = args.run_dir / "evaluation" / name
+    if folder.exists() and not args.overwrite:
+        raise PipelineError(f"{folder}: a report of that name exists; pass --overwrite to replace it, or --name NAME")
     texts, labels, where = read_labelled(args.input)
     clf = _load(args)
     known = {label: i for i, label in enumerate(clf.labels)}
@@ -66,10 +82,43 @@ def evaluate(args: argparse.Namespace) -> None:
             shown = ", ".join(repr(k) for k in clf.labels[:10]) + (" ..." if len(known) > 10 else "")
             raise PipelineError(f"{args.input}: {at}: label {label!r} is not one of the run's classes ({shown})")
     y_true = np.asarray([known[label] for label in labels])
-    folder = args.run_dir / "evaluation" / (args.name or args.input.stem)
     report = write_evaluation(folder, texts, y_true, clf.probabilities(texts), clf.symbols, clf.labels)
     log.info("%d texts: accuracy %.4f, macro-F1 %.4f, weighted F1 %.4f -> %s", report["texts"], report["accuracy"],
              report["macro_f1"], report["weighted_f1"], folder)
+
+
+def report_name(name: str, given: bool) -> str:
+    """A report folder name: one plain path component, not the training run's own report."""
+    source = "--name" if given else "the input file's name (pass --name)"
+    if not name or name.strip() != name or name in (".", "..") or name.startswith(".") or "\0" in name:
+        raise PipelineError(f"report name {name!r} from {source} is not usable: it must be a plain, visible name")
+    if "/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name):
+        raise PipelineError(f"report name {name!r} from {source} contains a path separator; "
+                            "it names a folder under RUN_DIR/evaluation/")
+    if name.casefold() == TRAINING_REPORT:
+        raise PipelineError(f"report name {name!r} from {source} is reserved for the training run's test report "
+                            "(evaluation/test/); choose another --name")
+    return name
+
+
+def check_output_path(output: Path, input_path: Path, run_dir: Path) -> None:
+    """--output must not be the input (any spelling, links included), a folder, or a run artifact."""
+    if output.is_dir():
+        raise PipelineError(f"--output {output}: is a folder; name a file")
+    if _same_file(output, input_path):
+        raise PipelineError(f"--output {output} is the input file {input_path}; writing would destroy the input")
+    run = run_dir.resolve()
+    target = output.resolve()
+    if target.exists() and (target == run or run in target.parents):
+        raise PipelineError(f"--output {output}: would overwrite {target.relative_to(run)} in the run folder; "
+                            "write predictions elsewhere")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
 
 
 def _load(args: argparse.Namespace):
@@ -79,9 +128,26 @@ def _load(args: argparse.Namespace):
                                args.batch_size)
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Command-line errors in one line (argparse prints the usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="finetune-pipeline", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(required=True, metavar="{predict,evaluate}")
+    parser = OneLineParser(prog="finetune-pipeline", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(required=True, metavar="{predict,evaluate}", parser_class=OneLineParser)
     for name, func, help_text, input_help in (
         ("predict", predict, "classify texts with a trained run",
          "texts: .json (array of strings or {\"input\"} objects), .jsonl, or plain text (one per line)"),
@@ -94,14 +160,17 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--input", type=Path, required=True, metavar="FILE", help=input_help)
         if name == "predict":
             sub.add_argument("--output", type=Path, metavar="FILE", help="JSON Lines (or .json array); default stdout")
-            sub.add_argument("--top-k", type=int, default=5, help="classes listed per text (default 5)")
+            sub.add_argument("--top-k", type=positive_int, default=5, help="classes listed per text (default 5)")
         else:
-            sub.add_argument("--name", help="report folder name under RUN_DIR/evaluation/ (default: the file's stem)")
-        sub.add_argument("--checkpoint", default="best_model.pt", help="best_model.pt (default) or final_model.pt")
+            sub.add_argument("--name", help="report folder name under RUN_DIR/evaluation/ (default: the file's stem; "
+                                            "'test' is the training run's own report)")
+            sub.add_argument("--overwrite", action="store_true", help="replace an existing report of that name")
+        sub.add_argument("--checkpoint", default="best_model.pt", choices=["best_model.pt", "final_model.pt"],
+                         help="best_model.pt (default) or final_model.pt")
         sub.add_argument("--backbone", type=Path, help="encoder folder, if it moved since training")
         sub.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
         sub.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-        sub.add_argument("--batch-size", type=int, default=64)
+        sub.add_argument("--batch-size", type=positive_int, default=64, help="texts per batch (default 64)")
     return parser
 
 

@@ -3,3 +3,7 @@
 
 class PipelineError(Exception):
     """Bad input or configuration. ``train.py`` prints it on one line and exits with code 1."""
+
+
+class RunFolderRefused(PipelineError):
+    """The run folder is another run's, or another process holds it: nothing was written into it."""

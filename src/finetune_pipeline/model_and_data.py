@@ -12,6 +12,7 @@ import gc
 import logging
 import random
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ class Setup:
     hashes_before: dict[str, str]
     encoder_parameters: int
     how: str  # when the freeze proof's hashes are taken
-    hashes_after: dict[str, str] | None = None  # known at setup on the cached path
+    hashes_after: Callable[[], dict[str, str]] | None = None  # cached path: taken when called
     head_only_checkpoints: bool = False  # frozen runs: the encoder is the base model's, known by its hash
     base_encoder_state: dict | None = None  # cached path with full checkpoints: the encoder's weights
     info: dict = field(default_factory=dict)

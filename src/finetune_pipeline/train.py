@@ -8,8 +8,10 @@ The root ``train.py`` is a thin Hydra wrapper around this function; tests call i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from typing import Callable
 from pathlib import Path
 
 import torch
@@ -17,6 +19,8 @@ from transformers.utils import logging as hf_logging
 
 from finetune_pipeline.artifacts.atomic import atomic_dir, save_torch, write_json
 from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, restore_weights, save_checkpoint
+from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, claim, is_failed_attempt, require_empty,
+                                                   require_stopped_run)
 from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256, module_hashes
 from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_backbone
 from finetune_pipeline.config.schema import Config, SplitMode
@@ -28,6 +32,7 @@ from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.report import write_evaluation
 from finetune_pipeline.model_and_data import Setup, checkpoint_state, setup_model_and_data
 from finetune_pipeline.training.evaluate import gather, per_class_report, predict, scores
+from finetune_pipeline.sweep.jobs import record_failure
 from finetune_pipeline.training.interrupt import Interrupted
 from finetune_pipeline.training.loop import fit
 from finetune_pipeline.training.loss import class_weights, training_loss
@@ -42,37 +47,48 @@ log = logging.getLogger(__name__)
 LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE) -> dict[str, float]:
+def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
+          record: Callable[[Path], None] | None = None, retry_failed: bool = False) -> dict[str, float]:
     """Train one classifier; every artifact goes to ``run_dir``. Returns the headline metrics.
 
-    ``resume=True`` continues the run in ``run_dir`` from its ``train_state.pt``. Under torchrun
+    The folder must be empty, or with ``resume=True`` hold a stopped run (its ``train_state.pt``),
+    or with ``retry_failed=True`` (a sweep job started again) hold a failed attempt; one process
+    writes to it at a time. ``record(run_dir)`` writes the config record (``.hydra/``) once the
+    folder is held. A run that fails leaves ``failed.json`` with its one-line error. Under torchrun
     (``dist``) every rank calls this with the same folder; only rank 0 writes to it.
     """
-    if dist.is_main:
-        _check_writable(run_dir)
-    hf_logging.disable_progress_bar()  # weight-loading bars would drown the step log
-    handler = _log_to_file(run_dir / "train.log") if dist.is_main else None
-    try:
-        log.info("%s: %s%s", "resuming run folder" if resume else "run folder", run_dir,
-                 f" ({dist.world_size} processes, DistributedDataParallel)" if dist.enabled else "")
-        return _train(cfg, run_dir, resume, dist)
-    except Interrupted:
-        raise
-    except Exception:
-        log.error("run failed; its log and any artifacts written so far are in %s", run_dir)
-        raise
-    finally:
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+    with claim(run_dir) if dist.is_main else contextlib.nullcontext():
+        if dist.is_main:
+            if resume:
+                require_stopped_run(run_dir)
+            elif not (retry_failed and is_failed_attempt(run_dir)):
+                require_empty(run_dir)
+            if record is not None:
+                record(run_dir)
+        hf_logging.disable_progress_bar()  # weight-loading bars would drown the step log
+        handler = _log_to_file(run_dir / "train.log") if dist.is_main else None
+        try:
+            log.info("%s: %s%s", "resuming run folder" if resume else "run folder", run_dir,
+                     f" ({dist.world_size} processes, DistributedDataParallel)" if dist.enabled else "")
+            summary = _train(cfg, run_dir, resume, dist)
+        except BaseException as e:
+            if dist.is_main:
+                record_failure(run_dir, e)
+            if not isinstance(e, Interrupted):
+                log.error("run failed; its log and any artifacts written so far are in %s", run_dir)
+            raise
+        finally:
+            if handler is not None:
+                logging.getLogger().removeHandler(handler)
+                handler.close()
+        if dist.is_main:
+            (run_dir / FAILURE_FILE).unlink(missing_ok=True)  # an earlier attempt's record
+        return summary
 
 
 def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, float]:
     started = time.perf_counter()
     state_path = run_dir / STATE_FILE
-    if resume and not state_path.is_file():
-        finished = " (the run finished: metrics.json is there)" if (run_dir / "metrics.json").is_file() else ""
-        raise PipelineError(f"{run_dir}: no {STATE_FILE} to resume from{finished}")
     dataset, classes, labels, split = _setup_data(cfg, dist)
     backbone = _main_first(dist, lambda: locate_backbone(cfg.backbone, cfg.data.max_length, dataset.texts,
                                                          dataset.fingerprint))
@@ -158,7 +174,7 @@ def _setup_data(cfg: Config, dist: Dist):
         raise PipelineError(f"{cfg.data.raw_dir}: every record has the label {classes.labels[0]!r}; "
                             "a classifier needs at least 2 classes")
     if cfg.data.split == SplitMode.files:
-        split = split_by_files(dataset.files)
+        split = split_by_files(dataset.files, labels, classes.display_names())
     else:
         split = stratified_split(labels, cfg.data.train_ratio, cfg.data.val_ratio, cfg.data.seed, classes.display_names())
     log.info("data: %d records, %d classes; %s split train/val/test = %d/%d/%d",
@@ -217,7 +233,7 @@ def _resume_from(state_path: Path, trainer: Trainer, data_id: dict, cfg: Config,
 
 
 def _write_freeze_proof(run_dir: Path, cfg: Config, setup: Setup, backbone: Backbone) -> None:
-    after = setup.hashes_after or module_hashes(setup.model.encoder)
+    after = setup.hashes_after() if setup.hashes_after else module_hashes(setup.model.encoder)
     proof = build_freeze_proof(setup.hashes_before, after, cfg.training.freeze_backbone, setup.model,
                                str(backbone.folder), setup.encoder_parameters, setup.how)
     write_json(run_dir / "freeze_proof.json", proof)
@@ -230,17 +246,6 @@ def _main_first(dist: Dist, build):
     result = build() if dist.is_main else None
     dist.barrier()
     return result if dist.is_main else build()
-
-
-def _check_writable(run_dir: Path) -> None:
-    """Fail before any work when the run folder cannot be created or written."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise PipelineError(f"{run_dir}: output folder is not writable ({e.strerror or e})") from None
 
 
 def _log_to_file(path: Path) -> logging.Handler:

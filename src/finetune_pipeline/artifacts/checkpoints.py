@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 import torch
-from transformers import AutoModel
 
 from finetune_pipeline.artifacts.atomic import save_torch
 from finetune_pipeline.artifacts.freeze_proof import combined_sha256, module_hashes
+from finetune_pipeline.backbone.load import read_encoder
 from finetune_pipeline.config.schema import Pooling
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.model.classifier import TextClassifier, build_head
@@ -49,7 +49,8 @@ def load_checkpoint(path: Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle or zip errors of a truncated or foreign file
         raise PipelineError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") not in KINDS or "state_dict" not in ckpt:
+    if (not isinstance(ckpt, dict) or ckpt.get("kind") not in KINDS or not isinstance(ckpt.get("state_dict"), dict)
+            or not isinstance(ckpt.get("backbone"), dict) or "sha256" not in ckpt["backbone"]):
         raise PipelineError(f"{path}: not a finetune-pipeline checkpoint (no kind/state_dict)")
     return ckpt
 
@@ -75,15 +76,19 @@ def load_classifier(path: Path, backbone_folder: Path | None = None) -> TextClas
     folder = Path(backbone_folder or ckpt["backbone"]["path"])
     if not (folder / "config.json").is_file():
         raise PipelineError(f"{path}: its backbone folder {folder} is missing; pass the folder that holds it")
-    encoder = AutoModel.from_pretrained(folder).float()
+    encoder = read_encoder(folder)
     state = ckpt["state_dict"]
     if ckpt["kind"] == "head_only":
         verify_backbone(ckpt, path, combined_sha256(module_hashes(encoder)), folder)
-    hidden_dim, in_dim = state["head.1.weight"].shape  # Linear(in_dim, hidden_dim)
-    classes = state["head.4.weight"].shape[0]
-    model = TextClassifier(encoder, build_head(in_dim, hidden_dim, classes, dropout=0.0), Pooling(ckpt["pooling"]),
-                           frozen=True)
-    restore_weights(model, state)
+    try:
+        hidden_dim, in_dim = state["head.1.weight"].shape  # Linear(in_dim, hidden_dim)
+        classes = state["head.4.weight"].shape[0]
+        pooling = Pooling(ckpt["pooling"])
+        model = TextClassifier(encoder, build_head(in_dim, hidden_dim, classes, dropout=0.0), pooling, frozen=True)
+        restore_weights(model, state)
+    except (KeyError, ValueError, RuntimeError, AttributeError) as e:  # tensors of other shapes or names
+        raise PipelineError(f"{path}: its weights do not fit a classifier over {folder} "
+                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     return model.eval()
 
 

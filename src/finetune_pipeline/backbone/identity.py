@@ -1,14 +1,18 @@
 """The backbone's identity: the freeze proof's SHA-256 of its weights, remembered per weight files.
 
 Hashing mmBERT-base's 1.2 GB of tensors takes seconds and needs the model loaded. The result is
-remembered in ``<cache_dir>/backbone_sha256.json`` together with the size and modification time of
-the folder's weight files (as git's index does), so a later frozen run whose features are cached
-never loads the encoder at all. Any change to the files invalidates the entry.
+remembered in ``<cache_dir>/backbone_sha256.json`` together with the size, modification time and
+SHA-256 of the bytes of the folder's weight and config files. A later frozen run whose features are
+cached does not load the encoder: it re-hashes the files' bytes (about a second per GB) and uses
+the remembered tensor hashes only when they are byte-identical, at the start and again at the end
+of the run. Any change invalidates the entry; a corrupt memo file is rebuilt with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from pathlib import Path
 
 from filelock import FileLock
@@ -16,30 +20,74 @@ from filelock import FileLock
 from finetune_pipeline.artifacts.atomic import write_json
 from finetune_pipeline.backbone.load import WEIGHT_FILES
 
+log = logging.getLogger(__name__)
+
 MEMO_NAME = "backbone_sha256.json"
 
 
+def weight_files(folder: Path) -> list[str]:
+    return [n for n in (*WEIGHT_FILES, "config.json") if (folder / n).is_file()]
+
+
+def files_sha256(folder: Path) -> dict[str, str]:
+    """SHA-256 of the bytes of the folder's weight and config files (index files name the shards)."""
+    names = weight_files(folder)
+    for index in (n for n in names if n.endswith(".index.json")):
+        try:
+            shards = json.loads((folder / index).read_text(encoding="utf-8"))["weight_map"].values()
+            names += sorted({s for s in shards if (folder / s).is_file()})
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass  # an unreadable index: its own bytes are hashed, loading it will fail loudly
+    return {name: _file_sha256(folder / name) for name in names}
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _files_stat(folder: Path) -> dict[str, list[int]]:
-    names = [n for n in (*WEIGHT_FILES, "config.json") if (folder / n).is_file()]
-    return {n: [(folder / n).stat().st_size, (folder / n).stat().st_mtime_ns] for n in names}
+    return {n: [(folder / n).stat().st_size, (folder / n).stat().st_mtime_ns] for n in weight_files(folder)}
 
 
-def remembered_hashes(folder: Path, cache_dir: Path) -> tuple[dict[str, str], int] | None:
-    """(tensor name -> SHA-256, parameter count) recorded for these exact weight files, or None."""
-    memo = cache_dir / MEMO_NAME
+def _read_memo(memo: Path) -> dict:
     if not memo.is_file():
+        return {}
+    try:
+        entries = json.loads(memo.read_text(encoding="utf-8"))
+        if not isinstance(entries, dict):
+            raise ValueError("not a JSON object")
+        return entries
+    except (OSError, ValueError) as e:
+        log.warning("%s is corrupt (%s); rebuilding it", memo, e)
+        return {}
+
+
+def remembered_hashes(folder: Path, cache_dir: Path) -> tuple[dict[str, str], int, dict[str, str]] | None:
+    """(tensor name -> SHA-256, parameter count, file name -> SHA-256) recorded for these exact weight
+    files, verified by hashing their bytes now; None when unknown or changed."""
+    entry = _read_memo(cache_dir / MEMO_NAME).get(str(folder.resolve()))
+    try:
+        if not entry or entry["files"] != _files_stat(folder):
+            return None
+        tensors, parameters, files = entry["tensor_sha256"], int(entry["parameters"]), entry["file_sha256"]
+    except (KeyError, TypeError, ValueError):
+        log.warning("%s: its entry for %s is incomplete; hashing the encoder again", cache_dir / MEMO_NAME, folder)
         return None
-    entry = json.loads(memo.read_text(encoding="utf-8")).get(str(folder.resolve()))
-    if not entry or entry["files"] != _files_stat(folder):
+    if files_sha256(folder) != files:
+        log.warning("%s: weight files changed without a new modification time; hashing the encoder again", folder)
         return None
-    return entry["tensor_sha256"], entry["parameters"]
+    return tensors, parameters, files
 
 
 def remember_hashes(folder: Path, cache_dir: Path, tensor_hashes: dict[str, str], parameters: int) -> None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     memo = cache_dir / MEMO_NAME
     with FileLock(str(memo) + ".lock"):
-        entries = json.loads(memo.read_text(encoding="utf-8")) if memo.is_file() else {}
-        entries[str(folder.resolve())] = {"files": _files_stat(folder), "tensor_sha256": tensor_hashes,
-                                        "parameters": parameters}
+        entries = _read_memo(memo)
+        entries[str(folder.resolve())] = {"files": _files_stat(folder), "file_sha256": files_sha256(folder),
+                                        "tensor_sha256": tensor_hashes, "parameters": parameters}
         write_json(memo, entries)

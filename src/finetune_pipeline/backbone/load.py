@@ -19,6 +19,9 @@ from finetune_pipeline.paths import resolve_path
 
 log = logging.getLogger(__name__)
 
+HARMLESS_MISSING = ("pooler.",)  # BERT's pooler: the classifier pools token states itself
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "merges.txt", "vocab.json", "tokenizer.model", "sentencepiece.bpe.model", "spiece.model")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -33,18 +36,39 @@ def locate_backbone(cfg: BackboneConfig, max_length: int, texts: list[str], data
     """The backbone folder with its config read and checked; no weights loaded yet."""
     if cfg.source == BackboneSource.tiny:
         folder = tiny_backbone_folder(resolve_path(cfg.path), cfg.tiny, texts, data_fingerprint)
-        return Backbone(folder, AutoConfig.from_pretrained(folder), pretrained=False)
+        return Backbone(folder, read_config(folder, False), pretrained=False)
     folder = resolve_path(cfg.path)
     if not _has_weights(folder):
         _download(cfg, folder)
-    hf_config = AutoConfig.from_pretrained(folder, trust_remote_code=cfg.trust_remote_code)
+    hf_config = read_config(folder, cfg.trust_remote_code)
     _check_shape(cfg, hf_config, folder, max_length)
     # stand-ins built by bench/make_standin.py carry this marker: say so instead of "pretrained"
     return Backbone(folder, hf_config, pretrained=not (folder / NOT_PRETRAINED_MARKER).is_file())
 
 
+def read_config(folder: Path, trust_remote_code: bool) -> PretrainedConfig:
+    """``config.json`` read by transformers, or one line naming what is wrong with it."""
+    try:
+        return AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except Exception as e:  # broken JSON, unknown model_type, code that may not run
+        raise PipelineError(f"{folder}/config.json: not a usable model config ({_first_line(e)})") from None
+
+
 def load_tokenizer(backbone: Backbone, cfg: BackboneConfig) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(backbone.folder, trust_remote_code=cfg.trust_remote_code)
+    return check_tokenizer(read_tokenizer(backbone.folder, cfg.trust_remote_code), backbone)
+
+
+def read_tokenizer(folder: Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise PipelineError(f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); copy the "
+                            "tokenizer that belongs to the model into the folder")
+    try:
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except Exception as e:  # corrupt tokenizer.json, a missing vocab file it refers to
+        raise PipelineError(f"{folder}: cannot load the tokenizer ({_first_line(e)})") from None
+
+
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase, backbone: Backbone) -> PreTrainedTokenizerBase:
     vocab = backbone.config.vocab_size
     if len(tokenizer) > vocab:
         raise PipelineError(
@@ -57,8 +81,7 @@ def load_tokenizer(backbone: Backbone, cfg: BackboneConfig) -> PreTrainedTokeniz
 
 
 def load_encoder(backbone: Backbone, cfg: BackboneConfig) -> PreTrainedModel:
-    # fp32 master weights whatever the checkpoint's dtype; autocast handles lower precision
-    encoder = AutoModel.from_pretrained(backbone.folder, trust_remote_code=cfg.trust_remote_code).float()
+    encoder = read_encoder(backbone.folder, cfg.trust_remote_code)
     n_params = sum(p.numel() for p in encoder.parameters())
     log.info(
         "backbone %s: %s, %.1fM parameters, hidden %d, from %s",
@@ -66,6 +89,40 @@ def load_encoder(backbone: Backbone, cfg: BackboneConfig) -> PreTrainedModel:
         n_params / 1e6, backbone.config.hidden_size, backbone.folder,
     )
     return encoder
+
+
+def read_encoder(folder: Path, trust_remote_code: bool = False) -> PreTrainedModel:
+    """The encoder with every one of its weights read from the folder (fp32 master weights whatever
+    the checkpoint's dtype; autocast handles lower precision).
+
+    Weights that do not load into the declared architecture would be left random and the run would
+    train a random encoder called pretrained: refused, with the counts. Tolerated: a task head in
+    the checkpoint the encoder does not have (``head.*``, ``cls.*``: unexpected), and the unused
+    pooler or position-id buffers (missing).
+    """
+    try:
+        encoder, info = AutoModel.from_pretrained(folder, trust_remote_code=trust_remote_code,
+                                                  output_loading_info=True)
+    except Exception as e:  # shape mismatches, truncated safetensors, unknown architectures
+        raise PipelineError(f"{folder}: cannot load the encoder's weights ({_first_line(e)})") from None
+    own_modules = {k.split(".", 1)[0] for k in encoder.state_dict()}
+    missing = [k for k in info["missing_keys"] if not k.startswith(HARMLESS_MISSING) and not k.endswith("position_ids")]
+    unexpected = [k for k in info["unexpected_keys"] if k.split(".", 1)[0] in own_modules]
+    mismatched = list(info.get("mismatched_keys", []))
+    if missing or unexpected or mismatched:
+        shown = (missing + unexpected + [str(m[0]) if isinstance(m, tuple) else str(m) for m in mismatched])[:3]
+        raise PipelineError(
+            f"{folder}: its weights do not fit the architecture in config.json ({type(encoder).__name__}): "
+            f"{len(missing)} of {len(encoder.state_dict())} tensors missing, {len(unexpected)} unexpected, "
+            f"{len(mismatched)} of another shape (e.g. {', '.join(shown)}); the config and the weights must "
+            "come from the same model"
+        )
+    return encoder.float()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 def _has_weights(folder: Path) -> bool:

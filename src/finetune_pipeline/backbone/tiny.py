@@ -18,6 +18,7 @@ from transformers import AutoModel, ModernBertConfig
 from finetune_pipeline.artifacts.atomic import atomic_dir
 from finetune_pipeline.backbone.tokenizer import train_tokenizer
 from finetune_pipeline.config.schema import TinyBackboneConfig
+from finetune_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ def tiny_backbone_folder(cache_root: Path, shape: TinyBackboneConfig, texts: lis
     try:
         with atomic_dir(folder) as tmp:
             _build(tmp, shape, texts)
+    except (ValueError, RuntimeError, AssertionError) as e:  # shapes the config checks cannot foresee
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PipelineError(f"backbone.tiny: cannot build a ModernBERT of this shape ({reason})") from None
     except OSError:
         if not (folder / "config.json").is_file():  # not a concurrent job that finished first
             raise

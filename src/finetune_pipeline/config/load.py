@@ -6,15 +6,25 @@ backbone's positions) runs in ``backbone.load`` before any weights are read.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import math
 import os
+import typing
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from finetune_pipeline.config.schema import BackboneSource, Config, MixedPrecision
+from finetune_pipeline.artifacts.run_folder import CONFIG_DIR, HOW_KEYS
+
+from finetune_pipeline.config.schema import BackboneSource, Config, MixedPrecision, TinyBackboneConfig
 from finetune_pipeline.distributed import run_started
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.paths import project_root
+
+
+TINY_MIN_VOCAB = 64  # the tokenizer trainer needs room for special tokens and an alphabet
 
 
 def register_resolvers() -> None:
@@ -27,8 +37,6 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("mkdir", _mkdir)
     if not OmegaConf.has_resolver("run_dir"):
         OmegaConf.register_new_resolver("run_dir", _run_dir)
-    if not OmegaConf.has_resolver("config_subdir"):
-        OmegaConf.register_new_resolver("config_subdir", _config_subdir)
     if not OmegaConf.has_resolver("run_time"):
         OmegaConf.register_new_resolver("run_time", lambda pattern: run_started().strftime(pattern))
 
@@ -38,12 +46,6 @@ def _run_dir(resume: str | None, new_dir: str) -> str:
     return str(Path(resume).resolve()) if resume else new_dir
 
 
-def _config_subdir(resume: str | None) -> str | None:
-    """``hydra.output_subdir``: a resumed run keeps the ``.hydra/`` it was started with; under
-    torchrun only rank 0 writes it."""
-    return None if resume or int(os.environ.get("RANK", "0")) > 0 else ".hydra"
-
-
 def _mkdir(path: str) -> str:
     Path(path).mkdir(parents=True, exist_ok=True)
     return path
@@ -51,28 +53,59 @@ def _mkdir(path: str) -> str:
 
 def to_config(cfg: DictConfig) -> Config:
     """The typed config object, after validation; hydra's own ``hydra`` node is left out."""
+    _refuse_unknown_keys(cfg, Config, "")
     typed = Config(**{key: _plain(cfg[key]) for key in Config.__dataclass_fields__})
     validate(typed)
     return typed
 
 
-# how a run goes, not what it computes: these may change when it is resumed (another machine, say)
-RESUME_OVERRIDABLE = ("training.device", "training.num_workers", "training.progress_bar",
-                      "training.log_every_steps", "training.save_every_steps")
+def _refuse_unknown_keys(node: DictConfig, schema: type, prefix: str) -> None:
+    """Keys added with ``+key=value`` that the schema does not have (Hydra lets ``+`` add them)."""
+    fields = typing.get_type_hints(schema)
+    for key in node.keys():
+        if prefix == "" and key == "hydra":
+            continue
+        name = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise PipelineError(f"{name} is not a config key{hint}; keys of {prefix.rstrip('.') or 'the config'}: "
+                                f"{', '.join(fields)}")
+        kind = _dataclass_of(fields[key])
+        value = node._get_node(key)
+        if kind is not None and OmegaConf.is_dict(value):
+            _refuse_unknown_keys(value, kind, f"{name}.")
 
 
-def stored_config(run_dir: Path, overrides: list[str]) -> Config:
-    """The config a run was started with (``<run>/.hydra/config.yaml``), for ``resume=<run>``."""
-    allowed = [o for o in overrides if o.split("=", 1)[0] in RESUME_OVERRIDABLE]
-    others = [o for o in overrides if not o.startswith("resume=") and o not in allowed]
+def _dataclass_of(annotation) -> type | None:
+    """The dataclass in a field's type (``TinyBackboneConfig``, ``Optional[TinyBackboneConfig]``), or None."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def stored_config(run_dir: Path, overrides: list[str] = ()) -> Config:
+    """The config a run was started with (``<run>/.hydra/config.yaml``), for ``resume=<run>``.
+
+    ``overrides``: the command line's; only how-keys (device, workers, logging) may change.
+    """
+    parsed = [o for o in OverridesParser.create().parse_overrides(list(overrides)) if o.key_or_group != "resume"]
+    others = [o.input_line for o in parsed if o.key_or_group not in HOW_KEYS or o.is_delete()]
     if others:
         raise PipelineError(f"resume= continues {run_dir} with its stored config; drop the other overrides {others} "
-                            f"(allowed: {', '.join(RESUME_OVERRIDABLE)})")
-    path = run_dir / ".hydra" / "config.yaml"
+                            f"(allowed: {', '.join(HOW_KEYS)})")
+    path = run_dir / CONFIG_DIR / "config.yaml"
     if not path.is_file():
         raise PipelineError(f"{run_dir}: not a run folder (no .hydra/config.yaml to resume with)")
-    stored = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path), OmegaConf.from_dotlist(allowed))
-    stored.resume = None
+    try:
+        stored = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+        for o in parsed:
+            OmegaConf.update(stored, o.key_or_group, o.value(), merge=False)
+        stored.resume = None
+    except Exception as e:  # broken YAML, a value of the wrong type, a key the schema lacks
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PipelineError(f"{path}: not a valid stored config ({reason})") from None
     return to_config(stored)
 
 
@@ -81,6 +114,7 @@ def _plain(node):
 
 
 def validate(cfg: Config) -> None:
+    _refuse_non_finite(cfg, "")
     d, t, m, b = cfg.data, cfg.training, cfg.model, cfg.backbone
     _check(0 < d.train_ratio < 1, "data.train_ratio", f"must be in (0, 1), got {d.train_ratio}")
     _check(0 < d.val_ratio < 1, "data.val_ratio", f"must be in (0, 1), got {d.val_ratio}")
@@ -110,6 +144,8 @@ def validate(cfg: Config) -> None:
     )
     if b.source == BackboneSource.tiny and b.tiny is None:
         raise PipelineError("backbone.tiny is required when backbone.source=tiny (use backbone=tiny)")
+    if b.source == BackboneSource.tiny:
+        _validate_tiny(b.tiny)
     positions = b.tiny.max_position_embeddings if b.source == BackboneSource.tiny else b.max_position_embeddings
     _check(
         positions is None or d.max_length <= positions,
@@ -117,6 +153,31 @@ def validate(cfg: Config) -> None:
     )
     if cfg.precision.mixed_precision == MixedPrecision.fp16 and t.device == "cpu":
         raise PipelineError("precision.mixed_precision=fp16 needs CUDA; on CPU use precision=bf16 or precision=fp32")
+
+
+def _validate_tiny(tiny: TinyBackboneConfig) -> None:
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "max_position_embeddings"):
+        _check(getattr(tiny, key) >= 1, f"backbone.tiny.{key}", f"must be >= 1, got {getattr(tiny, key)}")
+    _check(tiny.vocab_size >= TINY_MIN_VOCAB, "backbone.tiny.vocab_size",
+           f"must be >= {TINY_MIN_VOCAB} (5 special tokens and the byte-level alphabet), got {tiny.vocab_size}")
+    _check(tiny.hidden_size % tiny.num_attention_heads == 0, "backbone.tiny.hidden_size",
+           f"={tiny.hidden_size} must be divisible by backbone.tiny.num_attention_heads={tiny.num_attention_heads}")
+    head_dim = tiny.hidden_size // tiny.num_attention_heads
+    _check(head_dim % 2 == 0, "backbone.tiny.hidden_size / num_attention_heads",
+           f"= {head_dim} must be even (rotary position embeddings rotate pairs of dimensions)")
+    _check(tiny.local_attention >= 2 and tiny.local_attention % 2 == 0, "backbone.tiny.local_attention",
+           f"must be an even number >= 2 (a window of local_attention/2 tokens each side), got {tiny.local_attention}")
+
+
+def _refuse_non_finite(node, prefix: str) -> None:
+    """NaN or ±inf in any numeric value (``training.learning_rate=inf`` would pass a ``> 0`` check)."""
+    for key in node.__dataclass_fields__:
+        value = getattr(node, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PipelineError(f"{prefix}{key} must be a finite number, got {value}")
+        if dataclasses.is_dataclass(value):
+            _refuse_non_finite(value, f"{prefix}{key}.")
 
 
 def _check(ok: bool, key: str, message: str) -> None:

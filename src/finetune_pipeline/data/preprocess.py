@@ -53,8 +53,10 @@ def _read_all(files: list[Path]) -> dict[str, bytes]:
     for path in files:
         try:
             contents[path.name] = path.read_bytes()
-        except OSError as e:  # deleted or replaced after the folder was listed
-            raise PipelineError(f"{path}: cannot read ({e.strerror or e}); was data/raw changing?") from None
+        except FileNotFoundError:  # deleted or renamed after the folder was listed
+            raise PipelineError(f"{path}: disappeared while data/raw was read; was it being changed?") from None
+        except OSError as e:  # permissions, a folder named *.json, I/O errors
+            raise PipelineError(f"{path}: cannot read ({e.strerror or e})") from None
     return contents
 
 
@@ -85,6 +87,7 @@ def preprocess(cfg: DataConfig) -> dict:
     files = list_raw_files(raw_dir)
     contents = _read_all(files)
     records = [r for p in files for r in read_raw_file(p, contents[p.name])]
+    _report_normalised_labels(records)
 
     unique, duplicates = _drop_exact_duplicates(records)
     conflicts = _texts_with_several_labels(unique)
@@ -148,6 +151,14 @@ def load_combined(cfg: DataConfig) -> CombinedDataset:
     if len(index) != len(texts):
         raise PipelineError(f"{dataset_path.parent / META_NAME}: out of step with {dataset_path.name}; delete both to rebuild")
     return CombinedDataset(texts, symbols, mapping, meta["raw_fingerprint"], [names[i] for i in index])
+
+
+def _report_normalised_labels(records: list[Record]) -> None:
+    changed = sorted({(r.written_label, r.label) for r in records if r.written_label})
+    if changed:
+        examples = ", ".join(f"{w!r} -> {l!r}" for w, l in changed[:5])
+        log.warning("%d label spelling(s) normalised (surrounding whitespace, Unicode NFC) and merged with the "
+                    "label they spell: %s", len(changed), examples)
 
 
 def _compact_files(files: list[str]) -> dict:

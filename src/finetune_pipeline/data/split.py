@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -44,29 +46,67 @@ def stratified_split(
             f"cannot split {len(y)} records of {len(counts)} classes with data.train_ratio={train_ratio}, "
             f"data.val_ratio={val_ratio}: {e}"
         ) from None
-    return np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
+    parts = _every_class_everywhere([list(train_idx), list(val_idx), list(test_idx)], y, seed)
+    return tuple(np.sort(np.asarray(part, dtype=np.int64)) for part in parts)
 
 
-def split_by_files(files: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices of train, val and test records by the raw part each came from (data.split=files)."""
+def _every_class_everywhere(parts: list[list[int]], y: np.ndarray, seed: int) -> list[list[int]]:
+    """Move single records so that every class has one in each split.
+
+    A stratified split rounds a rare class's share of val and test down to nothing (3 records of a
+    class next to 1000 of another all land in train): that class would never be validated or
+    tested. The record moved comes from the split holding most of the class, chosen by the seed.
+    """
+    rng = np.random.RandomState(seed)
+    for c in np.unique(y):
+        for target in range(3):
+            if any(y[i] == c for i in parts[target]):
+                continue
+            donor = max(range(3), key=lambda k: sum(1 for i in parts[k] if y[i] == c))
+            members = [i for i in parts[donor] if y[i] == c]
+            moved = members[rng.randint(len(members))]
+            parts[donor].remove(moved)
+            parts[target].append(moved)
+    return parts
+
+
+SPLIT_WORDS = {"train": ("train", "training"), "val": ("val", "valid", "validation", "dev"), "test": ("test",)}
+
+
+def split_by_files(files: list[str], labels: list[int], names: dict[int, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of train, val and test records by the raw part each came from (data.split=files).
+
+    Every class must appear in each split (else it is never validated or tested): refused otherwise.
+    """
     parts: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     for i, name in enumerate(files):
-        parts[_split_of(name)].append(i)
+        parts[split_of_file(name)].append(i)
     for split, indices in parts.items():
         if not indices:
             raise PipelineError(
                 f"data.split=files: no raw file for the {split} split among {sorted(set(files))} "
-                "(names must contain train, val/valid/dev, or test)"
+                "(a file name needs one of the words train, val/valid/dev, or test)"
             )
+    y = np.asarray(labels)
+    for split, indices in parts.items():
+        missing = sorted(set(range(len(names))) - set(y[indices].tolist()))
+        if missing:
+            listed = ", ".join(repr(names[c]) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise PipelineError(f"data.split=files: the {split} files have no record of {listed}; every class needs "
+                                "records in train, val and test (or use data.split=stratified)")
     return tuple(np.asarray(parts[s]) for s in ("train", "val", "test"))
 
 
-def _split_of(file_name: str) -> str:
-    name = file_name.lower()
-    for split, words in (("test", ("test",)), ("val", ("val", "dev")), ("train", ("train",))):
-        if any(w in name for w in words):
-            return split
+def split_of_file(file_name: str) -> str:
+    """The split a raw part belongs to, by whole words of its name: ``news.train.jsonl``,
+    ``part-1_dev.json``. Substrings do not count: ``latest.json`` is no test file and
+    ``train_intervals.json`` a train file (``intervals`` is no ``val``)."""
+    words = set(re.split(r"[^a-z0-9]+", Path(file_name).stem.lower()))
+    found = [split for split, names in SPLIT_WORDS.items() if words & set(names)]
+    if len(found) == 1:
+        return found[0]
+    problem = f"names several splits ({', '.join(found)})" if found else "has no split word"
     raise PipelineError(
-        f"data.split=files: cannot tell which split {file_name} belongs to (its name must contain "
-        "train, val/valid/dev, or test)"
+        f"data.split=files: {file_name} {problem}; its name needs exactly one of the words train, val/valid/dev "
+        "or test, separated by - _ . or spaces (e.g. news_train.jsonl)"
     )

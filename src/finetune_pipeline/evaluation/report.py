@@ -11,13 +11,12 @@ Written by ``train.py`` for the test split (``<run>/evaluation/test/``) and by
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from finetune_pipeline.artifacts.atomic import atomic_dir, atomic_path
+from finetune_pipeline.artifacts.atomic import atomic_dir, atomic_path, write_json, write_jsonl
 
 TOP_K = 5
 ANNOTATE_UP_TO = 30  # classes; beyond that the image has no per-cell numbers or tick labels
@@ -68,19 +67,13 @@ def write_evaluation(folder: Path, texts: list[str], y_true: np.ndarray, probs: 
     report = build_report(y_true, y_pred, symbols, labels)
     matrix = confusion(y_true, y_pred, symbols, labels)
     with atomic_dir(folder) as tmp:
-        (tmp / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        (tmp / "confusion_matrix.json").write_text(json.dumps(matrix, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json(tmp / "report.json", report)
+        write_json(tmp / "confusion_matrix.json", matrix)
         plot_confusion(np.asarray(matrix["matrix"]), [f"{l} ({s})" for l, s in zip(labels, symbols)],
                        tmp / "confusion_matrix.png", f"{folder.name}: accuracy {report['accuracy']:.3f}, "
                        f"macro-F1 {report['macro_f1']:.3f} ({report['texts']} texts)")
         write_jsonl(tmp / "predictions.jsonl", prediction_rows(texts, probs, symbols, labels, y_true))
     return report
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def plot_confusion(matrix: np.ndarray, names: list[str], path: Path, title: str) -> None:

@@ -17,11 +17,10 @@ import torch
 from filelock import FileLock
 
 from finetune_pipeline.artifacts.atomic import save_torch
+from finetune_pipeline.backbone.load import TOKENIZER_FILES
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "merges.txt", "vocab.json", "tokenizer.model", "sentencepiece.bpe.model", "spiece.model")
 
 
 def texts_sha256(texts: list[str]) -> str:
@@ -44,15 +43,29 @@ def feature_key(**parts: str | int) -> str:
 
 
 class FeatureCache:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, rows: int):
         self.root = root
+        self.rows = rows  # texts per entry: an entry of another length is not this key's
 
     def path(self, key: str) -> Path:
         return self.root / f"{key}.pt"
 
     def load(self, key: str) -> torch.Tensor | None:
+        """The entry's (N, H) features; None when absent. A corrupt entry is deleted (and so rebuilt)."""
         path = self.path(key)
-        return torch.load(path, weights_only=True)["features"] if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            features = torch.load(path, weights_only=True)["features"]
+            if not (isinstance(features, torch.Tensor) and features.dim() == 2 and len(features) == self.rows
+                    and bool(torch.isfinite(features).all())):
+                raise ValueError(f"not {self.rows} rows of finite features")
+        except Exception as e:  # truncated file, foreign pickle, wrong shape
+            log.warning("feature cache: %s is corrupt (%s: %s); deleting it and encoding again", path,
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            path.unlink(missing_ok=True)
+            return None
+        return features
 
     def get_or_compute(self, key: str, compute: Callable[[], tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, bool]:
         """(features, hit). On a miss, ``compute`` runs under the key's lock and its result is stored."""

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from finetune_pipeline.artifacts.freeze_proof import combined_sha256, module_hashes
-from finetune_pipeline.backbone.identity import remember_hashes, remembered_hashes
+from finetune_pipeline.backbone.identity import files_sha256, remember_hashes, remembered_hashes
 from finetune_pipeline.artifacts.atomic import save_torch
 from finetune_pipeline.backbone.load import Backbone, load_encoder
 from finetune_pipeline.config.schema import Config
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 class FrozenFeatures:
     features: torch.Tensor  # (N, H) float32, one row per text in dataset order
     hashes_before: dict[str, str]  # encoder tensor -> SHA-256 when loaded (or as remembered)
-    hashes_after: dict[str, str]  # after the encoding pass
+    hashes_after: Callable[[], dict[str, str]]  # taken when called (the freeze proof is written last)
     encoder_parameters: int
     how: str  # for the freeze proof: when the hashes were taken
     encoder: PreTrainedModel | None = None  # kept only for full checkpoints
@@ -47,7 +48,7 @@ def frozen_features(cfg: Config, backbone: Backbone, tokenizer: PreTrainedTokeni
     freeze proof); on a miss every rank encodes its share of the texts and the shares are gathered.
     """
     cache_dir = resolve_path(cfg.data.cache_dir)
-    cache = FeatureCache(cache_dir / "features")
+    cache = FeatureCache(cache_dir / "features", len(texts))
     key_parts = {"tokenizer": tokenizer_sha256(backbone.folder), "max_length": cfg.data.max_length,
                  "pooling": cfg.model.pooling.value, "precision": precision.name, "texts": texts_sha256(texts)}
 
@@ -88,7 +89,7 @@ def frozen_features(cfg: Config, backbone: Backbone, tokenizer: PreTrainedTokeni
     info["cache"] = "hit" if hit else "miss"
     after = module_hashes(encoder) if dist.is_main else hashes
     how = "before: right after loading; after: after the encoding pass (the head trains on the features, never on the encoder)"
-    return FrozenFeatures(features, hashes, after, n_params, how,
+    return FrozenFeatures(features, hashes, lambda: after, n_params, how,
                           encoder=encoder if cfg.training.full_checkpoints else None, info=info)
 
 
@@ -97,15 +98,26 @@ def _without_encoder(cache: FeatureCache, backbone: Backbone, cache_dir, key_par
     remembered = remembered_hashes(backbone.folder, cache_dir)
     if remembered is None:
         return None
-    hashes, n_params = remembered
+    hashes, n_params, files = remembered
     key = feature_key(encoder=combined_sha256(hashes), **key_parts)
     features = cache.load(key)
     if features is None:
         return None
-    log.info("feature cache: hit %s; encoder not loaded (sha256 %s remembered for unchanged weight files)",
-             cache.path(key), combined_sha256(hashes)[:12])
-    how = "encoder not loaded in this run: head trained on cached features; hashes remembered for the unchanged weight files"
-    return FrozenFeatures(features, hashes, hashes, n_params, how, info={"cache": "hit", "key": key})
+    log.info("feature cache: hit %s; encoder not loaded (its weight files are byte-identical to those whose "
+             "tensor sha256 %s was remembered)", cache.path(key), combined_sha256(hashes)[:12])
+
+    def after() -> dict[str, str]:
+        """The remembered tensor hashes if the weight files are still byte-identical; else every
+        tensor counts as changed, and the proof fails."""
+        if files_sha256(backbone.folder) == files:
+            return hashes
+        log.warning("%s: the encoder's weight files changed during the run", backbone.folder)
+        return {name: "weight files changed during the run" for name in hashes}
+
+    how = ("encoder not loaded in this run (the head trained on cached features): the tensor hashes were "
+           "remembered from an earlier run, and the SHA-256 of the weight files' bytes was checked against "
+           "that run's at the start (before) and at the end (after) of this one")
+    return FrozenFeatures(features, hashes, after, n_params, how, info={"cache": "hit", "key": key})
 
 
 def _encode_sharded(compute, tokenized: TokenizedTexts, dist: Dist) -> tuple[torch.Tensor, EncodeStats]:

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
-from transformers import AutoTokenizer
 
 from finetune_pipeline.artifacts.checkpoints import load_classifier
+from finetune_pipeline.backbone.load import read_tokenizer
 from finetune_pipeline.config.schema import MixedPrecision
 from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
 from finetune_pipeline.errors import PipelineError
@@ -53,13 +53,12 @@ class Classifier:
         for needed in (checkpoint, "id_to_label.json", "tokenizer"):
             if not (run / needed).exists():
                 raise PipelineError(f"{run}: not a finished run folder ({needed} is missing)")
-        id_to_label = json.loads((run / "id_to_label.json").read_text(encoding="utf-8"))
-        classes = [id_to_label[str(i)] for i in range(len(id_to_label))]
+        classes = read_classes(run / "id_to_label.json")
         model = load_classifier(run / checkpoint, Path(backbone_path) if backbone_path else None)
         if model.head[-1].out_features != len(classes):
             raise PipelineError(f"{run / checkpoint}: {model.head[-1].out_features} classes, "
                                 f"but id_to_label.json has {len(classes)}")
-        tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
+        tokenizer = read_tokenizer(run / "tokenizer")
         dev = resolve_device(device)
         prec = resolve_precision(MixedPrecision(precision), dev)
         log.info("loaded %s (%d classes) on %s, %s", run / checkpoint, len(classes), dev, prec.name)
@@ -90,3 +89,16 @@ class Classifier:
         rows = prediction_rows(list(texts), self.probabilities(texts, progress), self.symbols, self.labels,
                                top_k=top_k)
         return [{k: v for k, v in row.items() if k != "text"} for row in rows]
+
+
+def read_classes(path: Path) -> list[dict[str, str]]:
+    """``id_to_label.json``: class id -> {"symbol", "label"}, ids 0..N-1, validated."""
+    try:
+        id_to_label = json.loads(path.read_text(encoding="utf-8"))
+        classes = [id_to_label[str(i)] for i in range(len(id_to_label))]
+        if not classes or not all(isinstance(c, dict) and isinstance(c.get("symbol"), str)
+                                  and isinstance(c.get("label"), str) for c in classes):
+            raise ValueError("not a map of class ids to {symbol, label}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise PipelineError(f"{path}: unreadable class list ({type(e).__name__}: {e})") from None
+    return classes

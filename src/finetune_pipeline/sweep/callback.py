@@ -14,16 +14,19 @@ from finetune_pipeline.sweep.jobs import find_job_folders, read_job
 
 log = logging.getLogger(__name__)
 
+FAILED = ("failed", "diverged", "corrupt")
+
 
 class SweepSummary(Callback):
-    """Writes summary.csv / summary.md / summary.png into the sweep folder; exits 1 if a job failed."""
+    """Writes summary.csv / summary.md / summary.png into the sweep folder; exits 1 if a job failed, diverged or left a corrupt record."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir() or not any(sweep_dir.rglob(".hydra")):
             return  # nothing ran (for example the sweep was refused at composition)
         log.info("sweep summary (%s):\n%s", sweep_dir, compare([sweep_dir]))
-        failed = [j for j in map(read_job, find_job_folders([sweep_dir])) if j.status == "failed"]
+        failed = [j for j in map(read_job, find_job_folders([sweep_dir])) if j.status in FAILED]
         if failed:
-            log.error("%d job(s) failed: %s", len(failed), ", ".join(str(j.folder) for j in failed))
+            log.error("%d job(s) did not finish: %s", len(failed),
+                      ", ".join(f"{j.folder} ({j.status})" for j in failed))
             raise SystemExit(1)

@@ -26,6 +26,10 @@ SEED_KEY = "data.seed"
 
 
 def metric_value(job: Job, metric: str) -> float | None:
+    """The job's value of ``metric``; None for a job that did not finish as ``ok`` (failed, diverged,
+    stopped, corrupt, incomplete): such a job is never ranked or called best."""
+    if job.status != "ok":
+        return None
     return {"best": job.best_value, "test/accuracy": job.test_accuracy, "test/macro_f1": job.test_macro_f1}[metric]
 
 
@@ -56,7 +60,7 @@ def table_rows(jobs: list[Job], keys: list[str], root: Path) -> list[dict[str, s
             "best val": _fmt(job.best_value), "metric": job.best_metric, "best epoch": str(job.best_epoch or ""),
             "test acc": _fmt(job.test_accuracy), "test macro-F1": _fmt(job.test_macro_f1),
             "time s": "" if job.seconds is None else f"{job.seconds:.1f}",
-            "status": job.status if not job.error else f"failed: {job.error}",
+            "status": job.status if not job.error else f"{job.status}: {job.error}",
         })
     return rows
 

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from finetune_pipeline.artifacts.atomic import write_json
+from finetune_pipeline.artifacts.run_folder import FAILURE_FILE
 from finetune_pipeline.errors import PipelineError
 
-FAILURE_FILE = "failed.json"  # written by train.py when a sweep job fails
 
 
 @dataclass
@@ -30,14 +31,28 @@ class Job:
 
 
 def record_failure(run_dir: Path, error: BaseException) -> None:
-    """Mark a sweep job as failed, with its one-line error, for the sweep summary."""
+    """Mark a run as not finished, with its one-line error: ``failed``, ``diverged`` or ``stopped``."""
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
-    logging.getLogger(__name__).error("job failed: %s", message)
-    write_json(run_dir / FAILURE_FILE, {"error": message, "type": type(error).__name__})
+    try:
+        write_json(run_dir / FAILURE_FILE, {"status": failure_status(error), "error": message,
+                                            "type": type(error).__name__})
+    except PipelineError as e:  # a full disk must not hide the error that ended the run
+        logging.getLogger(__name__).warning("%s", e)
+
+
+def failure_status(error: BaseException) -> str:
+    from finetune_pipeline.training.divergence import Diverged
+    from finetune_pipeline.training.interrupt import Interrupted
+
+    if isinstance(error, Diverged):
+        return "diverged"
+    if isinstance(error, (Interrupted, KeyboardInterrupt)):
+        return "stopped"
+    return "failed"
 
 
 def find_job_folders(paths: list[Path]) -> list[Path]:
-    """Run folders given directly, or found (recursively) under sweep folders."""
+    """Run folders given directly, or found (recursively) under sweep folders; each folder once."""
     folders: list[Path] = []
     for path in paths:
         if not path.is_dir():
@@ -46,25 +61,52 @@ def find_job_folders(paths: list[Path]) -> list[Path]:
         if not found:
             raise PipelineError(f"{path}: no run folders (folders with .hydra/) inside")
         folders += found
-    return folders
+    unique: dict[Path, Path] = {}
+    for folder in folders:
+        unique.setdefault(folder.resolve(), folder)
+    return list(unique.values())
 
 
 def read_job(folder: Path) -> Job:
+    """The job's record; a corrupt one is a job with status ``corrupt`` (and the reason), not an error."""
+    try:
+        return _read_job(folder)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as e:
+        return Job(folder, {}, "corrupt", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def _read_job(folder: Path) -> Job:
     overrides = _read_overrides(folder / ".hydra" / "overrides.yaml")
     metrics_file, failure_file = folder / "metrics.json", folder / FAILURE_FILE
     if failure_file.is_file():
-        return Job(folder, overrides, "failed", error=json.loads(failure_file.read_text(encoding="utf-8"))["error"])
+        failure = json.loads(failure_file.read_text(encoding="utf-8"))
+        status = failure.get("status") or ("stopped" if failure.get("type") == "Interrupted" else "failed")
+        return Job(folder, overrides, status, error=str(failure["error"]))
     if not metrics_file.is_file():
         return Job(folder, overrides, "incomplete")
-    m = json.loads(metrics_file.read_text(encoding="utf-8"))
-    return Job(folder, overrides, "ok", best_metric=m["best"]["metric"], best_value=m["best"]["value"],
-               best_epoch=m["best"]["epoch"], test_accuracy=m["test"]["test/accuracy"],
-               test_macro_f1=m["test"]["test/macro_f1"], seconds=m["timings"]["total_seconds"])
+    m = json.loads(metrics_file.read_text(encoding="utf-8"))  # a bare NaN (older versions) reads as nan
+    job = Job(folder, overrides, "ok", best_metric=m["best"]["metric"], best_value=_number(m["best"]["value"]),
+              best_epoch=m["best"]["epoch"], test_accuracy=_number(m["test"]["test/accuracy"]),
+              test_macro_f1=_number(m["test"]["test/macro_f1"]), seconds=_number(m["timings"]["total_seconds"]))
+    losses = [m["test"]["test/loss"]] if "test/loss" in m["test"] else []
+    losses += [e["train/loss"] for e in m.get("history", []) if "train/loss" in e]
+    if any(v is None for v in (job.best_value, job.test_accuracy, job.test_macro_f1, *map(_number, losses))):
+        job.status, job.error = "diverged", "non-finite or missing values in metrics.json"
+    return job
+
+
+def _number(value: object) -> float | None:
+    """A finite number, else None (JSON null, NaN, ±inf, or not a number at all)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _read_overrides(path: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     items = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-    pairs = (item.split("=", 1) for item in items if "=" in item)
+    if not isinstance(items, list):
+        raise ValueError(f"{path.name} is not a list of overrides")
+    pairs = (str(item).split("=", 1) for item in items if "=" in str(item))
     return {key.lstrip("+~"): value for key, value in pairs}

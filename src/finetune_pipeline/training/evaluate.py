@@ -59,11 +59,16 @@ def gather(p: Predictions, dist: Dist) -> Predictions:
 
 
 def scores(p: Predictions, split: str) -> dict[str, float]:
-    """``{split}/loss``, ``{split}/accuracy``, ``{split}/macro_f1``."""
+    """``{split}/loss``, ``{split}/accuracy``, ``{split}/macro_f1``.
+
+    Macro averages run over every class of the run (the columns of ``p.probs``), as the evaluation
+    report's do, not only over the classes that happen to occur in ``y_true`` or ``y_pred``.
+    """
+    classes = list(range(p.probs.shape[1]))
     return {
         f"{split}/loss": p.loss,
         f"{split}/accuracy": float(accuracy_score(p.y_true, p.y_pred)),
-        f"{split}/macro_f1": float(f1_score(p.y_true, p.y_pred, average="macro", zero_division=0)),
+        f"{split}/macro_f1": float(f1_score(p.y_true, p.y_pred, labels=classes, average="macro", zero_division=0)),
     }
 
 

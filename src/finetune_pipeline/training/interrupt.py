@@ -59,3 +59,37 @@ def stop_on_signals() -> Iterator[StopFlag]:
     finally:
         for s in SIGNALS:
             signal.signal(s, previous[s])
+
+
+class Stopped(BaseException):
+    """SIGINT/SIGTERM outside the training loop. A BaseException, like KeyboardInterrupt, so no
+    ``except Exception`` on the way turns it into another error, while every ``finally`` (temporary
+    files, locks) still runs on the way out."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+@contextmanager
+def raise_on_signals() -> Iterator[None]:
+    """For the block: SIGINT and SIGTERM raise ``Stopped`` (SIGTERM would otherwise end the process
+    without cleaning up). The training loop puts its own, gentler handler in place while it runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, frame):
+        raise Stopped(signum)
+
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    for s in SIGNALS:
+        signal.signal(s, handle)
+    try:
+        yield
+    except KeyboardInterrupt:  # a SIGINT that arrived before the handler was in place
+        raise Stopped(signal.SIGINT) from None
+    finally:
+        for s in SIGNALS:
+            signal.signal(s, previous[s])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -23,10 +24,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from finetune_pipeline.config.schema import BestMetric, TrainingConfig
 from finetune_pipeline.distributed import SINGLE, Dist, unwrap
+from finetune_pipeline.training.divergence import DivergenceCheck
 from finetune_pipeline.training.evaluate import gather, predict, scores
 from finetune_pipeline.training.interrupt import Interrupted, stop_on_signals
 from finetune_pipeline.training.loss import Loss, training_loss
 from finetune_pipeline.training.precision import Precision
+from finetune_pipeline.training.schedule import accumulation_window
 from finetune_pipeline.training.state import Progress, Trainer, restore_rng
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,8 @@ def fit(
     sampler = train_loader.batch_sampler
     n_batches = len(train_loader)
     show_bar = cfg.progress_bar and sys.stderr.isatty()
+    divergence = DivergenceCheck(precision.uses_grad_scaler, _lr_hint(cfg))
+    clip_at = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")  # inf: measure the norm only
     process_start, trained_before = time.perf_counter(), progress.train_seconds
 
     def save(reason: str) -> str:
@@ -96,6 +101,7 @@ def fit(
             if saved is not None and skip > 0:
                 restore_rng(saved)
             saved = None
+            window_finite = True  # every loss of the current accumulation window
             bar = tqdm(batches, total=n_batches, initial=skip, desc=f"epoch {epoch}/{cfg.epochs}",
                        disable=not show_bar, leave=False)
             for step, batch in enumerate(bar, start=skip + 1):
@@ -106,14 +112,20 @@ def fit(
                     with precision.autocast():
                         logits = model(batch)  # (B, C)
                     loss = loss_fn(logits, batch["labels"])
-                    scaler.scale(loss / accumulation).backward()
+                    scaler.scale(loss / accumulation_window(step, accumulation, n_batches)).backward()
                 batch_loss, batch_size = loss.item(), batch["labels"].shape[0]
-                progress.loss_sum += batch_loss * batch_size
-                progress.n_texts += batch_size
+                window_finite = window_finite and math.isfinite(batch_loss)
+                if math.isfinite(batch_loss):  # an fp16 overflow the scaler skips is no training loss
+                    progress.loss_sum += batch_loss * batch_size
+                    progress.n_texts += batch_size
                 if boundary:
                     scaler.unscale_(optimizer)
-                    if cfg.max_grad_norm > 0:
-                        torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, clip_at))
+                    # under DDP the norm is of the all-reduced gradients, the same on every rank, and a
+                    # rank's non-finite loss makes it non-finite: every rank decides alike
+                    divergence.step(epoch, step, n_batches, batch_loss if dist.enabled or window_finite else math.nan,
+                                    grad_norm)
+                    window_finite = True
                     scaler.step(optimizer)
                     scaler.update()
                     scheduler.step()
@@ -132,6 +144,7 @@ def fit(
                     save(f"every {cfg.save_every_steps} optimizer steps")
 
             val = scores(gather(predict(unwrap(model), val_loader, precision, device), dist), "val")
+            divergence.validation(epoch, val["val/loss"])  # before any checkpoint of these weights
             epoch_seconds = epoch_before + time.perf_counter() - epoch_start
             loss_sum, n_texts = dist.sum([progress.loss_sum, progress.n_texts])  # over all ranks' texts
             entry = {"epoch": epoch, "train/loss": loss_sum / max(1, n_texts), **val,
@@ -164,6 +177,13 @@ def fit(
 
     progress.train_seconds = trained_before + time.perf_counter() - process_start
     return progress
+
+
+def _lr_hint(cfg: TrainingConfig) -> str:
+    rates = f"training.learning_rate={cfg.learning_rate:g}"
+    if not cfg.freeze_backbone:
+        rates += f", training.encoder_learning_rate={cfg.encoder_learning_rate:g}"
+    return f"lower the learning rate ({rates}) or set training.max_grad_norm; no checkpoint of this state was kept"
 
 
 def _no_sync(model: nn.Module):

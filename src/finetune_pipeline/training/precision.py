@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import datetime as dt
+import json
 import logging
+import os
+import platform
+import re
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from finetune_pipeline.config.schema import MixedPrecision
+from finetune_pipeline.artifacts.atomic import write_json
 from finetune_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
+CACHE_ENV = "FINETUNE_PIPELINE_CACHE"
 BF16_MIN_SPEEDUP = 1.1  # auto takes bf16 on a CPU only when its matmuls are measurably faster
 
 
@@ -40,6 +49,8 @@ class Precision:
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     """``auto``: CUDA when available; under torchrun (``local_rank``) each process takes its own GPU."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise PipelineError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and local_rank is not None and torch.cuda.is_available():
@@ -75,14 +86,65 @@ def cpu_bf16_speedup() -> float:
     return seconds[torch.float32] / seconds[torch.bfloat16]
 
 
+def machine_cache_dir() -> Path:
+    """Per-user cache of facts about this machine: $FINETUNE_PIPELINE_CACHE, else
+    $XDG_CACHE_HOME/finetune_pipeline, else ~/.cache/finetune_pipeline."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "finetune_pipeline"
+
+
+def cpu_auto_precision() -> tuple[str, str]:
+    """(fp32 | bf16, why): measured once per machine (CPU model, core count, torch version) and
+    remembered, so runs started together or days apart make the same choice -- it changes results
+    and feature-cache keys. Where nothing can be remembered, fp32."""
+    key = f"{_cpu_model()} | {os.cpu_count()} cores | torch {torch.__version__}"
+    memo = machine_cache_dir() / "cpu_precision.json"
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(memo) + ".lock"):
+            entries = _read_entries(memo)
+            if key not in entries:
+                speedup = cpu_bf16_speedup()
+                entries[key] = {"speedup": round(speedup, 3), "measured": dt.date.today().isoformat(),
+                                "precision": "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32"}
+                write_json(memo, entries)
+                how = "measured now"
+            else:
+                how = "measured"
+            entry = entries[key]
+            return entry["precision"], (f"bf16 matmuls ran {entry['speedup']:.2f}x fp32 speed on this CPU, "
+                                        f"{how} {entry['measured']}, remembered in {memo}")
+    except (OSError, PipelineError, KeyError, TypeError) as e:
+        return "fp32", f"the per-machine decision cannot be stored in {memo} ({e}); fp32 keeps runs alike"
+
+
+def _read_entries(memo: Path) -> dict:
+    try:
+        entries = json.loads(memo.read_text(encoding="utf-8")) if memo.is_file() else {}
+        return entries if isinstance(entries, dict) else {}
+    except (OSError, ValueError):
+        log.warning("%s is corrupt; measuring again", memo)
+        return {}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def resolve_precision(choice: MixedPrecision, device: torch.device) -> Precision:
     cuda = device.type == "cuda"
     bf16_ok = torch.cuda.is_bf16_supported() if cuda else cpu_supports_bf16()
     name = choice.value
     if name == "auto" and not cuda and bf16_ok:
-        speedup = cpu_bf16_speedup()
-        name = "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32"
-        log.info("precision auto: bf16 matmuls run %.2fx fp32 speed on this CPU -> %s", speedup, name)
+        name, why = cpu_auto_precision()
+        log.info("precision auto: %s (%s)", name, why)
     elif name == "auto":
         name = "bf16" if bf16_ok else ("fp16" if cuda else "fp32")
     if name == "fp16" and not cuda:

@@ -22,3 +22,11 @@ def optimizer_steps(batches_per_epoch: int, accumulation: int, epochs: int) -> i
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
     warmup = int(total_steps * warmup_ratio)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, warmup, total_steps))
+
+
+def accumulation_window(step: int, accumulation: int, batches_per_epoch: int) -> int:
+    """Micro-batches in the accumulation window of forward pass ``step`` (1-based within the epoch):
+    ``accumulation``, or fewer for the epoch's last, partial window, so that every optimizer step
+    averages its micro-batch losses with equal weight (a partial window is not down-weighted)."""
+    start = (step - 1) // accumulation * accumulation  # forward passes before this window
+    return min(accumulation, batches_per_epoch - start)

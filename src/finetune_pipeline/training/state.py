@@ -27,10 +27,10 @@ import torch
 from torch import nn
 
 from finetune_pipeline.artifacts.atomic import save_torch
+from finetune_pipeline.artifacts.run_folder import STATE_FILE  # noqa: F401  (re-exported)
 from finetune_pipeline.distributed import unwrap
 from finetune_pipeline.errors import PipelineError
 
-STATE_FILE = "train_state.pt"
 FORMAT = 1
 
 
