@@ -64,10 +64,13 @@ def test_invalid_values_fail_before_anything_loads(overrides, message):
 
 
 def test_misspelled_override_fails_on_the_command_line(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "training.lerning_rate=1e-3"],
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode != 0
-    assert "lerning_rate" in proc.stderr
+    # the project root is tmp_path, so a run folder, had one been made, would be under tmp_path/outputs
+    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(tmp_path)}
+    for override in ("training.lerning_rate=1e-3", "+training.lerning_rate=1e-3"):
+        proc = subprocess.run([sys.executable, str(REPO / "train.py"), override],
+                              capture_output=True, text=True, cwd=tmp_path, env=env)
+        assert proc.returncode == 1 if override.startswith("+") else proc.returncode != 0
+        assert "lerning_rate" in proc.stderr + proc.stdout and "Traceback" not in proc.stderr
     assert not (tmp_path / "outputs").exists()
 
 
@@ -76,5 +79,6 @@ def test_invalid_value_exits_with_one_line_before_loading(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "train.py"), "data.train_ratio=0.95", "data.val_ratio=0.1"],
                           capture_output=True, text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 1
-    errors = [line for line in proc.stdout.splitlines() if "ERROR" in line]
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "leave a test split" in errors[0]
+    assert not (tmp_path / "outputs").exists()  # refused before Hydra made a run folder

@@ -15,7 +15,7 @@ from finetune_pipeline.model.classifier import TextClassifier, build_head, pool
 from finetune_pipeline.training.loop import fit, is_better
 from finetune_pipeline.training.state import Trainer
 from finetune_pipeline.training.optim import build_optimizer, param_groups
-from finetune_pipeline.training.precision import (BF16_MIN_SPEEDUP, cpu_bf16_speedup, cpu_supports_bf16,
+from finetune_pipeline.training.precision import (cpu_auto_precision, cpu_supports_bf16,
                                                   resolve_precision)
 from finetune_pipeline.training.schedule import build_scheduler, lr_multiplier, optimizer_steps
 
@@ -97,8 +97,7 @@ def test_precision_resolution_on_cpu():
     cpu = torch.device("cpu")
     assert resolve_precision(MixedPrecision.fp32, cpu).autocast().__class__.__name__ == "nullcontext"
     auto = resolve_precision(MixedPrecision.auto, cpu)
-    faster = cpu_supports_bf16() and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP
-    assert auto.name == ("bf16" if faster else "fp32")
+    assert auto.name == (cpu_auto_precision()[0] if cpu_supports_bf16() else "fp32")  # the remembered decision
     assert not auto.uses_grad_scaler and not auto.grad_scaler().is_enabled()
     with pytest.raises(PipelineError, match="fp16 needs CUDA"):
         resolve_precision(MixedPrecision.fp16, cpu)

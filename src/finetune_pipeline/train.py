@@ -33,7 +33,7 @@ from finetune_pipeline.evaluation.report import write_evaluation
 from finetune_pipeline.model_and_data import Setup, checkpoint_state, setup_model_and_data
 from finetune_pipeline.training.evaluate import gather, per_class_report, predict, scores
 from finetune_pipeline.sweep.jobs import record_failure
-from finetune_pipeline.training.interrupt import Interrupted
+from finetune_pipeline.training.interrupt import Interrupted, Stopped
 from finetune_pipeline.training.loop import fit
 from finetune_pipeline.training.loss import class_weights, training_loss
 from finetune_pipeline.training.optim import build_optimizer
@@ -74,7 +74,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
         except BaseException as e:
             if dist.is_main:
                 record_failure(run_dir, e)
-            if not isinstance(e, Interrupted):
+            if not isinstance(e, (Interrupted, Stopped, KeyboardInterrupt)):
                 log.error("run failed; its log and any artifacts written so far are in %s", run_dir)
             raise
         finally:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -20,9 +21,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from finetune_pipeline.artifacts.run_folder import CONFIG_DIR, HOW_KEYS
+from finetune_pipeline.config.load import to_config
 from finetune_pipeline.errors import PipelineError
 
-log = logging.getLogger("train")
+log = logging.getLogger("finetune_pipeline.run_guard")
 
 
 class RunGuard(Callback):
@@ -37,6 +39,8 @@ def check_run(config: DictConfig) -> None:
     resume = OmegaConf.select(config, "resume")
     if resume is not None:
         resume_folder(resume)
+    else:  # a bad value is refused before a run folder exists (resume= checks the stored config later)
+        to_config(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
     _creatable(Path(config.hydra.run.dir))
 
 
@@ -109,15 +113,38 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
 
 
 def _creatable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PipelineError(f"{folder}: cannot create the output folder ({e.strerror or e})") from None
+    """Hydra will create ``folder``: its nearest existing ancestor must be a writable folder."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == folder and folder.is_dir():
+        return
+    if not existing.is_dir():
+        raise PipelineError(f"{folder}: cannot create the output folder ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PipelineError(f"{folder}: cannot create the output folder ({existing} is not writable)")
 
 
 def _exit_on_error(check: Callable[[], None]) -> None:
     try:
         check()
     except PipelineError as e:
+        if not log.handlers:  # Hydra has not set up the job's logging yet: one line on stderr, our format
+            handler = _Stderr()
+            handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S"))
+            log.addHandler(handler)
+            log.propagate = False
         log.error("%s", e)
         sys.exit(1)
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is at the time of the message."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass

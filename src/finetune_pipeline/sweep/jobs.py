@@ -42,11 +42,11 @@ def record_failure(run_dir: Path, error: BaseException) -> None:
 
 def failure_status(error: BaseException) -> str:
     from finetune_pipeline.training.divergence import Diverged
-    from finetune_pipeline.training.interrupt import Interrupted
+    from finetune_pipeline.training.interrupt import Interrupted, Stopped
 
     if isinstance(error, Diverged):
         return "diverged"
-    if isinstance(error, (Interrupted, KeyboardInterrupt)):
+    if isinstance(error, (Interrupted, Stopped, KeyboardInterrupt)):
         return "stopped"
     return "failed"
 
