@@ -46,6 +46,26 @@ def assert_close_runs(single, ddp):
         torch.testing.assert_close(w2[k], w1[k], **TOLERANCE, msg=k)
 
 
+def test_ranks_share_out_exactly_the_single_process_batches():
+    """The fast in-process part of the check below: the rows the ranks take at each step are the
+    single-process batch of size batch_size x world_size, every row once; eval batches likewise."""
+    from finetune_pipeline.data.batches import LengthGroupedBatchSampler, sorted_batches
+
+    lengths = [(i * 7) % 23 + 1 for i in range(101)]
+    single = LengthGroupedBatchSampler(lengths, batch_size=16, seed=5)
+    ranks = [LengthGroupedBatchSampler(lengths, batch_size=8, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    for epoch in (1, 2):
+        for sampler in (single, *ranks):
+            sampler.set_epoch(epoch)
+        steps = list(zip(single, *ranks))
+        assert len(steps) == len(single) == len(ranks[0]) == len(ranks[1])
+        for whole, part0, part1 in steps[:-1]:
+            assert sorted(part0 + part1) == sorted(whole) and not set(part0) & set(part1)
+    batches = sorted_batches(lengths, 8)
+    assert sorted(i for b in batches[0::2] + batches[1::2] for i in b) == list(range(101))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["fine-tuning", "frozen, features encoded by both ranks"])
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(project, tiny_cache, path):
     extra = ["training.freeze_backbone=false"] if path == "fine-tuning" else []

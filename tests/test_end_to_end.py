@@ -21,15 +21,18 @@ FAST = ["training.epochs=2", "data.max_length=32", "model.hidden_dim=32"]
 needs_bf16 = pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16")
 
 
-@pytest.mark.parametrize("frozen, precision", [
-    (True, "fp32"), (False, "fp32"),
-    pytest.param(True, "bf16", marks=needs_bf16), pytest.param(False, "bf16", marks=needs_bf16),
+@pytest.mark.parametrize("frozen, precision, via", [
+    (True, "fp32", "train.py"), (False, "fp32", "train()"),
+    pytest.param(True, "bf16", "train()", marks=needs_bf16), pytest.param(False, "bf16", "train()", marks=needs_bf16),
 ])
-def test_run_writes_every_artifact(project, tiny_cache, frozen, precision):
-    run_train(project, f"training.freeze_backbone={str(frozen).lower()}", f"precision={precision}", *FAST,
-              tiny_cache=tiny_cache)
-    [run] = run_folders(project)
-    assert all((run / name).exists() for name in ARTIFACTS)
+def test_run_writes_every_artifact(project, tiny_cache, in_project, frozen, precision, via):
+    overrides = [f"training.freeze_backbone={str(frozen).lower()}", f"precision={precision}", *FAST]
+    if via == "train.py":
+        run_train(project, *overrides, tiny_cache=tiny_cache)
+        [run] = run_folders(project)
+    else:  # in this process (no start-up cost); .hydra/ is the command line's record
+        _, run, _ = in_project("run", *overrides)
+    assert all((run / name).exists() for name in ARTIFACTS if via == "train.py" or name != ".hydra")
 
     # label maps round-trip against the preprocessed mapping
     label_to_id = json.loads((run / "label_to_id.json").read_text())
@@ -92,6 +95,7 @@ def test_learnable_dataset_clearly_beats_chance(project, tiny_cache):
     assert metrics["test"]["test/accuracy"] >= 0.8  # chance is 1/5
 
 
+@pytest.mark.slow
 def test_freeze_proof_readme_command_checks_runs_independently(in_project):
     doc = (REPO / "README_FREEZE_PROOF.md").read_text()
     script = re.search(r"<<'EOF'\n(.*?)\nEOF\n", doc, re.S).group(1)
@@ -120,6 +124,7 @@ def test_freeze_proof_readme_command_checks_runs_independently(in_project):
     assert check(lean).returncode == 1
 
 
+@pytest.mark.slow
 def test_multirun_puts_each_job_in_its_own_folder(project, tiny_cache):
     run_train(project, "-m", "model.hidden_dim=8,16", *FAST[:2], tiny_cache=tiny_cache)
     runs = run_folders(project)
@@ -133,6 +138,7 @@ def test_multirun_puts_each_job_in_its_own_folder(project, tiny_cache):
     assert [(r / ".hydra" / "overrides.yaml").read_text().count("model.hidden_dim") for r in runs] == [1, 1]
 
 
+@pytest.mark.slow
 def test_runs_started_together_get_separate_folders(project, tiny_cache):
     # preprocess and build the tiny backbone first, so both runs only race for their run folder
     run_train(project, "training.epochs=1", "data.max_length=16", tiny_cache=tiny_cache)

@@ -193,6 +193,7 @@ def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path, capsys):
     assert line.endswith(f"{tmp_path / 'a_file' / 'run'}: cannot create the output folder ({tmp_path / 'a_file'} is a file)")
 
 
+@pytest.mark.slow
 def test_the_command_line_refuses_a_finished_runs_folder_and_an_empty_resume(finished):
     project, run = finished
     before = snapshot(run)

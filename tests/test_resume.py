@@ -127,6 +127,7 @@ def test_resume_refuses_changed_data_and_a_finished_run(run, project):
         run("done", resume=True)
 
 
+@pytest.mark.slow
 def test_sigterm_and_kill_9_through_train_py_then_resume(project, tiny_cache):
     """The real command line: SIGTERM exits 143 printing the resume command; kill -9 loses little."""
     args = ["training.freeze_backbone=false", "training.epochs=30", "training.save_every_steps=1",
@@ -159,6 +160,7 @@ def test_sigterm_and_kill_9_through_train_py_then_resume(project, tiny_cache):
     assert len(list((project / "outputs").rglob("metrics.json"))) == 1  # no new run folder
 
 
+@pytest.mark.slow
 def test_a_sweep_job_started_again_in_its_folder_resumes(project, tiny_cache):
     """What a SLURM requeue does: the same job, same folder, after a SIGTERM saved its state."""
     sweep = project / "sweep"

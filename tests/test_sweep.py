@@ -68,6 +68,7 @@ def test_compare_command_line_errors_are_one_line(tmp_path, capsys):
         compare([tmp_path / "empty"])
 
 
+@pytest.mark.slow
 def test_sweep_over_lr_and_head_size_writes_a_summary(project, tiny_cache):
     proc = run_train(project, "-m", "training.learning_rate=1e-3,3e-3", "model.hidden_dim=8,16",
                      "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)
@@ -103,6 +104,7 @@ def test_a_failing_job_is_recorded_and_the_sweep_goes_on(project, tiny_cache):
     assert "1 job(s) did not finish" in proc.stdout
 
 
+@pytest.mark.slow
 def test_compare_console_script_on_a_real_sweep(project, tiny_cache):
     run_train(project, "-m", "model.hidden_dim=8,16", "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)
     [sweep] = [p.parent for p in (project / "outputs/multirun").rglob("multirun.yaml")]
@@ -114,6 +116,7 @@ def test_compare_console_script_on_a_real_sweep(project, tiny_cache):
     assert len(list(csv.DictReader((out / "summary.csv").open()))) == 2  # job 0, given twice, is listed once
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_three_trials_and_continues_its_study(project, tiny_cache):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     optuna = pytest.importorskip("optuna")
@@ -158,6 +161,7 @@ def test_submitit_local_launcher_runs_the_sweep(project, tiny_cache):
     assert list(sweep.rglob("*_submitit_log.out")) or (sweep / ".submitit").is_dir()
 
 
+@pytest.mark.slow
 def test_slurm_launcher_config_composes(project):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project)}
@@ -166,3 +170,19 @@ def test_slurm_launcher_config_composes(project):
     assert proc.returncode == 0, proc.stderr
     assert "partition: gpu" in proc.stdout and "max_num_timeout: 3" in proc.stdout
     assert "submitit_slurm" in proc.stdout or "SlurmLauncher" in proc.stdout
+
+
+@pytest.mark.parametrize("overrides, check", [
+    (["hparams_search=optuna"], lambda h: h.sweeper.direction == "maximize"
+     and set(h.sweeper.params) == {"training.learning_rate", "model.hidden_dim", "model.dropout"}),
+    (["hydra/launcher=slurm"], lambda h: h.launcher.partition == "gpu" and h.launcher.max_num_timeout == 3),
+])
+def test_search_and_launcher_configs_compose(overrides, check):
+    """The fast in-process equivalent of the slow Optuna and SLURM command-line tests."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    assert check(cfg.hydra)
