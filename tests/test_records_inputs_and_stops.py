@@ -243,6 +243,20 @@ def test_temporaries_of_dead_processes_are_removed_by_the_next_write(tmp_path):
     assert remove_orphans(tmp_path) == []
 
 
+def test_a_run_removes_temporaries_left_by_kill_9_where_it_writes(in_project, project):
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40]
+    dead = dead_pid()
+    processed = project / "data" / "combined_processed"
+    processed.mkdir(parents=True)
+    orphans = [processed / f".combined_dataset.json.tmp-{host}-{dead}-a1",
+               project / "data" / "cache" / "features" / f".x.pt.tmp-{host}-{dead}-b2"]
+    for path in orphans:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    in_project("r")
+    assert not [p for p in project.rglob("*") if ".tmp-" in p.name]
+
+
 @pytest.mark.slow
 def test_sigterm_at_any_point_of_a_command_line_run_is_one_line_and_cleans_up(project, tiny_cache):
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
-from finetune_pipeline.artifacts.atomic import atomic_dir, save_torch, write_json
+from finetune_pipeline.artifacts.atomic import atomic_dir, remove_orphans, save_torch, write_json
 from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, restore_weights, save_checkpoint
 from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, claim, is_failed_attempt, require_empty,
                                                    require_stopped_run)
@@ -32,6 +32,7 @@ from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.report import write_evaluation
 from finetune_pipeline.model_and_data import Setup, checkpoint_state, setup_model_and_data
 from finetune_pipeline.training.evaluate import gather, per_class_report, predict, scores
+from finetune_pipeline.paths import resolve_path
 from finetune_pipeline.sweep.jobs import record_failure
 from finetune_pipeline.training.interrupt import Interrupted, Stopped
 from finetune_pipeline.training.loop import fit
@@ -65,6 +66,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
                 require_empty(run_dir)
             if record is not None:
                 record(run_dir)
+            _remove_orphans(cfg, run_dir)
         hf_logging.disable_progress_bar()  # weight-loading bars would drown the step log
         handler = _log_to_file(run_dir / "train.log") if dist.is_main else None
         try:
@@ -84,6 +86,17 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
         if dist.is_main:
             (run_dir / FAILURE_FILE).unlink(missing_ok=True)  # an earlier attempt's record
         return summary
+
+
+def _remove_orphans(cfg: Config, run_dir: Path) -> None:
+    """Temporary files of writers killed with -9 (or a power cut) in the folders this run writes to."""
+    folders = (run_dir, run_dir / "evaluation", resolve_path(cfg.data.dataset_path).parent,
+               resolve_path(cfg.data.cache_dir), resolve_path(cfg.data.cache_dir) / "features")
+    for folder in folders:
+        removed = remove_orphans(folder)
+        if removed:
+            log.warning("%s: removed %d temporary file(s) left by a stopped process: %s", folder, len(removed),
+                        ", ".join(removed[:5]))
 
 
 def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, float]:
