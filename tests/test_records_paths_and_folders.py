@@ -257,3 +257,14 @@ def test_rerunning_a_sweep_folder_with_other_values_keeps_the_old_results(projec
     proc = run_train(project, "-m", "model.hidden_dim=512,1024", *fast, tiny_cache=tiny_cache, check=False)
     assert proc.returncode == 1 and "model.hidden_dim: 8,16 -> 512,1024" in proc.stdout + proc.stderr
     assert snapshot(sweep) == before
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["data.dataset_path=data/raw/part-1.json"], "data.dataset_path=.* lies inside data.raw_dir"),
+    (["data.label_mapping_path=data/raw/map.json"], "data.label_mapping_path=.* lies inside data.raw_dir"),
+    (["data.cache_dir=data/raw"], "data.cache_dir=.* lies inside data.raw_dir"),
+    (["data.label_mapping_path=data/combined_processed/combined_dataset.json"], "are the same file"),
+])
+def test_preprocessing_and_the_cache_never_write_into_the_raw_data(overrides, message):
+    with pytest.raises(PipelineError, match=message):
+        compose_config(overrides)

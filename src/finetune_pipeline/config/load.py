@@ -21,7 +21,7 @@ from finetune_pipeline.artifacts.run_folder import CONFIG_DIR, HOW_KEYS
 from finetune_pipeline.config.schema import BackboneSource, Config, MixedPrecision, TinyBackboneConfig
 from finetune_pipeline.distributed import run_started
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.paths import project_root
+from finetune_pipeline.paths import project_root, resolve_path
 
 
 TINY_MIN_VOCAB = 64  # the tokenizer trainer needs room for special tokens and an alphabet
@@ -151,8 +151,24 @@ def validate(cfg: Config) -> None:
         positions is None or d.max_length <= positions,
         "data.max_length", f"={d.max_length} exceeds {b.name}'s max_position_embeddings={positions}",
     )
+    _check_data_paths(d)
     if cfg.precision.mixed_precision == MixedPrecision.fp16 and t.device == "cpu":
         raise PipelineError("precision.mixed_precision=fp16 needs CUDA; on CPU use precision=bf16 or precision=fp32")
+
+
+def _check_data_paths(d) -> None:
+    """What preprocessing and the cache write must never land on the raw data, or on each other."""
+    raw = resolve_path(d.raw_dir).resolve()
+    written = {"data.dataset_path": resolve_path(d.dataset_path).resolve(),
+               "data.label_mapping_path": resolve_path(d.label_mapping_path).resolve(),
+               "data.cache_dir": resolve_path(d.cache_dir).resolve()}
+    for key, path in written.items():
+        if path == raw or raw in path.parents:
+            raise PipelineError(f"{key}={path} lies inside data.raw_dir={raw}; preprocessing and the cache would "
+                                "write into the raw data (and read their own files back as raw parts)")
+    if written["data.dataset_path"] == written["data.label_mapping_path"]:
+        raise PipelineError(f"data.dataset_path and data.label_mapping_path are the same file "
+                            f"({written['data.dataset_path']})")
 
 
 def _validate_tiny(tiny: TinyBackboneConfig) -> None:
