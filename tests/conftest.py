@@ -56,6 +56,25 @@ IN_PROCESS = ["backbone=tiny", "training.epochs=2", "data.max_length=32", "model
               "training.progress_bar=false"]
 
 
+@pytest.fixture(scope="module")
+def module_project(tmp_path_factory):
+    """(project, ``train_run(name, *overrides) -> run folder``): tiny runs that a test module trains
+    once and shares, in a project of their own."""
+    from finetune_pipeline.train import train
+
+    project = tmp_path_factory.mktemp("module_project")
+    shutil.copytree(REPO / "data" / "raw", project / "data" / "raw")
+
+    def train_run(name: str, *overrides: str) -> Path:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
+            run = project / "runs" / name
+            train(compose_config([*IN_PROCESS, f"backbone.path={project / 'tiny'}", *overrides]), run)
+        return run
+
+    return project, train_run
+
+
 @pytest.fixture
 def in_project(project, tiny_cache, monkeypatch):
     """``run(name, *overrides)``: train() in this process on the temporary project (no start-up cost)."""

@@ -17,30 +17,10 @@ CHECKPOINTS = {"head-only (frozen)": [], "full (fine-tuned)": ["training.freeze_
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(module_project):
     """One frozen and one fine-tuned tiny run, shared by this module's tests."""
-    import os
-    import shutil
-
-    from conftest import IN_PROCESS, REPO, compose_config
-    from finetune_pipeline.train import train
-
-    project = tmp_path_factory.mktemp("predict_project")
-    shutil.copytree(REPO / "data" / "raw", project / "data" / "raw")
-    old = os.environ.get("FINETUNE_PIPELINE_ROOT")
-    os.environ["FINETUNE_PIPELINE_ROOT"] = str(project)
-    try:
-        folders = {}
-        for name, overrides in CHECKPOINTS.items():
-            run = project / "runs" / name.split()[0]
-            train(compose_config([*IN_PROCESS, f"backbone.path={project / 'tiny'}", "training.epochs=3", *overrides]), run)
-            folders[name] = run
-    finally:
-        if old is None:
-            os.environ.pop("FINETUNE_PIPELINE_ROOT")
-        else:
-            os.environ["FINETUNE_PIPELINE_ROOT"] = old
-    return folders
+    _, train_run = module_project
+    return {name: train_run(name.split()[0], "training.epochs=3", *overrides) for name, overrides in CHECKPOINTS.items()}
 
 
 def read_jsonl(path):

@@ -17,10 +17,10 @@ import pytest
 
 from finetune_pipeline.artifacts.atomic import remove_orphans, write_json
 from finetune_pipeline.cli import main
-from finetune_pipeline.data.preprocess import load_combined, preprocess
+from finetune_pipeline.data.preprocess import preprocess
 from finetune_pipeline.errors import PipelineError
 
-from conftest import IN_PROCESS, REPO, compose_config, run_train
+from conftest import REPO, compose_config
 
 GOOD = [{"input": "Stocks rose", "output": "Economy"}, {"input": "Cup final tonight", "output": "Sport"}]
 
@@ -96,21 +96,10 @@ def test_raw_folder_problems_are_named_accurately(tmp_path, monkeypatch):
 # -- 8. one line, not a traceback ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    project = tmp_path_factory.mktemp("stops_project")
-    import shutil
-
-    shutil.copytree(REPO / "data" / "raw", project / "data" / "raw")
-    old = os.environ.get("FINETUNE_PIPELINE_ROOT")
-    os.environ["FINETUNE_PIPELINE_ROOT"] = str(project)
-    try:
-        from finetune_pipeline.train import train
-
-        run = project / "runs" / "done"
-        train(compose_config([*IN_PROCESS, f"backbone.path={project / 'tiny'}", "training.freeze_backbone=false"]), run)
-    finally:
-        os.environ.pop("FINETUNE_PIPELINE_ROOT") if old is None else os.environ.__setitem__("FINETUNE_PIPELINE_ROOT", old)
-    return project, run
+def finished(module_project):
+    """A finished fine-tuned tiny run (a full checkpoint) and the project it lives in."""
+    project, train_run = module_project
+    return project, train_run("done", "training.freeze_backbone=false")
 
 
 @pytest.mark.parametrize("piece, damage, message", [

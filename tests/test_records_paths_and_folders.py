@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from finetune_pipeline.config.run_guard import RunGuard, check_sweep
 from finetune_pipeline.errors import PipelineError, RunFolderRefused
 from finetune_pipeline.train import train
 
-from conftest import IN_PROCESS, REPO, compose_config, run_train, write_json
+from conftest import IN_PROCESS, REPO, compose_config, run_train
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -33,20 +32,10 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished(module_project):
     """A finished tiny run (frozen head) and the project it lives in."""
-    project = tmp_path_factory.mktemp("records_project")
-    import shutil
-
-    shutil.copytree(REPO / "data" / "raw", project / "data" / "raw")
-    old = os.environ.get("FINETUNE_PIPELINE_ROOT")
-    os.environ["FINETUNE_PIPELINE_ROOT"] = str(project)
-    try:
-        run = project / "runs" / "done"
-        train(compose_config([*IN_PROCESS, f"backbone.path={project / 'tiny'}"]), run)
-    finally:
-        os.environ.pop("FINETUNE_PIPELINE_ROOT") if old is None else os.environ.__setitem__("FINETUNE_PIPELINE_ROOT", old)
-    return project, run
+    project, train_run = module_project
+    return project, train_run("done")
 
 
 def labelled(path: Path, run: Path) -> Path:

@@ -17,7 +17,7 @@ from conftest import IN_PROCESS, REPO, compose_config
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.train import train
 from finetune_pipeline.training.interrupt import Interrupted
-from finetune_pipeline.training.state import STATE_FILE
+from finetune_pipeline.artifacts.run_folder import STATE_FILE
 
 
 class Killed(BaseException):

@@ -19,7 +19,7 @@ from transformers.utils import logging as hf_logging
 
 from finetune_pipeline.artifacts.atomic import atomic_dir, remove_orphans, save_torch, write_json
 from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, restore_weights, save_checkpoint
-from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, claim, is_failed_attempt, require_empty,
+from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, STATE_FILE, claim, is_failed_attempt, require_empty,
                                                    require_stopped_run)
 from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256, module_hashes
 from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_backbone
@@ -40,7 +40,7 @@ from finetune_pipeline.training.loss import class_weights, training_loss
 from finetune_pipeline.training.optim import build_optimizer
 from finetune_pipeline.training.precision import Precision, resolve_device, resolve_precision
 from finetune_pipeline.training.schedule import build_scheduler, optimizer_steps
-from finetune_pipeline.training.state import (STATE_FILE, Progress, Trainer, data_identity, load_state, restore,
+from finetune_pipeline.training.state import (Progress, Trainer, data_identity, load_state, restore,
                                               save_state)
 
 log = logging.getLogger(__name__)

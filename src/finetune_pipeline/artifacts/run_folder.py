@@ -94,16 +94,17 @@ def write_config_record(run_dir: Path, task_cfg, hydra_cfg, overrides: list[str]
 
 def config_differences(stored: object, new: object) -> list[str]:
     """``key: old -> new`` for every leaf of two typed configs that differs, how-keys aside."""
-    old, cur = _leaves(dataclasses.asdict(stored)), _leaves(dataclasses.asdict(new))
+    old, cur = flatten(dataclasses.asdict(stored)), flatten(dataclasses.asdict(new))
     keys = sorted((set(old) | set(cur)) - set(HOW_KEYS) - {"resume"})
     return [f"{k}: {_shown(old.get(k))} -> {_shown(cur.get(k))}" for k in keys if old.get(k) != cur.get(k)]
 
 
-def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; enums by their value."""
     out: dict[str, object] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = getattr(value, "value", value)  # enums by their value
     return out

@@ -20,7 +20,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from finetune_pipeline.artifacts.run_folder import CONFIG_DIR, HOW_KEYS
+from finetune_pipeline.artifacts.run_folder import CONFIG_DIR, HOW_KEYS, flatten
 from finetune_pipeline.config.load import to_config
 from finetune_pipeline.errors import PipelineError
 
@@ -84,7 +84,7 @@ def sweep_differences(old_overrides: list[str], new_overrides: list[str], old_ta
     old, new = _override_map(old_overrides), _override_map(new_overrides)
     found = [f"{k}: {old.get(k, '(default)')} -> {new.get(k, '(default)')}"
              for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    old_leaves, new_leaves = _flat(old_task), _flat(new_task)
+    old_leaves, new_leaves = flatten(old_task), flatten(new_task)
     found += [f"{k}: {old_leaves.get(k)} -> {new_leaves.get(k)}" for k in sorted(set(old_leaves) | set(new_leaves))
               if k not in HOW_KEYS and k not in old and k not in new and old_leaves.get(k) != new_leaves.get(k)]
     return found
@@ -100,16 +100,6 @@ def _override_map(overrides: list[str]) -> dict[str, str]:
 def _task(config: DictConfig) -> dict:
     return {k: OmegaConf.to_container(config[k], resolve=False) if OmegaConf.is_config(config[k]) else config[k]
             for k in config if k != "hydra"}
-
-
-def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _creatable(folder: Path) -> None:

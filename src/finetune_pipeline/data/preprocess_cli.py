@@ -12,7 +12,6 @@ import sys
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from finetune_pipeline.config.load import register_resolvers, to_config

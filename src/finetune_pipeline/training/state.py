@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from finetune_pipeline.artifacts.atomic import save_torch
-from finetune_pipeline.artifacts.run_folder import STATE_FILE  # noqa: F401  (re-exported)
 from finetune_pipeline.distributed import unwrap
 from finetune_pipeline.errors import PipelineError
 
