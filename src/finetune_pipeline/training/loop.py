@@ -71,7 +71,6 @@ def fit(
     n_batches = len(train_loader)
     show_bar = cfg.progress_bar and sys.stderr.isatty()
     divergence = DivergenceCheck(precision.uses_grad_scaler, _lr_hint(cfg))
-    clip_at = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")  # inf: measure the norm only
     process_start, trained_before = time.perf_counter(), progress.train_seconds
 
     def save(reason: str) -> str:
@@ -120,7 +119,7 @@ def fit(
                     progress.n_texts += batch_size
                 if boundary:
                     scaler.unscale_(optimizer)
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, clip_at))
+                    grad_norm = float(_clip_or_measure(trainable, cfg.max_grad_norm))
                     # under DDP the norm is of the all-reduced gradients, the same on every rank, and a
                     # rank's non-finite loss makes it non-finite: every rank decides alike
                     divergence.step(epoch, step, n_batches, batch_loss if dist.enabled or window_finite else math.nan,
@@ -177,6 +176,14 @@ def fit(
 
     progress.train_seconds = trained_before + time.perf_counter() - process_start
     return progress
+
+
+def _clip_or_measure(parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """The gradients' total norm, clipped to ``max_norm`` when that is > 0 (the norm is needed either
+    way: the divergence check reads it)."""
+    if max_norm > 0:
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    return torch.nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
 
 
 def _lr_hint(cfg: TrainingConfig) -> str:
