@@ -39,7 +39,7 @@ from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
 from finetune_pipeline.data.split import stratified_split
 from finetune_pipeline.features.encode import encode
 from finetune_pipeline.model.classifier import build_head, pool
-from finetune_pipeline.training.precision import cpu_supports_bf16, resolve_precision
+from finetune_pipeline.runtime.precision import cpu_supports_bf16, resolve_precision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, machine, run_measured  # noqa: E402

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from finetune_pipeline.training.precision import cpu_supports_bf16
+from finetune_pipeline.runtime.precision import cpu_supports_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 

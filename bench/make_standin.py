@@ -21,7 +21,7 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from finetune_pipeline.backbone.tiny import NOT_PRETRAINED_MARKER
-from finetune_pipeline.backbone.tokenizer import train_tokenizer
+from finetune_pipeline.backbone.bpe_trainer import train_bpe_tokenizer
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     started = time.perf_counter()
     texts = [r["input"] for p in sorted(args.texts.glob("*.json")) for r in json.loads(p.read_text(encoding="utf-8"))]
     config = AutoConfig.from_pretrained(args.config_dir)
-    tokenizer = train_tokenizer(texts, min(args.vocab_size, config.vocab_size), model_max_length=config.max_position_embeddings)
+    tokenizer = train_bpe_tokenizer(texts, min(args.vocab_size, config.vocab_size), model_max_length=config.max_position_embeddings)
     torch.manual_seed(args.seed)
     model = AutoModel.from_config(config)
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ project folder, so relative paths (data/, outputs/) resolve there and the reposi
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 # per-machine decisions (precision=auto on a CPU) go to a temporary folder, not the user's cache
 os.environ.setdefault("FINETUNE_PIPELINE_CACHE", tempfile.mkdtemp(prefix="finetune-pipeline-cache-"))
 register_configs()
-register_resolvers()
+register_resolvers(datetime.datetime.now())
 
 
 def compose_config(overrides: list[str] = ()) -> Config:
@@ -60,7 +61,7 @@ IN_PROCESS = ["backbone=tiny", "training.epochs=2", "data.max_length=32", "model
 def module_project(tmp_path_factory):
     """(project, ``train_run(name, *overrides) -> run folder``): tiny runs that a test module trains
     once and shares, in a project of their own."""
-    from finetune_pipeline.train import train
+    from finetune_pipeline.training.recipe import train
 
     project = tmp_path_factory.mktemp("module_project")
     shutil.copytree(REPO / "data" / "raw", project / "data" / "raw")
@@ -78,7 +79,7 @@ def module_project(tmp_path_factory):
 @pytest.fixture
 def in_project(project, tiny_cache, monkeypatch):
     """``run(name, *overrides)``: train() in this process on the temporary project (no start-up cost)."""
-    from finetune_pipeline.train import train
+    from finetune_pipeline.training.recipe import train
 
     monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from finetune_pipeline.training.precision import cpu_supports_bf16
+from finetune_pipeline.runtime.precision import cpu_supports_bf16
 
 from conftest import REPO, run_folders, run_train
 

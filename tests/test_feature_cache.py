@@ -92,8 +92,8 @@ def test_checkpoints_load_into_a_classifier_that_reproduces_the_run(in_project, 
 
     from finetune_pipeline.artifacts.checkpoints import load_classifier
     from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
-    from finetune_pipeline.training.evaluate import predict
-    from finetune_pipeline.training.precision import Precision
+    from finetune_pipeline.training.metrics import predict
+    from finetune_pipeline.runtime.precision import Precision
     from transformers import AutoTokenizer
 
     summary, run, _ = in_project("lean")

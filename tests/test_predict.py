@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from finetune_pipeline import Classifier
-from finetune_pipeline.cli import main
+from finetune_pipeline.cli.predict_evaluate import main
 
 CHECKPOINTS = {"head-only (frozen)": [], "full (fine-tuned)": ["training.freeze_backbone=false"]}
 

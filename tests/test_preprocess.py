@@ -135,13 +135,13 @@ def test_cli_runs_alone_with_the_same_config_and_fails_in_one_line(tmp_path):
     out = tmp_path / "processed"
     overrides = [f"data.raw_dir={tmp_path / 'raw'}", f"data.dataset_path={out / 'c.json'}",
                  f"data.label_mapping_path={out / 'm.json'}"]
-    ok = subprocess.run([sys.executable, "-m", "finetune_pipeline.data.preprocess_cli", *overrides],
+    ok = subprocess.run([sys.executable, "-m", "finetune_pipeline.cli.preprocess", *overrides],
                         capture_output=True, text=True, cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert json.loads((out / "m.json").read_text()) == {"Economy": "a", "Sport": "b"}
 
     (tmp_path / "raw" / "b.json").write_text('[{"input": "x"}]')
-    bad = subprocess.run([sys.executable, "-m", "finetune_pipeline.data.preprocess_cli", *overrides],
+    bad = subprocess.run([sys.executable, "-m", "finetune_pipeline.cli.preprocess", *overrides],
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 1
     errors = [line for line in (bad.stdout + bad.stderr).splitlines() if "ERROR" in line]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from finetune_pipeline.artifacts.atomic import remove_orphans, write_json
-from finetune_pipeline.cli import main
+from finetune_pipeline.cli.predict_evaluate import main
 from finetune_pipeline.data.preprocess import preprocess
 from finetune_pipeline.errors import PipelineError
 
@@ -157,7 +157,7 @@ def test_corrupt_cache_entries_and_hash_memos_are_rebuilt(in_project, project, c
 
 
 def test_compare_flags_a_corrupt_job_and_still_prints_the_others(tmp_path, capsys):
-    from finetune_pipeline.sweep.compare import main as compare_main
+    from finetune_pipeline.cli.compare import main as compare_main
 
     for name, best in (("0", 0.5), ("1", 0.7)):
         (tmp_path / name / ".hydra").mkdir(parents=True)
@@ -173,7 +173,7 @@ def test_compare_flags_a_corrupt_job_and_still_prints_the_others(tmp_path, capsy
 
 
 def test_preprocess_help_prints_help(capsys):
-    from finetune_pipeline.data.preprocess_cli import main as preprocess_main
+    from finetune_pipeline.cli.preprocess import main as preprocess_main
 
     with pytest.raises(SystemExit) as exit_:
         preprocess_main(["--help"])
@@ -204,7 +204,7 @@ def test_a_stop_while_encoding_keeps_nothing_half_written(in_project, project, m
 
 
 def test_predict_stopped_by_a_signal_writes_nothing(finished, tmp_path, caplog, monkeypatch):
-    from finetune_pipeline.inference.classifier import Classifier
+    from finetune_pipeline.inference.predictor import Classifier
 
     _, run = finished
     (tmp_path / "t.txt").write_text("a\nb\n")

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from finetune_pipeline.app import sweep_job_mode
-from finetune_pipeline.cli import main
-from finetune_pipeline.config.run_guard import RunGuard, check_sweep
+from finetune_pipeline.cli.train import sweep_job_mode
+from finetune_pipeline.cli.predict_evaluate import main
+from finetune_pipeline.cli.run_guard import RunGuard, check_sweep
 from finetune_pipeline.errors import PipelineError, RunFolderRefused
-from finetune_pipeline.train import train
+from finetune_pipeline.training.recipe import train
 
 from conftest import IN_PROCESS, REPO, compose_config, run_train
 

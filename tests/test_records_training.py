@@ -185,7 +185,7 @@ def test_the_freeze_proof_of_a_cache_hit_checks_the_weight_files(in_project, pro
     assert "encoder not loaded" in log and proof["verdict"].startswith("PASS")
     assert "weight files' bytes was checked" in proof["how"]
 
-    import finetune_pipeline.train as recipe
+    import finetune_pipeline.training.recipe as recipe
 
     real_fit = recipe.fit
     backbone = Path(json.loads((second / "metrics.json").read_text())["backbone"]["path"])
@@ -227,7 +227,7 @@ def test_an_epochs_last_partial_accumulation_window_is_not_down_weighted(tmp_pat
 
 
 def test_precision_auto_on_a_cpu_is_decided_once_per_machine(tmp_path, monkeypatch, caplog):
-    import finetune_pipeline.training.precision as precision
+    import finetune_pipeline.runtime.precision as precision
     from finetune_pipeline.config.schema import MixedPrecision
 
     monkeypatch.setenv(precision.CACHE_ENV, str(tmp_path))

@@ -15,7 +15,7 @@ import torch
 
 from conftest import IN_PROCESS, REPO, compose_config
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.train import train
+from finetune_pipeline.training.recipe import train
 from finetune_pipeline.training.interrupt import Interrupted
 from finetune_pipeline.artifacts.run_folder import STATE_FILE
 

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.sweep.compare import compare, main as compare_main
+from finetune_pipeline.cli.compare import main as compare_main
+from finetune_pipeline.sweep.compare import compare
 
 from conftest import REPO, run_train, write_json
 
@@ -60,9 +61,10 @@ def test_compare_reports_mean_and_std_over_seeds(tmp_path):
     assert "| 512 | 2 | 0.9100 ± 0.0141 |" in md
 
 
-def test_compare_command_line_errors_are_one_line(tmp_path, capsys):
+def test_compare_command_line_errors_are_one_line(tmp_path, caplog):
     assert compare_main([str(tmp_path / "absent")]) == 1
-    assert "absent: not a folder" in capsys.readouterr().err
+    [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert error.endswith("absent: not a folder")
     (tmp_path / "empty").mkdir()
     with pytest.raises(PipelineError, match="no run folders"):
         compare([tmp_path / "empty"])
@@ -109,7 +111,7 @@ def test_compare_console_script_on_a_real_sweep(project, tiny_cache):
     run_train(project, "-m", "model.hidden_dim=8,16", "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)
     [sweep] = [p.parent for p in (project / "outputs/multirun").rglob("multirun.yaml")]
     out = project / "report"
-    proc = subprocess.run([sys.executable, "-m", "finetune_pipeline.sweep.compare", str(sweep), str(sweep / "0"),
+    proc = subprocess.run([sys.executable, "-m", "finetune_pipeline.cli.compare", str(sweep), str(sweep / "0"),
                            "--metric", "test/macro_f1", "--out", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "Best job by test/macro_f1" in proc.stdout

@@ -15,7 +15,7 @@ from finetune_pipeline.model.classifier import TextClassifier, build_head, pool
 from finetune_pipeline.training.loop import fit, is_better
 from finetune_pipeline.training.state import Trainer
 from finetune_pipeline.training.optim import build_optimizer, param_groups
-from finetune_pipeline.training.precision import (cpu_auto_precision, cpu_supports_bf16,
+from finetune_pipeline.runtime.precision import (cpu_auto_precision, cpu_supports_bf16,
                                                   resolve_precision)
 from finetune_pipeline.training.schedule import build_scheduler, lr_multiplier, optimizer_steps
 

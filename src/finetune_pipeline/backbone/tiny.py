@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModel, ModernBertConfig
 
 from finetune_pipeline.artifacts.atomic import atomic_dir
-from finetune_pipeline.backbone.tokenizer import train_tokenizer
+from finetune_pipeline.backbone.bpe_trainer import train_bpe_tokenizer
 from finetune_pipeline.config.schema import TinyBackboneConfig
 from finetune_pipeline.errors import PipelineError
 
@@ -46,7 +46,7 @@ def tiny_backbone_folder(cache_root: Path, shape: TinyBackboneConfig, texts: lis
 
 
 def _build(folder: Path, shape: TinyBackboneConfig, texts: list[str]) -> None:
-    tokenizer = train_tokenizer(texts, shape.vocab_size, shape.max_position_embeddings)
+    tokenizer = train_bpe_tokenizer(texts, shape.vocab_size, shape.max_position_embeddings)
     config = ModernBertConfig(
         vocab_size=max(shape.vocab_size, len(tokenizer)),
         hidden_size=shape.hidden_size,

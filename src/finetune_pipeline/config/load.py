@@ -7,6 +7,7 @@ backbone's positions) runs in ``backbone.load`` before any weights are read.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import math
 import typing
@@ -18,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from finetune_pipeline.artifacts.run_folder import CONFIG_DIR, HOW_KEYS
 
 from finetune_pipeline.config.schema import BackboneSource, Config, MixedPrecision, TinyBackboneConfig
-from finetune_pipeline.distributed import run_started
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.paths import project_root, resolve_path
 
@@ -26,28 +26,19 @@ from finetune_pipeline.paths import project_root, resolve_path
 TINY_MIN_VOCAB = 64  # the tokenizer trainer needs room for special tokens and an alphabet
 
 
-def register_resolvers() -> None:
-    """``${project_root:}``: output folders under the project whatever the cwd;
-    ``${run_time:pattern}``: the run's start time, the same on every torchrun rank;
-    ``${mkdir:path}``: the path, created first (Optuna opens its SQLite file before Hydra makes the sweep folder)."""
-    if not OmegaConf.has_resolver("project_root"):
-        OmegaConf.register_new_resolver("project_root", lambda: str(project_root()))
-    if not OmegaConf.has_resolver("mkdir"):
-        OmegaConf.register_new_resolver("mkdir", _mkdir)
-    if not OmegaConf.has_resolver("run_dir"):
-        OmegaConf.register_new_resolver("run_dir", _run_dir)
-    if not OmegaConf.has_resolver("run_time"):
-        OmegaConf.register_new_resolver("run_time", lambda pattern: run_started().strftime(pattern))
+def register_resolvers(started: dt.datetime) -> None:
+    """Pure resolvers (no files made, no environment read):
+    ``${project_root:}``: output folders under the project whatever the cwd;
+    ``${run_dir:resume,new}``: ``hydra.run.dir``, the resumed folder or a new one;
+    ``${run_time:pattern}``: ``started`` formatted, the run's start time (rank 0's under torchrun)."""
+    OmegaConf.register_new_resolver("project_root", lambda: str(project_root()), replace=True)
+    OmegaConf.register_new_resolver("run_dir", _run_dir, replace=True)
+    OmegaConf.register_new_resolver("run_time", started.strftime, replace=True)
 
 
 def _run_dir(resume: str | None, new_dir: str) -> str:
     """``hydra.run.dir``: a new folder, or with ``resume=<folder>`` that folder."""
     return str(Path(resume).resolve()) if resume else new_dir
-
-
-def _mkdir(path: str) -> str:
-    Path(path).mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def to_config(cfg: DictConfig) -> Config:

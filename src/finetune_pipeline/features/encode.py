@@ -12,7 +12,7 @@ from torch import nn
 from finetune_pipeline.config.schema import Pooling
 from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
 from finetune_pipeline.model.classifier import pool
-from finetune_pipeline.training.precision import Precision
+from finetune_pipeline.runtime.precision import Precision
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from finetune_pipeline.artifacts.atomic import save_torch
 from finetune_pipeline.backbone.load import Backbone, load_encoder
 from finetune_pipeline.config.schema import Config
 from finetune_pipeline.data.batches import TokenizedTexts
-from finetune_pipeline.distributed import SINGLE, Dist
+from finetune_pipeline.runtime.distributed import SINGLE, Dist
 from finetune_pipeline.features.cache import FeatureCache, feature_key, texts_sha256, tokenizer_sha256
 from finetune_pipeline.features.encode import EncodeStats, encode
 from finetune_pipeline.paths import resolve_path
-from finetune_pipeline.training.precision import Precision
+from finetune_pipeline.runtime.precision import Precision
 
 log = logging.getLogger(__name__)
 

@@ -1,22 +1,18 @@
 """Compare runs of a sweep: a table sorted by a metric, the best job, mean ± std over seeds, plots.
 
-    finetune-compare outputs/multirun/2026-11-25/12-00-00-000000 [more folders] [--metric test/macro_f1]
-
-Writes summary.csv, summary.md and summary.png into the first folder given (or --out).
+Writes summary.csv, summary.md and summary.png into the first folder given (or ``out_dir``); the
+command is ``finetune-compare`` (``cli/compare.py``).
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import logging
 import math
 import statistics
-import sys
 from pathlib import Path
 
 from finetune_pipeline.artifacts.atomic import atomic_path
-from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.sweep.jobs import Job, find_job_folders, read_job
 
 log = logging.getLogger(__name__)
@@ -164,21 +160,6 @@ def compare(paths: list[Path], metric: str = "best", out_dir: Path | None = None
     return "\n".join(text)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="finetune-compare", description="Compare the runs of one or more sweeps.")
-    parser.add_argument("paths", nargs="+", type=Path, help="sweep folders or run folders")
-    parser.add_argument("--metric", choices=METRICS, default="best",
-                        help="sort key: each job's best validation value (default) or a test metric")
-    parser.add_argument("--out", type=Path, help="where summary.* go (default: the first folder)")
-    args = parser.parse_args(argv)
-    try:
-        print(compare(args.paths, args.metric, args.out))
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
 def _fmt(value: float | None) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
@@ -198,5 +179,3 @@ def _relative(folder: Path, root: Path) -> str:
         return str(folder)
 
 
-if __name__ == "__main__":
-    sys.exit(main())

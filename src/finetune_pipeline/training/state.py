@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from finetune_pipeline.artifacts.atomic import save_torch
-from finetune_pipeline.distributed import unwrap
+from finetune_pipeline.runtime.distributed import unwrap
 from finetune_pipeline.errors import PipelineError
 
 FORMAT = 1

@@ -30,7 +30,7 @@ from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.report import prediction_rows
 from finetune_pipeline.model.classifier import TextClassifier
-from finetune_pipeline.training.precision import Precision, resolve_device, resolve_precision
+from finetune_pipeline.runtime.precision import Precision, resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 

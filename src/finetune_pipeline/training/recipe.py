@@ -27,18 +27,18 @@ from finetune_pipeline.config.schema import Config, SplitMode
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.preprocess import ensure_preprocessed, load_combined
 from finetune_pipeline.data.split import split_by_files, stratified_split
-from finetune_pipeline.distributed import SINGLE, Dist, wrap
+from finetune_pipeline.runtime.distributed import SINGLE, Dist, wrap
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.report import write_evaluation
-from finetune_pipeline.model_and_data import Setup, checkpoint_state, setup_model_and_data
-from finetune_pipeline.training.evaluate import gather, per_class_report, predict, scores
+from finetune_pipeline.model.builders import Setup, checkpoint_state, setup_model_and_data
+from finetune_pipeline.training.metrics import gather, per_class_report, predict, scores
 from finetune_pipeline.paths import resolve_path
 from finetune_pipeline.sweep.jobs import record_failure
 from finetune_pipeline.training.interrupt import Interrupted, Stopped
 from finetune_pipeline.training.loop import fit
 from finetune_pipeline.training.loss import class_weights, training_loss
 from finetune_pipeline.training.optim import build_optimizer
-from finetune_pipeline.training.precision import Precision, resolve_device, resolve_precision
+from finetune_pipeline.runtime.precision import Precision, resolve_device, resolve_precision
 from finetune_pipeline.training.schedule import build_scheduler, optimizer_steps
 from finetune_pipeline.training.state import (Progress, Trainer, data_identity, load_state, restore,
                                               save_state)

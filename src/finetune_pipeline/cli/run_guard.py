@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from finetune_pipeline.artifacts.run_folder import CONFIG_DIR, HOW_KEYS, flatten
 from finetune_pipeline.config.load import to_config
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.runtime.logs import formatter
 
 log = logging.getLogger("finetune_pipeline.run_guard")
 
@@ -33,6 +34,8 @@ class RunGuard(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _exit_on_error(lambda: check_sweep(config))
+        # a sweeper may open files in the sweep folder (Optuna's SQLite study) before Hydra makes it
+        Path(config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
 
 
 def check_run(config: DictConfig) -> None:
@@ -121,7 +124,7 @@ def _exit_on_error(check: Callable[[], None]) -> None:
     except PipelineError as e:
         if not log.handlers:  # Hydra has not set up the job's logging yet: one line on stderr, our format
             handler = _Stderr()
-            handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S"))
+            handler.setFormatter(formatter())
             log.addHandler(handler)
             log.propagate = False
         log.error("%s", e)

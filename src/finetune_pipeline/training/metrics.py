@@ -10,8 +10,8 @@ from sklearn.metrics import accuracy_score, classification_report, f1_score
 from torch import nn
 from torch.utils.data import DataLoader
 
-from finetune_pipeline.distributed import Dist
-from finetune_pipeline.training.precision import Precision
+from finetune_pipeline.runtime.distributed import Dist
+from finetune_pipeline.runtime.precision import Precision
 
 
 @dataclass

@@ -23,10 +23,10 @@ from finetune_pipeline.artifacts.freeze_proof import module_hashes
 from finetune_pipeline.backbone.load import Backbone, load_encoder
 from finetune_pipeline.config.schema import Config
 from finetune_pipeline.data.batches import TokenizedTexts, eval_loader, feature_loader, train_loader
-from finetune_pipeline.distributed import Dist
+from finetune_pipeline.runtime.distributed import Dist
 from finetune_pipeline.features.frozen import frozen_features
 from finetune_pipeline.model.classifier import FeatureClassifier, TextClassifier, build_head
-from finetune_pipeline.training.precision import Precision
+from finetune_pipeline.runtime.precision import Precision
 
 log = logging.getLogger(__name__)
 

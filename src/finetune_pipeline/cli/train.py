@@ -13,24 +13,45 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
+import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from finetune_pipeline.artifacts.run_folder import (CONFIG_DIR, METRICS_FILE, STATE_FILE, claim, config_differences,
                                                    contents, write_config_record)
-from finetune_pipeline.config.load import stored_config, to_config
-from finetune_pipeline.config.schema import Config
-from finetune_pipeline.distributed import Dist
+from finetune_pipeline.config.load import register_resolvers, stored_config, to_config
+from finetune_pipeline.config.schema import Config, register_configs
 from finetune_pipeline.errors import PipelineError, RunFolderRefused
+from finetune_pipeline.paths import ROOT_ENV
+from finetune_pipeline.runtime import distributed
+from finetune_pipeline.runtime.distributed import Dist
 from finetune_pipeline.sweep.jobs import read_job, record_failure
-from finetune_pipeline.train import train
+from finetune_pipeline.training.recipe import train
 from finetune_pipeline.training.interrupt import Interrupted, Stopped, raise_on_signals
 
 log = logging.getLogger("train")
+
+
+def launch(project: Path) -> None:
+    """``python train.py``: Hydra's app over ``<project>/conf``, with ``<project>`` as the root of
+    relative paths. Under torchrun, the process group is joined here, before Hydra names the run
+    folder from the (shared) start time."""
+    os.environ.setdefault(ROOT_ENV, str(project))
+    register_configs()
+    dist, started = distributed.init_from_env()
+    register_resolvers(started)
+
+    @hydra.main(version_base="1.3", config_path=str(project / "conf"), config_name="config")
+    def main(cfg: DictConfig) -> float:
+        """Returns the best validation value of training.best_metric (the objective for sweepers)."""
+        return run(cfg, dist, sys.argv[0])
+
+    distributed.run_then_exit(main, dist)
 
 
 def run(cfg: DictConfig, dist: Dist, script: str) -> float:

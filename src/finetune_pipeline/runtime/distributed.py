@@ -1,10 +1,10 @@
 """Data-parallel training under ``torchrun``: who this process is, and the few collectives used.
 
 ``torchrun --nproc_per_node=N train.py ...`` starts N copies of train.py with RANK, WORLD_SIZE,
-LOCAL_RANK and MASTER_ADDR/PORT set. ``init_from_env()`` joins them into one process group (gloo
-for CPU tensors, NCCL for CUDA ones) and agrees on one start time, so every rank resolves the same
-Hydra run folder. Without those variables everything here is a no-op: a plain ``python train.py``
-is a world of one.
+LOCAL_RANK and MASTER_ADDR/PORT set. ``init_from_env()`` (called by ``cli.train.launch``, never at
+import) joins them into one process group (gloo for CPU tensors, NCCL for CUDA ones) and agrees on
+one start time, so every rank resolves the same Hydra run folder. Without those variables
+everything here is a no-op: a plain ``python train.py`` is a world of one.
 """
 
 from __future__ import annotations
@@ -69,45 +69,30 @@ class Dist:
 
 
 SINGLE = Dist()
-_current = SINGLE
-_started: dt.datetime | None = None
 
 
-def init_from_env() -> Dist:
-    """Join the torchrun process group when started by torchrun; returns this process's ``Dist``."""
-    global _current, _started
+def init_from_env() -> tuple[Dist, dt.datetime]:
+    """(this process's ``Dist``, the run's start time). Under torchrun (WORLD_SIZE > 1) this joins the
+    process group and takes rank 0's start time, so every rank names the same run folder."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1 or _current.enabled:
-        return _current
+    if world_size <= 1:
+        return SINGLE, dt.datetime.now()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
     torch_dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
-    _current = Dist(torch_dist.get_rank(), world_size, local_rank)
-    _started = _current.broadcast(dt.datetime.now())  # one run folder name for all ranks
-    return _current
+    dist = Dist(torch_dist.get_rank(), world_size, local_rank)
+    return dist, dist.broadcast(dt.datetime.now())
 
 
-def current() -> Dist:
-    return _current
-
-
-def run_started() -> dt.datetime:
-    """This run's start time: rank 0's under torchrun, else the first call's."""
-    global _started
-    if _started is None:
-        _started = dt.datetime.now()
-    return _started
-
-
-def run_then_exit(main: Callable[[], object]) -> None:
+def run_then_exit(main: Callable[[], object], dist: Dist) -> None:
     """Run ``main``; under torchrun then leave the process group and end the process at once.
 
     Interpreter teardown after a distributed run can hang on the gloo/DDP objects still alive
     (seen here once in five SIGTERM stops: a rank sat in finalisation until torchrun killed it), so
     a rank exits with ``os._exit`` once its files are closed and its output flushed.
     """
-    if not _current.enabled:
+    if not dist.enabled:
         main()
         return
     code = 0
@@ -118,18 +103,12 @@ def run_then_exit(main: Callable[[], object]) -> None:
     except BaseException:
         traceback.print_exc()
         code = 1
-    shutdown()
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def shutdown() -> None:
-    global _current
-    if _current.enabled and torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
-    _current = SINGLE
 
 
 def unwrap(model: nn.Module) -> nn.Module:

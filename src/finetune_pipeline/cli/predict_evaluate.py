@@ -20,32 +20,26 @@ from pathlib import Path
 
 import numpy as np
 
+from finetune_pipeline.cli.errors import exit_status
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.runtime.logs import log_to_stderr
 
-log = logging.getLogger("finetune_pipeline.cli")
+log = logging.getLogger("finetune_pipeline.cli.predict_evaluate")
 
-LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"
 TRAINING_REPORT = "test"  # evaluation/test/ is written by train.py for the test split; never by evaluate
 
 
 def main(argv: list[str] | None = None) -> int:
-    from finetune_pipeline.training.interrupt import Stopped, raise_on_signals
-
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt="%H:%M:%S", stream=sys.stderr)
-    try:
-        with raise_on_signals():
-            from transformers.utils import logging as hf_logging
+    log_to_stderr()
 
-            hf_logging.disable_progress_bar()  # no weight-loading bars around the output
-            args.command(args)
-    except PipelineError as e:
-        log.error("%s", e)
-        return 1
-    except Stopped as e:
-        log.error("%s; nothing was written (outputs are replaced whole or not at all)", e)
-        return e.exit_code
-    return 0
+    def command() -> None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no weight-loading bars around the output
+        args.command(args)
+
+    return exit_status(command, "nothing was written (outputs are replaced whole or not at all)")
 
 
 def predict(args: argparse.Namespace) -> None:
@@ -122,7 +116,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _load(args: argparse.Namespace):
-    from finetune_pipeline.inference.classifier import Classifier
+    from finetune_pipeline.inference.predictor import Classifier
 
     return Classifier.from_run(args.run_dir, args.checkpoint, args.backbone, args.device, args.precision,
                                args.batch_size)

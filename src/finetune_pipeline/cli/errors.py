@@ -1,0 +1,29 @@
+"""The one place where a command's failure becomes its one-line message and exit status.
+
+    PipelineError (bad input, config, files)   -> "[time][ERROR] <message>", exit 1
+    Stopped (SIGINT / SIGTERM)                 -> "[time][ERROR] stopped by SIGTERM; <what was kept>", 130 / 143
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.training.interrupt import Stopped, raise_on_signals
+
+log = logging.getLogger("finetune_pipeline")
+
+
+def exit_status(command: Callable[[], None], when_stopped: str) -> int:
+    """Run ``command`` with SIGINT/SIGTERM turned into ``Stopped``; 0, 1, or 128 + the signal."""
+    try:
+        with raise_on_signals():
+            command()
+    except PipelineError as e:
+        log.error("%s", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return 1
+    except Stopped as e:
+        log.error("%s; %s", e, when_stopped)
+        return e.exit_code
+    return 0
