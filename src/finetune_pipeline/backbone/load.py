@@ -151,6 +151,11 @@ def _check_shape(cfg: BackboneConfig, hf_config: PretrainedConfig, folder: Path,
         expected, actual = getattr(cfg, key), getattr(hf_config, key, None)
         if expected is not None and actual != expected:
             raise PipelineError(f"{folder}/config.json: {key}={actual}, but backbone.{key}={expected} for {cfg.name}")
-    positions = getattr(hf_config, "max_position_embeddings", None)
+    check_max_length(max_length, getattr(hf_config, "max_position_embeddings", None), cfg.name)
+
+
+def check_max_length(max_length: int, positions: int | None, name: str) -> None:
+    """The one check of data.max_length against a backbone's positions: from the config at start-up,
+    from the model's config.json once the folder is found."""
     if positions is not None and max_length > positions:
-        raise PipelineError(f"data.max_length={max_length} exceeds {cfg.name}'s max_position_embeddings={positions}")
+        raise PipelineError(f"data.max_length={max_length} exceeds {name}'s max_position_embeddings={positions}")

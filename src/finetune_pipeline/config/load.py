@@ -18,9 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from finetune_pipeline.artifacts.run_folder import CONFIG_DIR, HOW_KEYS
 
-from finetune_pipeline.config.schema import BackboneSource, Config, MixedPrecision, TinyBackboneConfig
+from finetune_pipeline.config.schema import BackboneSource, Config, TinyBackboneConfig
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.backbone.load import check_max_length
 from finetune_pipeline.paths import project_root, resolve_path
+from finetune_pipeline.runtime.device import check_device_name
+from finetune_pipeline.runtime.precision import check_precision_for_device
 
 
 TINY_MIN_VOCAB = 64  # the tokenizer trainer needs room for special tokens and an alphabet
@@ -128,22 +131,14 @@ def validate(cfg: Config) -> None:
     _check(t.weight_decay >= 0, "training.weight_decay", f"must be >= 0, got {t.weight_decay}")
     _check(t.max_grad_norm >= 0, "training.max_grad_norm", f"must be >= 0 (0 = no clipping), got {t.max_grad_norm}")
     _check(0 <= t.warmup_ratio < 1, "training.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}")
-    _check(
-        t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"),
-        "training.device", f"must be auto, cpu, cuda or cuda:N, got {t.device!r}",
-    )
+    check_device_name(t.device)
     if b.source == BackboneSource.tiny and b.tiny is None:
         raise PipelineError("backbone.tiny is required when backbone.source=tiny (use backbone=tiny)")
     if b.source == BackboneSource.tiny:
         _validate_tiny(b.tiny)
-    positions = b.tiny.max_position_embeddings if b.source == BackboneSource.tiny else b.max_position_embeddings
-    _check(
-        positions is None or d.max_length <= positions,
-        "data.max_length", f"={d.max_length} exceeds {b.name}'s max_position_embeddings={positions}",
-    )
+    check_max_length(d.max_length, b.tiny.max_position_embeddings if b.tiny else b.max_position_embeddings, b.name)
     _check_data_paths(d)
-    if cfg.precision.mixed_precision == MixedPrecision.fp16 and t.device == "cpu":
-        raise PipelineError("precision.mixed_precision=fp16 needs CUDA; on CPU use precision=bf16 or precision=fp32")
+    check_precision_for_device(cfg.precision.mixed_precision.value, t.device)
 
 
 def _check_data_paths(d) -> None:

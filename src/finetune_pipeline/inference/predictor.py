@@ -30,7 +30,8 @@ from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.report import prediction_rows
 from finetune_pipeline.model.classifier import TextClassifier
-from finetune_pipeline.runtime.precision import Precision, resolve_device, resolve_precision
+from finetune_pipeline.runtime.device import resolve_device
+from finetune_pipeline.runtime.precision import Precision, resolve_precision
 
 log = logging.getLogger(__name__)
 

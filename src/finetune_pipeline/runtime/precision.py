@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import platform
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,19 +44,6 @@ class Precision:
     def grad_scaler(self) -> torch.amp.GradScaler:
         # a disabled scaler passes losses and steps through untouched, so the loop has one code path
         return torch.amp.GradScaler(self.device_type, enabled=self.uses_grad_scaler)
-
-
-def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
-    """``auto``: CUDA when available; under torchrun (``local_rank``) each process takes its own GPU."""
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
-        raise PipelineError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and local_rank is not None and torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PipelineError(f"training.device={name} but CUDA is not available; use training.device=cpu or auto")
-    return torch.device(name)
 
 
 def cpu_supports_bf16() -> bool:
@@ -138,6 +124,12 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def check_precision_for_device(precision: str, device: str) -> None:
+    """The one check of a precision against a device (``cpu``, ``cuda``, ``cuda:N``; ``auto`` passes)."""
+    if precision == "fp16" and device == "cpu":
+        raise PipelineError("precision.mixed_precision=fp16 needs CUDA; on CPU use precision=bf16 or precision=fp32")
+
+
 def resolve_precision(choice: MixedPrecision, device: torch.device) -> Precision:
     cuda = device.type == "cuda"
     bf16_ok = torch.cuda.is_bf16_supported() if cuda else cpu_supports_bf16()
@@ -147,8 +139,7 @@ def resolve_precision(choice: MixedPrecision, device: torch.device) -> Precision
         log.info("precision auto: %s (%s)", name, why)
     elif name == "auto":
         name = "bf16" if bf16_ok else ("fp16" if cuda else "fp32")
-    if name == "fp16" and not cuda:
-        raise PipelineError("precision.mixed_precision=fp16 needs CUDA; on CPU use precision=bf16 or precision=fp32")
+    check_precision_for_device(name, device.type)
     if name == "bf16" and not bf16_ok:
         raise PipelineError(f"precision.mixed_precision=bf16 is not supported on this {device.type}; use precision=fp32 or auto")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]

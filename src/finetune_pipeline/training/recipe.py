@@ -38,7 +38,8 @@ from finetune_pipeline.training.interrupt import Interrupted, Stopped
 from finetune_pipeline.training.loop import fit
 from finetune_pipeline.training.loss import class_weights, training_loss
 from finetune_pipeline.training.optim import build_optimizer
-from finetune_pipeline.runtime.precision import Precision, resolve_device, resolve_precision
+from finetune_pipeline.runtime.device import resolve_device
+from finetune_pipeline.runtime.precision import Precision, resolve_precision
 from finetune_pipeline.training.schedule import build_scheduler, optimizer_steps
 from finetune_pipeline.training.state import (Progress, Trainer, data_identity, load_state, restore,
                                               save_state)

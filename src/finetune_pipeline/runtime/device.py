@@ -1,0 +1,26 @@
+"""Which device a run uses: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``, checked in one place."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from finetune_pipeline.errors import PipelineError
+
+
+def check_device_name(name: str, key: str = "training.device") -> None:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise PipelineError(f"{key} must be auto, cpu, cuda or cuda:N, got {name!r}")
+
+
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``auto``: CUDA when available; under torchrun (``local_rank``) each process takes its own GPU."""
+    check_device_name(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank is not None and torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PipelineError(f"training.device={name} but CUDA is not available; use training.device=cpu or auto")
+    return torch.device(name)
