@@ -71,7 +71,8 @@ def test_run_writes_every_artifact(project, tiny_cache, in_project, frozen, prec
         assert key in metrics["history"][0]
     assert metrics["best"]["metric"] == "val/macro_f1" and metrics["best"]["epoch"] in (1, 2)
     assert 0 <= metrics["test"]["test/accuracy"] <= 1 and "per_class" in metrics["test"]
-    assert set(metrics["test"]["per_class"]) >= {f"{e['label']} ({e['symbol']})" for e in id_to_label.values()}
+    assert {(label, c["symbol"]) for label, c in metrics["test"]["per_class"].items()} == {
+        (e["label"], e["symbol"]) for e in id_to_label.values()}
     assert metrics["precision"] == precision and metrics["backbone"]["pretrained"] is False
     assert metrics["timings"]["train_seconds"] > 0
 

@@ -21,6 +21,7 @@ from finetune_pipeline.data.preprocess import preprocess
 from finetune_pipeline.errors import PipelineError
 
 from conftest import REPO, compose_config
+from helpers import write_run_metrics
 
 GOOD = [{"input": "Stocks rose", "output": "Economy"}, {"input": "Cup final tonight", "output": "Sport"}]
 
@@ -162,13 +163,11 @@ def test_compare_flags_a_corrupt_job_and_still_prints_the_others(tmp_path, capsy
     for name, best in (("0", 0.5), ("1", 0.7)):
         (tmp_path / name / ".hydra").mkdir(parents=True)
         (tmp_path / name / ".hydra" / "overrides.yaml").write_text(f"- model.hidden_dim={name}\n")
-        write_json(tmp_path / name / "metrics.json", {"best": {"metric": "val/macro_f1", "value": best, "epoch": 1},
-                                                      "test": {"test/accuracy": best, "test/macro_f1": best},
-                                                      "timings": {"total_seconds": 1.0}})
+        write_run_metrics(tmp_path / name, best, best)
     (tmp_path / "1" / "metrics.json").write_text('{"best": ')
     assert compare_main([str(tmp_path), str(tmp_path / "0")]) == 0
     out = capsys.readouterr().out
-    assert "corrupt: JSONDecodeError" in out and f"Best job by best: {tmp_path / '0'}" in out
+    assert "corrupt: PipelineError" in out and "unreadable run record" in out and f"Best job by best: {tmp_path / '0'}" in out
     assert out.count("model.hidden_dim") == 1 and len([l for l in out.splitlines() if l.startswith(("1 ", "2 "))]) == 2
 
 

@@ -210,8 +210,12 @@ def wait_for(condition, timeout=120):
 
 
 def test_a_state_from_another_number_of_processes_is_refused(tmp_path):
+    import numpy as np
+
+    from finetune_pipeline.data.split import Split
     from finetune_pipeline.training.state import data_identity, restore
 
-    saved = {"data": data_identity("abc", [[0, 1], [2], [3]], processes=2)}
+    split = Split(np.array([0, 1]), np.array([2]), np.array([3]))
+    saved = {"data": data_identity("abc", split, processes=2)}
     with pytest.raises(PipelineError, match=r"trained by 2 process\(es\), not 1; resume it with the same torchrun"):
-        restore(saved, trainer=None, data=data_identity("abc", [[0, 1], [2], [3]]), path=tmp_path / STATE_FILE)
+        restore(saved, trainer=None, data=data_identity("abc", split), path=tmp_path / STATE_FILE)

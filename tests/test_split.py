@@ -22,7 +22,7 @@ def test_split_is_stratified_disjoint_complete_and_seeded():
     again = stratified_split(labels, 0.8, 0.1, seed=1, names=NAMES)
     assert all((a == b).all() for a, b in zip((train, val, test), again))
     other = stratified_split(labels, 0.8, 0.1, seed=2, names=NAMES)
-    assert not (other[0] == train).all()
+    assert not (other.train == train).all()
 
 
 def test_class_too_small_to_stratify_is_named():

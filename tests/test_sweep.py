@@ -13,6 +13,7 @@ from finetune_pipeline.cli.compare import main as compare_main
 from finetune_pipeline.sweep.compare import compare
 
 from conftest import REPO, run_train, write_json
+from helpers import write_run_metrics
 
 FAST = ["training.epochs=2", "data.max_length=32", "training.learning_rate=3e-3"]
 
@@ -23,10 +24,7 @@ def fake_job(folder, overrides, best=None, test_acc=None, failed=None):
     if failed:
         write_json(folder / "failed.json", {"error": failed, "type": "PipelineError"})
     elif best is not None:
-        write_json(folder / "metrics.json", {
-            "best": {"metric": "val/macro_f1", "value": best, "epoch": 2},
-            "test": {"test/accuracy": test_acc, "test/macro_f1": test_acc - 0.01},
-            "timings": {"total_seconds": 3.5}})
+        write_run_metrics(folder, best, test_acc)
 
 
 def test_compare_sorts_flags_the_best_and_writes_files(tmp_path):

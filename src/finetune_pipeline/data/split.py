@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,25 @@ from finetune_pipeline.errors import PipelineError
 MIN_PER_CLASS = 3  # one record in each of train, val and test
 
 
+@dataclass(frozen=True)
+class Split:
+    """Record indices (sorted int64 arrays) of each part of the dataset."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+    def __iter__(self):  # train, val, test
+        return iter((self.train, self.val, self.test))
+
+    def sha256(self) -> str:
+        """Identity of the split, stored in the training state (a resumed run must use the same one)."""
+        return hashlib.sha256(repr([list(map(int, part)) for part in self]).encode()).hexdigest()
+
+
 def stratified_split(
     labels: list[int], train_ratio: float, val_ratio: float, seed: int, names: dict[int, str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> Split:
     """Indices of the train, val and test records; every class appears in each split.
 
     ``names`` maps a class id to a readable name for error messages.
@@ -47,7 +65,7 @@ def stratified_split(
             f"data.val_ratio={val_ratio}: {e}"
         ) from None
     parts = _every_class_everywhere([list(train_idx), list(val_idx), list(test_idx)], y, seed)
-    return tuple(np.sort(np.asarray(part, dtype=np.int64)) for part in parts)
+    return Split(*(np.sort(np.asarray(part, dtype=np.int64)) for part in parts))
 
 
 def _every_class_everywhere(parts: list[list[int]], y: np.ndarray, seed: int) -> list[list[int]]:
@@ -73,7 +91,7 @@ def _every_class_everywhere(parts: list[list[int]], y: np.ndarray, seed: int) ->
 SPLIT_WORDS = {"train": ("train", "training"), "val": ("val", "valid", "validation", "dev"), "test": ("test",)}
 
 
-def split_by_files(files: list[str], labels: list[int], names: dict[int, str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def split_by_files(files: list[str], labels: list[int], names: dict[int, str]) -> Split:
     """Indices of train, val and test records by the raw part each came from (data.split=files).
 
     Every class must appear in each split (else it is never validated or tested): refused otherwise.
@@ -94,7 +112,7 @@ def split_by_files(files: list[str], labels: list[int], names: dict[int, str]) -
             listed = ", ".join(repr(names[c]) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
             raise PipelineError(f"data.split=files: the {split} files have no record of {listed}; every class needs "
                                 "records in train, val and test (or use data.split=stratified)")
-    return tuple(np.asarray(parts[s]) for s in ("train", "val", "test"))
+    return Split(*(np.asarray(parts[s], dtype=np.int64) for s in ("train", "val", "test")))
 
 
 def split_of_file(file_name: str) -> str:

@@ -53,7 +53,7 @@ def setup_model_and_data(cfg: Config, backbone: Backbone, tokenizer, texts: list
     t = cfg.training
     tokenized = TokenizedTexts(texts, labels, tokenizer, cfg.data.max_length)
     lengths = tokenized.lengths()
-    part = [[int(i) for i in idx] for idx in split]  # train, val, test indices
+    part = [[int(i) for i in idx] for idx in split]  # train, val, test indices (Split iterates in that order)
 
     if t.freeze_backbone and t.cache_features:
         frozen = frozen_features(cfg, backbone, tokenizer, texts, tokenized, device, precision, dist)

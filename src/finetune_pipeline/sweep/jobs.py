@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from finetune_pipeline.artifacts.atomic import write_json
-from finetune_pipeline.artifacts.run_folder import FAILURE_FILE
+from finetune_pipeline.artifacts.metrics_record import RunMetrics
+from finetune_pipeline.artifacts.run_folder import FAILURE_FILE, METRICS_FILE
 from finetune_pipeline.errors import PipelineError
 
 
@@ -71,35 +71,25 @@ def read_job(folder: Path) -> Job:
     """The job's record; a corrupt one is a job with status ``corrupt`` (and the reason), not an error."""
     try:
         return _read_job(folder)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as e:
+    except (PipelineError, OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as e:
         return Job(folder, {}, "corrupt", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
 
 
 def _read_job(folder: Path) -> Job:
     overrides = _read_overrides(folder / ".hydra" / "overrides.yaml")
-    metrics_file, failure_file = folder / "metrics.json", folder / FAILURE_FILE
+    failure_file = folder / FAILURE_FILE
     if failure_file.is_file():
         failure = json.loads(failure_file.read_text(encoding="utf-8"))
         status = failure.get("status") or ("stopped" if failure.get("type") == "Interrupted" else "failed")
         return Job(folder, overrides, status, error=str(failure["error"]))
-    if not metrics_file.is_file():
+    if not (folder / METRICS_FILE).is_file():
         return Job(folder, overrides, "incomplete")
-    m = json.loads(metrics_file.read_text(encoding="utf-8"))  # a bare NaN (older versions) reads as nan
-    job = Job(folder, overrides, "ok", best_metric=m["best"]["metric"], best_value=_number(m["best"]["value"]),
-              best_epoch=m["best"]["epoch"], test_accuracy=_number(m["test"]["test/accuracy"]),
-              test_macro_f1=_number(m["test"]["test/macro_f1"]), seconds=_number(m["timings"]["total_seconds"]))
-    losses = [m["test"]["test/loss"]] if "test/loss" in m["test"] else []
-    losses += [e["train/loss"] for e in m.get("history", []) if "train/loss" in e]
-    if any(v is None for v in (job.best_value, job.test_accuracy, job.test_macro_f1, *map(_number, losses))):
+    m = RunMetrics.read(folder)
+    job = Job(folder, overrides, "ok", best_metric=m.best.metric, best_value=m.best_value, best_epoch=m.best.epoch,
+              test_accuracy=m.test_accuracy, test_macro_f1=m.test_macro_f1, seconds=m.total_seconds)
+    if m.diverged():
         job.status, job.error = "diverged", "non-finite or missing values in metrics.json"
     return job
-
-
-def _number(value: object) -> float | None:
-    """A finite number, else None (JSON null, NaN, ±inf, or not a number at all)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def _read_overrides(path: Path) -> dict[str, str]:

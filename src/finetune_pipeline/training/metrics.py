@@ -1,4 +1,6 @@
-"""Evaluation: loss, accuracy, macro-F1 and a per-class report."""
+"""Predictions of a model on a loader, and the per-epoch scores (loss, accuracy, macro-F1).
+
+The full per-class report of a split is ``evaluation/report.py``'s, computed once."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, classification_report, f1_score
+from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -70,11 +72,3 @@ def scores(p: Predictions, split: str) -> dict[str, float]:
         f"{split}/accuracy": float(accuracy_score(p.y_true, p.y_pred)),
         f"{split}/macro_f1": float(f1_score(p.y_true, p.y_pred, labels=classes, average="macro", zero_division=0)),
     }
-
-
-def per_class_report(p: Predictions, names: dict[int, str]) -> dict:
-    """scikit-learn's classification report keyed by readable class names, for every class."""
-    ids = sorted(names)
-    return classification_report(
-        p.y_true, p.y_pred, labels=ids, target_names=[names[i] for i in ids], output_dict=True, zero_division=0
-    )

@@ -18,6 +18,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from finetune_pipeline.artifacts.atomic import atomic_dir, remove_orphans, save_torch, write_json
+from finetune_pipeline.artifacts.metrics_record import BestEpoch, RunMetrics
 from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, restore_weights, save_checkpoint
 from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, STATE_FILE, claim, is_failed_attempt, require_empty,
                                                    require_stopped_run)
@@ -31,7 +32,7 @@ from finetune_pipeline.runtime.distributed import SINGLE, Dist, wrap
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.report import write_evaluation
 from finetune_pipeline.model.builders import Setup, checkpoint_state, setup_model_and_data
-from finetune_pipeline.training.metrics import gather, per_class_report, predict, scores
+from finetune_pipeline.training.metrics import gather, predict, scores
 from finetune_pipeline.paths import resolve_path
 from finetune_pipeline.sweep.jobs import record_failure
 from finetune_pipeline.training.interrupt import Interrupted, Stopped
@@ -117,7 +118,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
     trainer = _setup_trainer(cfg, setup, precision, device, dist)
     data_id = data_identity(dataset.fingerprint, split, dist.world_size)
     resumed = _resume_from(state_path, trainer, data_id, cfg, len(setup.train)) if resume else None
-    weights = _class_weights(cfg, classes, [labels[i] for i in split[0]])
+    weights = _class_weights(cfg, classes, [labels[i] for i in split.train])
     setup_seconds = time.perf_counter() - started
 
     def checkpoint(name: str) -> None:
@@ -147,30 +148,26 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
         return summary
 
     save_torch(run_dir / "classifier_head.pt", setup.model.head.state_dict())
-    test_texts = [dataset.texts[int(split[2][i])] for i in test_predictions.index]
+    test_texts = [dataset.texts[int(split.test[i])] for i in test_predictions.index]
     full_report = write_evaluation(run_dir / "evaluation" / "test", test_texts, test_predictions.y_true,
                                    test_predictions.probs, classes.symbols, classes.labels)
-    write_json(run_dir / "metrics.json", {
-        "summary": summary,
-        "history": result.history,
-        "best": {"metric": best_key, "value": result.best_value, "epoch": result.best_epoch,
-                 "stopped_early": result.stopped_early},
-        "test": {**test, "test/weighted_f1": full_report["weighted_f1"],
-                 "per_class": per_class_report(test_predictions, classes.display_names())},
-        "data": {"records": len(labels), "classes": len(classes),
-                 "train": len(split[0]), "val": len(split[1]), "test": len(split[2]),
-                 "raw_fingerprint": dataset.fingerprint},
-        "backbone": {**identity.as_dict(), "pretrained": backbone.pretrained},
-        "features": setup.info,
-        "loss": {"class_weights": None if weights is None else dict(zip(classes.labels, weights.tolist())),
-                 "label_smoothing": cfg.training.label_smoothing},
-        "device": str(device),
-        "processes": dist.world_size,
-        "precision": precision.name,
-        "timings": {"setup_seconds": setup_seconds, "train_seconds": result.train_seconds,
-                    "test_seconds": time.perf_counter() - test_start,
-                    "total_seconds": time.perf_counter() - started},
-    })
+    RunMetrics(
+        summary=summary,
+        history=result.history,
+        best=BestEpoch(best_key, result.best_value, result.best_epoch, result.stopped_early),
+        test={**test, "test/weighted_f1": full_report["weighted_f1"], "per_class": full_report["per_class"]},
+        data={"records": len(labels), "classes": len(classes), "train": len(split.train), "val": len(split.val),
+              "test": len(split.test), "raw_fingerprint": dataset.fingerprint},
+        backbone={**identity.as_dict(), "pretrained": backbone.pretrained},
+        features=setup.info,
+        loss={"class_weights": None if weights is None else dict(zip(classes.labels, weights.tolist())),
+              "label_smoothing": cfg.training.label_smoothing},
+        device=str(device),
+        processes=dist.world_size,
+        precision=precision.name,
+        timings={"setup_seconds": setup_seconds, "train_seconds": result.train_seconds,
+                 "test_seconds": time.perf_counter() - test_start, "total_seconds": time.perf_counter() - started},
+    ).write(run_dir)
     state_path.unlink(missing_ok=True)  # finished: nothing to resume, and it can weigh gigabytes
     log.info("artifacts written to %s", run_dir)
     return summary
@@ -192,7 +189,7 @@ def _setup_data(cfg: Config, dist: Dist):
     else:
         split = stratified_split(labels, cfg.data.train_ratio, cfg.data.val_ratio, cfg.data.seed, classes.display_names())
     log.info("data: %d records, %d classes; %s split train/val/test = %d/%d/%d",
-             len(labels), len(classes), cfg.data.split.value, *(len(s) for s in split))
+             len(labels), len(classes), cfg.data.split.value, len(split.train), len(split.val), len(split.test))
     return dataset, classes, labels, split
 
 

@@ -17,7 +17,6 @@ A finished run deletes it (fine-tuning mmBERT-base: 307M fp32 weights + 2 AdamW 
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 
 from finetune_pipeline.artifacts.atomic import save_torch
 from finetune_pipeline.runtime.distributed import unwrap
+from finetune_pipeline.data.split import Split
 from finetune_pipeline.errors import PipelineError
 
 FORMAT = 1
@@ -60,11 +60,10 @@ class Trainer:
     scaler: torch.amp.GradScaler
 
 
-def data_identity(raw_fingerprint: str, split: list[list[int]], processes: int = 1) -> dict:
+def data_identity(raw_fingerprint: str, split: Split, processes: int = 1) -> dict:
     """What must not change under a resumed run: the data, its split, and the number of processes
     (which sets the global batch)."""
-    digest = hashlib.sha256(repr([list(map(int, part)) for part in split]).encode()).hexdigest()
-    return {"raw_fingerprint": raw_fingerprint, "split_sha256": digest, "processes": processes}
+    return {"raw_fingerprint": raw_fingerprint, "split_sha256": split.sha256(), "processes": processes}
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
