@@ -5,7 +5,7 @@ reads it:
 
     {"kind": "head_only" | "full",
      "backbone": {"name": str, "path": str, "sha256": str},   # the freeze proof's encoder hash
-     "pooling": "mean" | "cls",
+     "head": {"in_dim", "hidden_dim", "classes", "pooling", "dropout"},   # model.classifier.HeadConfig
      "state_dict": {"head.*": ..., ["encoder.*": ...]}}
 
 A frozen run writes head-only checkpoints (kilobytes instead of mmBERT-base's 1.2 GB) unless
@@ -14,6 +14,7 @@ A frozen run writes head-only checkpoints (kilobytes instead of mmBERT-base's 1.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 import torch
@@ -23,7 +24,7 @@ from finetune_pipeline.artifacts.freeze_proof import combined_sha256, module_has
 from finetune_pipeline.backbone.load import read_encoder
 from finetune_pipeline.config.schema import Pooling
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.model.classifier import TextClassifier, build_head
+from finetune_pipeline.model.classifier import HeadConfig, TextClassifier
 
 KINDS = ("head_only", "full")
 
@@ -38,9 +39,9 @@ class BackboneIdentity:
         return {"name": self.name, "path": self.path, "sha256": self.sha256}
 
 
-def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], backbone: BackboneIdentity, pooling: str) -> None:
+def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], backbone: BackboneIdentity, head: HeadConfig) -> None:
     kind = "full" if any(k.startswith("encoder.") for k in state_dict) else "head_only"
-    save_torch(path, {"kind": kind, "backbone": backbone.as_dict(), "pooling": pooling,
+    save_torch(path, {"kind": kind, "backbone": backbone.as_dict(), "head": dataclasses.asdict(head),
                       "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}})
 
 
@@ -81,15 +82,19 @@ def load_classifier(path: Path, backbone_folder: Path | None = None) -> TextClas
     if ckpt["kind"] == "head_only":
         verify_backbone(ckpt, path, combined_sha256(module_hashes(encoder)), folder)
     try:
-        hidden_dim, in_dim = state["head.1.weight"].shape  # Linear(in_dim, hidden_dim)
-        classes = state["head.4.weight"].shape[0]
-        pooling = Pooling(ckpt["pooling"])
-        model = TextClassifier(encoder, build_head(in_dim, hidden_dim, classes, dropout=0.0), pooling, frozen=True)
+        head = HeadConfig(**{**ckpt["head"], "dropout": 0.0}) if "head" in ckpt else _head_of_older_checkpoint(ckpt)
+        model = TextClassifier(encoder, head.build(), Pooling(head.pooling), frozen=True)
         restore_weights(model, state)
     except (KeyError, ValueError, RuntimeError, AttributeError) as e:  # tensors of other shapes or names
         raise PipelineError(f"{path}: its weights do not fit a classifier over {folder} "
                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     return model.eval()
+
+
+def _head_of_older_checkpoint(ckpt: dict) -> HeadConfig:
+    """Checkpoints written before the head's config was stored: its shape from the two Linear layers."""
+    hidden_dim, in_dim = ckpt["state_dict"]["head.1.weight"].shape  # Linear(in_dim, hidden_dim)
+    return HeadConfig(in_dim, hidden_dim, ckpt["state_dict"]["head.4.weight"].shape[0], ckpt["pooling"])
 
 
 def restore_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

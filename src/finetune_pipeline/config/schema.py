@@ -33,6 +33,12 @@ class ClassWeights(str, Enum):
     balanced = "balanced"  # n_train / (n_classes * n_train_of_class), as scikit-learn's
 
 
+class LrSchedule(str, Enum):
+    linear = "linear"  # linear warm-up, then linear decay to 0
+    cosine = "cosine"  # linear warm-up, then half a cosine down to 0
+    constant = "constant"  # linear warm-up, then constant
+
+
 class BestMetric(str, Enum):
     macro_f1 = "macro_f1"
     accuracy = "accuracy"
@@ -106,7 +112,8 @@ class TrainingConfig:
     encoder_learning_rate: float = MISSING  # encoder, used when freeze_backbone=false
     weight_decay: float = MISSING  # AdamW; never applied to biases and norm weights
     max_grad_norm: float = MISSING  # gradient clipping; 0 disables it
-    warmup_ratio: float = MISSING  # share of optimizer steps with linear warm-up, then linear decay to 0
+    warmup_ratio: float = MISSING  # share of optimizer steps with linear warm-up (then lr_schedule)
+    lr_schedule: LrSchedule = MISSING  # linear | cosine | constant after the warm-up
     freeze_backbone: bool = MISSING  # train the head only; the encoder stays bit-identical
     cache_features: bool = MISSING  # frozen: encode each text once and train the head on cached features
     full_checkpoints: bool = MISSING  # frozen: write encoder + head instead of head + backbone identity

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from finetune_pipeline.config.schema import Pooling
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Everything that shapes the head; stored in every checkpoint, so loading never guesses."""
+
+    in_dim: int  # the encoder's hidden size (the pooled text vector)
+    hidden_dim: int
+    classes: int
+    pooling: str  # mean | cls
+    dropout: float = 0.0  # at training time; a loaded classifier runs in eval mode
+
+    def build(self) -> nn.Sequential:
+        return build_head(self.in_dim, self.hidden_dim, self.classes, self.dropout)
 
 
 def build_head(in_dim: int, hidden_dim: int, num_classes: int, dropout: float) -> nn.Sequential:

@@ -30,6 +30,7 @@ from finetune_pipeline.training.interrupt import Interrupted, stop_on_signals
 from finetune_pipeline.training.loss import Loss, training_loss
 from finetune_pipeline.runtime.precision import Precision
 from finetune_pipeline.training.schedule import accumulation_window
+from finetune_pipeline.training.step_record import StepRecord
 from finetune_pipeline.training.state import Progress, Trainer, restore_rng
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def fit(
     resume: tuple[Progress, dict] | None = None,
     loss_fn: Loss = training_loss(None, 0.0),
     dist: Dist = SINGLE,
+    step_record: StepRecord | None = None,
 ) -> Progress:
     """Train up to ``cfg.epochs``; ``save_best`` runs whenever the validation metric improves.
 
@@ -60,6 +62,7 @@ def fit(
     epoch end, every ``cfg.save_every_steps`` optimizer steps, and on SIGINT/SIGTERM, after which
     ``Interrupted`` is raised. ``resume``: a saved ``Progress`` and its RNG states, to go on from.
     ``loss_fn``: the training loss (``loss.training_loss``); validation uses plain cross-entropy.
+    ``step_record``: where the logged steps and the epochs go as JSON lines (``metrics.jsonl``).
     Under torchrun ``trainer.model`` is DDP-wrapped; every rank validates its share of the batches
     and the predictions are gathered, so all ranks see the same metrics and take the same decisions.
     """
@@ -117,6 +120,8 @@ def fit(
                 if math.isfinite(batch_loss):  # an fp16 overflow the scaler skips is no training loss
                     progress.loss_sum += batch_loss * batch_size
                     progress.n_texts += batch_size
+                if step_record:
+                    step_record.count(batch_size)
                 if boundary:
                     scaler.unscale_(optimizer)
                     grad_norm = float(_clip_or_measure(trainable, cfg.max_grad_norm))
@@ -133,6 +138,8 @@ def fit(
                     progress.batches_done = step
                 if step % cfg.log_every_steps == 0 or step == n_batches:
                     log.info(_step_line(epoch, step, n_batches, batch_loss, optimizer, progress.opt_steps, device))
+                    if step_record:
+                        step_record.step(epoch, step, progress.opt_steps, batch_loss, optimizer)
                     bar.set_postfix(loss=f"{batch_loss:.4f}")
                 if not boundary:
                     continue
@@ -150,6 +157,8 @@ def fit(
                      "opt_steps": progress.opt_steps, "epoch_seconds": epoch_seconds,
                      "train/texts_per_second": n_texts / epoch_seconds}
             progress.history.append(entry)
+            if step_record:
+                step_record.epoch(entry)
             value = val[f"val/{cfg.best_metric.value}"]
             improved = is_better(value, progress.best_value, cfg.best_metric)
             if improved:

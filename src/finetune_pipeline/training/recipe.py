@@ -1,9 +1,14 @@
-"""``train(cfg, run_dir) -> metrics``: the whole recipe, setup -> fit -> test -> artifacts.
+"""``train(cfg, run_dir) -> metrics``: the one recipe, read top to bottom in ``_train``:
 
-Two ways to train, chosen once in ``model_and_data.setup_model_and_data``: the head on cached
-features of a frozen encoder, or the encoder run on every batch (fine-tuning).
+    1. data       preprocess if needed, class index, split            (_setup_data)
+    2. backbone   locate and check, tokenizer, label maps             (locate_backbone, _setup_tokenizer)
+    3. model      head over cached features, or encoder + head        (model.builders, _setup_model)
+    4. optimizer  AdamW, LR schedule, loss scaler, resumed state      (_setup_trainer, _resume_from)
+    5. fit        training.loop.fit
+    6. test       the best epoch's weights on the test split
+    7. artifacts  checkpoints, freeze proof, evaluation report, metrics.json
 
-The root ``train.py`` is a thin Hydra wrapper around this function; tests call it directly too.
+``cli/train.py`` decides what a command-line run does with its folder; tests call ``train`` directly.
 """
 
 from __future__ import annotations
@@ -18,37 +23,37 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from finetune_pipeline.artifacts.atomic import atomic_dir, remove_orphans, save_torch, write_json
-from finetune_pipeline.artifacts.metrics_record import BestEpoch, RunMetrics
 from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, restore_weights, save_checkpoint
+from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256
+from finetune_pipeline.artifacts.metrics_record import BestEpoch, RunMetrics
 from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, STATE_FILE, claim, is_failed_attempt, require_empty,
                                                    require_stopped_run)
-from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256, module_hashes
 from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_backbone
 from finetune_pipeline.config.schema import Config, SplitMode
+from finetune_pipeline.data.batches import TokenizedTexts
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.preprocess import ensure_preprocessed, load_combined
-from finetune_pipeline.data.split import split_by_files, stratified_split
-from finetune_pipeline.runtime.distributed import SINGLE, Dist, wrap
+from finetune_pipeline.data.split import Split, split_by_files, stratified_split
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.report import write_evaluation
-from finetune_pipeline.model.builders import Setup, checkpoint_state, setup_model_and_data
-from finetune_pipeline.training.metrics import gather, predict, scores
+from finetune_pipeline.model.builders import BuiltModel, build_encoder_with_head, build_head_over_cached_features
 from finetune_pipeline.paths import resolve_path
+from finetune_pipeline.runtime.device import resolve_device
+from finetune_pipeline.runtime.distributed import SINGLE, Dist, wrap
+from finetune_pipeline.runtime.logs import log_to_file
+from finetune_pipeline.runtime.precision import Precision, resolve_precision
 from finetune_pipeline.sweep.jobs import record_failure
 from finetune_pipeline.training.interrupt import Interrupted, Stopped
 from finetune_pipeline.training.loop import fit
 from finetune_pipeline.training.loss import class_weights, training_loss
+from finetune_pipeline.training.metrics import gather, predict, scores
 from finetune_pipeline.training.optim import build_optimizer
-from finetune_pipeline.runtime.device import resolve_device
-from finetune_pipeline.runtime.precision import Precision, resolve_precision
 from finetune_pipeline.training.schedule import build_scheduler, optimizer_steps
 from finetune_pipeline.training.state import (Progress, Trainer, data_identity, load_state, restore,
                                               save_state)
+from finetune_pipeline.training.step_record import STEP_RECORD, StepRecord
 
 log = logging.getLogger(__name__)
-
-LOG_FORMAT = "[%(asctime)s][%(levelname)s] %(message)s"
-
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
           record: Callable[[Path], None] | None = None, retry_failed: bool = False) -> dict[str, float]:
@@ -70,7 +75,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
                 record(run_dir)
             _remove_orphans(cfg, run_dir)
         hf_logging.disable_progress_bar()  # weight-loading bars would drown the step log
-        handler = _log_to_file(run_dir / "train.log") if dist.is_main else None
+        handler = log_to_file(run_dir / "train.log") if dist.is_main else None
         try:
             log.info("%s: %s%s", "resuming run folder" if resume else "run folder", run_dir,
                      f" ({dist.world_size} processes, DistributedDataParallel)" if dist.enabled else "")
@@ -104,41 +109,44 @@ def _remove_orphans(cfg: Config, run_dir: Path) -> None:
 def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, float]:
     started = time.perf_counter()
     state_path = run_dir / STATE_FILE
+    # 1. data: preprocess if needed, index the classes, split
     dataset, classes, labels, split = _setup_data(cfg, dist)
+    # 2. backbone (checked, no weights yet) and its tokenizer; label maps and tokenizer into the run folder
     backbone = _main_first(dist, lambda: locate_backbone(cfg.backbone, cfg.data.max_length, dataset.texts,
                                                          dataset.fingerprint))
     tokenizer = _setup_tokenizer(cfg, backbone, classes, run_dir, dist)
-    device = resolve_device(cfg.training.device, dist.local_rank if dist.enabled else None)
-    precision = dist.broadcast(resolve_precision(cfg.precision.mixed_precision, device))  # one choice for all ranks
-    log.info("device %s, precision %s (requested %s)", device, precision.name, cfg.precision.mixed_precision.value)
-
-    setup = setup_model_and_data(cfg, backbone, tokenizer, dataset.texts, labels, split, len(classes), device,
-                                  precision, dist)
-    identity = BackboneIdentity(cfg.backbone.name, str(backbone.folder), combined_sha256(setup.hashes_before))
-    trainer = _setup_trainer(cfg, setup, precision, device, dist)
+    device, precision = _setup_device(cfg, dist)
+    # 3. the model and its loaders, one of two ways
+    built = _setup_model(cfg, backbone, tokenizer, dataset.texts, labels, split, len(classes), device, precision, dist)
+    identity = BackboneIdentity(cfg.backbone.name, str(backbone.folder), combined_sha256(built.freeze.before))
+    # 4. optimizer and schedule; a resumed run gets its saved state back
+    trainer = _setup_trainer(cfg, built, precision, device, dist)
     data_id = data_identity(dataset.fingerprint, split, dist.world_size)
-    resumed = _resume_from(state_path, trainer, data_id, cfg, len(setup.train)) if resume else None
+    resumed = _resume_from(state_path, trainer, data_id, cfg, len(built.loaders.train)) if resume else None
     weights = _class_weights(cfg, classes, [labels[i] for i in split.train])
     setup_seconds = time.perf_counter() - started
 
     def checkpoint(name: str) -> None:
         if dist.is_main:
-            save_checkpoint(run_dir / name, checkpoint_state(setup), identity, cfg.model.pooling.value)
+            save_checkpoint(run_dir / name, built.checkpoint_state(), identity, built.head)
 
     def save_state_file(progress: Progress) -> str:
         if dist.is_main:
             save_state(state_path, progress, trainer, data_id)
         return str(state_path)
 
-    result = fit(trainer, setup.train, setup.val, precision, device, cfg.training,
+    # 5. fit
+    result = fit(trainer, built.loaders.train, built.loaders.val, precision, device, cfg.training,
                  save_best=lambda: checkpoint("best_model.pt"), save_state=save_state_file, resume=resumed,
-                 loss_fn=training_loss(weights, cfg.training.label_smoothing), dist=dist)
+                 loss_fn=training_loss(weights, cfg.training.label_smoothing), dist=dist,
+                 step_record=StepRecord(run_dir / STEP_RECORD) if dist.is_main else None)
     checkpoint("final_model.pt")
     if dist.is_main:
-        _write_freeze_proof(run_dir, cfg, setup, backbone)
+        _write_freeze_proof(run_dir, cfg, built, backbone)
 
+    # 6. test the best epoch's weights
     test_start = time.perf_counter()
-    test_predictions = _test_with_best_weights(run_dir, setup, precision, device, dist)
+    test_predictions = _test_with_best_weights(run_dir, built, precision, device, dist)
     test = scores(test_predictions, "test")
     log.info("test (best epoch %d): accuracy=%.4f macro_f1=%.4f loss=%.4f",
              result.best_epoch, test["test/accuracy"], test["test/macro_f1"], test["test/loss"])
@@ -147,7 +155,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
     if not dist.is_main:
         return summary
 
-    save_torch(run_dir / "classifier_head.pt", setup.model.head.state_dict())
+    # 7. artifacts
+    save_torch(run_dir / "classifier_head.pt", built.model.head.state_dict())
     test_texts = [dataset.texts[int(split.test[i])] for i in test_predictions.index]
     full_report = write_evaluation(run_dir / "evaluation" / "test", test_texts, test_predictions.y_true,
                                    test_predictions.probs, classes.symbols, classes.labels)
@@ -159,7 +168,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
         data={"records": len(labels), "classes": len(classes), "train": len(split.train), "val": len(split.val),
               "test": len(split.test), "raw_fingerprint": dataset.fingerprint},
         backbone={**identity.as_dict(), "pretrained": backbone.pretrained},
-        features=setup.info,
+        features=built.features,
         loss={"class_weights": None if weights is None else dict(zip(classes.labels, weights.tolist())),
               "label_smoothing": cfg.training.label_smoothing},
         device=str(device),
@@ -213,22 +222,40 @@ def _class_weights(cfg: Config, classes: ClassIndex, train_labels: list[int]) ->
     return weights
 
 
-def _test_with_best_weights(run_dir: Path, setup: Setup, precision: Precision, device: torch.device, dist: Dist):
+def _setup_device(cfg: Config, dist: Dist) -> tuple[torch.device, Precision]:
+    device = resolve_device(cfg.training.device, dist.local_rank if dist.enabled else None)
+    precision = dist.broadcast(resolve_precision(cfg.precision.mixed_precision, device))  # one choice for all ranks
+    log.info("device %s, precision %s (requested %s)", device, precision.name, cfg.precision.mixed_precision.value)
+    return device, precision
+
+
+def _setup_model(cfg: Config, backbone: Backbone, tokenizer, texts: list[str], labels: list[int], split: Split,
+                 num_classes: int, device: torch.device, precision: Precision, dist: Dist) -> BuiltModel:
+    """The head over cached features of a frozen encoder, or the encoder run on every batch."""
+    tokenized = TokenizedTexts(texts, labels, tokenizer, cfg.data.max_length)
+    if cfg.training.freeze_backbone and cfg.training.cache_features:
+        return build_head_over_cached_features(cfg, backbone, tokenizer, tokenized, texts, split, num_classes,
+                                               device, precision, dist)
+    return build_encoder_with_head(cfg, backbone, tokenizer, tokenized, split, num_classes, device, dist)
+
+
+def _test_with_best_weights(run_dir: Path, built: BuiltModel, precision: Precision, device: torch.device, dist: Dist):
     """Test predictions of the best epoch's weights, gathered from all ranks."""
     dist.barrier()  # best_model.pt is written by rank 0
     best = torch.load(run_dir / "best_model.pt", map_location=device, weights_only=True)["state_dict"]
-    restore_weights(setup.model, best)
-    return gather(predict(setup.model, setup.test, precision, device), dist)
+    restore_weights(built.model, best)
+    return gather(predict(built.model, built.loaders.test, precision, device), dist)
 
 
-def _setup_trainer(cfg: Config, setup: Setup, precision: Precision, device: torch.device, dist: Dist) -> Trainer:
-    """AdamW + warm-up/decay schedule + loss scaler; the model DDP-wrapped under torchrun."""
+def _setup_trainer(cfg: Config, built: BuiltModel, precision: Precision, device: torch.device, dist: Dist) -> Trainer:
+    """AdamW + warm-up and schedule + loss scaler; the model DDP-wrapped under torchrun. Logs one line."""
     t = cfg.training
-    optimizer = build_optimizer(setup.model, t.learning_rate, t.encoder_learning_rate, t.weight_decay)
-    total_steps = optimizer_steps(len(setup.train), t.gradient_accumulation_steps, t.epochs)
-    scheduler = build_scheduler(optimizer, total_steps, t.warmup_ratio)
-    log.info("optimizer: AdamW, groups %s, %d optimizer steps", [g["name"] for g in optimizer.param_groups], total_steps)
-    model = wrap(setup.model, dist, device)
+    optimizer = build_optimizer(built.model, t.learning_rate, t.encoder_learning_rate, t.weight_decay)
+    total_steps = optimizer_steps(len(built.loaders.train), t.gradient_accumulation_steps, t.epochs)
+    scheduler = build_scheduler(optimizer, total_steps, t.warmup_ratio, t.lr_schedule)
+    log.info("optimizer: AdamW, groups %s; %s schedule, %d optimizer steps", [g["name"] for g in optimizer.param_groups],
+             t.lr_schedule.value, total_steps)
+    model = wrap(built.model, dist, device)
     if dist.enabled:
         torch.manual_seed(cfg.data.seed + dist.rank)  # same initial weights (DDP checks), own dropout masks
     return Trainer(model, optimizer, scheduler, precision.grad_scaler())
@@ -243,10 +270,10 @@ def _resume_from(state_path: Path, trainer: Trainer, data_id: dict, cfg: Config,
     return progress, saved["rng"]  # the weights are in the model now; keep only the RNG states
 
 
-def _write_freeze_proof(run_dir: Path, cfg: Config, setup: Setup, backbone: Backbone) -> None:
-    after = setup.hashes_after() if setup.hashes_after else module_hashes(setup.model.encoder)
-    proof = build_freeze_proof(setup.hashes_before, after, cfg.training.freeze_backbone, setup.model,
-                               str(backbone.folder), setup.encoder_parameters, setup.how)
+def _write_freeze_proof(run_dir: Path, cfg: Config, built: BuiltModel, backbone: Backbone) -> None:
+    evidence = built.freeze
+    proof = build_freeze_proof(evidence.before, evidence.after(), cfg.training.freeze_backbone, built.model,
+                               str(backbone.folder), evidence.encoder_parameters, evidence.how)
     write_json(run_dir / "freeze_proof.json", proof)
     log.info("freeze proof: %s (encoder sha256 %s -> %s)", proof["verdict"],
              proof["encoder_sha256_before"][:12], proof["encoder_sha256_after"][:12])
@@ -257,13 +284,3 @@ def _main_first(dist: Dist, build):
     result = build() if dist.is_main else None
     dist.barrier()
     return result if dist.is_main else build()
-
-
-def _log_to_file(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-    return handler

@@ -1,10 +1,15 @@
-"""Learning-rate schedule: linear warm-up, then linear decay to 0 (as HF's get_linear_schedule_with_warmup)."""
+"""Learning-rate schedule: linear warm-up, then ``training.lr_schedule`` (transformers' schedulers):
+linear decay to 0 (the default), cosine decay to 0, or constant. ``lr_multiplier`` is the linear one
+written out, for reading and tests."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+from transformers import get_scheduler
+
+from finetune_pipeline.config.schema import LrSchedule
 
 
 def lr_multiplier(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -19,9 +24,14 @@ def optimizer_steps(batches_per_epoch: int, accumulation: int, epochs: int) -> i
     return math.ceil(batches_per_epoch / accumulation) * epochs
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = int(total_steps * warmup_ratio)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, warmup, total_steps))
+HF_NAMES = {LrSchedule.linear: "linear", LrSchedule.cosine: "cosine", LrSchedule.constant: "constant_with_warmup"}
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float,
+                    kind: LrSchedule = LrSchedule.linear) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR (its state_dict is the step count, so a resumed run continues it exactly)."""
+    return get_scheduler(HF_NAMES[kind], optimizer, num_warmup_steps=int(total_steps * warmup_ratio),
+                         num_training_steps=total_steps)
 
 
 def accumulation_window(step: int, accumulation: int, batches_per_epoch: int) -> int:
