@@ -1,10 +1,62 @@
-"""Helpers the tests import (conftest.py holds fixtures only)."""
+"""Helpers the tests import (conftest.py holds fixtures only): the real composed config, the command
+line of ``train.py`` on a temporary project, records written as a finished run writes them."""
 
 from __future__ import annotations
 
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+
 from finetune_pipeline.artifacts.metrics_record import BestEpoch, RunMetrics
+from finetune_pipeline.config.load import register_resolvers, to_config
+from finetune_pipeline.config.schema import Config, register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+# per-machine decisions (precision=auto on a CPU) go to a temporary folder, not the user's cache
+os.environ.setdefault("FINETUNE_PIPELINE_CACHE", tempfile.mkdtemp(prefix="finetune-pipeline-cache-"))
+register_configs()
+register_resolvers(datetime.datetime.now())
+
+
+def compose_config(overrides: list[str] = ()) -> Config:
+    """The real conf/ composed with overrides, typed and validated as train.py does."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return to_config(compose(config_name="config", overrides=list(overrides)))
+
+
+def write_json(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+IN_PROCESS = ["backbone=tiny", "training.epochs=2", "data.max_length=32", "model.hidden_dim=16", "precision=fp32",
+              "training.progress_bar=false"]
+
+
+def run_train(project: Path, *overrides: str, tiny_cache: Path | None = None, check: bool = True,
+              timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python train.py backbone=tiny <overrides>`` with the temporary project as its root."""
+    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, str(REPO / "train.py"), "backbone=tiny", "training.progress_bar=false"]
+    if tiny_cache is not None:
+        args.append(f"backbone.path={tiny_cache}")
+    flags = [o for o in overrides if o.startswith("-")]  # e.g. -m, before the overrides for argparse
+    args = args[:2] + flags + args[2:] + [o for o in overrides if not o.startswith("-")]
+    proc = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def run_folders(project: Path) -> list[Path]:
+    return sorted(p.parent for p in (project / "outputs").rglob("metrics.json"))
 
 
 def write_run_metrics(folder: Path, best: float, test_acc: float, seconds: float = 3.5) -> None:

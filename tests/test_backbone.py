@@ -8,7 +8,7 @@ from finetune_pipeline.backbone.load import load_encoder, load_tokenizer, locate
 from finetune_pipeline.backbone.tiny import NOT_PRETRAINED_MARKER, tiny_backbone_folder
 from finetune_pipeline.errors import PipelineError
 
-from conftest import compose_config
+from helpers import compose_config
 
 TEXTS = ["The match ended in a draw", "Центробанк повысил ставку", "New exoplanet found"] * 20
 

@@ -8,7 +8,7 @@ from hydra.errors import ConfigCompositionException
 from finetune_pipeline.config.schema import BackboneSource, MixedPrecision, Pooling
 from finetune_pipeline.errors import PipelineError
 
-from conftest import REPO, compose_config
+from helpers import REPO, compose_config
 
 
 def test_default_config_has_every_seed_option():

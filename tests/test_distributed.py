@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, run_folders, run_train
+from helpers import REPO, run_folders, run_train
 
 COMMON = ["data.max_length=32", "model.hidden_dim=16", "model.dropout=0", "precision=fp32", "training.epochs=2", "training.gradient_accumulation_steps=2",
           "training.log_every_steps=4"]

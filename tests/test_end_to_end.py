@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from finetune_pipeline.runtime.precision import cpu_supports_bf16
 
-from conftest import REPO, run_folders, run_train
+from helpers import REPO, run_folders, run_train
 
 ARTIFACTS = ["best_model.pt", "final_model.pt", "classifier_head.pt", "label_to_id.json", "id_to_label.json",
              "metrics.json", "freeze_proof.json", "tokenizer", "train.log", ".hydra"]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from finetune_pipeline.data.raw_reader import normalise_label, read_raw_file
-from conftest import compose_config
+from helpers import compose_config
 from finetune_pipeline.errors import PipelineError
 
 

@@ -59,7 +59,7 @@ def test_a_run_with_balanced_weights_and_smoothing_uses_them(in_project, project
 
 
 def test_label_smoothing_outside_zero_one_is_refused():
-    from conftest import compose_config
+    from helpers import compose_config
     from finetune_pipeline.errors import PipelineError
 
     with pytest.raises(PipelineError, match=r"training.label_smoothing must be in \[0, 1\), got 1.0"):

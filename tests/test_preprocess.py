@@ -7,7 +7,7 @@ import pytest
 from finetune_pipeline.data.preprocess import META_NAME, load_combined, preprocess, stale_reason
 from finetune_pipeline.errors import PipelineError
 
-from conftest import REPO, compose_config, write_json
+from helpers import REPO, compose_config, write_json
 
 GOOD = [{"input": "Match won", "output": "Sport"}, {"input": "Rates rise", "output": "Economy"}]
 

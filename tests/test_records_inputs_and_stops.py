@@ -20,7 +20,7 @@ from finetune_pipeline.cli.predict_evaluate import main
 from finetune_pipeline.data.preprocess import preprocess
 from finetune_pipeline.errors import PipelineError
 
-from conftest import REPO, compose_config
+from helpers import REPO, compose_config
 from helpers import write_run_metrics
 
 GOOD = [{"input": "Stocks rose", "output": "Economy"}, {"input": "Cup final tonight", "output": "Sport"}]

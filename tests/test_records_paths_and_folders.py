@@ -21,7 +21,7 @@ from finetune_pipeline.cli.run_guard import RunGuard, check_sweep
 from finetune_pipeline.errors import PipelineError, RunFolderRefused
 from finetune_pipeline.training.recipe import train
 
-from conftest import IN_PROCESS, REPO, compose_config, run_train
+from helpers import IN_PROCESS, REPO, compose_config, run_train
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -20,7 +20,7 @@ from finetune_pipeline.sweep.compare import compare
 from finetune_pipeline.sweep.jobs import read_job
 from finetune_pipeline.training.divergence import MAX_SKIPPED_STEPS, Diverged, DivergenceCheck
 
-from conftest import compose_config
+from helpers import compose_config
 from helpers import write_run_metrics
 
 

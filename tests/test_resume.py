@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from conftest import IN_PROCESS, REPO, compose_config
+from helpers import IN_PROCESS, REPO, compose_config
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.training.recipe import train
 from finetune_pipeline.training.interrupt import Interrupted

@@ -12,7 +12,7 @@ from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.cli.compare import main as compare_main
 from finetune_pipeline.sweep.compare import compare
 
-from conftest import REPO, run_train, write_json
+from helpers import REPO, run_train, write_json
 from helpers import write_run_metrics
 
 FAST = ["training.epochs=2", "data.max_length=32", "training.learning_rate=3e-3"]

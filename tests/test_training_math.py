@@ -19,7 +19,7 @@ from finetune_pipeline.runtime.precision import (cpu_auto_precision, cpu_support
                                                   resolve_precision)
 from finetune_pipeline.training.schedule import build_scheduler, lr_multiplier, optimizer_steps
 
-from conftest import compose_config
+from helpers import compose_config
 
 
 def test_lr_warms_up_linearly_then_decays_to_zero():
