@@ -1,15 +1,15 @@
-"""Frozen-backbone speed: a seed-style reference loop against this pipeline, side by side, one run.
+"""Frozen-backbone speed: a reference loop written as the original pipeline's against this pipeline, side by side, one run.
 
-    python bench/make_standin.py ../shared/backbones/mmBERT-base base_models/mmBERT-base-standin \
-        --texts ../shared/datasets/lenta_headlines_ru          # once, ~1 min
-    python bench/bench_frozen_speed.py --records 600            # ~10 min on 2 CPU cores
+    python bench/make_standin.py <backbones>/mmBERT-base base_models/mmBERT-base-standin \
+        --texts <datasets>/lenta_headlines_ru          # once, ~1 min
+    python bench/bench_frozen_speed.py --dataset <datasets>/lenta_headlines_ru --records 600   # ~10 min, 2 cores
 
 Measured, on the same data (a stratified subset of Lenta.ru headlines) and the same full-size
 random-init mmBERT-base stand-in:
 
 1. a frozen sweep of 4 head configurations x 3 epochs, end to end: the reference loop (encoder
    forward on every batch of every epoch, padded to max_length, fp32, model loaded per job, as the
-   seed's scripts) against ``python train.py -m ...`` (one process, fresh feature cache);
+   original pipeline's scripts) against ``python train.py -m ...`` (one process, fresh feature cache);
 2. raw encoder throughput (``model(**batch)`` under inference mode on the pipeline's own batches
    and precision) against the pipeline's encoding pass, fp32 and bf16;
 3. real against padded tokens, for both;
@@ -51,7 +51,7 @@ EPOCHS, BATCH, MAX_LENGTH, LR = 3, 16, 64, 1e-3
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--standin", type=Path, default=REPO / "base_models/mmBERT-base-standin")
-    parser.add_argument("--dataset", type=Path, default=REPO / "../shared/datasets/lenta_headlines_ru")
+    parser.add_argument("--dataset", type=Path, required=True, help="e.g. <datasets>/lenta_headlines_ru")
     parser.add_argument("--records", type=int, default=600)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/finetune-bench-frozen"))
     args = parser.parse_args()
@@ -110,7 +110,7 @@ def pipeline_sweep(workdir: Path, standin: Path) -> dict:
 
 
 class Reference:
-    """The seed's frozen loop: pad to max_length, fp32, the encoder runs on every batch of every epoch."""
+    """The original pipeline's frozen loop: pad to max_length, fp32, the encoder runs on every batch of every epoch."""
 
     def __init__(self, standin: Path, hidden_dim: int, dropout: float, classes: int):
         self.tokenizer = AutoTokenizer.from_pretrained(standin)
@@ -162,7 +162,7 @@ def reference_sweep(standin: Path, texts: list[str], labels: list[str]) -> dict:
     start, accuracies, real, padded = time.perf_counter(), [], 0, 0
     for hidden_dim in SWEEP["model.hidden_dim"]:
         for dropout in SWEEP["model.dropout"]:
-            job = Reference(standin, hidden_dim, dropout, len(names))  # each seed run loads its model
+            job = Reference(standin, hidden_dim, dropout, len(names))  # each original-pipeline run loads its model
             accuracies.append(job.fit((tr_x, tr_y), (va_x, va_y), (te_x, te_y)))
             real, padded = real + job.real, padded + job.padded
             del job

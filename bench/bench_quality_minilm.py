@@ -1,10 +1,10 @@
 """Quality with real pretrained weights: all-MiniLM-L6-v2 on AG News (English), frozen head vs full fine-tuning.
 
-    python bench/bench_quality_minilm.py          # ~15 min on 2 CPU cores
+    python bench/bench_quality_minilm.py --model <models>/all-MiniLM-L6-v2 --dataset <datasets>/ag_news_test_en  # ~15 min, 2 cores
 
-Runs ``python train.py`` twice on ../shared/datasets/ag_news_test_en (7,600 records) with
-../shared/models/all-MiniLM-L6-v2, keeping the dataset's own parts as train/val/test
-(``data.split=files``, as the reference figures in ../shared/datasets/README.md do):
+Runs ``python train.py`` twice on <datasets>/ag_news_test_en (7,600 records) with
+<models>/all-MiniLM-L6-v2, keeping the dataset's own parts as train/val/test
+(``data.split=files``, as the reference figures in <datasets>/README.md do):
 
 - frozen: mean-pooled features cached once, MLP head trained for 30 epochs (seconds per epoch);
 - full fine-tuning: encoder and head, 3 epochs;
@@ -38,8 +38,8 @@ RUNS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=REPO / "../shared/models/all-MiniLM-L6-v2")
-    parser.add_argument("--dataset", type=Path, default=REPO / "../shared/datasets/ag_news_test_en")
+    parser.add_argument("--model", type=Path, required=True, help="e.g. <models>/all-MiniLM-L6-v2")
+    parser.add_argument("--dataset", type=Path, required=True, help="e.g. <datasets>/ag_news_test_en")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/finetune-bench-quality"))
     parser.add_argument("--only", choices=sorted(RUNS), help="run one of the two")
     parser.add_argument("--split", choices=["files", "stratified"], default="files",
@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     for path in (args.model, args.dataset):
         if not path.is_dir():
-            sys.exit(f"{path}: not found (it lives in ../shared beside the project)")
+            sys.exit(f"{path}: not found")
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)

@@ -1,7 +1,7 @@
 """Build a full-size random-init stand-in for a backbone from its config.json (no weights needed).
 
-    python bench/make_standin.py ../shared/backbones/mmBERT-base base_models/mmBERT-base-standin \
-        --texts ../shared/datasets/lenta_headlines_ru
+    python bench/make_standin.py <backbones>/mmBERT-base base_models/mmBERT-base-standin \
+        --texts <datasets>/lenta_headlines_ru
 
 Same architecture, parameter count, compute and memory as the real model; random weights, and a
 BPE tokenizer trained on --texts (the Gemma-2 tokenizer cannot be downloaded here). The folder gets a

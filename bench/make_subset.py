@@ -1,6 +1,6 @@
-"""Write a stratified subset of a ../shared dataset as raw parts for the pipeline (never committed).
+"""Write a stratified subset of a dataset folder as raw parts for the pipeline (never committed).
 
-    python bench/make_subset.py ../shared/datasets/lenta_headlines_ru data/bench/lenta_small/raw --per-class 20
+    python bench/make_subset.py <datasets>/lenta_headlines_ru data/bench/lenta_small/raw --per-class 20
 """
 
 from __future__ import annotations

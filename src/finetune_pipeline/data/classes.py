@@ -26,7 +26,7 @@ class ClassIndex:
         return [lookup[s] for s in symbols]
 
     def label_to_id(self) -> dict[str, int]:
-        """The seed's label_to_id.json: symbol -> class id."""
+        """label_to_id.json: symbol -> class id."""
         return {s: i for i, s in enumerate(self.symbols)}
 
     def id_to_label(self) -> dict[str, dict[str, str]]:

@@ -1,4 +1,4 @@
-"""Merge raw parts into ``combined_dataset.json`` + ``output_to_symbol.json`` (the seed's step 4).
+"""Merge raw parts into ``combined_dataset.json`` + ``output_to_symbol.json``.
 
 The combined file holds ``{"input": text, "output": symbol}`` records; the mapping file maps each
 original label to its symbol. A fingerprint of the raw files is kept beside them in

@@ -1,4 +1,4 @@
-"""Stratified train/val/test split with scikit-learn (the seed's step 4)."""
+"""Train/val/test split: stratified with scikit-learn (every class in every part), or by raw file."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Encoder + pooling + MLP head (the seed's step 6), and the head alone over cached features."""
+"""Encoder + pooling + MLP head, and the head alone over cached features."""
 
 from __future__ import annotations
 
