@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from finetune_pipeline.artifacts.atomic import write_json
 from finetune_pipeline.artifacts.metrics_record import RunMetrics
@@ -98,5 +99,8 @@ def _read_overrides(path: Path) -> dict[str, str]:
     items = yaml.safe_load(path.read_text(encoding="utf-8")) or []
     if not isinstance(items, list):
         raise ValueError(f"{path.name} is not a list of overrides")
-    pairs = (str(item).split("=", 1) for item in items if "=" in str(item))
-    return {key.lstrip("+~"): value for key, value in pairs}
+    try:  # Hydra's own parser: ++key=value, ~key, quoted values and sweeps read as Hydra reads them
+        parsed = OverridesParser.create().parse_overrides([str(item) for item in items])
+    except Exception as e:  # hydra.errors.OverrideParseException
+        raise ValueError(f"{path.name}: {str(e).splitlines()[0]}") from None
+    return {o.key_or_group: o.input_line.split("=", 1)[1] for o in parsed if "=" in o.input_line}
