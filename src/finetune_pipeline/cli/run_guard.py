@@ -5,7 +5,7 @@
 - the run or sweep folder must be creatable (a read-only parent is one line, not a traceback);
 - a sweep into an existing sweep folder must be the same sweep: its ``multirun.yaml`` (overrides
   and base config) must equal the new one, how-keys aside, or the sweep is refused before Hydra
-  replaces ``multirun.yaml``. Each job is then checked against its own stored config (``app.py``).
+  replaces ``multirun.yaml``. Each job is then checked against its own stored config (``cli/train.py``).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Callable
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_bac
 from finetune_pipeline.config.schema import Config, SplitMode
 from finetune_pipeline.data.batches import TokenizedTexts
 from finetune_pipeline.data.classes import ClassIndex
-from finetune_pipeline.data.preprocess import ensure_preprocessed, load_combined
+from finetune_pipeline.data.preprocess import CombinedDataset, ensure_preprocessed, load_combined
 from finetune_pipeline.data.split import Split, split_by_files, stratified_split
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.report import write_evaluation
@@ -110,7 +111,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
     started = time.perf_counter()
     state_path = run_dir / STATE_FILE
     # 1. data: preprocess if needed, index the classes, split
-    dataset, classes, labels, split = _setup_data(cfg, dist)
+    data = _setup_data(cfg, dist)
+    dataset, classes, labels, split = data.dataset, data.classes, data.labels, data.split
     # 2. backbone (checked, no weights yet) and its tokenizer; label maps and tokenizer into the run folder
     backbone = _main_first(dist, lambda: locate_backbone(cfg.backbone, cfg.data.max_length, dataset.texts,
                                                          dataset.fingerprint))
@@ -182,7 +184,15 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
     return summary
 
 
-def _setup_data(cfg: Config, dist: Dist):
+@dataclass(frozen=True)
+class PreparedData:
+    dataset: CombinedDataset  # texts, symbols, raw fingerprint, the raw part of each record
+    classes: ClassIndex
+    labels: list[int]  # class id of each record
+    split: Split
+
+
+def _setup_data(cfg: Config, dist: Dist) -> PreparedData:
     """Preprocess if needed (rank 0), read, index the classes and split. Logs one line."""
     if dist.is_main:
         ensure_preprocessed(cfg.data)
@@ -199,7 +209,7 @@ def _setup_data(cfg: Config, dist: Dist):
         split = stratified_split(labels, cfg.data.train_ratio, cfg.data.val_ratio, cfg.data.seed, classes.display_names())
     log.info("data: %d records, %d classes; %s split train/val/test = %d/%d/%d",
              len(labels), len(classes), cfg.data.split.value, len(split.train), len(split.val), len(split.test))
-    return dataset, classes, labels, split
+    return PreparedData(dataset, classes, labels, split)
 
 
 def _setup_tokenizer(cfg: Config, backbone: Backbone, classes: ClassIndex, run_dir: Path, dist: Dist):
@@ -211,6 +221,8 @@ def _setup_tokenizer(cfg: Config, backbone: Backbone, classes: ClassIndex, run_d
         write_json(run_dir / "id_to_label.json", classes.id_to_label())
         with atomic_dir(run_dir / "tokenizer") as tmp:
             tokenizer.save_pretrained(tmp)
+    log.info("tokenizer: %s, %d tokens, texts truncated to %d", type(tokenizer).__name__, len(tokenizer),
+             cfg.data.max_length)
     return tokenizer
 
 
