@@ -87,4 +87,9 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(project
         [two] = list((project / "data" / "cache_ddp" / "features").glob("*.pt"))  # written once, by rank 0
         torch.testing.assert_close(torch.load(two, weights_only=True)["features"],
                                    torch.load(one, weights_only=True)["features"], rtol=1e-5, atol=1e-6)
+        # again: rank 0 finds the features and the encoder's hash, and sends them to rank 1
+        torchrun(project, *COMMON, "training.batch_size=8", "data.cache_dir=data/cache_ddp", tiny_cache=tiny_cache)
+        [again] = [f for f in run_folders(project) if f not in folders]
+        assert "encoder not loaded" in (again / "train.log").read_text()
+        assert json.loads((again / "freeze_proof.json").read_text())["verdict"].startswith("PASS")
     assert "Traceback" not in proc.stderr

@@ -133,3 +133,17 @@ def test_data_split_files_trains_on_the_parts_own_split(in_project, project):
     data = json.loads((run / "metrics.json").read_text())["data"]
     assert (data["train"], data["val"], data["test"]) == (200, 40, len(records) - 240)
     assert "files split train/val/test = 200/40" in log
+
+
+def test_what_rank_0_broadcasts_under_torchrun_pickles(in_project, monkeypatch):
+    """Under torchrun rank 0 sends the cached features (with their freeze evidence) to the other
+    ranks; here every broadcast goes through pickle, on a cache miss and on a hit."""
+    import pickle
+
+    from finetune_pipeline.runtime.distributed import Dist
+
+    monkeypatch.setattr(Dist, "broadcast", lambda self, obj: pickle.loads(pickle.dumps(obj)))
+    _, first, _ = in_project("first")
+    _, second, log = in_project("second")
+    assert "encoder not loaded" in log
+    assert json.loads((second / "freeze_proof.json").read_text())["verdict"].startswith("PASS")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -89,7 +90,7 @@ def frozen_features(cfg: Config, backbone: Backbone, tokenizer: PreTrainedTokeni
     info["cache"] = "hit" if hit else "miss"
     after = module_hashes(encoder) if dist.is_main else hashes
     how = "before: right after loading; after: after the encoding pass (the head trains on the features, never on the encoder)"
-    return FrozenFeatures(features, hashes, lambda: after, n_params, how,
+    return FrozenFeatures(features, hashes, Taken(after), n_params, how,
                           encoder=encoder if cfg.training.full_checkpoints else None, info=info)
 
 
@@ -106,18 +107,38 @@ def _without_encoder(cache: FeatureCache, backbone: Backbone, cache_dir, key_par
     log.info("feature cache: hit %s; encoder not loaded (its weight files are byte-identical to those whose "
              "tensor sha256 %s was remembered)", cache.path(key), combined_sha256(hashes)[:12])
 
-    def after() -> dict[str, str]:
-        """The remembered tensor hashes if the weight files are still byte-identical; else every
-        tensor counts as changed, and the proof fails."""
-        if files_sha256(backbone.folder) == files:
-            return hashes
-        log.warning("%s: the encoder's weight files changed during the run", backbone.folder)
-        return {name: "weight files changed during the run" for name in hashes}
-
     how = ("encoder not loaded in this run (the head trained on cached features): the tensor hashes were "
            "remembered from an earlier run, and the SHA-256 of the weight files' bytes was checked against "
            "that run's at the start (before) and at the end (after) of this one")
-    return FrozenFeatures(features, hashes, after, n_params, how, info={"cache": "hit", "key": key})
+    return FrozenFeatures(features, hashes, FilesStillHashed(backbone.folder, files, hashes), n_params, how,
+                          info={"cache": "hit", "key": key})
+
+
+@dataclass(frozen=True)
+class Taken:
+    """Hashes taken already (after the encoding pass). Picklable: rank 0 broadcasts it under torchrun."""
+
+    hashes: dict[str, str]
+
+    def __call__(self) -> dict[str, str]:
+        return self.hashes
+
+
+@dataclass(frozen=True)
+class FilesStillHashed:
+    """The freeze proof's "after" on a cache hit: the remembered tensor hashes if the weight files are
+    still byte-identical to those they were taken from; else every tensor counts as changed, and the
+    proof fails."""
+
+    folder: Path
+    files: dict[str, str]  # file name -> SHA-256 of its bytes
+    hashes: dict[str, str]  # tensor name -> SHA-256
+
+    def __call__(self) -> dict[str, str]:
+        if files_sha256(self.folder) == self.files:
+            return self.hashes
+        log.warning("%s: the encoder's weight files changed during the run", self.folder)
+        return {name: "weight files changed during the run" for name in self.hashes}
 
 
 def _encode_sharded(compute, tokenized: TokenizedTexts, dist: Dist) -> tuple[torch.Tensor, EncodeStats]:
