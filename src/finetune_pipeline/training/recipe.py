@@ -85,7 +85,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
             if dist.is_main:
                 record_failure(run_dir, e)
             if not isinstance(e, (Interrupted, Stopped, KeyboardInterrupt)):
-                log.error("run failed; its log and any artifacts written so far are in %s", run_dir)
+                log.info("run failed; its log and any artifacts written so far are in %s", run_dir)
             raise
         finally:
             if handler is not None:
