@@ -272,3 +272,29 @@ def test_python_train_py_prints_its_resolved_hydra_config():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "run:" in proc.stdout and "/outputs/" in proc.stdout and "output_subdir: null" in proc.stdout
+
+
+def test_a_damaged_combined_dataset_is_rebuilt_not_trusted(tmp_path, caplog):
+    from finetune_pipeline.data.preprocess import ensure_preprocessed, load_combined
+
+    write_json(tmp_path / "raw" / "a.json", GOOD)
+    cfg = data_config(tmp_path)
+    ensure_preprocessed(cfg)
+    combined = Path(cfg.dataset_path)
+    combined.write_text(combined.read_text()[:-20])  # truncated by a crash or an editor
+    with caplog.at_level(logging.INFO):
+        ensure_preprocessed(cfg)
+    assert "c.json was changed or damaged after it was written" in caplog.text
+    assert load_combined(cfg).texts == [r["input"] for r in GOOD]
+
+
+def test_a_new_run_leaves_a_foreign_folder_untouched(in_project, project, tmp_path):
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    from finetune_pipeline.errors import RunFolderRefused
+    from finetune_pipeline.training.recipe import train
+
+    with pytest.raises(RunFolderRefused, match="already holds earlier results"):
+        train(compose_config(["backbone=tiny"]), foreign)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]  # not even a lock file

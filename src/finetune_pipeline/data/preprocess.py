@@ -24,7 +24,7 @@ from finetune_pipeline.paths import resolve_path
 log = logging.getLogger(__name__)
 
 META_NAME = "preprocess_meta.json"
-META_FORMAT = 2  # bump when the meta file gains fields that load_combined needs
+META_FORMAT = 3  # bump when the meta file gains fields that load_combined needs
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,8 @@ def stale_reason(cfg: DataConfig) -> str | None:
         return f"{meta.name} was written by an older version"
     if fingerprint != current_fingerprint(cfg):
         return f"files in {cfg.raw_dir} changed since the last preprocessing"
+    if stored.get("dataset_sha256") != _file_sha256(dataset):
+        return f"{dataset.name} was changed or damaged after it was written"
     return None
 
 
@@ -114,6 +116,7 @@ def preprocess(cfg: DataConfig) -> dict:
     # everything validated: only now touch the outputs, each replaced atomically
     write_json(dataset_path, combined)
     write_json(mapping_path, mapping)
+    summary["dataset_sha256"] = _file_sha256(dataset_path)  # a damaged combined file is rebuilt, not trusted
     write_json(dataset_path.parent / META_NAME, summary)
     log.info(
         "preprocessed %d files: %d records, %d exact duplicates dropped, %d labels -> %s",
@@ -159,6 +162,10 @@ def _report_normalised_labels(records: list[Record]) -> None:
         examples = ", ".join(f"{w!r} -> {l!r}" for w, l in changed[:5])
         log.warning("%d label spelling(s) normalised (surrounding whitespace, Unicode NFC) and merged with the "
                     "label they spell: %s", len(changed), examples)
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _compact_files(files: list[str]) -> dict:

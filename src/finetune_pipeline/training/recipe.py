@@ -66,6 +66,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
     folder is held. A run that fails leaves ``failed.json`` with its one-line error. Under torchrun
     (``dist``) every rank calls this with the same folder; only rank 0 writes to it.
     """
+    if dist.is_main and not resume and not retry_failed:
+        require_empty(run_dir)  # before the lock file is made: a foreign folder is left untouched
     with claim(run_dir) if dist.is_main else contextlib.nullcontext():
         if dist.is_main:
             if resume:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from finetune_pipeline.artifacts.atomic import to_json
+from finetune_pipeline.errors import PipelineError
 
 STEP_RECORD = "metrics.jsonl"
 
@@ -41,5 +42,8 @@ class StepRecord:
         self._texts, self._since = 0, time.perf_counter()  # validation time is no training throughput
 
     def _write(self, row: dict) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(to_json(row) + "\n")
+        try:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(to_json(row) + "\n")
+        except OSError as e:  # a full disk, a folder gone read-only
+            raise PipelineError(f"{self.path}: cannot write ({e.strerror or e})") from None
