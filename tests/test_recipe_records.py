@@ -69,3 +69,19 @@ def test_lr_schedules_warm_up_then_follow_their_shape(kind):
         assert after == pytest.approx([0.5 * (1 + math.cos(math.pi * (s - 4) / 16)) for s in range(4, 20)])
     else:
         assert after == [1.0] * 16
+
+
+def test_metrics_json_says_where_the_run_came_from(in_project):
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    _, run, _ = in_project("provenance")
+    record = RunMetrics.read(run).provenance
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if head:  # a git checkout (CI clones one)
+        assert record["git"]["commit"] == head and isinstance(record["git"]["dirty"], bool)
+    assert record["packages"]["torch"] == torch.__version__ and record["packages"]["hydra-core"]
+    assert record["python"] == ".".join(map(str, sys.version_info[:3])) and record["cpu"]
+    assert "command" in record and "gpu" in record

@@ -10,7 +10,9 @@ and the tests read it through ``RunMetrics.read``, so the JSON contract lives he
      "test":     {"test/loss", "test/accuracy", "test/macro_f1", "test/weighted_f1",
                   "per_class": {label: {"symbol", "precision", "recall", "f1", "support"}}},
      "data", "backbone", "features", "loss", "device", "processes", "precision",
-     "timings":  {"setup_seconds", "train_seconds", "test_seconds", "total_seconds"}}
+     "timings":  {"setup_seconds", "train_seconds", "test_seconds", "total_seconds"},
+     "provenance": {"git": {"commit", "dirty"} | null, "python", "packages": {name: version}, "cpu",
+                    "gpu", "command"}}
 
 Non-finite numbers are written as ``null`` (strict JSON) and read back as None.
 """
@@ -51,6 +53,7 @@ class RunMetrics:
     processes: int
     precision: str
     timings: dict
+    provenance: dict = dataclasses.field(default_factory=dict)  # git commit, versions, machine, command
 
     def write(self, run_dir: Path) -> None:
         write_json(run_dir / FILE, dataclasses.asdict(self))
@@ -61,8 +64,8 @@ class RunMetrics:
         path = run_dir / FILE
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))  # an older bare NaN reads as nan
-            fields = {f.name for f in dataclasses.fields(cls)}
-            missing = sorted(fields - raw.keys())
+            fields = {f.name for f in dataclasses.fields(cls)} & (raw.keys() | _REQUIRED)
+            missing = sorted(_REQUIRED - raw.keys())
             if missing:
                 raise KeyError(f"missing {', '.join(missing)}")
             best = BestEpoch(**raw["best"])
@@ -91,6 +94,10 @@ class RunMetrics:
         losses = [self.test.get("test/loss")] + [e.get("train/loss") for e in self.history]
         needed = [self.best_value, self.test_accuracy, self.test_macro_f1]
         return any(v is None for v in needed) or any(v is not None and finite(v) is None for v in losses)
+
+
+_REQUIRED = {f.name for f in dataclasses.fields(RunMetrics) if f.default is dataclasses.MISSING
+             and f.default_factory is dataclasses.MISSING}
 
 
 def finite(value: object) -> float | None:

@@ -8,7 +8,6 @@ import datetime as dt
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from filelock import FileLock
 from finetune_pipeline.config.schema import MixedPrecision
 from finetune_pipeline.artifacts.atomic import write_json
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.runtime.provenance import cpu_model
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def cpu_auto_precision() -> tuple[str, str]:
     """(fp32 | bf16, why): measured once per machine (CPU model, core count, torch version) and
     remembered, so runs started together or days apart make the same choice -- it changes results
     and feature-cache keys. Where nothing can be remembered, fp32."""
-    key = f"{_cpu_model()} | {os.cpu_count()} cores | torch {torch.__version__}"
+    key = f"{cpu_model()} | {os.cpu_count()} cores | torch {torch.__version__}"
     memo = machine_cache_dir() / "cpu_precision.json"
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
@@ -112,16 +112,6 @@ def _read_entries(memo: Path) -> dict:
     except (OSError, ValueError):
         log.warning("%s is corrupt; measuring again", memo)
         return {}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def check_precision_for_device(precision: str, device: str) -> None:

@@ -43,6 +43,7 @@ from finetune_pipeline.runtime.device import resolve_device
 from finetune_pipeline.runtime.distributed import SINGLE, Dist, wrap
 from finetune_pipeline.runtime.logs import log_to_file
 from finetune_pipeline.runtime.precision import Precision, resolve_precision
+from finetune_pipeline.runtime.provenance import provenance
 from finetune_pipeline.sweep.jobs import record_failure
 from finetune_pipeline.training.interrupt import Interrupted, Stopped
 from finetune_pipeline.training.loop import fit
@@ -180,6 +181,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
         precision=precision.name,
         timings={"setup_seconds": setup_seconds, "train_seconds": result.train_seconds,
                  "test_seconds": time.perf_counter() - test_start, "total_seconds": time.perf_counter() - started},
+        provenance=provenance(),
     ).write(run_dir)
     state_path.unlink(missing_ok=True)  # finished: nothing to resume, and it can weigh gigabytes
     log.info("artifacts written to %s", run_dir)
