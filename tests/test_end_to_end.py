@@ -80,7 +80,7 @@ def test_run_writes_every_artifact(project, tiny_cache, in_project, frozen, prec
     assert re.search(r"epoch=1 step=5/\d+ batch_loss=[\d.]+ .*lr\[head\]=\S+ .*opt_steps=5", log), log[:2000]
     assert ("lr[encoder]=" in log) is not frozen
     assert "NOT pretrained" in log and "freeze proof:" in log
-    assert ("feature cache: miss" in log) is frozen
+    assert metrics["features"]["cache"] == ("miss" if frozen else "off")  # the record, not the log
 
     tok = AutoTokenizer.from_pretrained(run / "tokenizer")
     assert tok("hello world")["input_ids"][0] == tok.bos_token_id
@@ -133,9 +133,9 @@ def test_multirun_puts_each_job_in_its_own_folder(project, tiny_cache):
     assert (runs[0].parent / "multirun.yaml").is_file()
     dims = sorted(torch.load(r / "classifier_head.pt", weights_only=True)["1.weight"].shape[0] for r in runs)
     assert dims == [8, 16]
-    logs = [(r / "train.log").read_text() for r in runs]
-    assert "feature cache: miss" in logs[0] and "feature cache: hit" in logs[1]
-    assert "encoder not loaded" in logs[1]  # the second job never loads the encoder
+    records = [json.loads((r / "metrics.json").read_text())["features"]["cache"] for r in runs]
+    proofs = [json.loads((r / "freeze_proof.json").read_text())["how"] for r in runs]
+    assert records == ["miss", "hit"] and "encoder not loaded" in proofs[1]  # the second job never loads it
     assert [(r / ".hydra" / "overrides.yaml").read_text().count("model.hidden_dim") for r in runs] == [1, 1]
 
 
