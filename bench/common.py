@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import time
 from pathlib import Path
@@ -11,13 +10,13 @@ from pathlib import Path
 import torch
 
 from finetune_pipeline.runtime.precision import cpu_supports_bf16
+from finetune_pipeline.runtime.provenance import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
     return f"{os.cpu_count()} cores ({cpu}, bf16 flag {cpu_supports_bf16()}){gpu}, torch {torch.__version__}"
 

@@ -11,6 +11,7 @@ Every JSON file goes through ``to_json``: non-finite floats become ``null`` (``N
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -136,6 +137,20 @@ def finite(obj: Any) -> Any:
 def to_json(obj: Any, indent: int | None = None) -> str:
     """Strict JSON text (``null`` for non-finite numbers); raises on anything else JSON cannot hold."""
     return json.dumps(finite(obj), ensure_ascii=False, indent=indent, allow_nan=False)
+
+
+def read_memo(path: Path) -> dict:
+    """A memo file (a JSON object that can be rebuilt): {} when absent; {} with a warning when corrupt."""
+    if not path.is_file():
+        return {}
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(entries, dict):
+            raise ValueError("not a JSON object")
+        return entries
+    except (OSError, ValueError) as e:
+        logging.getLogger(__name__).warning("%s is corrupt (%s); rebuilding it", path, e)
+        return {}
 
 
 def write_json(path: Path, obj: Any) -> None:

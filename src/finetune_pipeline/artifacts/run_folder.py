@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Iterator
 
 from omegaconf import OmegaConf
 
-from finetune_pipeline.artifacts.atomic import atomic_path
+from finetune_pipeline.artifacts.atomic import atomic_path, write_json
 from finetune_pipeline.errors import PipelineError, RunFolderRefused
 
 LOCK_FILE = ".lock"
@@ -82,6 +83,27 @@ def is_failed_attempt(run_dir: Path) -> bool:
     """Started (``.hydra/`` written) but neither finished nor resumable: a sweep job may start it over."""
     held = set(contents(run_dir))
     return CONFIG_DIR in held and METRICS_FILE not in held and STATE_FILE not in held
+
+
+def record_failure(run_dir: Path, error: BaseException) -> None:
+    """Mark a run as not finished, with its one-line error: ``failed``, ``diverged`` or ``stopped``."""
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    try:
+        write_json(run_dir / FAILURE_FILE, {"status": failure_status(error), "error": message,
+                                            "type": type(error).__name__})
+    except PipelineError as e:  # a full disk must not hide the error that ended the run
+        logging.getLogger(__name__).warning("%s", e)
+
+
+def failure_status(error: BaseException) -> str:
+    from finetune_pipeline.training.divergence import Diverged
+    from finetune_pipeline.training.interrupt import Interrupted, Stopped
+
+    if isinstance(error, Diverged):
+        return "diverged"
+    if isinstance(error, (Interrupted, Stopped, KeyboardInterrupt)):
+        return "stopped"
+    return "failed"
 
 
 def write_config_record(run_dir: Path, task_cfg, hydra_cfg, overrides: list[str]) -> None:

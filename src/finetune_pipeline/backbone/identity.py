@@ -17,7 +17,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from finetune_pipeline.artifacts.atomic import write_json
+from finetune_pipeline.artifacts.atomic import read_memo, write_json
 from finetune_pipeline.backbone.load import WEIGHT_FILES
 
 log = logging.getLogger(__name__)
@@ -53,23 +53,10 @@ def _files_stat(folder: Path) -> dict[str, list[int]]:
     return {n: [(folder / n).stat().st_size, (folder / n).stat().st_mtime_ns] for n in weight_files(folder)}
 
 
-def _read_memo(memo: Path) -> dict:
-    if not memo.is_file():
-        return {}
-    try:
-        entries = json.loads(memo.read_text(encoding="utf-8"))
-        if not isinstance(entries, dict):
-            raise ValueError("not a JSON object")
-        return entries
-    except (OSError, ValueError) as e:
-        log.warning("%s is corrupt (%s); rebuilding it", memo, e)
-        return {}
-
-
 def remembered_hashes(folder: Path, cache_dir: Path) -> tuple[dict[str, str], int, dict[str, str]] | None:
     """(tensor name -> SHA-256, parameter count, file name -> SHA-256) recorded for these exact weight
     files, verified by hashing their bytes now; None when unknown or changed."""
-    entry = _read_memo(cache_dir / MEMO_NAME).get(str(folder.resolve()))
+    entry = read_memo(cache_dir / MEMO_NAME).get(str(folder.resolve()))
     try:
         if not entry or entry["files"] != _files_stat(folder):
             return None
@@ -87,7 +74,7 @@ def remember_hashes(folder: Path, cache_dir: Path, tensor_hashes: dict[str, str]
     cache_dir.mkdir(parents=True, exist_ok=True)
     memo = cache_dir / MEMO_NAME
     with FileLock(str(memo) + ".lock"):
-        entries = _read_memo(memo)
+        entries = read_memo(memo)
         entries[str(folder.resolve())] = {"files": _files_stat(folder), "file_sha256": files_sha256(folder),
                                         "tensor_sha256": tensor_hashes, "parameters": parameters}
         write_json(memo, entries)

@@ -23,14 +23,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from finetune_pipeline.artifacts.run_folder import (CONFIG_DIR, METRICS_FILE, STATE_FILE, claim, config_differences,
-                                                   contents, write_config_record)
+                                                   contents, record_failure, write_config_record)
 from finetune_pipeline.config.load import register_resolvers, stored_config, to_config
 from finetune_pipeline.config.schema import Config, register_configs
 from finetune_pipeline.errors import PipelineError, RunFolderRefused
 from finetune_pipeline.paths import ROOT_ENV
 from finetune_pipeline.runtime import distributed
 from finetune_pipeline.runtime.distributed import Dist
-from finetune_pipeline.sweep.jobs import read_job, record_failure
+from finetune_pipeline.sweep.jobs import read_job
 from finetune_pipeline.training.recipe import train
 from finetune_pipeline.training.interrupt import Interrupted, Stopped, raise_on_signals
 
@@ -68,16 +68,16 @@ def run(cfg: DictConfig, dist: Dist, script: str) -> float:
 
     try:
         with raise_on_signals():
-            return _run(cfg, dist, run_dir, in_sweep, overrides, record)
+            return _run(cfg, dist, script, hydra_cfg, overrides, record)
     except Stopped as e:  # outside the training loop: preprocessing, encoding, testing, writing artifacts
         if dist.is_main:
             log.warning("%s; %s", e, _after_stop(run_dir, in_sweep, hydra_cfg, dist, script))
         sys.exit(e.exit_code)
 
 
-def _run(cfg: DictConfig, dist: Dist, run_dir: Path, in_sweep: bool, overrides: list[str], record) -> float:
-    hydra_cfg = HydraConfig.get()
-    script = sys.argv[0]
+def _run(cfg: DictConfig, dist: Dist, script: str, hydra_cfg, overrides: list[str], record) -> float:
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         if cfg.resume is not None:
             config, mode = stored_config(run_dir, overrides), "resume"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import datetime as dt
-import json
 import logging
 import os
 import time
@@ -16,7 +15,7 @@ import torch
 from filelock import FileLock
 
 from finetune_pipeline.config.schema import MixedPrecision
-from finetune_pipeline.artifacts.atomic import write_json
+from finetune_pipeline.artifacts.atomic import read_memo, write_json
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.provenance import cpu_model
 
@@ -89,7 +88,7 @@ def cpu_auto_precision() -> tuple[str, str]:
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(memo) + ".lock"):
-            entries = _read_entries(memo)
+            entries = read_memo(memo)
             if key not in entries:
                 speedup = cpu_bf16_speedup()
                 entries[key] = {"speedup": round(speedup, 3), "measured": dt.date.today().isoformat(),
@@ -103,15 +102,6 @@ def cpu_auto_precision() -> tuple[str, str]:
                                         f"{how} {entry['measured']}, remembered in {memo}")
     except (OSError, PipelineError, KeyError, TypeError) as e:
         return "fp32", f"the per-machine decision cannot be stored in {memo} ({e}); fp32 keeps runs alike"
-
-
-def _read_entries(memo: Path) -> dict:
-    try:
-        entries = json.loads(memo.read_text(encoding="utf-8")) if memo.is_file() else {}
-        return entries if isinstance(entries, dict) else {}
-    except (OSError, ValueError):
-        log.warning("%s is corrupt; measuring again", memo)
-        return {}
 
 
 def check_precision_for_device(precision: str, device: str) -> None:

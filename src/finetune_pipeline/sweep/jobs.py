@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from finetune_pipeline.artifacts.atomic import write_json
 from finetune_pipeline.artifacts.metrics_record import RunMetrics
 from finetune_pipeline.artifacts.run_folder import FAILURE_FILE, METRICS_FILE
 from finetune_pipeline.errors import PipelineError
@@ -29,27 +27,6 @@ class Job:
     test_accuracy: float | None = None
     test_macro_f1: float | None = None
     seconds: float | None = None  # the run's total time
-
-
-def record_failure(run_dir: Path, error: BaseException) -> None:
-    """Mark a run as not finished, with its one-line error: ``failed``, ``diverged`` or ``stopped``."""
-    message = str(error).splitlines()[0] if str(error) else type(error).__name__
-    try:
-        write_json(run_dir / FAILURE_FILE, {"status": failure_status(error), "error": message,
-                                            "type": type(error).__name__})
-    except PipelineError as e:  # a full disk must not hide the error that ended the run
-        logging.getLogger(__name__).warning("%s", e)
-
-
-def failure_status(error: BaseException) -> str:
-    from finetune_pipeline.training.divergence import Diverged
-    from finetune_pipeline.training.interrupt import Interrupted, Stopped
-
-    if isinstance(error, Diverged):
-        return "diverged"
-    if isinstance(error, (Interrupted, Stopped, KeyboardInterrupt)):
-        return "stopped"
-    return "failed"
 
 
 def find_job_folders(paths: list[Path]) -> list[Path]:

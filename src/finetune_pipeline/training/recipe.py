@@ -27,8 +27,8 @@ from finetune_pipeline.artifacts.atomic import atomic_dir, remove_orphans, save_
 from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, restore_weights, save_checkpoint
 from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256
 from finetune_pipeline.artifacts.metrics_record import BestEpoch, RunMetrics
-from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, STATE_FILE, claim, is_failed_attempt, require_empty,
-                                                   require_stopped_run)
+from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, STATE_FILE, claim, is_failed_attempt, record_failure,
+                                                   require_empty, require_stopped_run)
 from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_backbone
 from finetune_pipeline.config.schema import Config, SplitMode
 from finetune_pipeline.data.batches import TokenizedTexts
@@ -44,7 +44,6 @@ from finetune_pipeline.runtime.distributed import SINGLE, Dist, wrap
 from finetune_pipeline.runtime.logs import log_to_file
 from finetune_pipeline.runtime.precision import Precision, resolve_precision
 from finetune_pipeline.runtime.provenance import provenance
-from finetune_pipeline.sweep.jobs import record_failure
 from finetune_pipeline.training.interrupt import Interrupted, Stopped
 from finetune_pipeline.training.loop import fit
 from finetune_pipeline.training.loss import class_weights, training_loss
@@ -56,6 +55,7 @@ from finetune_pipeline.training.state import (Progress, Trainer, data_identity, 
 from finetune_pipeline.training.step_record import STEP_RECORD, StepRecord
 
 log = logging.getLogger(__name__)
+
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
           record: Callable[[Path], None] | None = None, retry_failed: bool = False) -> dict[str, float]:
