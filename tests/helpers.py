@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,9 +27,16 @@ register_resolvers(datetime.datetime.now())
 
 
 def compose_config(overrides: list[str] = ()) -> Config:
-    """The real conf/ composed with overrides, typed and validated as train.py does."""
+    """The real conf/ composed with overrides, typed and validated as train.py does; no tracker
+    unless the overrides choose one (tests of tracking do; the others need not pay for it)."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return to_config(compose(config_name="config", overrides=list(overrides)))
+        return to_config(compose(config_name="config", overrides=with_logger(overrides)))
+
+
+def with_logger(overrides) -> list[str]:
+    """``overrides`` plus ``logger=none`` when they choose no logger."""
+    overrides = list(overrides)
+    return overrides if any(o.lstrip("+~").startswith("logger") for o in overrides) else [*overrides, "logger=none"]
 
 
 def write_json(path: Path, obj) -> Path:
@@ -48,7 +57,7 @@ def run_train(project: Path, *overrides: str, tiny_cache: Path | None = None, ch
     if tiny_cache is not None:
         args.append(f"backbone.path={tiny_cache}")
     flags = [o for o in overrides if o.startswith("-")]  # e.g. -m, before the overrides for argparse
-    args = args[:2] + flags + args[2:] + [o for o in overrides if not o.startswith("-")]
+    args = args[:2] + flags + args[2:] + with_logger(o for o in overrides if not o.startswith("-"))
     proc = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -65,3 +74,21 @@ def write_run_metrics(folder: Path, best: float, test_acc: float, seconds: float
                test={"test/loss": 0.5, "test/accuracy": test_acc, "test/macro_f1": test_acc - 0.01},
                data={}, backbone={}, features={}, loss={}, device="cpu", processes=1, precision="fp32",
                timings={"total_seconds": seconds}).write(folder)
+
+
+class Killed(BaseException):
+    """Stands in for kill -9: the run stops at once, nothing is saved on the way out."""
+
+
+class StopAt(logging.Handler):
+    """When the step log shows ``line``, send SIGINT to this process, or die as under kill -9."""
+
+    def __init__(self, line: str, how: str):
+        super().__init__()
+        self.line, self.how = line, how
+
+    def emit(self, record):
+        if record.getMessage().startswith(self.line):
+            if self.how == "kill -9":
+                raise Killed
+            os.kill(os.getpid(), signal.SIGINT)

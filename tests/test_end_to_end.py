@@ -183,7 +183,8 @@ def test_missing_mmbert_offline_says_how_to_get_it(project):
     [error] = [line for line in proc.stdout.splitlines() if "ERROR" in line]  # one line, nothing else
     assert "base_models/mmBERT-base: no model weights" in error
     assert "hf download jhu-clsp/mmBERT-base --local-dir" in error
-    [run] = [p.parent for p in (project / "outputs").rglob("train.log")]
-    assert {p.name for p in run.iterdir()} == {"train.log", ".hydra", ".lock", "failed.json"}  # no half-written artifacts
+    [run] = [p.parent for p in (project / "outputs").glob("*/*/train.log")]
+    assert {p.name for p in run.iterdir()} == {"train.log", ".hydra", ".lock", "failed.json", "tracking.json"}  # no half-written artifacts
     failure = json.loads((run / "failed.json").read_text())
     assert failure["status"] == "failed" and "no model weights" in failure["error"]
+    assert json.loads((run / "tracking.json").read_text())["mlflow"]["status"] == "failed"  # the default logger

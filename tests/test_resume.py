@@ -13,29 +13,11 @@ import time
 import pytest
 import torch
 
-from helpers import IN_PROCESS, REPO, compose_config
+from helpers import IN_PROCESS, REPO, Killed, StopAt, compose_config
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.training.recipe import train
 from finetune_pipeline.training.interrupt import Interrupted
 from finetune_pipeline.artifacts.run_folder import STATE_FILE
-
-
-class Killed(BaseException):
-    """Stands in for kill -9: the run stops at once, nothing is saved on the way out."""
-
-
-class StopAt(logging.Handler):
-    """When the step log shows ``line``, send SIGINT to this process, or die as under kill -9."""
-
-    def __init__(self, line: str, how: str):
-        super().__init__()
-        self.line, self.how = line, how
-
-    def emit(self, record):
-        if record.getMessage().startswith(self.line):
-            if self.how == "kill -9":
-                raise Killed
-            os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from finetune_pipeline.artifacts.atomic import atomic_path, write_json
 from finetune_pipeline.errors import PipelineError, RunFolderRefused
+from finetune_pipeline.paths import project_root
 
 LOCK_FILE = ".lock"
 CONFIG_DIR = ".hydra"
@@ -33,6 +34,12 @@ FAILURE_FILE = "failed.json"  # the one-line error of a run that did not finish
 # how a run goes, not what it computes: these may differ when a run is resumed or a sweep job re-run
 HOW_KEYS = ("training.device", "training.num_workers", "training.progress_bar", "training.log_every_steps",
             "training.save_every_steps")
+HOW_GROUPS = ("logger.",)  # where a run is tracked changes none of its results
+
+
+def is_how_key(key: str) -> bool:
+    """A key a resumed run or a re-run sweep job may change: how it runs and reports, not what it computes."""
+    return key in HOW_KEYS or key.startswith(HOW_GROUPS)
 
 
 @contextmanager
@@ -87,12 +94,24 @@ def is_failed_attempt(run_dir: Path) -> bool:
 
 def record_failure(run_dir: Path, error: BaseException) -> None:
     """Mark a run as not finished, with its one-line error: ``failed``, ``diverged`` or ``stopped``."""
-    message = str(error).splitlines()[0] if str(error) else type(error).__name__
     try:
-        write_json(run_dir / FAILURE_FILE, {"status": failure_status(error), "error": message,
+        write_json(run_dir / FAILURE_FILE, {"status": failure_status(error), "error": one_line(error),
                                             "type": type(error).__name__})
     except PipelineError as e:  # a full disk must not hide the error that ended the run
         logging.getLogger(__name__).warning("%s", e)
+
+
+def one_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def run_name(run_dir: Path) -> str:
+    """How trackers name a run by default: its folder under the project's outputs/ (e.g. 2026-11-26/15-20-21-123456)."""
+    outputs = project_root() / "outputs"
+    try:
+        return str(run_dir.resolve().relative_to(outputs.resolve()))
+    except ValueError:
+        return run_dir.name
 
 
 def failure_status(error: BaseException) -> str:
@@ -117,7 +136,7 @@ def write_config_record(run_dir: Path, task_cfg, hydra_cfg, overrides: list[str]
 def config_differences(stored: object, new: object) -> list[str]:
     """``key: old -> new`` for every leaf of two typed configs that differs, how-keys aside."""
     old, cur = flatten(dataclasses.asdict(stored)), flatten(dataclasses.asdict(new))
-    keys = sorted((set(old) | set(cur)) - set(HOW_KEYS) - {"resume"})
+    keys = sorted(k for k in set(old) | set(cur) if not is_how_key(k) and k != "resume")
     return [f"{k}: {_shown(old.get(k))} -> {_shown(cur.get(k))}" for k in keys if old.get(k) != cur.get(k)]
 
 

@@ -31,6 +31,7 @@ from finetune_pipeline.paths import ROOT_ENV
 from finetune_pipeline.runtime import distributed
 from finetune_pipeline.runtime.distributed import Dist
 from finetune_pipeline.sweep.jobs import read_job
+from finetune_pipeline.tracking.sweep_runs import job_labels
 from finetune_pipeline.training.recipe import train
 from finetune_pipeline.training.interrupt import Interrupted, Stopped, raise_on_signals
 
@@ -94,8 +95,9 @@ def _run(cfg: DictConfig, dist: Dist, script: str, hydra_cfg, overrides: list[st
         if mode == "keep":
             log.info("job %s had finished with the same config; keeping its results", _shown(run_dir))
             return read_job(run_dir).best_value
+        labels = job_labels(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, overrides) if in_sweep else None
         metrics = train(config, run_dir, resume=mode == "resume", dist=dist,
-                        record=None if mode == "resume" else record, retry_failed=mode == "retry")
+                        record=None if mode == "resume" else record, retry_failed=mode == "retry", labels=labels)
     except Exception as e:
         if isinstance(e, Interrupted):  # in a sweep this stops the sweep; its jobs resume from their folders
             if in_sweep or dist.is_main:

@@ -10,15 +10,16 @@ import dataclasses
 import datetime as dt
 import difflib
 import math
+import re
 import typing
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from finetune_pipeline.artifacts.run_folder import CONFIG_DIR, HOW_KEYS
+from finetune_pipeline.artifacts.run_folder import CONFIG_DIR, HOW_KEYS, is_how_key
 
-from finetune_pipeline.config.schema import BackboneSource, Config, TinyBackboneConfig
+from finetune_pipeline.config.schema import BackboneSource, Config, LoggerConfig, TinyBackboneConfig
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.backbone.load import check_max_length
 from finetune_pipeline.paths import project_root, resolve_path
@@ -26,6 +27,8 @@ from finetune_pipeline.runtime.device import check_device_name
 from finetune_pipeline.runtime.precision import check_precision_for_device
 
 
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+RUN_FOLDER_NAMES = ("tokenizer", "evaluation", "wandb")  # folders a run writes itself
 TINY_MIN_VOCAB = 64  # the tokenizer trainer needs room for special tokens and an alphabet
 
 
@@ -84,10 +87,10 @@ def stored_config(run_dir: Path, overrides: list[str] = ()) -> Config:
     ``overrides``: the command line's; only how-keys (device, workers, logging) may change.
     """
     parsed = [o for o in OverridesParser.create().parse_overrides(list(overrides)) if o.key_or_group != "resume"]
-    others = [o.input_line for o in parsed if o.key_or_group not in HOW_KEYS or o.is_delete()]
+    others = [o.input_line for o in parsed if not is_how_key(o.key_or_group) or o.is_delete()]
     if others:
         raise PipelineError(f"resume= continues {run_dir} with its stored config; drop the other overrides {others} "
-                            f"(allowed: {', '.join(HOW_KEYS)})")
+                            f"(allowed: {', '.join(HOW_KEYS)}, logger.<tracker>.<key>)")
     path = run_dir / CONFIG_DIR / "config.yaml"
     if not path.is_file():
         raise PipelineError(f"{run_dir}: not a run folder (no .hydra/config.yaml to resume with)")
@@ -139,6 +142,22 @@ def validate(cfg: Config) -> None:
     check_max_length(d.max_length, b.tiny.max_position_embeddings if b.tiny else b.max_position_embeddings, b.name)
     _check_data_paths(d)
     check_precision_for_device(cfg.precision.mixed_precision.value, t.device)
+    _validate_logger(cfg.logger)
+
+
+def _validate_logger(lg: LoggerConfig) -> None:
+    if lg.mlflow is not None:
+        _check(bool(lg.mlflow.tracking_uri.strip()), "logger.mlflow.tracking_uri", "must not be empty")
+        _check(bool(lg.mlflow.experiment_name.strip()), "logger.mlflow.experiment_name", "must not be empty")
+        _check(lg.mlflow.http_timeout_seconds >= 1, "logger.mlflow.http_timeout_seconds",
+               f"must be >= 1, got {lg.mlflow.http_timeout_seconds}")
+        _check(lg.mlflow.http_retries >= 0, "logger.mlflow.http_retries", f"must be >= 0, got {lg.mlflow.http_retries}")
+    if lg.tensorboard is not None:  # a folder inside the run folder, never one of its artifacts
+        name = lg.tensorboard.log_dir
+        _check(bool(PLAIN_NAME.fullmatch(name)) and name not in RUN_FOLDER_NAMES, "logger.tensorboard.log_dir",
+               f"must be one plain folder name inside the run folder (letters, digits, '_', '-'), not {name!r}")
+    if lg.wandb is not None:
+        _check(bool(lg.wandb.project.strip()), "logger.wandb.project", "must not be empty")
 
 
 def _check_data_paths(d) -> None:

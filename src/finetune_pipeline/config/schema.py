@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
+from typing import Dict, List, Optional
 
 from omegaconf import MISSING
 
@@ -134,6 +134,46 @@ class PrecisionConfig:
     mixed_precision: MixedPrecision = MISSING
 
 
+class WandbMode(str, Enum):
+    offline = "offline"  # runs saved under the run folder; `wandb sync <run>/wandb/offline-run-*` uploads them
+    online = "online"
+    disabled = "disabled"
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: str = MISSING  # sqlite:///<file> (no server), http(s)://<server>, databricks, ...
+    experiment_name: str = MISSING
+    run_name: Optional[str] = MISSING  # null: the run folder under outputs/ (a sweep job: number and overrides)
+    tags: Dict[str, str] = MISSING  # added to every run (and to a sweep's parent run)
+    artifact_location: Optional[str] = MISSING  # where a new experiment keeps artifacts; null: the server's default
+    log_checkpoints: bool = MISSING  # also upload best/final_model.pt and classifier_head.pt
+    http_timeout_seconds: int = MISSING  # per request to a tracking server
+    http_retries: int = MISSING  # retries per request before the tracker is given up for this run
+
+
+@dataclass
+class TensorBoardConfig:
+    log_dir: str = MISSING  # event files, relative to the run folder
+
+
+@dataclass
+class WandbConfig:
+    project: str = MISSING
+    entity: Optional[str] = MISSING  # team or user; null: the logged-in user's default
+    mode: WandbMode = MISSING
+    run_name: Optional[str] = MISSING  # null: as for MLflow
+    tags: List[str] = MISSING
+
+
+@dataclass
+class LoggerConfig:
+    """Trackers this run logs to; each is set by its file in conf/logger/ (logger=[mlflow,tensorboard] for several)."""
+    mlflow: Optional[MlflowConfig] = None
+    tensorboard: Optional[TensorBoardConfig] = None
+    wandb: Optional[WandbConfig] = None
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -141,6 +181,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # where the run is tracked; changes no result
     resume: Optional[str] = None  # a run folder: continue it, with the config stored in it
 
 

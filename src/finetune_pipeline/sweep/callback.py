@@ -1,4 +1,5 @@
-"""Hydra callback: when a sweep ends, write its summary (also when some jobs failed)."""
+"""Hydra callback: a sweep's parent run in the trackers; when the sweep ends, its summary (also when
+some jobs failed), logged to that parent run."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from omegaconf import DictConfig
 
 from finetune_pipeline.sweep.compare import compare
 from finetune_pipeline.sweep.jobs import find_job_folders, read_job
+from finetune_pipeline.tracking.sweep_runs import close_sweep, logger_config, open_sweep, swept_keys
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +20,12 @@ FAILED = ("failed", "diverged", "corrupt")
 
 
 class SweepSummary(Callback):
-    """Writes summary.csv / summary.md / summary.png into the sweep folder; exits 1 if a job failed, diverged or left a corrupt record."""
+    """Opens the sweep's parent run; at the end writes summary.csv / summary.md / summary.png into the
+    sweep folder and logs them to the parent; exits 1 if a job failed, diverged or left a corrupt record."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        open_sweep(logger_config(config), Path(config.hydra.sweep.dir), swept_keys(config),
+                   list(config.hydra.overrides.task))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -26,6 +33,7 @@ class SweepSummary(Callback):
             return  # nothing ran (for example the sweep was refused at composition)
         log.info("sweep summary (%s):\n%s", sweep_dir, compare([sweep_dir]))
         failed = [j for j in map(read_job, find_job_folders([sweep_dir])) if j.status in FAILED]
+        close_sweep(logger_config(config), sweep_dir, [f"{j.folder.name} ({j.status})" for j in failed])
         if failed:
             log.error("%d job(s) did not finish: %s", len(failed),
                       ", ".join(f"{j.folder} ({j.status})" for j in failed))

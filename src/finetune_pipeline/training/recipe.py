@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ from finetune_pipeline.artifacts.atomic import atomic_dir, remove_orphans, save_
 from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, restore_weights, save_checkpoint
 from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256
 from finetune_pipeline.artifacts.metrics_record import BestEpoch, RunMetrics
-from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, STATE_FILE, claim, is_failed_attempt, record_failure,
-                                                   require_empty, require_stopped_run)
+from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, STATE_FILE, claim, failure_status, flatten,
+                                                   is_failed_attempt, one_line, record_failure, require_empty,
+                                                   require_stopped_run, run_name)
 from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_backbone
 from finetune_pipeline.config.schema import Config, SplitMode
 from finetune_pipeline.data.batches import TokenizedTexts
@@ -53,19 +55,27 @@ from finetune_pipeline.training.schedule import build_scheduler, optimizer_steps
 from finetune_pipeline.training.state import (Progress, Trainer, data_identity, load_state, restore,
                                               save_state)
 from finetune_pipeline.training.step_record import STEP_RECORD, StepRecord
+from finetune_pipeline.tracking.trackers import RunLabels, Trackers
 
 log = logging.getLogger(__name__)
 
+# what a finished run sends to its trackers besides metrics (train.log goes at the very end)
+TRACKED_ARTIFACTS = ["metrics.json", "freeze_proof.json", "label_to_id.json", "id_to_label.json", "evaluation/test",
+                     ".hydra/config.yaml"]
+CHECKPOINTS = ["best_model.pt", "final_model.pt", "classifier_head.pt"]
+
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
-          record: Callable[[Path], None] | None = None, retry_failed: bool = False) -> dict[str, float]:
+          record: Callable[[Path], None] | None = None, retry_failed: bool = False,
+          labels: RunLabels | None = None) -> dict[str, float]:
     """Train one classifier; every artifact goes to ``run_dir``. Returns the headline metrics.
 
     The folder must be empty, or with ``resume=True`` hold a stopped run (its ``train_state.pt``),
     or with ``retry_failed=True`` (a sweep job started again) hold a failed attempt; one process
     writes to it at a time. ``record(run_dir)`` writes the config record (``.hydra/``) once the
     folder is held. A run that fails leaves ``failed.json`` with its one-line error. Under torchrun
-    (``dist``) every rank calls this with the same folder; only rank 0 writes to it.
+    (``dist``) every rank calls this with the same folder; only rank 0 writes to it and logs to the
+    trackers of ``cfg.logger`` (``labels``: how they name the run; default: its folder).
     """
     if dist.is_main and not resume and not retry_failed:
         require_empty(run_dir)  # before the lock file is made: a foreign folder is left untouched
@@ -80,15 +90,21 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
             _remove_orphans(cfg, run_dir)
         hf_logging.disable_progress_bar()  # weight-loading bars would drown the step log
         handler = log_to_file(run_dir / "train.log") if dist.is_main else None
+        trackers = Trackers(run_dir, cfg.logger) if dist.is_main else Trackers()
         try:
             log.info("%s: %s%s", "resuming run folder" if resume else "run folder", run_dir,
                      f" ({dist.world_size} processes, DistributedDataParallel)" if dist.enabled else "")
-            summary = _train(cfg, run_dir, resume, dist)
+            trackers.start(labels or RunLabels(run_name(run_dir)), resume)
+            if not resume:
+                trackers.log_params(flatten(dataclasses.asdict(cfg)))
+            summary = _train(cfg, run_dir, resume, dist, trackers)
         except BaseException as e:
             if dist.is_main:
                 record_failure(run_dir, e)
             if not isinstance(e, (Interrupted, Stopped, KeyboardInterrupt)):
                 log.info("run failed; its log and any artifacts written so far are in %s", run_dir)
+            trackers.log_artifacts(["train.log", FAILURE_FILE])
+            trackers.finish(failure_status(e), one_line(e))
             raise
         finally:
             if handler is not None:
@@ -96,6 +112,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
                 handler.close()
         if dist.is_main:
             (run_dir / FAILURE_FILE).unlink(missing_ok=True)  # an earlier attempt's record
+        trackers.log_artifacts(["train.log"])
+        trackers.finish("finished")
         return summary
 
 
@@ -110,7 +128,7 @@ def _remove_orphans(cfg: Config, run_dir: Path) -> None:
                         ", ".join(removed[:5]))
 
 
-def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, float]:
+def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Trackers) -> dict[str, float]:
     started = time.perf_counter()
     state_path = run_dir / STATE_FILE
     # 1. data: preprocess if needed, index the classes, split
@@ -129,6 +147,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
     data_id = data_identity(dataset.fingerprint, split, dist.world_size)
     resumed = _resume_from(state_path, trainer, data_id, cfg, len(built.loaders.train)) if resume else None
     weights = _class_weights(cfg, classes, [labels[i] for i in split.train])
+    origin = provenance()
+    trackers.set_tags(_run_tags(identity, dataset.fingerprint, precision, device, dist, origin))
     setup_seconds = time.perf_counter() - started
 
     def checkpoint(name: str) -> None:
@@ -144,7 +164,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
     result = fit(trainer, built.loaders.train, built.loaders.val, precision, device, cfg.training,
                  save_best=lambda: checkpoint("best_model.pt"), save_state=save_state_file, resume=resumed,
                  loss_fn=training_loss(weights, cfg.training.label_smoothing), dist=dist,
-                 step_record=StepRecord(run_dir / STEP_RECORD) if dist.is_main else None)
+                 step_record=StepRecord(run_dir / STEP_RECORD, trackers) if dist.is_main else None)
     checkpoint("final_model.pt")
     if dist.is_main:
         _write_freeze_proof(run_dir, cfg, built, backbone)
@@ -181,11 +201,28 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist) -> dict[str, fl
         precision=precision.name,
         timings={"setup_seconds": setup_seconds, "train_seconds": result.train_seconds,
                  "test_seconds": time.perf_counter() - test_start, "total_seconds": time.perf_counter() - started},
-        provenance=provenance(),
+        provenance=origin,
     ).write(run_dir)
     state_path.unlink(missing_ok=True)  # finished: nothing to resume, and it can weigh gigabytes
     log.info("artifacts written to %s", run_dir)
+    trackers.log_metrics({**summary, "test/weighted_f1": full_report["weighted_f1"]},
+                         step=result.history[-1]["opt_steps"] if result.history else 0)
+    trackers.log_artifacts(TRACKED_ARTIFACTS + (CHECKPOINTS if _log_checkpoints(cfg) else []))
     return summary
+
+
+def _run_tags(identity: BackboneIdentity, fingerprint: str, precision: Precision, device: torch.device, dist: Dist,
+              origin: dict) -> dict[str, str]:
+    """What a tracker's run list needs to tell runs apart and trace them back."""
+    git = origin["git"] or {}
+    return {"backbone": identity.name, "backbone.sha256": identity.sha256, "data.raw_fingerprint": fingerprint,
+            "precision": precision.name, "device": str(device), "world_size": str(dist.world_size),
+            "git.commit": git.get("commit", "unknown"), "git.dirty": str(git.get("dirty", "unknown")),
+            "mlflow.source.git.commit": git.get("commit", "unknown")}
+
+
+def _log_checkpoints(cfg: Config) -> bool:
+    return bool(cfg.logger.mlflow and cfg.logger.mlflow.log_checkpoints)
 
 
 @dataclass(frozen=True)

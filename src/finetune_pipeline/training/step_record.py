@@ -17,13 +17,16 @@ import torch
 
 from finetune_pipeline.artifacts.atomic import to_json
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.tracking.trackers import Trackers
 
 STEP_RECORD = "metrics.jsonl"
 
 
 class StepRecord:
-    def __init__(self, path: Path):
-        self.path = path
+    """Appends rows to ``path`` and hands each to the run's trackers (``trackers.log_row``)."""
+
+    def __init__(self, path: Path, trackers: Trackers | None = None):
+        self.path, self.trackers = path, trackers
         self._texts, self._since = 0, time.perf_counter()
 
     def count(self, texts: int) -> None:
@@ -47,3 +50,5 @@ class StepRecord:
                 f.write(to_json(row) + "\n")
         except OSError as e:  # a full disk, a folder gone read-only
             raise PipelineError(f"{self.path}: cannot write ({e.strerror or e})") from None
+        if self.trackers is not None:
+            self.trackers.log_row(row)

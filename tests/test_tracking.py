@@ -1,0 +1,250 @@
+"""Experiment tracking (logger= group): what MLflow, TensorBoard and W&B hold after real runs and
+sweeps, read back with each tool's own reader; a tracker can never stop training."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import IN_PROCESS, REPO, Killed, StopAt, compose_config, run_train
+from finetune_pipeline.training.divergence import Diverged
+from finetune_pipeline.training.interrupt import Interrupted
+from finetune_pipeline.training.recipe import train
+
+mlflow = pytest.importorskip("mlflow")
+
+
+def client(project: Path):
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'outputs' / 'mlflow.db'}")
+
+
+def all_runs(project: Path):
+    c = client(project)
+    experiment = c.get_experiment_by_name("finetune-pipeline")
+    return c.search_runs([experiment.experiment_id])
+
+
+def history(c, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in c.get_metric_history(run_id, key))
+
+
+def artifacts(c, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for item in c.list_artifacts(run_id, path):
+        found |= artifacts(c, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def step_rows(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["kind"] == "step"]
+
+
+@pytest.fixture
+def run(project, tiny_cache, monkeypatch):
+    """``run(name, *overrides, resume=False, stop_at=None)``: train() in this process; MLflow unless told otherwise."""
+    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def start(name, *overrides, resume=False, stop_at=None):
+        logger = [] if any(o.startswith("logger") for o in overrides) else ["logger=mlflow"]
+        cfg = compose_config([*IN_PROCESS, f"backbone.path={tiny_cache}", *logger, *overrides])
+        handler = StopAt(*stop_at) if stop_at else None
+        if handler:
+            logging.getLogger().addHandler(handler)
+        try:
+            return train(cfg, project / "runs" / name, resume=resume)
+        finally:
+            if handler:
+                logging.getLogger().removeHandler(handler)
+
+    return start
+
+
+def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_failed_jobs_are_failed(project, tiny_cache):
+    proc = run_train(project, "-m", "logger=mlflow", "training.learning_rate=1e-3,3e-3,1e6", "training.epochs=2",
+                     "data.max_length=32", "model.hidden_dim=16", "precision=fp32", tiny_cache=tiny_cache, check=False)
+    assert proc.returncode == 1  # a job diverged
+    [sweep] = [p.parent for p in (project / "outputs" / "multirun").rglob("multirun.yaml")]
+    c = client(project)
+    runs = all_runs(project)
+    [parent] = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    children = {r.data.tags["sweep.job"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert len(runs) == 4 and sorted(children) == ["0", "1", "2"]
+    assert parent.info.status == "FAILED" and "1 job(s) did not finish: 2 (diverged)" in parent.data.tags["error"]
+    assert {"summary.csv", "summary.md", "summary.png", "multirun.yaml"} <= artifacts(c, parent.info.run_id)
+
+    for job in ("0", "1"):
+        child, folder = children[job], sweep / job
+        metrics = read_json(folder / "metrics.json")
+        assert read_json(folder / "tracking.json")["mlflow"]["run_id"] == child.info.run_id
+        assert child.info.status == "FINISHED" and child.info.run_name == f"{job}: training.learning_rate={('0.001', '0.003')[int(job)]}"
+        assert float(child.data.params["training.learning_rate"]) == (1e-3, 3e-3)[int(job)]
+        assert child.data.params["model.hidden_dim"] == "16" and child.data.params["backbone.source"] == "tiny"
+        assert history(c, child.info.run_id, "val/accuracy") == [(h["opt_steps"], h["val/accuracy"])
+                                                                 for h in metrics["history"]]
+        assert len(metrics["history"]) == 2
+        assert [s for s, _ in history(c, child.info.run_id, "train/loss_step")] == [r["opt_steps"] for r in step_rows(folder)]
+        for key in ("test/accuracy", "test/macro_f1", "test/loss"):
+            assert child.data.metrics[key] == pytest.approx(metrics["test"][key])
+        tags = child.data.tags
+        assert tags["backbone.sha256"] == metrics["backbone"]["sha256"]
+        assert tags["data.raw_fingerprint"] == metrics["data"]["raw_fingerprint"]
+        assert (tags["precision"], tags["device"], tags["world_size"]) == ("fp32", "cpu", "1")
+        assert tags["git.commit"] == (metrics["provenance"]["git"] or {}).get("commit", "unknown")
+        assert {"metrics.json", "freeze_proof.json", "evaluation/test/confusion_matrix.png",
+                "evaluation/test/report.json", "train.log"} <= artifacts(c, child.info.run_id)
+
+    diverged = children["2"]
+    failure = read_json(sweep / "2" / "failed.json")
+    assert diverged.info.status == "FAILED" and failure["status"] == "diverged"
+    assert diverged.data.tags["error"] == failure["error"] and "train.log" in artifacts(c, diverged.info.run_id)
+
+
+def test_a_failed_run_is_failed_with_its_one_line_error(run, project):
+    with pytest.raises(Diverged):
+        run("bad", "training.learning_rate=1e6")
+    [tracked] = all_runs(project)
+    failure = read_json(project / "runs" / "bad" / "failed.json")
+    assert tracked.info.status == "FAILED" and tracked.data.tags["error"] == failure["error"]
+    assert read_json(project / "runs" / "bad" / "tracking.json")["mlflow"]["status"] == "diverged"
+
+
+def test_tensorboard_event_files_hold_the_runs_scalars_and_hparams(run, project):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run("tb", "logger=tensorboard", "training.epochs=3")
+    folder = project / "runs" / "tb"
+    events = EventAccumulator(str(folder / "tensorboard")).Reload()
+    metrics = read_json(folder / "metrics.json")
+    val = events.Scalars("val/macro_f1")
+    assert [e.step for e in val] == [h["opt_steps"] for h in metrics["history"]]
+    assert [e.value for e in val] == pytest.approx([h["val/macro_f1"] for h in metrics["history"]])  # float32
+    assert [e.step for e in events.Scalars("train/loss_step")] == [r["opt_steps"] for r in step_rows(folder)]
+    assert [e.value for e in events.Scalars("lr/head")] == pytest.approx([r["lr"]["head"] for r in step_rows(folder)])
+    assert events.Scalars("test/accuracy")[-1].value == pytest.approx(metrics["test"]["test/accuracy"])
+    hparams = events.PluginTagToContent("hparams")  # the HParams tab: the config beside the results
+    assert "_hparams_/session_start_info" in hparams and b"model.hidden_dim" in hparams["_hparams_/session_start_info"]
+    assert not (project / "outputs" / "mlflow.db").exists()  # logger=tensorboard alone: no MLflow store
+
+
+def test_a_resumed_run_continues_its_tracked_run_without_logging_a_step_twice(run, project):
+    args = ("logger=[mlflow,tensorboard]", "training.epochs=3", "training.log_every_steps=1", "training.save_every_steps=4")
+    with pytest.raises(Interrupted):  # SIGINT: the state is saved at the step it stops
+        run("split", *args, stop_at=("epoch=1 step=5/", "SIGINT"))
+    [stopped] = all_runs(project)
+    assert stopped.info.status == "KILLED"
+    with pytest.raises(Killed):  # kill -9 after batch 9 of epoch 2 was logged; the last save was after batch 8
+        run("split", *args, resume=True, stop_at=("epoch=2 step=10/", "kill -9"))
+    run("split", *args, resume=True)
+    [resumed] = all_runs(project)
+    assert resumed.info.run_id == stopped.info.run_id and resumed.info.status == "FINISHED"
+    folder = project / "runs" / "split"
+    c = client(project)
+    logged = [s for s, _ in history(c, resumed.info.run_id, "train/loss_step")]
+    every_step = sorted({r["opt_steps"] for r in step_rows(folder)})
+    assert len(step_rows(folder)) == len(every_step) + 1  # metrics.jsonl holds the redone step 25 twice
+    assert logged == every_step == list(range(1, 49))  # the tracker: each step once, none missing
+    assert [s for s, _ in history(c, resumed.info.run_id, "val/accuracy")] == \
+        [h["opt_steps"] for h in read_json(folder / "metrics.json")["history"]]
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    steps = [e.step for e in EventAccumulator(str(folder / "tensorboard")).Reload().Scalars("train/loss_step")]
+    assert sorted(steps) == every_step
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+@pytest.mark.parametrize("failure", ["unreachable server", "locked store"])
+def test_a_tracker_that_fails_never_stops_training(run, project, caplog, failure):
+    db = project / "outputs" / "mlflow.db"
+    if failure == "unreachable server":
+        uri, lock = f"http://127.0.0.1:{closed_port()}", None
+    else:
+        client(project).search_experiments()  # the store exists...
+        lock = sqlite3.connect(db, timeout=1)
+        lock.execute("BEGIN EXCLUSIVE")  # ...and another process holds it
+        uri = f"'sqlite:///{db}?timeout=1'"
+    try:
+        with caplog.at_level(logging.WARNING):
+            run("r", "logger=[mlflow,tensorboard]", f"logger.mlflow.tracking_uri={uri}", "logger.mlflow.http_retries=0")
+    finally:
+        if lock is not None:
+            lock.rollback()
+    folder = project / "runs" / "r"
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("finetune_pipeline.tracking")]
+    assert len(warnings) == 1 and warnings[0].startswith("logger mlflow: ") and "training goes on" in warnings[0]
+    assert "database is locked" in warnings[0] if lock else "Connection refused" in warnings[0]
+    record = read_json(folder / "tracking.json")
+    assert record["mlflow"]["error"] in warnings[0] and record["tensorboard"]["status"] == "finished"
+    for artifact in ("metrics.json", "best_model.pt", "final_model.pt", "freeze_proof.json", "evaluation/test/report.json"):
+        assert (folder / artifact).is_file(), artifact
+    assert not (folder / "failed.json").exists()
+
+
+def test_two_runs_at_once_share_one_new_sqlite_store(project, tiny_cache):
+    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
+    args = [sys.executable, str(REPO / "train.py"), "backbone=tiny", f"backbone.path={tiny_cache}", "logger=mlflow",
+            "training.progress_bar=false", "training.epochs=2", "data.max_length=32", "training.log_every_steps=1"]
+    procs = [subprocess.Popen([*args, f"model.hidden_dim={d}"], cwd=project, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for d in (8, 16)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert not any("logger mlflow" in out for out in outputs)
+    runs = all_runs(project)
+    assert sorted(r.data.params["model.hidden_dim"] for r in runs) == ["16", "8"]
+    assert all(r.info.status == "FINISHED" and "test/accuracy" in r.data.metrics for r in runs)
+    c = client(project)
+    for r in runs:  # every logged step arrived, none twice
+        rows = step_rows(Path(r.data.tags["run_folder"]))
+        assert [s for s, _ in history(c, r.info.run_id, "train/loss_step")] == [row["opt_steps"] for row in rows]
+
+
+def test_no_tracking_library_is_imported_without_a_logger(project, tiny_cache):
+    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
+    light = subprocess.run([sys.executable, "-X", "importtime", "-c", "import finetune_pipeline"], env=env,
+                           capture_output=True, text=True, check=True)
+    args = [sys.executable, "-X", "importtime", str(REPO / "train.py"), "backbone=tiny", f"backbone.path={tiny_cache}",
+            "logger=none", "training.progress_bar=false", "training.epochs=1", "data.max_length=32"]
+    run = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    for trace in (light.stderr, run.stderr):
+        imported = {line.split("|")[-1].strip().split(".")[0] for line in trace.splitlines() if "|" in line}
+        assert not imported & {"mlflow", "tensorboard", "wandb"}
+    assert "torch" in {line.split("|")[-1].strip() for line in run.stderr.splitlines()}  # the trace is real
+    assert not (project / "outputs" / "mlflow.db").exists()
+    [folder] = [p.parent for p in (project / "outputs").rglob("metrics.json")]
+    assert not (folder / "tracking.json").exists()
+
+
+def test_wandb_runs_offline_in_the_run_folder(run, project, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run("wb", "logger=wandb")
+    folder = project / "runs" / "wb"
+    record = read_json(folder / "tracking.json")["wandb"]
+    assert record["status"] == "finished"
+    [offline] = list((folder / "wandb").glob(f"offline-run-*-{record['id']}"))
+    for name in ("metrics.json", "freeze_proof.json", "evaluation/test/confusion_matrix.png", "train.log"):
+        assert (offline / "files" / name).read_bytes() == (folder / name).read_bytes(), name
+    log = (offline / f"run-{record['id']}.wandb").read_bytes()  # W&B's own record of the run, for `wandb sync`
+    for key in (b"train/loss_step", b"lr/head", b"val/macro_f1", b"test/accuracy", b"model.hidden_dim",
+                b"backbone.sha256"):
+        assert key in log, key
