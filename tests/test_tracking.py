@@ -3,6 +3,7 @@ sweeps, read back with each tool's own reader; a tracker can never stop training
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -10,7 +11,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -74,25 +74,30 @@ def run(project, tiny_cache, monkeypatch):
     return start
 
 
-def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_failed_jobs_are_failed(project, tiny_cache):
-    proc = run_train(project, "-m", "logger=mlflow", "training.learning_rate=1e-3,3e-3,1e6", "training.epochs=2",
-                     "data.max_length=32", "model.hidden_dim=16", "precision=fp32", tiny_cache=tiny_cache, check=False)
-    assert proc.returncode == 1  # a job diverged
+def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_a_failing_job_is_recorded_and_failed(project, tiny_cache):
+    # max_length=1024 exceeds the tiny backbone's 512 positions: that job fails at validation
+    proc = run_train(project, "-m", "logger=mlflow", "data.max_length=32,1024,48", "training.epochs=2",
+                     "model.hidden_dim=16", "precision=fp32", tiny_cache=tiny_cache, check=False)
+    assert proc.returncode == 1 and "1 job(s) did not finish" in proc.stdout
     [sweep] = [p.parent for p in (project / "outputs" / "multirun").rglob("multirun.yaml")]
+    with open(sweep / "summary.csv", encoding="utf-8") as f:  # the job after the failure ran
+        rows = {r["data.max_length"]: r["status"] for r in csv.DictReader(f)}
+    assert rows["32"] == rows["48"] == "ok" and rows["1024"].startswith("failed: data.max_length")
+
     c = client(project)
     runs = all_runs(project)
     [parent] = [r for r in runs if r.data.tags.get("sweep") == "parent"]
     children = {r.data.tags["sweep.job"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert len(runs) == 4 and sorted(children) == ["0", "1", "2"]
-    assert parent.info.status == "FAILED" and "1 job(s) did not finish: 2 (diverged)" in parent.data.tags["error"]
+    assert parent.info.status == "FAILED" and "1 job(s) did not finish: 1 (failed)" in parent.data.tags["error"]
     assert {"summary.csv", "summary.md", "summary.png", "multirun.yaml"} <= artifacts(c, parent.info.run_id)
 
-    for job in ("0", "1"):
+    for job, max_length in (("0", 32), ("2", 48)):
         child, folder = children[job], sweep / job
         metrics = read_json(folder / "metrics.json")
         assert read_json(folder / "tracking.json")["mlflow"]["run_id"] == child.info.run_id
-        assert child.info.status == "FINISHED" and child.info.run_name == f"{job}: training.learning_rate={('0.001', '0.003')[int(job)]}"
-        assert float(child.data.params["training.learning_rate"]) == (1e-3, 3e-3)[int(job)]
+        assert child.info.status == "FINISHED" and child.info.run_name == f"{job}: data.max_length={max_length}"
+        assert child.data.params["data.max_length"] == str(max_length)
         assert child.data.params["model.hidden_dim"] == "16" and child.data.params["backbone.source"] == "tiny"
         assert history(c, child.info.run_id, "val/accuracy") == [(h["opt_steps"], h["val/accuracy"])
                                                                  for h in metrics["history"]]
@@ -108,18 +113,18 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_failed_jobs_are_failed
         assert {"metrics.json", "freeze_proof.json", "evaluation/test/confusion_matrix.png",
                 "evaluation/test/report.json", "train.log"} <= artifacts(c, child.info.run_id)
 
-    diverged = children["2"]
-    failure = read_json(sweep / "2" / "failed.json")
-    assert diverged.info.status == "FAILED" and failure["status"] == "diverged"
-    assert diverged.data.tags["error"] == failure["error"] and "train.log" in artifacts(c, diverged.info.run_id)
+    failed, failure = children["1"], read_json(sweep / "1" / "failed.json")
+    assert "exceeds" in failure["error"] and failed.info.status == "FAILED"
+    assert failed.data.tags["error"] == failure["error"] and failed.data.params["data.max_length"] == "1024"
 
 
-def test_a_failed_run_is_failed_with_its_one_line_error(run, project):
+def test_a_diverged_run_is_failed_with_its_one_line_error(run, project):
     with pytest.raises(Diverged):
         run("bad", "training.learning_rate=1e6")
     [tracked] = all_runs(project)
     failure = read_json(project / "runs" / "bad" / "failed.json")
-    assert tracked.info.status == "FAILED" and tracked.data.tags["error"] == failure["error"]
+    assert failure["status"] == "diverged" and tracked.info.status == "FAILED"
+    assert tracked.data.tags["error"] == failure["error"] and "train.log" in artifacts(client(project), tracked.info.run_id)
     assert read_json(project / "runs" / "bad" / "tracking.json")["mlflow"]["status"] == "diverged"
 
 
@@ -199,38 +204,77 @@ def test_a_tracker_that_fails_never_stops_training(run, project, caplog, failure
     assert not (folder / "failed.json").exists()
 
 
-def test_two_runs_at_once_share_one_new_sqlite_store(project, tiny_cache):
-    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
-    args = [sys.executable, str(REPO / "train.py"), "backbone=tiny", f"backbone.path={tiny_cache}", "logger=mlflow",
-            "training.progress_bar=false", "training.epochs=2", "data.max_length=32", "training.log_every_steps=1"]
-    procs = [subprocess.Popen([*args, f"model.hidden_dim={d}"], cwd=project, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for d in (8, 16)]
-    outputs = [p.communicate(timeout=300)[0] for p in procs]
+WRITER = """
+import json, sys
+from pathlib import Path
+from finetune_pipeline.config.schema import LoggerConfig, MlflowConfig
+from finetune_pipeline.tracking.trackers import RunLabels, Trackers
+
+folder, uri = Path(sys.argv[1]), sys.argv[2]
+folder.mkdir(parents=True)
+cfg = LoggerConfig(mlflow=MlflowConfig(tracking_uri=uri, experiment_name="finetune-pipeline", run_name=None, tags={},
+                                       artifact_location=None, log_checkpoints=False, http_timeout_seconds=10,
+                                       http_retries=0))
+trackers = Trackers(folder, cfg)
+trackers.start(RunLabels(folder.name), resume=False)
+trackers.log_params({"job": folder.name})
+for step in range(1, 41):
+    trackers.log_row({"kind": "step", "epoch": 1, "step": step, "opt_steps": step, "loss": 1.0 / step,
+                      "lr": {"head": 1e-3}, "texts_per_second": 100.0})
+(folder / "metrics.json").write_text("{}")
+trackers.log_artifacts(["metrics.json"])
+trackers.finish("finished")
+"""
+
+
+def test_two_processes_at_once_share_one_new_sqlite_store(tmp_path):
+    """Parallel jobs (joblib, two train.py) against one store that does not exist yet: both create it,
+    both write every step (the full joblib sweep: test_joblib_jobs_in_parallel_share_one_store, slow)."""
+    uri = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / name), uri], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for name in ("job-a", "job-b")]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert not any("logger mlflow" in out for out in outputs)
+    assert not any("logger mlflow" in out for out in outputs), outputs
+    c = mlflow.MlflowClient(tracking_uri=uri)
+    runs = c.search_runs([c.get_experiment_by_name("finetune-pipeline").experiment_id])
+    assert sorted(r.data.params["job"] for r in runs) == ["job-a", "job-b"]
+    for r in runs:
+        assert r.info.status == "FINISHED" and artifacts(c, r.info.run_id) == {"metrics.json"}
+        assert [s for s, _ in history(c, r.info.run_id, "train/loss_step")] == list(range(1, 41))
+
+
+@pytest.mark.slow  # ~30 s: Hydra's joblib plugin spawning worker processes
+def test_joblib_jobs_in_parallel_share_one_store(project, tiny_cache):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    run_train(project, "-m", "logger=mlflow", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.hidden_dim=8,16",
+              "training.epochs=2", "data.max_length=32", "training.log_every_steps=1", tiny_cache=tiny_cache)
     runs = all_runs(project)
-    assert sorted(r.data.params["model.hidden_dim"] for r in runs) == ["16", "8"]
-    assert all(r.info.status == "FINISHED" and "test/accuracy" in r.data.metrics for r in runs)
+    [parent] = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and sorted(r.data.params["model.hidden_dim"] for r in children) == ["16", "8"]
     c = client(project)
-    for r in runs:  # every logged step arrived, none twice
+    for r in children:  # every logged step arrived, none twice
+        assert r.info.status == "FINISHED"
         rows = step_rows(Path(r.data.tags["run_folder"]))
         assert [s for s, _ in history(c, r.info.run_id, "train/loss_step")] == [row["opt_steps"] for row in rows]
 
 
-def test_no_tracking_library_is_imported_without_a_logger(project, tiny_cache):
+def test_no_tracking_library_is_imported_without_a_logger(project):
+    """``import finetune_pipeline`` and ``python train.py logger=none`` up to where trackers start (the
+    run then stops on the missing mmBERT weights, so the test stays fast)."""
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
     light = subprocess.run([sys.executable, "-X", "importtime", "-c", "import finetune_pipeline"], env=env,
                            capture_output=True, text=True, check=True)
-    args = [sys.executable, "-X", "importtime", str(REPO / "train.py"), "backbone=tiny", f"backbone.path={tiny_cache}",
-            "logger=none", "training.progress_bar=false", "training.epochs=1", "data.max_length=32"]
-    run = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "train.py"), "logger=none"], cwd=project,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and "no model weights" in run.stdout  # got past the trackers' start
     for trace in (light.stderr, run.stderr):
         imported = {line.split("|")[-1].strip().split(".")[0] for line in trace.splitlines() if "|" in line}
         assert not imported & {"mlflow", "tensorboard", "wandb"}
     assert "torch" in {line.split("|")[-1].strip() for line in run.stderr.splitlines()}  # the trace is real
     assert not (project / "outputs" / "mlflow.db").exists()
-    [folder] = [p.parent for p in (project / "outputs").rglob("metrics.json")]
+    [folder] = [p.parent for p in (project / "outputs").glob("*/*/failed.json")]
     assert not (folder / "tracking.json").exists()
 
 

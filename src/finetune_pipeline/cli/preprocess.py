@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 
 from hydra import compose, initialize_config_dir
@@ -14,7 +15,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from finetune_pipeline.cli.errors import exit_status
-from finetune_pipeline.config.load import to_config
+from finetune_pipeline.config.load import register_resolvers, to_config
 from finetune_pipeline.config.schema import register_configs
 from finetune_pipeline.data.preprocess import preprocess
 from finetune_pipeline.errors import PipelineError
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     log_to_stderr()
     register_configs()
+    register_resolvers(datetime.datetime.now())  # conf/ interpolates ${project_root:} and friends
 
     def command() -> None:
         try:

@@ -31,7 +31,7 @@ from finetune_pipeline.paths import ROOT_ENV
 from finetune_pipeline.runtime import distributed
 from finetune_pipeline.runtime.distributed import Dist
 from finetune_pipeline.sweep.jobs import read_job
-from finetune_pipeline.tracking.sweep_runs import job_labels
+from finetune_pipeline.tracking.sweep_runs import job_labels, track_failed_job
 from finetune_pipeline.training.recipe import train
 from finetune_pipeline.training.interrupt import Interrupted, Stopped, raise_on_signals
 
@@ -86,10 +86,12 @@ def _run(cfg: DictConfig, dist: Dist, script: str, hydra_cfg, overrides: list[st
             try:
                 config = to_config(cfg)
             except PipelineError as e:
-                if in_sweep and not contents(run_dir):  # record the failed job in its (new) folder
+                if in_sweep and not contents(run_dir):  # record the failed job in its (new) folder and trackers
                     with claim(run_dir):
                         record(run_dir)
                         record_failure(run_dir, e)
+                        track_failed_job(cfg, run_dir, job_labels(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num,
+                                                                  overrides), e)
                 raise
             mode = sweep_job_mode(run_dir, config) if in_sweep else "new"
         if mode == "keep":

@@ -14,9 +14,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from finetune_pipeline.artifacts.atomic import read_memo, write_json
-from finetune_pipeline.artifacts.run_folder import run_name
+from finetune_pipeline.artifacts.run_folder import FAILURE_FILE, flatten, one_line, run_name
 from finetune_pipeline.config.schema import LoggerConfig
-from finetune_pipeline.tracking.trackers import TRACKING_FILE, RunLabels, one_line
+from finetune_pipeline.tracking.trackers import TRACKING_FILE, RunLabels, Trackers, describe
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def open_sweep(cfg: LoggerConfig, sweep_dir: Path, swept: list[str], overrides: 
                                          sweep_dir, stored.get("mlflow") or {})
         except Exception as e:  # noqa: BLE001 -- a tracker never stops the sweep
             log.warning("logger mlflow: no parent run for the sweep (%s); its jobs are tracked on their own",
-                        one_line(e))
+                        describe(e))
     if cfg.wandb is not None:
         record["wandb"] = {"group": name}
     if len(record) > 1:
@@ -69,7 +69,7 @@ def close_sweep(cfg: LoggerConfig, sweep_dir: Path, failed: list[str]) -> None:
 
         close_parent(cfg.mlflow, stored, "failed" if failed else "finished", message, sweep_dir, SUMMARY_FILES)
     except Exception as e:  # noqa: BLE001
-        log.warning("logger mlflow: could not close the sweep's parent run (%s)", one_line(e))
+        log.warning("logger mlflow: could not close the sweep's parent run (%s)", describe(e))
 
 
 def job_labels(sweep_dir: Path, job_num: int, overrides: list[str]) -> RunLabels:
@@ -81,3 +81,16 @@ def job_labels(sweep_dir: Path, job_num: int, overrides: list[str]) -> RunLabels
                      tags={"sweep.job": str(job_num), "sweep.overrides": " ".join(overrides), "sweep.dir": str(sweep_dir)},
                      parent=parent)
 
+
+
+def track_failed_job(config: DictConfig, run_dir: Path, labels: RunLabels, error: BaseException) -> None:
+    """A sweep job whose config was refused (it never reached training) still shows up, FAILED."""
+    try:
+        cfg = logger_config(config)
+    except Exception:  # noqa: BLE001 -- the logger node itself is what was wrong: nothing to track with
+        return
+    trackers = Trackers(run_dir, cfg)
+    trackers.start(labels, resume=False)
+    trackers.log_params(flatten(OmegaConf.to_container(config, resolve=False)))
+    trackers.log_artifacts([FAILURE_FILE])
+    trackers.finish("failed", one_line(error))

@@ -120,7 +120,7 @@ class Trackers:
             try:
                 call(*args)
             except Exception as e:  # noqa: BLE001 -- the worker must keep serving until finish
-                log.warning("trackers: %s", one_line(e))
+                log.warning("trackers: %s", describe(e))
 
     def _open(self, labels: RunLabels, stored: dict) -> None:
         for name, cfg in self._chosen.items():
@@ -130,7 +130,7 @@ class Trackers:
                 self._record[name] = tracker.start(self.run_dir, labels, stored.get(name) or {})
                 self._live[name] = tracker
             except Exception as e:  # noqa: BLE001 -- whatever a tracker raises, training goes on
-                self._give_up(name, one_line(e))
+                self._give_up(name, describe(e))
         self._write_record()
 
     def _close(self, status: str, message: str | None) -> None:
@@ -147,7 +147,7 @@ class Trackers:
             try:
                 getattr(tracker, method)(*args)
             except Exception as e:  # noqa: BLE001
-                self._give_up(name, one_line(e))
+                self._give_up(name, describe(e))
 
     def _give_up(self, name: str, reason: str) -> None:
         log.warning("logger %s: %s; training goes on without it (the run folder keeps every record)", name, reason)
@@ -206,7 +206,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def one_line(error: BaseException, limit: int = 300) -> str:
+def describe(error: BaseException, limit: int = 300) -> str:
     """A library's exception as one line of at most ``limit`` characters, with its type."""
     if isinstance(error, ImportError) and error.name:
         return f"the {error.name} package is not installed (pip install -e \".[tracking]\")"
