@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import socket
 import sqlite3
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import IN_PROCESS, REPO, Killed, StopAt, compose_config, run_train
+from helpers import IN_PROCESS, Killed, StopAt, compose_config, run_train
 from finetune_pipeline.training.divergence import Diverged
 from finetune_pipeline.training.interrupt import Interrupted
 from finetune_pipeline.training.recipe import train
@@ -178,7 +177,7 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("failure", ["unreachable server", "locked store"])
-def test_a_tracker_that_fails_never_stops_training(run, project, caplog, failure):
+def test_a_tracker_that_fails_never_stops_training(run, project, failure):
     db = project / "outputs" / "mlflow.db"
     if failure == "unreachable server":
         uri, lock = f"http://127.0.0.1:{closed_port()}", None
@@ -188,14 +187,13 @@ def test_a_tracker_that_fails_never_stops_training(run, project, caplog, failure
         lock.execute("BEGIN EXCLUSIVE")  # ...and another process holds it
         uri = f"'sqlite:///{db}?timeout=1'"
     try:
-        with caplog.at_level(logging.WARNING):
-            run("r", "logger=[mlflow,tensorboard]", f"logger.mlflow.tracking_uri={uri}", "logger.mlflow.http_retries=0")
+        run("r", "logger=[mlflow,tensorboard]", f"logger.mlflow.tracking_uri={uri}", "logger.mlflow.http_retries=0")
     finally:
         if lock is not None:
             lock.rollback()
     folder = project / "runs" / "r"
-    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("finetune_pipeline.tracking")]
-    assert len(warnings) == 1 and warnings[0].startswith("logger mlflow: ") and "training goes on" in warnings[0]
+    warnings = [line for line in (folder / "train.log").read_text().splitlines() if "logger mlflow" in line]
+    assert len(warnings) == 1 and "[WARNING] logger mlflow: " in warnings[0] and "training goes on" in warnings[0]
     assert "database is locked" in warnings[0] if lock else "Connection refused" in warnings[0]
     record = read_json(folder / "tracking.json")
     assert record["mlflow"]["error"] in warnings[0] and record["tensorboard"]["status"] == "finished"
@@ -260,22 +258,12 @@ def test_joblib_jobs_in_parallel_share_one_store(project, tiny_cache):
         assert [s for s, _ in history(c, r.info.run_id, "train/loss_step")] == [row["opt_steps"] for row in rows]
 
 
-def test_no_tracking_library_is_imported_without_a_logger(project):
-    """``import finetune_pipeline`` and ``python train.py logger=none`` up to where trackers start (the
-    run then stops on the missing mmBERT weights, so the test stays fast)."""
-    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
-    light = subprocess.run([sys.executable, "-X", "importtime", "-c", "import finetune_pipeline"], env=env,
+def test_importing_the_package_imports_no_tracking_library():
+    """(``python train.py logger=none`` imports none either: test_missing_mmbert_offline_says_how_to_get_it.)"""
+    light = subprocess.run([sys.executable, "-X", "importtime", "-c", "import finetune_pipeline"],
                            capture_output=True, text=True, check=True)
-    run = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "train.py"), "logger=none"], cwd=project,
-                         env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 1 and "no model weights" in run.stdout  # got past the trackers' start
-    for trace in (light.stderr, run.stderr):
-        imported = {line.split("|")[-1].strip().split(".")[0] for line in trace.splitlines() if "|" in line}
-        assert not imported & {"mlflow", "tensorboard", "wandb"}
-    assert "torch" in {line.split("|")[-1].strip() for line in run.stderr.splitlines()}  # the trace is real
-    assert not (project / "outputs" / "mlflow.db").exists()
-    [folder] = [p.parent for p in (project / "outputs").glob("*/*/failed.json")]
-    assert not (folder / "tracking.json").exists()
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in light.stderr.splitlines() if "|" in line}
+    assert "finetune_pipeline" in imported and not imported & {"mlflow", "tensorboard", "wandb"}
 
 
 def test_wandb_runs_offline_in_the_run_folder(run, project, monkeypatch):

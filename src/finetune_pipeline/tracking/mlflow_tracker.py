@@ -22,6 +22,7 @@ from finetune_pipeline.tracking.trackers import RunLabels
 STATUS = {"finished": "FINISHED", "failed": "FAILED", "diverged": "FAILED", "stopped": "KILLED"}
 PARENT_TAG = "mlflow.parentRunId"
 MAX_NAME = 250  # MLflow's limit on run names and tag keys
+CLIENTS: dict = {}  # tracking URI -> MlflowClient, in the helper process
 USER_ENVIRONMENT = {k for k in ("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_MAX_RETRIES") if k in os.environ}
 
 
@@ -39,11 +40,13 @@ class MlflowTracker:
         from mlflow.entities import Metric, Param, RunTag
 
         self.cfg, self._metric, self._param, self._tag = cfg, Metric, Param, RunTag
-        with store_lock(cfg.tracking_uri):  # the client creates (migrates) a new SQLite store at once
-            self.client = MlflowClient(tracking_uri=cfg.tracking_uri)
+        if cfg.tracking_uri not in CLIENTS:  # one per store and process: opening a SQLite store costs ~0.6 s
+            with store_lock(cfg.tracking_uri):  # the client creates (migrates) a new SQLite store at once
+                CLIENTS[cfg.tracking_uri] = MlflowClient(tracking_uri=cfg.tracking_uri)
+        self.client = CLIENTS[cfg.tracking_uri]
         self.run_id = ""
 
-    def start(self, run_dir: Path, labels: RunLabels, stored: dict) -> dict:
+    def start(self, run_dir: Path, labels: RunLabels, stored: dict, parent: dict) -> dict:
         if stored.get("run_id") and stored.get("tracking_uri") == shown_uri(self.cfg.tracking_uri):
             self.run_id = stored["run_id"]
             self.client.update_run(self.run_id, status="RUNNING")  # resume= continues the same tracked run
@@ -52,7 +55,6 @@ class MlflowTracker:
             with store_lock(self.cfg.tracking_uri):
                 experiment_id = experiment(self.client, self.cfg)
             tags = {**self.cfg.tags, **labels.tags, "run_folder": str(run_dir)}
-            parent = labels.parent.get("mlflow", {})
             if parent.get("run_id") and parent.get("tracking_uri") == shown_uri(self.cfg.tracking_uri):
                 tags[PARENT_TAG] = parent["run_id"]
             run = self.client.create_run(experiment_id, run_name=(self.cfg.run_name or labels.name)[:MAX_NAME],
@@ -101,8 +103,13 @@ def experiment(client, cfg: MlflowConfig) -> str:
 
 
 def open_parent(cfg: MlflowConfig, labels: RunLabels, sweep_dir: Path, stored: dict) -> dict:
-    """The sweep's parent run: a new one, or (the same sweep folder run again) the one it had."""
-    return MlflowTracker(cfg).start(sweep_dir, labels, stored)
+    """The sweep's parent run: a new one, or (a later job, the same sweep folder run again) the one it had."""
+    tracker = MlflowTracker(cfg)
+    if stored.get("run_id") and stored.get("tracking_uri") == shown_uri(cfg.tracking_uri):
+        if tracker.client.get_run(stored["run_id"]).info.status != "RUNNING":
+            tracker.client.update_run(stored["run_id"], status="RUNNING")
+        return stored
+    return tracker.start(sweep_dir, labels, {}, {})
 
 
 def close_parent(cfg: MlflowConfig, stored: dict, status: str, message: str | None, sweep_dir: Path,

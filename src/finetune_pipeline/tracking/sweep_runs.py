@@ -1,26 +1,28 @@
-"""A sweep's parent run: opened when the sweep starts, closed with its summary files when it ends.
+"""A sweep in the trackers: one parent run, a child per job, the summary files on the parent.
 
-``<sweep folder>/tracking.json`` holds the parent's ids; each job (in this process or a launcher's)
-reads it and becomes a child run. Running the same sweep folder again (a continued sweep, the next
-Optuna invocation of a study) continues the same parent. As for runs, a tracker error is one warning.
+``<sweep folder>/tracking.json`` holds what the sweep's jobs share: the swept keys (they name the
+child runs), the sweep's overrides and, once the first job has created it, the parent run's ids.
+The parent is created by the first job's tracker helper under a file lock, so jobs in this process,
+in joblib workers or on SLURM nodes all find the same one; running the same sweep folder again (a
+continued sweep, the next Optuna invocation of a study) continues it. When the sweep ends the
+callback logs the summary files to it and closes it -- FAILED, naming the jobs, if any did not finish.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
+from filelock import FileLock
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from finetune_pipeline.artifacts.atomic import read_memo, write_json
 from finetune_pipeline.artifacts.run_folder import FAILURE_FILE, flatten, one_line, run_name
 from finetune_pipeline.config.schema import LoggerConfig
-from finetune_pipeline.tracking.trackers import TRACKING_FILE, RunLabels, Trackers, describe
-
-log = logging.getLogger(__name__)
+from finetune_pipeline.tracking.trackers import TRACKING_FILE, Helper, RunLabels, Trackers, chosen, plain
 
 SUMMARY_FILES = ["summary.csv", "summary.md", "summary.png", "multirun.yaml"]
+LOCK = ".tracking.lock"
 
 
 def logger_config(config: DictConfig) -> LoggerConfig:
@@ -38,49 +40,59 @@ def swept_keys(config: DictConfig) -> list[str]:
 
 
 def open_sweep(cfg: LoggerConfig, sweep_dir: Path, swept: list[str], overrides: list[str]) -> None:
-    """The parent run in each tracker that has one (MLflow; W&B groups jobs by name instead)."""
-    stored = read_memo(sweep_dir / TRACKING_FILE)
-    record: dict = {"swept": swept}
-    name = run_name(sweep_dir)
-    if cfg.mlflow is not None:
-        try:
-            from finetune_pipeline.tracking.mlflow_tracker import open_parent
-
-            record["mlflow"] = open_parent(cfg.mlflow, RunLabels(name, {"sweep": "parent", "sweep.overrides": " ".join(overrides)}),
-                                         sweep_dir, stored.get("mlflow") or {})
-        except Exception as e:  # noqa: BLE001 -- a tracker never stops the sweep
-            log.warning("logger mlflow: no parent run for the sweep (%s); its jobs are tracked on their own",
-                        describe(e))
-    if cfg.wandb is not None:
-        record["wandb"] = {"group": name}
-    if len(record) > 1:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+    """Note what the jobs share (cheap: no tracker is imported here)."""
+    if not chosen(cfg):
+        return
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(sweep_dir / LOCK)):
+        record = read_memo(sweep_dir / TRACKING_FILE)
+        record.update(swept=swept, overrides=overrides, name=run_name(sweep_dir))
         write_json(sweep_dir / TRACKING_FILE, record)
 
 
-def close_sweep(cfg: LoggerConfig, sweep_dir: Path, failed: list[str]) -> None:
-    """Summary files to the parent; FAILED when a job did not finish, with the jobs named."""
-    stored = read_memo(sweep_dir / TRACKING_FILE).get("mlflow")
-    if cfg.mlflow is None or not stored:
-        return
-    message = f"{len(failed)} job(s) did not finish: {', '.join(failed)}" if failed else None
-    try:
-        from finetune_pipeline.tracking.mlflow_tracker import close_parent
+def ensure_parent(tracker: str, cfg, sweep_dir: Path) -> dict:
+    """The sweep's parent run in ``tracker`` (created by the first job that asks); in the helper process."""
+    with FileLock(str(sweep_dir / LOCK)):
+        record = read_memo(sweep_dir / TRACKING_FILE)
+        name = record.get("name") or run_name(sweep_dir)
+        if tracker == "wandb":
+            return {"group": name}
+        if tracker != "mlflow":
+            return {}
+        from finetune_pipeline.tracking.mlflow_tracker import open_parent
 
-        close_parent(cfg.mlflow, stored, "failed" if failed else "finished", message, sweep_dir, SUMMARY_FILES)
-    except Exception as e:  # noqa: BLE001
-        log.warning("logger mlflow: could not close the sweep's parent run (%s)", describe(e))
+        labels = RunLabels(name, {"sweep": "parent", "sweep.overrides": " ".join(record.get("overrides") or [])})
+        record["mlflow"] = open_parent(cfg, labels, sweep_dir, record.get("mlflow") or {})
+        write_json(sweep_dir / TRACKING_FILE, record)
+        return record["mlflow"]
+
+
+def close_sweep(cfg: LoggerConfig, sweep_dir: Path, failed: list[str]) -> None:
+    """When the sweep ends (in the launching process): through this process's tracker helper."""
+    if cfg.mlflow is None or not read_memo(sweep_dir / TRACKING_FILE).get("mlflow"):
+        return
+    helper = Helper.shared()
+    if helper.send({"op": "close_sweep", "key": "sweep", "logger": plain(cfg), "sweep_dir": str(sweep_dir),
+                    "failed": failed}):
+        helper.wait("sweep")
+
+
+def close_parent(cfg: LoggerConfig, sweep_dir: Path, failed: list[str]) -> None:
+    """Summary files to the parent; FAILED when a job did not finish; in the helper process."""
+    from finetune_pipeline.tracking.mlflow_tracker import close_parent as close_mlflow_parent
+
+    message = f"{len(failed)} job(s) did not finish: {', '.join(failed)}" if failed else None
+    close_mlflow_parent(cfg.mlflow, read_memo(sweep_dir / TRACKING_FILE)["mlflow"], "failed" if failed else "finished",
+                        message, sweep_dir, SUMMARY_FILES)
 
 
 def job_labels(sweep_dir: Path, job_num: int, overrides: list[str]) -> RunLabels:
-    """A sweep job's name, tags and parent, as its trackers show it."""
-    parent = read_memo(sweep_dir / TRACKING_FILE)
-    swept = set(parent.get("swept") or ())
+    """A sweep job's name (its swept values), tags and sweep, as its trackers show it."""
+    swept = set(read_memo(sweep_dir / TRACKING_FILE).get("swept") or ())
     varied = " ".join(o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept) or " ".join(overrides)
     return RunLabels(name=f"{job_num}: {varied}" if varied else str(job_num),
                      tags={"sweep.job": str(job_num), "sweep.overrides": " ".join(overrides), "sweep.dir": str(sweep_dir)},
-                     parent=parent)
-
+                     sweep_dir=str(sweep_dir))
 
 
 def track_failed_job(config: DictConfig, run_dir: Path, labels: RunLabels, error: BaseException) -> None:

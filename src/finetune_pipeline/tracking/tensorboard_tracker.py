@@ -23,7 +23,7 @@ class TensorBoardTracker:
         self.params: dict[str, object] = {}
         self.results: dict[str, float] = {}
 
-    def start(self, run_dir: Path, labels: RunLabels, stored: dict) -> dict:
+    def start(self, run_dir: Path, labels: RunLabels, stored: dict, parent: dict) -> dict:
         folder = run_dir / self.cfg.log_dir
         self.writer = self._writer_class(log_dir=str(folder))  # a resumed run adds an event file beside the first
         if labels.tags:

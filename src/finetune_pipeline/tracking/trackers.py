@@ -1,26 +1,33 @@
-"""The trackers of one run, fed from the run's own records; none of them can stop training.
+"""The trackers of one run, fed from the run's own records; none of them can stop or slow training.
 
 The run folder stays the record of truth (``train.log``, ``metrics.jsonl``, ``metrics.json``); a
-tracker mirrors it, from a worker thread, so training never waits for it. Any tracker error -- the package missing, a server that cannot be reached, a
-locked SQLite store -- is one warning, and that tracker is dropped for the rest of the run; the run
-goes on and its folder is complete. ``tracking.json`` in the run folder holds each tracker's run id
-(so ``resume=`` continues the same tracked run) and what became of it.
+tracker mirrors it. The trackers run in a helper process (``tracking/helper.py``, one per training
+process, kept for every run of a sweep), at a lower CPU priority: importing MLflow costs ~2 s of CPU,
+and sending it a step costs milliseconds that training never waits for. Training only writes calls
+to the helper's pipe; ``finish`` waits until the helper has closed the run. Any tracker error -- the
+package missing, a server that cannot be reached, a locked SQLite store -- is one warning (in
+``train.log`` and on the console), and that tracker is dropped for the rest of the run; the run goes
+on and its folder is complete. ``tracking.json`` in the run folder holds each tracker's run id (so
+``resume=`` continues the same tracked run) and what became of it.
 
-Each tracker module is imported only when its logger is chosen: ``logger=none`` imports none.
+The helper imports a tracker's library only when its logger is chosen: ``logger=none`` starts no
+helper and imports none.
 """
 
 from __future__ import annotations
 
-import importlib
+import atexit
+import dataclasses
 import json
 import logging
-import queue
+import subprocess
+import sys
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from finetune_pipeline.artifacts.atomic import read_memo, write_json
 from finetune_pipeline.config.schema import LoggerConfig
 
 log = logging.getLogger(__name__)
@@ -32,22 +39,19 @@ MODULES = {"mlflow": "mlflow_tracker", "tensorboard": "tensorboard_tracker", "wa
 @dataclass(frozen=True)
 class RunLabels:
     """How trackers name and group a run."""
-    name: str  # the run folder under outputs/, or "<job>: <overrides>" for a sweep job
+    name: str  # the run folder under outputs/, or "<job>: <swept values>" for a sweep job
     tags: dict[str, str] = field(default_factory=dict)  # sweep job number and overrides
-    parent: dict = field(default_factory=dict)  # the sweep's parent run in each tracker (its tracking.json)
+    sweep_dir: str | None = None  # a sweep job: the sweep folder, whose tracking.json holds the parent run
 
 
 class Tracker(Protocol):
-    def start(self, run_dir: Path, labels: RunLabels, stored: dict) -> dict: ...  # -> ids for tracking.json
+    """What each tracker module's ``TRACKER`` class does (in the helper process)."""
+    def start(self, run_dir: Path, labels: RunLabels, stored: dict, parent: dict) -> dict: ...  # -> ids for tracking.json
     def log_params(self, params: dict[str, object]) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_artifacts(self, run_dir: Path, names: list[str]) -> None: ...
     def finish(self, status: str, message: str | None) -> None: ...  # status: finished | failed | diverged | stopped
-
-
-def tracker_class(name: str):
-    return getattr(importlib.import_module(f"finetune_pipeline.tracking.{MODULES[name]}"), "TRACKER")
 
 
 def chosen(cfg: LoggerConfig) -> dict[str, object]:
@@ -56,109 +60,108 @@ def chosen(cfg: LoggerConfig) -> dict[str, object]:
 
 
 class Trackers:
-    """Every chosen tracker, run on a worker thread behind one guard.
-
-    Training only queues calls (it never waits for a tracker, nor for an unreachable server's
-    timeout); ``finish`` waits until the queue is done. The first error of a tracker is one warning
-    and drops that tracker for the rest of the run.
-    """
+    """The trackers of one run, as seen from training: every call is queued to the helper process."""
 
     def __init__(self, run_dir: Path | None = None, cfg: LoggerConfig | None = None):
         self.run_dir = run_dir
-        self._chosen = chosen(cfg) if cfg is not None else {}
-        self._live: dict[str, Tracker] = {}  # touched by the worker only
-        self._record: dict[str, dict] = {}  # tracking.json, written by the worker
+        self.cfg = cfg if cfg is not None and chosen(cfg) else None
+        self.key = uuid.uuid4().hex
         self._logged = _Watermark()
-        self._queue: queue.SimpleQueue | None = None
-        self._worker: threading.Thread | None = None
+        self._helper: Helper | None = None
 
     def start(self, labels: RunLabels, resume: bool) -> None:
-        """Open (or, resuming, continue) this run in every chosen tracker; writes ``tracking.json``."""
-        if not self._chosen:
+        """Open (or, resuming, continue) this run in every chosen tracker."""
+        if self.cfg is None:
             return
-        stored = read_memo(self.run_dir / TRACKING_FILE) if resume else {}
         if resume:
             self._logged = _Watermark.of(self.run_dir / "metrics.jsonl")  # rows already sent before the stop
-        self._queue = queue.SimpleQueue()
-        self._worker = threading.Thread(target=self._work, name="trackers", daemon=True)
-        self._worker.start()
-        self._submit(self._open, labels, stored)
+        self._helper = Helper.shared()
+        self._send("open", run_dir=str(self.run_dir), logger=plain(self.cfg), labels=dataclasses.asdict(labels),
+                   resume=resume)
 
     def log_params(self, params: dict[str, object]) -> None:
-        self._submit(self._each, "log_params", params)
+        self._send("call", method="log_params", args=[{k: plain(v) for k, v in params.items()}])
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self._submit(self._each, "set_tags", tags)
+        self._send("call", method="set_tags", args=[tags])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self._submit(self._each, "log_metrics", metrics, step)
+        self._send("call", method="log_metrics", args=[metrics, step])
 
     def log_row(self, row: dict) -> None:
         """One line of ``metrics.jsonl`` (a logged step or an epoch), unless a resumed run sent it before."""
-        if self._queue is not None and self._logged.is_new(row):
+        if self._helper is not None and self._logged.is_new(row):
             self.log_metrics(*metrics_of_row(row))
 
     def log_artifacts(self, names: list[str]) -> None:
-        self._submit(self._each, "log_artifacts", self.run_dir, names)
+        self._send("call", method="log_artifacts", args=[names])
 
     def finish(self, status: str, message: str | None = None) -> None:
-        """Close every tracker's run with ``status`` and wait for the queued calls to be done."""
-        if self._queue is None:
+        """Close every tracker's run with ``status``; returns once the helper has done so."""
+        if self._helper is None:
             return
-        self._submit(self._close, status, message)
-        self._queue.put(None)
-        self._worker.join()
-        self._queue = self._worker = None
+        self._send("close", status=status, message=message)
+        if self._helper is not None:
+            self._helper.wait(self.key)
+        self._helper = None
 
-    def _submit(self, call, *args) -> None:
-        if self._queue is not None:
-            self._queue.put((call, args))
+    def _send(self, op: str, **fields) -> None:
+        if self._helper is not None and not self._helper.send({"op": op, "key": self.key, **fields}):
+            self._helper = None  # the helper is gone; it said why on the console
 
-    def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
-            call, args = item
+
+class Helper:
+    """The tracker helper process of this process (started on first use, ended at exit)."""
+
+    _shared: Helper | None = None
+
+    @classmethod
+    def shared(cls) -> Helper:
+        if cls._shared is None or cls._shared.proc.poll() is not None:
+            cls._shared = cls()
+        return cls._shared
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-m", "finetune_pipeline.tracking.helper"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, encoding="utf-8", bufsize=1)
+        self._lock = threading.Lock()
+        self._broken = False
+        atexit.register(self.close)
+
+    def send(self, message: dict) -> bool:
+        with self._lock:
             try:
-                call(*args)
-            except Exception as e:  # noqa: BLE001 -- the worker must keep serving until finish
-                log.warning("trackers: %s", describe(e))
+                self.proc.stdin.write(json.dumps(message) + "\n")
+                return True
+            except (OSError, ValueError) as e:  # the helper died: report once, train on
+                if not self._broken:
+                    log.warning("trackers: the helper process ended (%s); training goes on without trackers", e)
+                self._broken = True
+                return False
 
-    def _open(self, labels: RunLabels, stored: dict) -> None:
-        for name, cfg in self._chosen.items():
-            self._record[name] = {}
-            try:
-                tracker = tracker_class(name)(cfg)
-                self._record[name] = tracker.start(self.run_dir, labels, stored.get(name) or {})
-                self._live[name] = tracker
-            except Exception as e:  # noqa: BLE001 -- whatever a tracker raises, training goes on
-                self._give_up(name, describe(e))
-        self._write_record()
+    def wait(self, key: str) -> None:
+        """Until the helper says the run ``key`` is closed (or ends)."""
+        for line in self.proc.stdout:
+            if json.loads(line).get("done") == key:
+                return
 
-    def _close(self, status: str, message: str | None) -> None:
-        for name in self._live:
-            self._record[name]["status"] = status
-        self._each("finish", status, message)
-        self._live = {}
-        self._write_record()
-
-    def _each(self, method: str, *args) -> None:
-        if method == "log_artifacts":  # only what the run wrote (a failed run has no reports)
-            args = (args[0], [n for n in args[1] if (args[0] / n).exists()])
-        for name, tracker in list(self._live.items()):
-            try:
-                getattr(tracker, method)(*args)
-            except Exception as e:  # noqa: BLE001
-                self._give_up(name, describe(e))
-
-    def _give_up(self, name: str, reason: str) -> None:
-        log.warning("logger %s: %s; training goes on without it (the run folder keeps every record)", name, reason)
-        self._live.pop(name, None)
-        self._record.setdefault(name, {})["error"] = reason
-
-    def _write_record(self) -> None:
+    def close(self) -> None:
         try:
-            write_json(self.run_dir / TRACKING_FILE, self._record)
-        except Exception as e:  # noqa: BLE001 -- a full disk is reported where the artifacts are written
-            log.warning("%s", e)
+            self.proc.stdin.close()
+            self.proc.wait(timeout=120)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            self.proc.kill()
+
+
+def plain(value: object) -> object:
+    """A config value or dataclass as JSON (enums by their value)."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return getattr(value, "value", value)
 
 
 def metrics_of_row(row: dict) -> tuple[dict[str, float], int]:

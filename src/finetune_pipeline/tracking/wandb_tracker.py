@@ -17,12 +17,12 @@ class WandbTracker:
         self.cfg, self._wandb = cfg, wandb
         self.run = None
 
-    def start(self, run_dir: Path, labels: RunLabels, stored: dict) -> dict:
+    def start(self, run_dir: Path, labels: RunLabels, stored: dict, parent: dict) -> dict:
         wandb = self._wandb
         settings = wandb.Settings(console="off", x_disable_stats=True, silent=True)  # train.log has the console
         self.run = wandb.init(project=self.cfg.project, entity=self.cfg.entity, mode=self.cfg.mode.value,
                               dir=str(run_dir), id=stored.get("id"), resume="allow" if stored.get("id") else None,
-                              name=self.cfg.run_name or labels.name, group=labels.parent.get("wandb", {}).get("group"),
+                              name=self.cfg.run_name or labels.name, group=parent.get("group"),
                               tags=list(self.cfg.tags), reinit="create_new", settings=settings)
         if labels.tags:
             self.run.config.update({f"sweep/{k}": v for k, v in labels.tags.items()}, allow_val_change=True)
