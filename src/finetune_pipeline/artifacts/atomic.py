@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
 
 from finetune_pipeline.errors import PipelineError
 
@@ -166,6 +165,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def save_torch(path: Path, obj: Any) -> None:
+    import torch  # here: the tracker helper and light commands import this module without torch
     with atomic_path(path) as tmp:
         try:
             torch.save(obj, tmp)

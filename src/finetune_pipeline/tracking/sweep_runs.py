@@ -40,9 +40,10 @@ def swept_keys(config: DictConfig) -> list[str]:
 
 
 def open_sweep(cfg: LoggerConfig, sweep_dir: Path, swept: list[str], overrides: list[str]) -> None:
-    """Note what the jobs share (cheap: no tracker is imported here)."""
+    """Note what the jobs share; start this process's tracker helper loading the libraries."""
     if not chosen(cfg):
         return
+    Helper.shared().send({"op": "preload", "logger": plain(cfg)})  # jobs in this process find MLflow imported
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(sweep_dir / LOCK)):
         record = read_memo(sweep_dir / TRACKING_FILE)
