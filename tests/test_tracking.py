@@ -280,3 +280,59 @@ def test_wandb_runs_offline_in_the_run_folder(run, project, monkeypatch):
     for key in (b"train/loss_step", b"lr/head", b"val/macro_f1", b"test/accuracy", b"model.hidden_dim",
                 b"backbone.sha256"):
         assert key in log, key
+
+
+def test_the_logger_group_composes_and_refuses_bad_values():
+    from hydra import compose, initialize_config_dir
+
+    from helpers import REPO
+    from finetune_pipeline.config.load import to_config
+    from finetune_pipeline.errors import PipelineError
+
+    def logger(*overrides):
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            return to_config(compose(config_name="config", overrides=list(overrides))).logger
+
+    default = logger()  # the shipped default: MLflow in a SQLite file under outputs/
+    assert default.mlflow.tracking_uri.startswith("sqlite:///") and default.mlflow.tracking_uri.endswith("/outputs/mlflow.db")
+    assert default.tensorboard is None and default.wandb is None
+    both = logger("logger=[mlflow,tensorboard]")
+    assert both.mlflow is not None and both.tensorboard.log_dir == "tensorboard" and both.wandb is None
+    none = logger("logger=none")
+    assert (none.mlflow, none.tensorboard, none.wandb) == (None, None, None)
+    for bad in ("../elsewhere", "/tmp/x", "evaluation", "a/b", ".hidden", ""):
+        with pytest.raises(PipelineError, match="logger.tensorboard.log_dir"):
+            logger("logger=tensorboard", f"logger.tensorboard.log_dir='{bad}'")
+    with pytest.raises(PipelineError, match="logger.mlflow.http_retries must be >= 0"):
+        logger("logger.mlflow.http_retries=-1")
+
+
+def test_resume_and_rerun_sweeps_may_change_where_a_run_is_tracked(tmp_path):
+    from finetune_pipeline.artifacts.run_folder import config_differences
+    from finetune_pipeline.config.load import stored_config
+    from finetune_pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match=r"drop the other overrides \['logger=tensorboard'\]"):
+        stored_config(tmp_path, [f"resume={tmp_path}", "logger=tensorboard"])  # the choice stays the run's
+    with pytest.raises(PipelineError, match="not a run folder"):  # logger.* keys pass the override check
+        stored_config(tmp_path, [f"resume={tmp_path}", "logger.mlflow.experiment_name=other"])
+    a = compose_config(["logger=mlflow"])
+    b = compose_config(["logger=[mlflow,tensorboard]", "logger.mlflow.experiment_name=other"])
+    assert config_differences(a, b) == []  # a sweep job keeps its results whatever it is tracked in
+    assert config_differences(a, compose_config(["logger=mlflow", "model.hidden_dim=8"])) == \
+        [f"model.hidden_dim: {a.model.hidden_dim} -> 8"]
+
+
+@pytest.mark.slow  # ~40 s: two Optuna invocations
+def test_optuna_trials_are_children_of_one_parent_across_invocations(project, tiny_cache):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    args = ["-m", "logger=mlflow", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "training.epochs=1",
+            "data.max_length=32"]
+    run_train(project, *args, tiny_cache=tiny_cache)
+    run_train(project, *args, tiny_cache=tiny_cache)  # the same command continues the study, and its parent
+    runs = all_runs(project)
+    [parent] = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == 5 and len(children) == 4 and parent.info.status == "FINISHED"
+    assert all(r.info.status == "FINISHED" and "model.hidden_dim=" in r.info.run_name for r in children)
+    assert {"training.learning_rate", "model.hidden_dim", "model.dropout"} <= set(children[0].data.params)

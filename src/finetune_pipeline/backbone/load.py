@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig,
 
 from finetune_pipeline.backbone.tiny import NOT_PRETRAINED_MARKER, tiny_backbone_folder
 from finetune_pipeline.config.schema import BackboneConfig, BackboneSource
+from finetune_pipeline.backbone.positions import check_max_length
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.paths import resolve_path
 
@@ -152,10 +153,3 @@ def _check_shape(cfg: BackboneConfig, hf_config: PretrainedConfig, folder: Path,
         if expected is not None and actual != expected:
             raise PipelineError(f"{folder}/config.json: {key}={actual}, but backbone.{key}={expected} for {cfg.name}")
     check_max_length(max_length, getattr(hf_config, "max_position_embeddings", None), cfg.name)
-
-
-def check_max_length(max_length: int, positions: int | None, name: str) -> None:
-    """The one check of data.max_length against a backbone's positions: from the config at start-up,
-    from the model's config.json once the folder is found."""
-    if positions is not None and max_length > positions:
-        raise PipelineError(f"data.max_length={max_length} exceeds {name}'s max_position_embeddings={positions}")

@@ -32,7 +32,6 @@ from finetune_pipeline.runtime import distributed
 from finetune_pipeline.runtime.distributed import Dist
 from finetune_pipeline.sweep.jobs import read_job
 from finetune_pipeline.tracking.sweep_runs import job_labels, track_failed_job
-from finetune_pipeline.training.recipe import train
 from finetune_pipeline.training.interrupt import Interrupted, Stopped, raise_on_signals
 
 log = logging.getLogger("train")
@@ -97,6 +96,8 @@ def _run(cfg: DictConfig, dist: Dist, script: str, hydra_cfg, overrides: list[st
         if mode == "keep":
             log.info("job %s had finished with the same config; keeping its results", _shown(run_dir))
             return read_job(run_dir).best_value
+        from finetune_pipeline.training.recipe import train  # here: a refused config never loads the model libraries
+
         labels = job_labels(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, overrides) if in_sweep else None
         metrics = train(config, run_dir, resume=mode == "resume", dist=dist,
                         record=None if mode == "resume" else record, retry_failed=mode == "retry", labels=labels)

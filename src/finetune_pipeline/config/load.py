@@ -21,7 +21,7 @@ from finetune_pipeline.artifacts.run_folder import CONFIG_DIR, HOW_KEYS, is_how_
 
 from finetune_pipeline.config.schema import BackboneSource, Config, LoggerConfig, TinyBackboneConfig
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.backbone.load import check_max_length
+from finetune_pipeline.backbone.positions import check_max_length
 from finetune_pipeline.paths import project_root, resolve_path
 from finetune_pipeline.runtime.device import check_device_name
 from finetune_pipeline.runtime.precision import check_precision_for_device
