@@ -65,7 +65,8 @@ def run_train(project: Path, *overrides: str, tiny_cache: Path | None = None, ch
 
 
 def run_folders(project: Path) -> list[Path]:
-    return sorted(p.parent for p in (project / "outputs").rglob("metrics.json"))
+    """The run folders under outputs/ (not MLflow's copies of their files in outputs/mlartifacts/)."""
+    return sorted(p.parent for p in (project / "outputs").rglob("metrics.json") if "mlartifacts" not in p.parts)
 
 
 def write_run_metrics(folder: Path, best: float, test_acc: float, seconds: float = 3.5) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers import IN_PROCESS, Killed, StopAt, compose_config, run_train
+from finetune_pipeline.sweep.jobs import find_job_folders
 from finetune_pipeline.training.divergence import Diverged
 from finetune_pipeline.training.interrupt import Interrupted
 from finetune_pipeline.training.recipe import train
@@ -110,7 +111,9 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_a_failing_job_is_recor
         assert (tags["precision"], tags["device"], tags["world_size"]) == ("fp32", "cpu", "1")
         assert tags["git.commit"] == (metrics["provenance"]["git"] or {}).get("commit", "unknown")
         assert {"metrics.json", "freeze_proof.json", "evaluation/test/confusion_matrix.png",
-                "evaluation/test/report.json", "train.log"} <= artifacts(c, child.info.run_id)
+                "evaluation/test/report.json", "train.log", "hydra/config.yaml"} <= artifacts(c, child.info.run_id)
+    # the copies are no run folders: finetune-compare over all of outputs/ finds the 3 jobs only
+    assert sorted(p.name for p in find_job_folders([project / "outputs"])) == ["0", "1", "2"]
 
     failed, failure = children["1"], read_json(sweep / "1" / "failed.json")
     assert "exceeds" in failure["error"] and failed.info.status == "FAILED"

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -122,6 +123,8 @@ def main() -> None:
     reply = os.fdopen(os.dup(1), "w", encoding="utf-8")  # answers only: libraries that print go to stderr
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    for signum in (signal.SIGINT, signal.SIGTERM):  # training handles stops and then closes its runs here;
+        signal.signal(signum, signal.SIG_IGN)     # the helper ends when training's end closes the pipe
     try:
         os.nice(10)  # training first: the helper uses what CPU it leaves
     except OSError:

@@ -77,7 +77,8 @@ class MlflowTracker:
     def log_artifacts(self, run_dir: Path, names: list[str]) -> None:
         for name in names:
             path = run_dir / name
-            parent = str(Path(name).parent) if Path(name).parent != Path(".") else None
+            # .hydra/config.yaml -> hydra/config.yaml: a copy with a .hydra/ folder would pass for a run folder
+            parent = "/".join(part.lstrip(".") for part in Path(name).parent.parts) or None
             if path.is_dir():
                 self.client.log_artifacts(self.run_id, str(path), artifact_path=name)
             else:

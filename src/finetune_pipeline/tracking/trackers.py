@@ -122,8 +122,10 @@ class Helper:
         return cls._shared
 
     def __init__(self):
+        # its own session: Ctrl-C in the terminal stops training, which then closes the runs through it
         self.proc = subprocess.Popen([sys.executable, "-m", "finetune_pipeline.tracking.helper"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, encoding="utf-8", bufsize=1)
+                                     stdout=subprocess.PIPE, text=True, encoding="utf-8", bufsize=1,
+                                     start_new_session=True)
         self._lock = threading.Lock()
         self._broken = False
         atexit.register(self.close)

@@ -39,6 +39,8 @@ class WandbTracker:
 
     def log_artifacts(self, run_dir: Path, names: list[str]) -> None:
         for name in names:
+            if name.startswith("."):
+                continue  # .hydra/: W&B keeps the config as the run's config; a copy would pass for a run folder
             path = run_dir / name
             for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
                 if file.is_file():
