@@ -7,12 +7,13 @@ project folder, so relative paths (data/, outputs/) resolve there and the reposi
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
 
-from helpers import IN_PROCESS, REPO, compose_config
+from helpers import IN_PROCESS, REPO, StopAt, compose_config
 
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory) -> Path:
@@ -61,3 +62,26 @@ def in_project(project, tiny_cache, monkeypatch):
         return summary, run_dir, (run_dir / "train.log").read_text()
 
     return run
+
+
+@pytest.fixture
+def stoppable(project, tiny_cache, monkeypatch):
+    """``start(name, *overrides, resume=False, stop_at=None)``: train() in this process on the
+    temporary project; ``stop_at=(log line, "SIGINT" | "kill -9")`` stops it when the log shows that line."""
+    from finetune_pipeline.training.recipe import train
+
+    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def start(name, *overrides, resume=False, stop_at=None):
+        cfg = compose_config([*IN_PROCESS, f"backbone.path={tiny_cache}", *overrides])
+        handler = StopAt(*stop_at) if stop_at else None
+        if handler:
+            logging.getLogger().addHandler(handler)
+        try:
+            return train(cfg, project / "runs" / name, resume=resume)
+        finally:
+            if handler:
+                logging.getLogger().removeHandler(handler)
+
+    return start

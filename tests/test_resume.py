@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -13,28 +12,16 @@ import time
 import pytest
 import torch
 
-from helpers import IN_PROCESS, REPO, Killed, StopAt, compose_config, run_folders
+from helpers import REPO, Killed, run_folders
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.training.recipe import train
 from finetune_pipeline.training.interrupt import Interrupted
 from finetune_pipeline.artifacts.run_folder import STATE_FILE
 
 
 @pytest.fixture
-def run(project, tiny_cache, monkeypatch):
-    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def start(name, *overrides, resume=False, stop_at=None):
-        cfg = compose_config([*IN_PROCESS, f"backbone.path={tiny_cache}", "training.epochs=3", *overrides])
-        handler = StopAt(*stop_at) if stop_at else None
-        if handler:
-            logging.getLogger().addHandler(handler)
-        try:
-            return train(cfg, project / "runs" / name, resume=resume)
-        finally:
-            if handler:
-                logging.getLogger().removeHandler(handler)
+def run(stoppable):
+    def start(name, *overrides, **how):
+        return stoppable(name, "training.epochs=3", *overrides, **how)
 
     return start
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import socket
 import sqlite3
 import subprocess
@@ -14,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import IN_PROCESS, Killed, StopAt, compose_config, run_train
+from helpers import Killed, compose_config, run_train
 from finetune_pipeline.sweep.jobs import find_job_folders
 from finetune_pipeline.training.divergence import Diverged
 from finetune_pipeline.training.interrupt import Interrupted
-from finetune_pipeline.training.recipe import train
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -54,22 +52,11 @@ def step_rows(run_dir: Path) -> list[dict]:
 
 
 @pytest.fixture
-def run(project, tiny_cache, monkeypatch):
+def run(stoppable):
     """``run(name, *overrides, resume=False, stop_at=None)``: train() in this process; MLflow unless told otherwise."""
-    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-    def start(name, *overrides, resume=False, stop_at=None):
+    def start(name, *overrides, **how):
         logger = [] if any(o.startswith("logger") for o in overrides) else ["logger=mlflow"]
-        cfg = compose_config([*IN_PROCESS, f"backbone.path={tiny_cache}", *logger, *overrides])
-        handler = StopAt(*stop_at) if stop_at else None
-        if handler:
-            logging.getLogger().addHandler(handler)
-        try:
-            return train(cfg, project / "runs" / name, resume=resume)
-        finally:
-            if handler:
-                logging.getLogger().removeHandler(handler)
+        return stoppable(name, *logger, *overrides, **how)
 
     return start
 
