@@ -1,7 +1,8 @@
-"""``finetune-pipeline predict|evaluate RUN_DIR ...`` (also ``python -m finetune_pipeline``).
+"""``finetune-pipeline predict|evaluate|export RUN_DIR ...`` (also ``python -m finetune_pipeline``).
 
     finetune-pipeline predict outputs/2026-11-26/12-00-00-000000 --input texts.txt --output predictions.jsonl
     finetune-pipeline evaluate outputs/2026-11-26/12-00-00-000000 --input data/holdout.jsonl
+    finetune-pipeline export outputs/2026-11-26/12-00-00-000000 --format onnx --quantize int8
 
 predict writes one JSON object per text (text, label, symbol, score, top_k) to --output (JSON Lines,
 or a JSON array for a .json name) or to stdout; evaluate writes report.json, confusion_matrix.json,
@@ -119,7 +120,21 @@ def _load(args: argparse.Namespace):
     from finetune_pipeline.inference.predictor import Classifier
 
     return Classifier.from_run(args.run_dir, args.checkpoint, args.backbone, args.device, args.precision,
-                               args.batch_size)
+                               args.batch_size, engine=args.engine)
+
+
+def export(args: argparse.Namespace) -> None:
+    from finetune_pipeline.export.onnx import export_onnx
+
+    if not (args.run_dir / args.checkpoint).is_file():
+        raise PipelineError(f"{args.run_dir}: not a finished run folder ({args.checkpoint} is missing)")
+    report = export_onnx(args.run_dir, args.out, args.checkpoint, args.quantize, args.overwrite, args.backbone)
+    accuracy = report["test_accuracy"]
+    line = (f"max |p_onnx - p_torch| {report['max_abs_probability_difference']:.2e} on {report['test_texts']} test "
+            f"texts; test accuracy pytorch {accuracy['pytorch']:.4f}, onnx fp32 {accuracy['onnx_fp32']:.4f}")
+    if "onnx_int8" in accuracy:
+        line += f", onnx int8 {accuracy['onnx_int8']:.4f} ({100 * report['int8_accuracy_change']:+.2f} points)"
+    log.info("%s", line)
 
 
 def positive_int(text: str) -> int:
@@ -141,7 +156,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="finetune-pipeline", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(required=True, metavar="{predict,evaluate}", parser_class=OneLineParser)
+    commands = parser.add_subparsers(required=True, metavar="{predict,evaluate,export}", parser_class=OneLineParser)
     for name, func, help_text, input_help in (
         ("predict", predict, "classify texts with a trained run",
          "texts: .json (array of strings or {\"input\"} objects), .jsonl, or plain text (one per line)"),
@@ -165,6 +180,20 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
         sub.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
         sub.add_argument("--batch-size", type=positive_int, default=64, help="texts per batch (default 64)")
+        sub.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"],
+                         help="torch (default) or onnxruntime: the run's ONNX export on the CPU (made when missing)")
+    sub = commands.add_parser("export", help="export a trained run for deployment",
+                              description="export a trained run for deployment: one ONNX graph (token ids and "
+                                          "attention mask -> class probabilities), verified on the run's test texts")
+    sub.set_defaults(command=export)
+    sub.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (outputs/<date>/<time>)")
+    sub.add_argument("--format", default="onnx", choices=["onnx"], help="onnx (default)")
+    sub.add_argument("--quantize", choices=["int8"], help="also write model.int8.onnx (dynamic int8 quantization)")
+    sub.add_argument("--out", type=Path, metavar="DIR", help="default: RUN_DIR/export/onnx/")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    sub.add_argument("--checkpoint", default="best_model.pt", choices=["best_model.pt", "final_model.pt"],
+                     help="best_model.pt (default) or final_model.pt")
+    sub.add_argument("--backbone", type=Path, help="encoder folder, if it moved since training")
     return parser
 
 

@@ -38,18 +38,34 @@ log = logging.getLogger(__name__)
 PROGRESS_FROM = 1000  # texts; smaller inputs get no progress bar
 
 
+ENGINES = ("torch", "onnxruntime")
+
+
 class Classifier:
-    def __init__(self, model: TextClassifier, tokenizer, symbols: list[str], labels: list[str], max_length: int,
-                 device: torch.device, precision: Precision, batch_size: int = 64, max_tokens: int = 8192):
-        self.model, self.tokenizer = model.to(device).eval(), tokenizer
+    """Texts -> class probabilities with one of two engines: the PyTorch model (``model``), or the
+    run's exported ONNX graph run by onnxruntime (``graph``, CPU; see ``export/onnx.py``)."""
+
+    def __init__(self, model: TextClassifier | None, tokenizer, symbols: list[str], labels: list[str], max_length: int,
+                 device: torch.device, precision: Precision, batch_size: int = 64, max_tokens: int = 8192,
+                 graph=None):
+        self.model = model.to(device).eval() if model is not None else None
+        self.tokenizer, self.graph = tokenizer, graph
         self.symbols, self.labels, self.max_length = symbols, labels, max_length
         self.device, self.precision = device, precision
         self.batch_size, self.max_tokens = batch_size, max_tokens
 
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best_model.pt", backbone_path: str | Path | None = None,
-                 device: str = "auto", precision: str = "auto", batch_size: int = 64) -> "Classifier":
-        """Load a run folder's checkpoint (``best_model.pt`` or ``final_model.pt``), tokenizer and labels."""
+                 device: str = "auto", precision: str = "auto", batch_size: int = 64,
+                 engine: str = "torch") -> "Classifier":
+        """Load a run folder's checkpoint (``best_model.pt`` or ``final_model.pt``), tokenizer and labels.
+
+        ``engine="onnxruntime"``: the run's ONNX export (``<run>/export/onnx*/``), made and verified
+        on the fly when missing, on the CPU."""
+        if engine not in ENGINES:
+            raise PipelineError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
+        if engine == "onnxruntime":
+            return cls.from_onnx_export(ensure_onnx_export(Path(run_dir), checkpoint, backbone_path), batch_size)
         run = Path(run_dir)
         for needed in (checkpoint, "id_to_label.json", "tokenizer"):
             if not (run / needed).exists():
@@ -66,9 +82,28 @@ class Classifier:
         return cls(model, tokenizer, [c["symbol"] for c in classes], [c["label"] for c in classes],
                    tokenizer.model_max_length, dev, prec, batch_size)
 
+    @classmethod
+    def from_onnx_export(cls, folder: str | Path, batch_size: int = 64, threads: int | None = None) -> "Classifier":
+        """An ONNX export folder on its own (no run folder, no backbone): graph, tokenizer, labels."""
+        from finetune_pipeline.export.onnx import MODEL, OnnxModel
+
+        folder = Path(folder)
+        for needed in (MODEL, "id_to_label.json", "tokenizer"):
+            if not (folder / needed).exists():
+                raise PipelineError(f"{folder}: not an ONNX export folder ({needed} is missing)")
+        classes = read_classes(folder / "id_to_label.json")
+        tokenizer = read_tokenizer(folder / "tokenizer")
+        graph = OnnxModel(folder / MODEL, tokenizer.pad_token_id, threads)
+        log.info("loaded %s (%d classes), onnxruntime on the CPU", folder / MODEL, len(classes))
+        return cls(None, tokenizer, [c["symbol"] for c in classes], [c["label"] for c in classes],
+                   tokenizer.model_max_length, torch.device("cpu"), resolve_precision(MixedPrecision.fp32,
+                   torch.device("cpu")), batch_size, graph=graph)
+
     @torch.inference_mode()
-    def probabilities(self, texts: list[str], progress: bool = True) -> np.ndarray:
-        """(N, C) class probabilities, rows in the order of ``texts``."""
+    def probabilities(self, texts: list[str], progress: bool = True, model=None) -> np.ndarray:
+        """(N, C) class probabilities, rows in the order of ``texts``. ``model``: a callable from a batch
+        of CPU tensors to (B, C) probabilities, in place of this classifier's engine."""
+        model = model or self.graph
         data = TokenizedTexts(list(texts), [0] * len(texts), self.tokenizer, self.max_length)
         loader = eval_loader(data, self.batch_size, 0, self.tokenizer.pad_token_id, self.max_tokens)
         probs = np.zeros((len(texts), len(self.symbols)), dtype=np.float32)
@@ -76,10 +111,13 @@ class Classifier:
         with tqdm(total=len(texts), unit="text", desc="predict", disable=not show) as bar:
             for batch in loader:
                 index = batch.pop("index")
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                with self.precision.autocast():
-                    logits = self.model(batch)  # (B, C)
-                probs[index.numpy()] = logits.float().softmax(dim=-1).cpu().numpy()
+                if model is not None:
+                    probs[index.numpy()] = model(batch)
+                else:
+                    batch = {k: v.to(self.device) for k, v in batch.items()}
+                    with self.precision.autocast():
+                        logits = self.model(batch)  # (B, C)
+                    probs[index.numpy()] = logits.float().softmax(dim=-1).cpu().numpy()
                 bar.update(len(index))
         return probs
 
@@ -103,3 +141,14 @@ def read_classes(path: Path) -> list[dict[str, str]]:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise PipelineError(f"{path}: unreadable class list ({type(e).__name__}: {e})") from None
     return classes
+
+
+def ensure_onnx_export(run: Path, checkpoint: str, backbone_path: str | Path | None) -> Path:
+    """The run's ONNX export of ``checkpoint``, exported (and verified) now if missing."""
+    from finetune_pipeline.export.onnx import MODEL, export_dir, export_onnx
+
+    folder = run / export_dir(checkpoint)
+    if not (folder / MODEL).is_file():
+        log.info("no ONNX export of %s yet: exporting it to %s", run / checkpoint, folder)
+        export_onnx(run, folder, checkpoint, backbone_path=Path(backbone_path) if backbone_path else None)
+    return folder

@@ -1,0 +1,1 @@
+"""Exports of a trained run for deployment: ONNX (``onnx.py``)."""
