@@ -5,6 +5,7 @@ the onnxruntime engine of predict/evaluate and Classifier."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,3 +85,67 @@ def test_an_existing_export_is_kept_and_a_broken_graph_is_one_line(runs, tmp_pat
         Classifier.from_onnx_export(out)
     with pytest.raises(PipelineError, match="not an ONNX export folder"):
         Classifier.from_onnx_export(tmp_path)
+
+
+def test_a_hugging_face_folder_stands_alone_and_carries_a_model_card(runs, tmp_path, monkeypatch):
+    run = runs["frozen (head-only checkpoint)"]  # its checkpoint holds the head only: the folder gets the encoder too
+    out = tmp_path / "hf"
+    assert main(["export", str(run), "--format", "hf", "--out", str(out)]) == 0
+    assert {"model.safetensors", "config.json", "README.md", "tokenizer.json", "id_to_label.json"} <= {p.name for p in out.iterdir()}
+    config = json.loads((out / "config.json").read_text())
+    labels = [c["label"] for c in json.loads((run / "id_to_label.json").read_text()).values()]
+    assert [config["id2label"][str(i)] for i in range(len(labels))] == labels
+    assert config["label2id"] == {label: i for i, label in enumerate(labels)}
+    metrics = json.loads((run / "metrics.json").read_text())
+    card = (out / "README.md").read_text()
+    for fact in (metrics["backbone"]["sha256"], metrics["data"]["raw_fingerprint"], *labels,
+                 json.loads((run / "freeze_proof.json").read_text())["verdict"], f"{metrics['test']['test/accuracy']:.4f}",
+                 "not pretrained", "## Training config"):
+        assert fact in card, fact
+
+    import finetune_pipeline.backbone.load as backbone_load
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("the exported folder must not need the backbone folder")
+
+    monkeypatch.setattr(backbone_load, "read_encoder", no_backbone)
+    reloaded = Classifier.from_pretrained(out, device="cpu", precision="fp32")
+    monkeypatch.undo()
+    original = Classifier.from_run(run, device="cpu", precision="fp32")
+    assert reloaded.symbols == original.symbols and reloaded.labels == original.labels
+    assert np.abs(reloaded.probabilities(LONG + SHORT) - original.probabilities(LONG + SHORT)).max() <= 1e-5
+
+
+def test_push_uploads_the_folder_and_an_offline_hub_is_one_line(runs, tmp_path, monkeypatch, caplog):
+    import huggingface_hub
+
+    run = runs["fine-tuned"]
+    out = tmp_path / "hf"
+    assert main(["export", str(run), "--format", "hf", "--out", str(out)]) == 0
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id, kwargs["private"]))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, folder_path, repo_id, **kwargs):
+            calls.append(("upload_folder", folder_path, repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert main(["push", str(out), "--repo-id", "me/news-topics", "--private"]) == 0
+    assert calls[1] == ("create_repo", "me/news-topics", True)
+    assert calls[2][:3] == ("upload_folder", str(out), "me/news-topics") and "model.safetensors" in calls[2][3]
+
+    class OfflineApi(FakeApi):
+        def create_repo(self, repo_id, **kwargs):
+            raise OSError("Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled.\nmore")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
+    assert main(["push", str(out), "--repo-id", "me/news-topics"]) == 1
+    assert "pushing" in caplog.text and "offline mode is enabled." in caplog.text and "more" not in caplog.text
+    assert main(["push", str(tmp_path), "--repo-id", "me/news-topics"]) == 1  # not an exported folder
+    assert "not an exported model folder (config.json is missing)" in caplog.text

@@ -128,6 +128,13 @@ def export(args: argparse.Namespace) -> None:
 
     if not (args.run_dir / args.checkpoint).is_file():
         raise PipelineError(f"{args.run_dir}: not a finished run folder ({args.checkpoint} is missing)")
+    if args.format == "hf":
+        from finetune_pipeline.export.hf import export_hf
+
+        if args.quantize:
+            raise PipelineError("--quantize applies to --format onnx only")
+        export_hf(args.run_dir, args.out, args.checkpoint, args.overwrite, args.backbone)
+        return
     report = export_onnx(args.run_dir, args.out, args.checkpoint, args.quantize, args.overwrite, args.backbone)
     accuracy = report["test_accuracy"]
     line = (f"max |p_onnx - p_torch| {report['max_abs_probability_difference']:.2e} on {report['test_texts']} test "
@@ -156,7 +163,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="finetune-pipeline", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(required=True, metavar="{predict,evaluate,export}", parser_class=OneLineParser)
+    commands = parser.add_subparsers(required=True, metavar="{predict,evaluate,export,push}", parser_class=OneLineParser)
     for name, func, help_text, input_help in (
         ("predict", predict, "classify texts with a trained run",
          "texts: .json (array of strings or {\"input\"} objects), .jsonl, or plain text (one per line)"),
@@ -187,14 +194,28 @@ def _parser() -> argparse.ArgumentParser:
                                           "attention mask -> class probabilities), verified on the run's test texts")
     sub.set_defaults(command=export)
     sub.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (outputs/<date>/<time>)")
-    sub.add_argument("--format", default="onnx", choices=["onnx"], help="onnx (default)")
+    sub.add_argument("--format", default="onnx", choices=["onnx", "hf"],
+                     help="onnx (default; RUN_DIR/export/onnx/) or hf: a Hugging Face model folder (RUN_DIR/export/hf/)")
     sub.add_argument("--quantize", choices=["int8"], help="also write model.int8.onnx (dynamic int8 quantization)")
-    sub.add_argument("--out", type=Path, metavar="DIR", help="default: RUN_DIR/export/onnx/")
+    sub.add_argument("--out", type=Path, metavar="DIR", help="default: RUN_DIR/export/<format>/")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
     sub.add_argument("--checkpoint", default="best_model.pt", choices=["best_model.pt", "final_model.pt"],
                      help="best_model.pt (default) or final_model.pt")
     sub.add_argument("--backbone", type=Path, help="encoder folder, if it moved since training")
+    sub = commands.add_parser("push", help="upload an exported Hugging Face folder to the Hub",
+                              description="upload a folder written by `export --format hf` to the Hugging Face Hub")
+    sub.set_defaults(command=push)
+    sub.add_argument("folder", type=Path, metavar="FOLDER", help="e.g. RUN_DIR/export/hf")
+    sub.add_argument("--repo-id", required=True, help="user-or-org/name on the Hub")
+    sub.add_argument("--private", action="store_true", help="create the repository as private")
+    sub.add_argument("--token", help="a Hub token (default: HF_TOKEN or `hf auth login`)")
     return parser
+
+
+def push(args: argparse.Namespace) -> None:
+    from finetune_pipeline.export.hf import push as push_folder
+
+    log.info("uploaded %s -> %s", args.folder, push_folder(args.folder, args.repo_id, args.private, args.token))
 
 
 if __name__ == "__main__":

@@ -83,6 +83,22 @@ class Classifier:
                    tokenizer.model_max_length, dev, prec, batch_size)
 
     @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str = "auto", precision: str = "auto",
+                        batch_size: int = 64) -> "Classifier":
+        """A folder written by ``finetune-pipeline export RUN --format hf`` (or downloaded from the Hub)."""
+        from finetune_pipeline.export.hf import load_pretrained
+
+        folder = Path(folder)
+        model, config = load_pretrained(folder)
+        info = config.finetune_pipeline
+        labels = [config.id2label[i] for i in range(len(config.id2label))]
+        tokenizer = read_tokenizer(folder)
+        dev = resolve_device(device)
+        prec = resolve_precision(MixedPrecision(precision), dev)
+        log.info("loaded %s (%d classes) on %s, %s", folder, len(labels), dev, prec.name)
+        return cls(model, tokenizer, list(info["symbols"]), labels, tokenizer.model_max_length, dev, prec, batch_size)
+
+    @classmethod
     def from_onnx_export(cls, folder: str | Path, batch_size: int = 64, threads: int | None = None) -> "Classifier":
         """An ONNX export folder on its own (no run folder, no backbone): graph, tokenizer, labels."""
         from finetune_pipeline.export.onnx import MODEL, OnnxModel

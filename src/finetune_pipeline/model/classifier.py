@@ -24,6 +24,12 @@ class HeadConfig:
         return build_head(self.in_dim, self.hidden_dim, self.classes, self.dropout)
 
 
+def head_config_of(model: "TextClassifier") -> HeadConfig:
+    """The shape of a built classifier's head (dropout aside: a loaded classifier runs in eval mode)."""
+    first, last = model.head[1], model.head[-1]  # Linear(in_dim, hidden_dim), Linear(hidden_dim, classes)
+    return HeadConfig(first.in_features, first.out_features, last.out_features, Pooling(model.pooling).value)
+
+
 def build_head(in_dim: int, hidden_dim: int, num_classes: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
         nn.Dropout(dropout),
