@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Callable
 
@@ -15,10 +16,11 @@ from finetune_pipeline.training.interrupt import Stopped, raise_on_signals
 log = logging.getLogger("finetune_pipeline")
 
 
-def exit_status(command: Callable[[], None], when_stopped: str) -> int:
-    """Run ``command`` with SIGINT/SIGTERM turned into ``Stopped``; 0, 1, or 128 + the signal."""
+def exit_status(command: Callable[[], None], when_stopped: str, signals: bool = True) -> int:
+    """Run ``command`` with SIGINT/SIGTERM turned into ``Stopped``; 0, 1, or 128 + the signal.
+    ``signals=False``: the command handles them itself (the HTTP server drains and exits 0)."""
     try:
-        with raise_on_signals():
+        with raise_on_signals() if signals else contextlib.nullcontext():
             command()
     except PipelineError as e:
         log.error("%s", str(e).splitlines()[0] if str(e) else type(e).__name__)

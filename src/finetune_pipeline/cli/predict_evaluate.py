@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.disable_progress_bar()  # no weight-loading bars around the output
         args.command(args)
 
-    return exit_status(command, "nothing was written (outputs are replaced whole or not at all)")
+    return exit_status(command, "nothing was written (outputs are replaced whole or not at all)",
+                       signals=args.command is not serve)
 
 
 def predict(args: argparse.Namespace) -> None:
@@ -163,7 +164,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="finetune-pipeline", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(required=True, metavar="{predict,evaluate,export,push}", parser_class=OneLineParser)
+    commands = parser.add_subparsers(required=True, metavar="{predict,evaluate,export,push,serve}", parser_class=OneLineParser)
     for name, func, help_text, input_help in (
         ("predict", predict, "classify texts with a trained run",
          "texts: .json (array of strings or {\"input\"} objects), .jsonl, or plain text (one per line)"),
@@ -209,7 +210,28 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--repo-id", required=True, help="user-or-org/name on the Hub")
     sub.add_argument("--private", action="store_true", help="create the repository as private")
     sub.add_argument("--token", help="a Hub token (default: HF_TOKEN or `hf auth login`)")
+    sub = commands.add_parser("serve", help="serve a run or an export over HTTP",
+                              description="serve a run folder, an ONNX export or a Hugging Face folder over HTTP: "
+                                          "POST /predict, GET /health, GET /labels, GET /docs")
+    sub.set_defaults(command=serve)
+    sub.add_argument("path", type=Path, metavar="RUN_OR_EXPORT")
+    sub.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (0.0.0.0: every interface)")
+    sub.add_argument("--port", type=positive_int, default=8000)
+    sub.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"], help="for a run folder")
+    sub.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (torch engine)")
+    sub.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    sub.add_argument("--max-batch-size", type=positive_int, default=64, help="texts per shared batch (default 64)")
+    sub.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests (default 5)")
+    sub.add_argument("--max-texts", type=positive_int, default=256, help="texts per request at most (default 256)")
+    sub.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="request body size limit (default 1 MiB)")
     return parser
+
+
+def serve(args: argparse.Namespace) -> None:
+    from finetune_pipeline.serving.server import serve as run_server
+
+    run_server(args.path, args.host, args.port, args.engine, args.device, args.precision, args.max_batch_size,
+               args.max_wait_ms, args.max_texts, args.max_body_bytes)
 
 
 def push(args: argparse.Namespace) -> None:

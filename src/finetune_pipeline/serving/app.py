@@ -1,0 +1,109 @@
+"""The HTTP API over a loaded classifier (FastAPI; served by uvicorn in ``server.py``).
+
+    POST /predict   {"texts": ["...", ...], "top_k": 3}  ->  {"predictions": [{"label", "symbol", "score", "top_k"}, ...]}
+    GET  /health    {"status": "ok", "engine", "classes", "batches"}
+    GET  /labels    [{"id", "label", "symbol"}, ...]
+    GET  /openapi.json, /docs
+
+FastAPI because its request models give both the validation and the OpenAPI description, and
+uvicorn drains in-flight requests on SIGTERM. Every client error is a 4xx with one line of JSON,
+``{"error": "..."}``: invalid JSON (400), a body over ``max_body_bytes`` (413), missing or empty
+``texts``, non-string items, more than ``max_texts`` texts, a bad ``top_k`` (422).
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+
+from finetune_pipeline.evaluation.report import prediction_rows
+from finetune_pipeline.serving.batcher import Batcher
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[StrictStr] = Field(min_length=1, description="the texts to classify")
+    top_k: int = Field(5, ge=1, description="classes listed per text")
+
+
+class Ranked(BaseModel):
+    label: str
+    symbol: str
+    score: float
+
+
+class Prediction(Ranked):
+    top_k: list[Ranked]
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Prediction]
+
+
+def create_app(clf, engine: str, max_batch_size: int = 64, max_wait_ms: float = 5.0, max_texts: int = 256,
+               max_body_bytes: int = 1 << 20) -> FastAPI:
+    batcher = Batcher(lambda texts: clf.probabilities(texts, progress=False), max_batch_size, max_wait_ms)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        await batcher.stop()  # uvicorn has let the in-flight requests finish
+
+    app = FastAPI(title="finetune-pipeline classifier", lifespan=lifespan,
+                  description="News-topic classification with a run trained by finetune-pipeline.")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            return _error(400, f"invalid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}")
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "the body"
+        return _error(422, f"{where}: {first.get('msg')}")
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+            return _error(413, f"request body of {declared} bytes is over the limit of {max_body_bytes}")
+        if request.method == "POST":
+            body = b""
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > max_body_bytes:
+                    return _error(413, f"request body is over the limit of {max_body_bytes} bytes")
+            request._body = body  # read once here; the endpoint's parser reads it from there
+        return await call_next(request)
+
+    @app.post("/predict", response_model=PredictResponse, openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}})
+    async def predict(request: Request) -> dict:
+        # the body is JSON whatever the Content-Type says (curl -d sends form encoding)
+        try:
+            body = PredictRequest.model_validate_json(await request.body())
+        except ValidationError as e:
+            raise RequestValidationError(e.errors()) from None
+        if len(body.texts) > max_texts:
+            return _error(422, f"texts: {len(body.texts)} texts, at most {max_texts} per request")
+        probs = await batcher.submit(body.texts)
+        rows = prediction_rows(body.texts, probs, clf.symbols, clf.labels, top_k=body.top_k)
+        return {"predictions": [{k: v for k, v in row.items() if k != "text"} for row in rows]}
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "engine": engine, "classes": len(clf.labels), "batches": batcher.batches}
+
+    @app.get("/labels")
+    async def labels() -> list[dict]:
+        return [{"id": i, "label": label, "symbol": symbol} for i, (label, symbol) in enumerate(zip(clf.labels, clf.symbols))]
+
+    return app
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": " ".join(message.split())}, status_code=status)
+
