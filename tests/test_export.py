@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finetune_pipeline.cli.predict_evaluate import main
+from finetune_pipeline.cli.pipeline import main
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.inference.predictor import Classifier
 

@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from finetune_pipeline import Classifier
-from finetune_pipeline.cli.predict_evaluate import main
+from finetune_pipeline.cli.pipeline import main
 
 CHECKPOINTS = {"head-only (frozen)": [], "full (fine-tuned)": ["training.freeze_backbone=false"]}
 
@@ -153,6 +153,7 @@ def test_evaluate_refuses_unknown_labels_naming_the_record(runs, tmp_path, caplo
     assert not (runs["head-only (frozen)"] / "evaluation" / "odd").exists()
 
 
+@pytest.mark.slow  # the module entry point also runs in every test_serve.py server
 def test_console_script_runs(runs, tmp_path):
     (tmp_path / "in.txt").write_text("Central bank raises rates\n")
     proc = subprocess.run([sys.executable, "-m", "finetune_pipeline", "predict", str(runs["head-only (frozen)"]),

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from finetune_pipeline.artifacts.atomic import remove_orphans, write_json
-from finetune_pipeline.cli.predict_evaluate import main
+from finetune_pipeline.cli.pipeline import main
 from finetune_pipeline.data.preprocess import preprocess
 from finetune_pipeline.errors import PipelineError
 

@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from finetune_pipeline.cli.train import sweep_job_mode
-from finetune_pipeline.cli.predict_evaluate import main
+from finetune_pipeline.cli.pipeline import main
 from finetune_pipeline.cli.run_guard import RunGuard, check_sweep
 from finetune_pipeline.errors import PipelineError, RunFolderRefused
 from finetune_pipeline.training.recipe import train

@@ -149,3 +149,33 @@ def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(run):
     client.join()
     assert answer and answer[0][0] == 200 and len(answer[0][1]["predictions"]) == 1
     assert "server stopped" in server.proc.stdout.read()
+
+
+def test_requests_that_queue_while_a_batch_runs_form_the_next_batch():
+    import asyncio
+
+    import numpy as np
+
+    from finetune_pipeline.serving.batcher import Batcher
+
+    sizes = []
+
+    def probabilities(texts):
+        sizes.append(len(texts))
+        time.sleep(0.05)  # a forward pass
+        return np.arange(len(texts) * 2, dtype=np.float32).reshape(len(texts), 2)
+
+    async def scenario():
+        batcher = Batcher(probabilities, max_batch_size=64, max_wait_ms=1)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(["a"]))
+        await asyncio.sleep(0.02)  # the first batch is running; 20 requests queue meanwhile
+        rest = [asyncio.ensure_future(batcher.submit([f"t{i}", f"u{i}"])) for i in range(20)]
+        answers = await asyncio.gather(first, *rest)
+        await batcher.stop()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert sizes == [1, 40]  # not 20 batches of one request: they waited long past max_wait_ms
+    assert [a.shape for a in answers] == [(1, 2)] + [(2, 2)] * 20
+    assert answers[1][0, 0] == 0 and answers[2][0, 0] == 4  # each request got its own rows

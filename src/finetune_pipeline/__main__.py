@@ -1,5 +1,5 @@
 import sys
 
-from finetune_pipeline.cli.predict_evaluate import main
+from finetune_pipeline.cli.pipeline import main
 
 sys.exit(main())

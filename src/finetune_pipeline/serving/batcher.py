@@ -56,13 +56,16 @@ class Batcher:
             group, size = [first], len(first.texts)
             deadline = first.queued + self.max_wait
             while size < self.max_batch_size:
-                timeout = deadline - time.perf_counter()
-                if timeout <= 0:
-                    break
-                try:
-                    nxt = await asyncio.wait_for(self.queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    break
+                try:  # whatever queued while the last batch ran joins at once...
+                    nxt = self.queue.get_nowait()
+                except asyncio.QueueEmpty:  # ...then wait for more until max_wait after the first
+                    timeout = deadline - time.perf_counter()
+                    if timeout <= 0:
+                        break
+                    try:
+                        nxt = await asyncio.wait_for(self.queue.get(), timeout)
+                    except asyncio.TimeoutError:
+                        break
                 group.append(nxt)
                 size += len(nxt.texts)
             live = [p for p in group if not p.future.done()]  # cancelled: the client disconnected

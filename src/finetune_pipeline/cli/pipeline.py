@@ -1,8 +1,9 @@
-"""``finetune-pipeline predict|evaluate|export RUN_DIR ...`` (also ``python -m finetune_pipeline``).
+"""``finetune-pipeline predict|evaluate|export|push|serve ...`` (also ``python -m finetune_pipeline``).
 
     finetune-pipeline predict outputs/2026-11-26/12-00-00-000000 --input texts.txt --output predictions.jsonl
     finetune-pipeline evaluate outputs/2026-11-26/12-00-00-000000 --input data/holdout.jsonl
     finetune-pipeline export outputs/2026-11-26/12-00-00-000000 --format onnx --quantize int8
+    finetune-pipeline serve outputs/2026-11-26/12-00-00-000000 --engine onnxruntime --port 8000
 
 predict writes one JSON object per text (text, label, symbol, score, top_k) to --output (JSON Lines,
 or a JSON array for a .json name) or to stdout; evaluate writes report.json, confusion_matrix.json,
@@ -25,7 +26,7 @@ from finetune_pipeline.cli.errors import exit_status
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.logs import log_to_stderr
 
-log = logging.getLogger("finetune_pipeline.cli.predict_evaluate")
+log = logging.getLogger("finetune_pipeline.cli.pipeline")
 
 TRAINING_REPORT = "test"  # evaluation/test/ is written by train.py for the test split; never by evaluate
 

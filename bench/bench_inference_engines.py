@@ -1,0 +1,206 @@
+"""Inference engines and the HTTP server, side by side in one run.
+
+    python bench/bench_inference_engines.py --model <models>/all-MiniLM-L6-v2 --dataset <datasets>/ag_news_test_en \
+        [--standin-config <backbones>/mmBERT-base]
+
+1. all-MiniLM-L6-v2: a frozen run on AG News (data.split=files), exported with --quantize int8
+   (export.json: the fp32 graph's largest probability difference and the int8 accuracy change on the
+   760 test texts); texts/s on those texts of the PyTorch engine (precision auto, and fp32),
+   onnxruntime fp32 and onnxruntime int8 (median of 3 passes after a warm-up).
+2. the server on the same run (onnxruntime fp32 and the PyTorch engine): 1, 8 and 32 concurrent
+   clients each sending one text per request for --seconds; texts/s, p50 and p99 latency, against
+   offline ``probabilities`` on the same engine.
+3. with --standin-config: the mmBERT-base stand-in (random init, bench/make_standin.py), a frozen
+   run on the project's data/raw, the same engine comparison on its test texts.
+
+Results: printed as Markdown and written to bench/results/inference_engines.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, machine, run_measured  # noqa: E402
+
+from finetune_pipeline.export.onnx import INT8_MODEL, OnnxModel, test_texts  # noqa: E402
+from finetune_pipeline.inference.predictor import Classifier  # noqa: E402
+
+
+def train_and_export(workdir: Path, name: str, overrides: list[str], env: dict) -> Path:
+    run = workdir / name
+    run_measured([sys.executable, "train.py", *overrides, "logger=none", "training.progress_bar=false",
+                  f"hydra.run.dir={run}"], env)
+    run_measured([sys.executable, "-m", "finetune_pipeline", "export", str(run), "--quantize", "int8"], env)
+    return run
+
+
+def texts_per_second(clf: Classifier, texts: list[str], repeats: int = 3) -> float:
+    clf.probabilities(texts[:64], progress=False)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        clf.probabilities(texts, progress=False)
+        times.append(time.perf_counter() - start)
+    return len(texts) / statistics.median(times)
+
+
+def engines(run: Path, texts: list[str]) -> dict:
+    folder = run / "export" / "onnx"
+    int8 = Classifier.from_onnx_export(folder)
+    int8.graph = OnnxModel(folder / INT8_MODEL, int8.tokenizer.pad_token_id)
+    candidates = {"pytorch (precision auto)": Classifier.from_run(run, device="cpu"),
+                  "pytorch fp32": Classifier.from_run(run, device="cpu", precision="fp32"),
+                  "onnxruntime fp32": Classifier.from_onnx_export(folder),
+                  "onnxruntime int8": int8}
+    result = {name: {"texts_per_second": texts_per_second(clf, texts), "precision": clf.precision.name}
+              for name, clf in candidates.items()}
+    result["export"] = json.loads((folder / "export.json").read_text())
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_test(port: int, texts: list[str], clients: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    done = [0]
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def client(offset: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        i = offset
+        while time.perf_counter() < stop_at:
+            body = json.dumps({"texts": [texts[i % len(texts)]], "top_k": 1})
+            start = time.perf_counter()
+            conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200
+            with lock:
+                latencies.append(time.perf_counter() - start)
+                done[0] += 1
+            i += clients
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"clients": clients, "texts_per_second": done[0] / elapsed, "requests": done[0],
+            "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(len(latencies) * 0.99) - 1]}
+
+
+def server(run: Path, engine: str, texts: list[str], seconds: float, env: dict) -> list[dict]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "finetune_pipeline", "serve", str(run), "--port", str(port),
+                             "--engine", engine, "--max-wait-ms", "5", "--max-batch-size", "64"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+        load_test(port, texts, 8, 2.0)  # warm-up
+        return [load_test(port, texts, clients, seconds) for clients in (1, 8, 32)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--standin-config", type=Path)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per load-test point")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/finetune-bench-engines"))
+    args = parser.parse_args()
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    shutil.copytree(REPO / "data" / "raw", args.workdir / "data" / "raw")
+    env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(args.workdir), "HF_HUB_OFFLINE": "1"}
+    results: dict = {"date": date.today().isoformat(), "machine": machine()}
+
+    run = train_and_export(args.workdir, "minilm", [
+        "backbone=local", "backbone.name=all-MiniLM-L6-v2", f"backbone.path={args.model.resolve()}",
+        f"data.raw_dir={args.dataset.resolve()}", "data.max_length=128", "data.split=files", "training.epochs=5",
+        "training.batch_size=64"], env)
+    texts, _ = test_texts(run)
+    results["minilm"] = engines(run, texts)
+    print(json.dumps(results["minilm"], indent=1), flush=True)
+    results["server"] = {}
+    for engine, offline in (("onnxruntime", "onnxruntime fp32"), ("torch", "pytorch (precision auto)")):
+        points = server(run, engine, texts, args.seconds, env)
+        results["server"][engine] = {"offline_texts_per_second": results["minilm"][offline]["texts_per_second"],
+                                     "points": points}
+        print(engine, points, flush=True)
+
+    if args.standin_config:
+        standin = args.workdir / "mmbert-standin"
+        run_measured([sys.executable, "bench/make_standin.py", str(args.standin_config), str(standin), "--texts",
+                      str(REPO / "data" / "raw")], env)
+        run = train_and_export(args.workdir, "standin", [f"backbone.path={standin}", "data.max_length=128",
+                                                         "training.epochs=1"], env)
+        texts, _ = test_texts(run)
+        results["mmbert_standin"] = engines(run, texts * 4)
+        print(json.dumps(results["mmbert_standin"], indent=1), flush=True)
+
+    out = REPO / "bench" / "results" / "inference_engines.json"
+    out.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    print(markdown(results))
+
+
+def markdown(r: dict) -> str:
+    rows = [f"Measured {r['date']} on {r['machine']}.", ""]
+    for key, title in (("minilm", "all-MiniLM-L6-v2, AG News test texts"), ("mmbert_standin", "mmBERT-base stand-in")):
+        if key not in r:
+            continue
+        e = r[key]
+        base = e["pytorch (precision auto)"]["texts_per_second"]
+        rows += [f"**{title}** (max |p_onnx - p_torch| {e['export']['max_abs_probability_difference']:.1e}; int8 test "
+                 f"accuracy {100 * e['export']['int8_accuracy_change']:+.2f} points vs fp32)", "",
+                 "| engine | texts/s | vs PyTorch (auto) |", "|---|---|---|"]
+        for name in ("pytorch (precision auto)", "pytorch fp32", "onnxruntime fp32", "onnxruntime int8"):
+            rows.append(f"| {name} ({e[name]['precision']}) | {e[name]['texts_per_second']:.0f} | "
+                        f"{e[name]['texts_per_second'] / base:.2f}x |")
+        rows.append("")
+    for engine, s in r.get("server", {}).items():
+        rows += [f"**server, {engine} engine** (offline: {s['offline_texts_per_second']:.0f} texts/s)", "",
+                 "| clients | texts/s | vs offline | p50 | p99 |", "|---|---|---|---|---|"]
+        for p in s["points"]:
+            rows.append(f"| {p['clients']} | {p['texts_per_second']:.0f} | "
+                        f"{p['texts_per_second'] / s['offline_texts_per_second']:.0%} | {p['p50_ms']:.0f} ms | "
+                        f"{p['p99_ms']:.0f} ms |")
+        rows.append("")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()
