@@ -149,3 +149,11 @@ def test_push_uploads_the_folder_and_an_offline_hub_is_one_line(runs, tmp_path, 
     assert "pushing" in caplog.text and "offline mode is enabled." in caplog.text and "more" not in caplog.text
     assert main(["push", str(tmp_path), "--repo-id", "me/news-topics"]) == 1  # not an exported folder
     assert "not an exported model folder (config.json is missing)" in caplog.text
+
+
+def test_the_onnxruntime_engine_refuses_a_gpu_or_a_half_precision(runs):
+    for options in ({"device": "cuda"}, {"precision": "bf16"}):
+        with pytest.raises(PipelineError, match="the onnxruntime engine runs the fp32 graph on the CPU"):
+            Classifier.from_run(runs["fine-tuned"], engine="onnxruntime", **options)
+    with pytest.raises(PipelineError, match="engine 'tensorrt': choose one of torch, onnxruntime"):
+        Classifier.from_run(runs["fine-tuned"], engine="tensorrt")

@@ -65,6 +65,9 @@ class Classifier:
         if engine not in ENGINES:
             raise PipelineError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
         if engine == "onnxruntime":
+            if device not in ("auto", "cpu") or precision not in ("auto", "fp32"):
+                raise PipelineError(f"the onnxruntime engine runs the fp32 graph on the CPU; drop device={device!r} "
+                                    f"precision={precision!r} or use the torch engine")
             return cls.from_onnx_export(ensure_onnx_export(Path(run_dir), checkpoint, backbone_path), batch_size)
         run = Path(run_dir)
         for needed in (checkpoint, "id_to_label.json", "tokenizer"):
