@@ -220,13 +220,14 @@ def test_two_processes_at_once_share_one_new_sqlite_store(tmp_path):
     both write every step (the full joblib sweep: test_joblib_jobs_in_parallel_share_one_store, slow)."""
     uri = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / name), uri], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for name in ("job-a", "job-b")]
+                              stderr=subprocess.STDOUT, text=True, cwd=tmp_path) for name in ("job-a", "job-b")]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert not any("logger mlflow" in out for out in outputs), outputs
     c = mlflow.MlflowClient(tracking_uri=uri)
     runs = c.search_runs([c.get_experiment_by_name("finetune-pipeline").experiment_id])
     assert sorted(r.data.params["job"] for r in runs) == ["job-a", "job-b"]
+    assert (tmp_path / "outputs" / "mlartifacts").is_dir() and not (tmp_path / "mlruns").exists()  # beside the store
     for r in runs:
         assert r.info.status == "FINISHED" and artifacts(c, r.info.run_id) == {"metrics.json"}
         assert [s for s, _ in history(c, r.info.run_id, "train/loss_step")] == list(range(1, 41))

@@ -146,7 +146,7 @@ class MlflowConfig:
     experiment_name: str = MISSING
     run_name: Optional[str] = MISSING  # null: the run folder under outputs/ (a sweep job: number and overrides)
     tags: Dict[str, str] = MISSING  # added to every run (and to a sweep's parent run)
-    artifact_location: Optional[str] = MISSING  # where a new experiment keeps artifacts; null: the server's default
+    artifact_location: Optional[str] = MISSING  # where a new experiment keeps artifacts; null: mlartifacts/ beside a local store, else the server's default
     log_checkpoints: bool = MISSING  # also upload best/final_model.pt and classifier_head.pt
     http_timeout_seconds: int = MISSING  # per request to a tracking server
     http_retries: int = MISSING  # retries per request before the tracker is given up for this run

@@ -98,8 +98,10 @@ def experiment(client, cfg: MlflowConfig) -> str:
     found = client.get_experiment_by_name(cfg.experiment_name)
     if found is not None:
         return found.experiment_id
-    location = Path(cfg.artifact_location).resolve().as_uri() if cfg.artifact_location and is_local(cfg.tracking_uri) \
-        else None
+    location = None  # a server's own default
+    if is_local(cfg.tracking_uri):  # never MLflow's ./mlruns, which depends on the working directory
+        folder = Path(cfg.artifact_location) if cfg.artifact_location else local_store(cfg.tracking_uri).parent / "mlartifacts"
+        location = folder.resolve().as_uri()
     return client.create_experiment(cfg.experiment_name, artifact_location=location)
 
 
@@ -127,12 +129,17 @@ def is_local(uri: str) -> bool:
 
 def store_lock(uri: str):
     """A file lock beside a SQLite store: two processes creating it at once would both migrate it."""
-    parts = urlsplit(uri)
-    if parts.scheme != "sqlite":
+    if urlsplit(uri).scheme != "sqlite":
         return nullcontext()
-    db = Path(parts.path[1:])  # sqlite:////abs/file.db or sqlite:///relative/file.db
+    db = local_store(uri)
     db.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(db) + ".lock", timeout=60)
+
+
+def local_store(uri: str) -> Path:
+    """The file of a sqlite:// URI, or the folder of a file:// (or plain path) one."""
+    parts = urlsplit(uri)
+    return Path(parts.path[1:] if parts.scheme == "sqlite" else parts.path)  # sqlite:////abs/x.db, sqlite:///rel/x.db
 
 
 def shown_uri(uri: str) -> str:
