@@ -157,3 +157,23 @@ def test_the_onnxruntime_engine_refuses_a_gpu_or_a_half_precision(runs):
             Classifier.from_run(runs["fine-tuned"], engine="onnxruntime", **options)
     with pytest.raises(PipelineError, match="engine 'tensorrt': choose one of torch, onnxruntime"):
         Classifier.from_run(runs["fine-tuned"], engine="tensorrt")
+
+
+
+def test_an_export_never_replaces_the_run_or_a_folder_that_is_no_export(runs, tmp_path, caplog):
+    run = runs["fine-tuned"]
+    before = sorted(p.relative_to(run) for p in run.rglob("*") if "export" not in p.parts)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    (tmp_path / "file").write_text("keep")
+    for out, message in ((run, "is or holds the run folder"), (run.parent, "is or holds the run folder"),
+                         (run / "tokenizer", "inside the run folder only under"),
+                         (run / "export" / ".." / "evaluation", "inside the run folder only under"),
+                         (mine, "holds files but no export"), (tmp_path / "file", "is a file")):
+        for fmt in ("onnx", "hf"):
+            caplog.clear()
+            assert main(["export", str(run), "--format", fmt, "--out", str(out), "--overwrite"]) == 1
+            assert message in caplog.text, (out, fmt)
+    assert sorted(p.relative_to(run) for p in run.rglob("*") if "export" not in p.parts) == before
+    assert (mine / "notes.txt").read_text() == "keep" and (tmp_path / "file").read_text() == "keep"

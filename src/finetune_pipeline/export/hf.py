@@ -42,12 +42,11 @@ def export_hf(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "bes
               backbone_path: Path | None = None) -> Path:
     from safetensors.torch import save_file
 
-    from finetune_pipeline.export.onnx import test_texts
+    from finetune_pipeline.export.onnx import check_out_dir, test_texts
     from finetune_pipeline.inference.predictor import Classifier, read_classes
 
     out_dir = out_dir or run_dir / HF_DIR
-    if out_dir.exists() and not overwrite:
-        raise PipelineError(f"{out_dir}: an export is already there; pass --overwrite to replace it, or --out DIR")
+    check_out_dir(out_dir, run_dir, overwrite)
     texts, _ = test_texts(run_dir)
     clf = Classifier.from_run(run_dir, checkpoint, backbone_path, device="cpu", precision="fp32")
     classes = read_classes(run_dir / "id_to_label.json")

@@ -38,6 +38,28 @@ OPSET = 18
 INPUTS = ("input_ids", "attention_mask")
 
 
+EXPORT_MARKERS = (REPORT, "model.safetensors")  # what an export folder (onnx / hf) always holds
+
+
+def check_out_dir(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
+    """Where an export may go: a new folder, or with ``overwrite`` an earlier export -- never the run
+    folder, a folder holding it, one of its artifacts, a file or a folder that is no export."""
+    out, run = out_dir.resolve(), run_dir.resolve()
+    if out == run or out in run.parents:
+        raise PipelineError(f"--out {out_dir}: is or holds the run folder {run_dir}; choose a new folder")
+    if run in out.parents and (run / "export") not in (out, *out.parents):
+        raise PipelineError(f"--out {out_dir}: inside the run folder only under {run_dir / 'export'}/")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise PipelineError(f"--out {out_dir}: is a file; name a folder")
+    if not overwrite:
+        raise PipelineError(f"{out_dir}: an export is already there; pass --overwrite to replace it, or --out DIR")
+    if not any((out / marker).is_file() for marker in EXPORT_MARKERS):
+        raise PipelineError(f"--out {out_dir}: holds files but no export ({' or '.join(EXPORT_MARKERS)}); "
+                            "--overwrite replaces only an earlier export")
+
+
 def export_dir(checkpoint: str) -> Path:
     """Where a run keeps the export of ``checkpoint``: export/onnx (best_model.pt), export/onnx-final_model."""
     return ONNX_DIR if checkpoint == "best_model.pt" else ONNX_DIR.with_name(f"onnx-{Path(checkpoint).stem}")
@@ -60,8 +82,7 @@ def export_onnx(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "b
     from finetune_pipeline.inference.predictor import Classifier
 
     out_dir = out_dir or run_dir / export_dir(checkpoint)
-    if out_dir.exists() and not overwrite:
-        raise PipelineError(f"{out_dir}: an export is already there; pass --overwrite to replace it, or --out DIR")
+    check_out_dir(out_dir, run_dir, overwrite)
     texts, y_true = test_texts(run_dir)
     clf = Classifier.from_run(run_dir, checkpoint, backbone_path, device="cpu", precision="fp32")
     started = time.perf_counter()
