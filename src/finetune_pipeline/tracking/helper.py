@@ -20,13 +20,11 @@ import sys
 import threading
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from finetune_pipeline.artifacts.atomic import read_memo, write_json
 from finetune_pipeline.config.schema import LoggerConfig
 from finetune_pipeline.runtime.logs import formatter
 from finetune_pipeline.tracking.sweep_runs import close_parent, ensure_parent
-from finetune_pipeline.tracking.trackers import MODULES, TRACKING_FILE, RunLabels, chosen, describe
+from finetune_pipeline.tracking.trackers import MODULES, TRACKING_FILE, RunLabels, chosen, describe, typed_logger
 
 log = logging.getLogger("finetune_pipeline.tracking")
 
@@ -89,27 +87,23 @@ def tracker_class(name: str):
     return getattr(importlib.import_module(f"finetune_pipeline.tracking.{MODULES[name]}"), "TRACKER")
 
 
-def logger_config(node: dict) -> LoggerConfig:
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LoggerConfig), node))
-
-
 def serve(messages: queue.SimpleQueue, reply) -> None:
     runs: dict[str, RunTrackers] = {}
     while (message := messages.get()) is not None:
         op, key = message["op"], message.get("key")
         try:
             if op == "open":
-                runs[key] = RunTrackers(Path(message["run_dir"]), logger_config(message["logger"]))
+                runs[key] = RunTrackers(Path(message["run_dir"]), typed_logger(message["logger"]))
                 runs[key].open(RunLabels(**message["labels"]), message["resume"])
             elif op == "call" and key in runs:
                 runs[key].call(message["method"], message["args"])
             elif op == "close" and key in runs:
                 runs.pop(key).close(message["status"], message["message"])
             elif op == "preload":  # a sweep starts: import the libraries (and open a store) before job 0 needs them
-                for name, cfg in chosen(logger_config(message["logger"])).items():
+                for name, cfg in chosen(typed_logger(message["logger"])).items():
                     tracker_class(name)(cfg)
             elif op == "close_sweep":
-                close_parent(logger_config(message["logger"]), Path(message["sweep_dir"]), message["failed"])
+                close_parent(typed_logger(message["logger"]), Path(message["sweep_dir"]), message["failed"])
         except Exception as e:  # noqa: BLE001 -- one bad message must not end the helper
             log.warning("trackers: %s", describe(e))
         if op in ("close", "close_sweep"):

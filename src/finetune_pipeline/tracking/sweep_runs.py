@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from finetune_pipeline.artifacts.atomic import read_memo, write_json
 from finetune_pipeline.artifacts.run_folder import FAILURE_FILE, flatten, one_line, run_name
 from finetune_pipeline.config.schema import LoggerConfig
-from finetune_pipeline.tracking.trackers import TRACKING_FILE, Helper, RunLabels, Trackers, chosen, plain
+from finetune_pipeline.tracking.trackers import TRACKING_FILE, Helper, RunLabels, Trackers, chosen, plain, typed_logger
 
 SUMMARY_FILES = ["summary.csv", "summary.md", "summary.png", "multirun.yaml"]
 LOCK = ".tracking.lock"
@@ -27,8 +27,7 @@ LOCK = ".tracking.lock"
 
 def logger_config(config: DictConfig) -> LoggerConfig:
     """The typed ``logger`` node of a sweep's base config."""
-    node = config.get("logger") or {}
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LoggerConfig), node))
+    return typed_logger(config.get("logger"))
 
 
 def swept_keys(config: DictConfig) -> list[str]:

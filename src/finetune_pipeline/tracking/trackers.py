@@ -54,6 +54,13 @@ class Tracker(Protocol):
     def finish(self, status: str, message: str | None) -> None: ...  # status: finished | failed | diverged | stopped
 
 
+def typed_logger(node) -> LoggerConfig:
+    """A ``logger`` node (a DictConfig of a sweep's base config, or the JSON the helper receives) as typed config."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(LoggerConfig), node or {}))
+
+
 def chosen(cfg: LoggerConfig) -> dict[str, object]:
     """``{"mlflow": MlflowConfig, ...}`` for each logger the config turns on."""
     return {name: getattr(cfg, name) for name in MODULES if getattr(cfg, name) is not None}
