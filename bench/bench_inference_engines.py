@@ -8,8 +8,10 @@
    760 test texts); texts/s on those texts of the PyTorch engine (precision auto, and fp32),
    onnxruntime fp32 and onnxruntime int8 (median of 3 passes after a warm-up).
 2. the server on the same run (onnxruntime fp32 and the PyTorch engine): 1, 8 and 32 concurrent
-   clients each sending one text per request for --seconds; texts/s, p50 and p99 latency, against
-   offline ``probabilities`` on the same engine.
+   clients each sending one text per request, and 32 clients sending 8 texts per request, for
+   --seconds each; texts/s, p50 and p99 latency, against offline ``probabilities`` on the same
+   engine (all test texts in one call, so sorted by length), and against offline calls on random
+   groups of 16 and 32 texts (what a server fed one text per request can batch).
 3. with --standin-config: the mmBERT-base stand-in (random init, bench/make_standin.py), a frozen
    run on the project's data/raw, the same engine comparison on its test texts.
 
@@ -22,6 +24,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import shutil
 import socket
 import statistics
@@ -39,12 +42,24 @@ from finetune_pipeline.export.onnx import INT8_MODEL, OnnxModel, test_texts  # n
 from finetune_pipeline.inference.predictor import Classifier  # noqa: E402
 
 
-def train_and_export(workdir: Path, name: str, overrides: list[str], env: dict) -> Path:
+def train_and_export(workdir: Path, name: str, overrides: list[str], env: dict, reuse: bool = False) -> Path:
     run = workdir / name
+    if reuse and (run / "export" / "onnx" / INT8_MODEL).is_file():
+        return run
     run_measured([sys.executable, "train.py", *overrides, "logger=none", "training.progress_bar=false",
                   f"hydra.run.dir={run}"], env)
     run_measured([sys.executable, "-m", "finetune_pipeline", "export", str(run), "--quantize", "int8"], env)
     return run
+
+
+def random_groups_per_second(clf: Classifier, texts: list[str], group: int) -> float:
+    """Offline texts/s when the texts come in random groups of ``group`` (one call per group)."""
+    shuffled = texts[:]
+    random.Random(0).shuffle(shuffled)
+    start = time.perf_counter()
+    for i in range(0, len(shuffled), group):
+        clf.probabilities(shuffled[i:i + group], progress=False)
+    return len(shuffled) / (time.perf_counter() - start)
 
 
 def texts_per_second(clf: Classifier, texts: list[str], repeats: int = 3) -> float:
@@ -65,7 +80,8 @@ def engines(run: Path, texts: list[str]) -> dict:
                   "pytorch fp32": Classifier.from_run(run, device="cpu", precision="fp32"),
                   "onnxruntime fp32": Classifier.from_onnx_export(folder),
                   "onnxruntime int8": int8}
-    result = {name: {"texts_per_second": texts_per_second(clf, texts), "precision": clf.precision.name}
+    result = {name: {"texts_per_second": texts_per_second(clf, texts), "precision": clf.precision.name,
+                     **{f"random_groups_of_{g}": random_groups_per_second(clf, texts, g) for g in (16, 32)}}
               for name, clf in candidates.items()}
     result["export"] = json.loads((folder / "export.json").read_text())
     return result
@@ -77,7 +93,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def load_test(port: int, texts: list[str], clients: int, seconds: float) -> dict:
+def load_test(port: int, texts: list[str], clients: int, seconds: float, per_request: int = 1) -> dict:
     latencies: list[float] = []
     done = [0]
     lock = threading.Lock()
@@ -87,7 +103,7 @@ def load_test(port: int, texts: list[str], clients: int, seconds: float) -> dict
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         i = offset
         while time.perf_counter() < stop_at:
-            body = json.dumps({"texts": [texts[i % len(texts)]], "top_k": 1})
+            body = json.dumps({"texts": [texts[(i + k) % len(texts)] for k in range(per_request)], "top_k": 1})
             start = time.perf_counter()
             conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
             response = conn.getresponse()
@@ -95,8 +111,8 @@ def load_test(port: int, texts: list[str], clients: int, seconds: float) -> dict
             assert response.status == 200
             with lock:
                 latencies.append(time.perf_counter() - start)
-                done[0] += 1
-            i += clients
+                done[0] += per_request
+            i += clients * per_request
         conn.close()
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
@@ -107,7 +123,8 @@ def load_test(port: int, texts: list[str], clients: int, seconds: float) -> dict
         t.join()
     elapsed = time.perf_counter() - started
     latencies.sort()
-    return {"clients": clients, "texts_per_second": done[0] / elapsed, "requests": done[0],
+    return {"clients": clients, "texts_per_request": per_request, "texts_per_second": done[0] / elapsed,
+            "requests": len(latencies),
             "p50_ms": 1000 * latencies[len(latencies) // 2], "p99_ms": 1000 * latencies[int(len(latencies) * 0.99) - 1]}
 
 
@@ -129,7 +146,8 @@ def server(run: Path, engine: str, texts: list[str], seconds: float, env: dict) 
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start")
         load_test(port, texts, 8, 2.0)  # warm-up
-        return [load_test(port, texts, clients, seconds) for clients in (1, 8, 32)]
+        return [load_test(port, texts, clients, seconds, per_request)
+                for clients, per_request in ((1, 1), (8, 1), (32, 1), (32, 8))]
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -142,32 +160,37 @@ def main() -> None:
     parser.add_argument("--standin-config", type=Path)
     parser.add_argument("--seconds", type=float, default=10.0, help="per load-test point")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/finetune-bench-engines"))
+    parser.add_argument("--reuse-runs", action="store_true", help="measure the runs an earlier call left in --workdir")
     args = parser.parse_args()
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    shutil.copytree(REPO / "data" / "raw", args.workdir / "data" / "raw")
+    if not args.reuse_runs:
+        shutil.rmtree(args.workdir, ignore_errors=True)
+        shutil.copytree(REPO / "data" / "raw", args.workdir / "data" / "raw")
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(args.workdir), "HF_HUB_OFFLINE": "1"}
     results: dict = {"date": date.today().isoformat(), "machine": machine()}
 
     run = train_and_export(args.workdir, "minilm", [
         "backbone=local", "backbone.name=all-MiniLM-L6-v2", f"backbone.path={args.model.resolve()}",
         f"data.raw_dir={args.dataset.resolve()}", "data.max_length=128", "data.split=files", "training.epochs=5",
-        "training.batch_size=64"], env)
+        "training.batch_size=64"], env, args.reuse_runs)
     texts, _ = test_texts(run)
     results["minilm"] = engines(run, texts)
     print(json.dumps(results["minilm"], indent=1), flush=True)
     results["server"] = {}
     for engine, offline in (("onnxruntime", "onnxruntime fp32"), ("torch", "pytorch (precision auto)")):
         points = server(run, engine, texts, args.seconds, env)
-        results["server"][engine] = {"offline_texts_per_second": results["minilm"][offline]["texts_per_second"],
+        offline_figures = results["minilm"][offline]
+        results["server"][engine] = {"offline_texts_per_second": offline_figures["texts_per_second"],
+                                     **{f"offline_{k}": v for k, v in offline_figures.items() if k.startswith("random")},
                                      "points": points}
         print(engine, points, flush=True)
 
     if args.standin_config:
         standin = args.workdir / "mmbert-standin"
-        run_measured([sys.executable, "bench/make_standin.py", str(args.standin_config), str(standin), "--texts",
-                      str(REPO / "data" / "raw")], env)
+        if not (args.reuse_runs and standin.is_dir()):
+            run_measured([sys.executable, "bench/make_standin.py", str(args.standin_config), str(standin), "--texts",
+                          str(REPO / "data" / "raw")], env)
         run = train_and_export(args.workdir, "standin", [f"backbone.path={standin}", "data.max_length=128",
-                                                         "training.epochs=1"], env)
+                                                         "training.epochs=1"], env, args.reuse_runs)
         texts, _ = test_texts(run)
         results["mmbert_standin"] = engines(run, texts * 4)
         print(json.dumps(results["mmbert_standin"], indent=1), flush=True)
@@ -192,10 +215,12 @@ def markdown(r: dict) -> str:
                         f"{e[name]['texts_per_second'] / base:.2f}x |")
         rows.append("")
     for engine, s in r.get("server", {}).items():
-        rows += [f"**server, {engine} engine** (offline: {s['offline_texts_per_second']:.0f} texts/s)", "",
-                 "| clients | texts/s | vs offline | p50 | p99 |", "|---|---|---|---|---|"]
+        rows += [f"**server, {engine} engine** (offline: {s['offline_texts_per_second']:.0f} texts/s sorted, "
+                 f"{s['offline_random_groups_of_16']:.0f} / {s['offline_random_groups_of_32']:.0f} in random groups "
+                 "of 16 / 32)", "",
+                 "| clients x texts per request | texts/s | vs offline | p50 | p99 |", "|---|---|---|---|---|"]
         for p in s["points"]:
-            rows.append(f"| {p['clients']} | {p['texts_per_second']:.0f} | "
+            rows.append(f"| {p['clients']} x {p['texts_per_request']} | {p['texts_per_second']:.0f} | "
                         f"{p['texts_per_second'] / s['offline_texts_per_second']:.0%} | {p['p50_ms']:.0f} ms | "
                         f"{p['p99_ms']:.0f} ms |")
         rows.append("")

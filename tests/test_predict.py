@@ -98,7 +98,7 @@ def test_predict_command_reads_every_input_format(runs, tmp_path, capsys):
 BAD_INPUTS = {
     "broken.json": ('[{"input": "a"', "line 1 column 15: broken JSON: Expecting ',' delimiter"),
     "numbers.json": ("[1, 2]", "record 1: expected a text (string), got int"),
-    "noinput.jsonl": ('{"text": "a"}\n', "line 1: object without an \"input\" field"),
+    "noinput.jsonl": ('{"text": "a"}\n', "line 1: no \"input\" field (--text-field names the text's field)"),
     "blank.jsonl": ('"ok"\n""\n', "line 2: empty text"),
     "empty.txt": ("\n\n", "no texts to classify"),
 }

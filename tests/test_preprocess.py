@@ -113,7 +113,7 @@ def test_bad_input_fails_naming_file_and_record_and_writes_nothing(tmp_path, cfg
 def test_no_raw_files_is_an_error(tmp_path, cfg):
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "notes.txt").write_text("not data")
-    with pytest.raises(PipelineError, match="no \\*.json or \\*.jsonl files"):
+    with pytest.raises(PipelineError, match=r"no \*\.json, \*\.jsonl, \*\.csv, \*\.tsv, \*\.parquet files"):
         preprocess(cfg)
     assert not (tmp_path / "processed").exists()
 

@@ -1,5 +1,6 @@
 """Unit tests of the loop's maths: schedule, parameter groups, precision, pooling, accumulation."""
 
+import random
 from types import SimpleNamespace
 
 import pytest
@@ -8,8 +9,8 @@ from torch import nn
 
 from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256, module_hashes, tensor_sha256
 from finetune_pipeline.config.schema import BestMetric, MixedPrecision, Pooling
-from finetune_pipeline.data.batches import (LengthGroupedBatchSampler, PadCollator, TokenizedTexts, eval_loader,
-                                            sorted_batches, train_loader)
+from finetune_pipeline.data.batches import (FORWARD_OVERHEAD_TOKENS, LengthGroupedBatchSampler, PadCollator,
+                                            TokenizedTexts, eval_loader, sorted_batches, train_loader)
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.model.classifier import TextClassifier, build_head, pool
 from finetune_pipeline.training.loop import fit, is_better
@@ -175,13 +176,48 @@ def test_tensor_hash_sees_dtype_shape_and_single_bit_changes():
 
 def test_sorted_batches_respect_rows_and_token_budget():
     lengths = [50, 30, 48, 30, 29, 30, 44, 30]
-    batches = sorted_batches(lengths, batch_size=3)
-    assert sorted(i for b in batches for i in b) == list(range(8))
-    # rows capped at 3; 44 < 0.9 * 50 starts a new batch, as does 29 after 30 (rows full)
-    assert [[lengths[i] for i in b] for b in batches] == [[50, 48], [44], [30, 30, 30], [30, 29]]
-    budget = sorted_batches(lengths, batch_size=100, max_tokens=90)
-    assert all(len(b) * lengths[b[0]] <= 90 for b in budget)  # rows x longest text
-    assert [[lengths[i] for i in b] for b in budget] == [[50], [48], [44], [30, 30, 30], [30, 29]]
+    for batch_size, max_tokens in ((3, 0), (100, 90), (2, 60)):
+        batches = sorted_batches(lengths, batch_size, max_tokens)
+        assert sorted(i for b in batches for i in b) == list(range(8))
+        flat = [lengths[i] for b in batches for i in b]
+        assert flat == sorted(lengths, reverse=True)  # longest first, so b[0] is each batch's longest
+        assert all(len(b) <= batch_size for b in batches)
+        assert all(len(b) == 1 or len(b) * lengths[b[0]] <= max_tokens for b in batches if max_tokens)
+
+
+def _cost(lengths, batches):
+    return sum(FORWARD_OVERHEAD_TOKENS + len(b) * max(lengths[i] for i in b) for b in batches)
+
+
+def test_sorted_batches_cost_the_least_of_all_cuts():
+    # every way of cutting the sorted texts into batches (2^(n-1) of them), against the one chosen
+    rnd = random.Random(3)
+    for _ in range(40):
+        n = rnd.randint(1, 9)
+        lengths = [rnd.choice((8, 30, 31, 60, 200, 400)) + rnd.randint(0, 5) for _ in range(n)]
+        batch_size, max_tokens = rnd.choice((2, 4, 64)), rnd.choice((0, 500, 2000))
+        order = sorted(range(n), key=lambda i: -lengths[i])
+        least = min(_cost(lengths, cut) for cut in _cuts(order)
+                    if all(len(b) <= batch_size and (len(b) == 1 or not max_tokens
+                                                     or len(b) * lengths[b[0]] <= max_tokens) for b in cut))
+        assert _cost(lengths, sorted_batches(lengths, batch_size, max_tokens)) == least
+
+
+def _cuts(order):
+    for mask in range(2 ** (len(order) - 1)):
+        cut, current = [], [order[0]]
+        for k, i in enumerate(order[1:]):
+            if mask >> k & 1:
+                cut.append(current)
+                current = []
+            current.append(i)
+        yield cut + [current]
+
+
+def test_a_dozen_mixed_length_texts_are_not_cut_into_a_batch_per_length():
+    # a server's batch: one pass per few texts, not the six passes a 10%-padding rule gave
+    lengths = [120, 117, 94, 85, 82, 81, 73, 71, 69, 65, 58, 53, 25]
+    assert len(sorted_batches(lengths, 64, 8192)) <= 3
 
 
 def test_sorted_batches_keep_padding_under_ten_percent():

@@ -1,12 +1,15 @@
-"""``finetune-pipeline predict|evaluate|export|push|serve ...`` (also ``python -m finetune_pipeline``).
+"""``finetune-pipeline predict|evaluate|export|push|serve|convert-config ...`` (also ``python -m finetune_pipeline``).
 
     finetune-pipeline predict outputs/2026-11-26/12-00-00-000000 --input texts.txt --output predictions.jsonl
     finetune-pipeline evaluate outputs/2026-11-26/12-00-00-000000 --input data/holdout.jsonl
     finetune-pipeline export outputs/2026-11-26/12-00-00-000000 --format onnx --quantize int8
     finetune-pipeline serve outputs/2026-11-26/12-00-00-000000 --engine onnxruntime --port 8000
+    finetune-pipeline convert-config old/configs/train_config.json --name news   # then: python train.py +experiment=news
 
-predict writes one JSON object per text (text, label, symbol, score, top_k) to --output (JSON Lines,
-or a JSON array for a .json name) or to stdout; evaluate writes report.json, confusion_matrix.json,
+Inputs are .json, .jsonl, .csv, .tsv or .parquet files with the text (and for evaluate the label)
+in the run's data.text_field / data.label_field or --text-field / --label-field; predict also takes
+plain text, one text per line. predict writes one row per text (text, label, symbol, score, top_k)
+to --output (JSON Lines; a JSON array for a .json name, CSV for .csv) or to stdout; evaluate writes report.json, confusion_matrix.json,
 confusion_matrix.png and predictions.jsonl into RUN_DIR/evaluation/<name>/. Bad input: one line
 on stderr, exit status 1 (2 for a bad command line), nothing written. SIGINT/SIGTERM: one line,
 exit 130/143, nothing half-written.
@@ -52,7 +55,7 @@ def predict(args: argparse.Namespace) -> None:
 
     if args.output is not None:
         check_output_path(args.output, args.input, args.run_dir)
-    texts = read_texts(args.input)  # before loading the model: a bad file fails in a second
+    texts = read_texts(args.input, input_fields(args)[0])  # before loading the model: a bad file fails in a second
     clf = _load(args)
     rows = prediction_rows(texts, clf.probabilities(texts), clf.symbols, clf.labels, top_k=args.top_k)
     if args.output:
@@ -71,7 +74,7 @@ def evaluate(args: argparse.Namespace) -> None:
     folder = args.run_dir / "evaluation" / name
     if folder.exists() and not args.overwrite:
         raise PipelineError(f"{folder}: a report of that name exists; pass --overwrite to replace it, or --name NAME")
-    texts, labels, where = read_labelled(args.input)
+    texts, labels, where = read_labelled(args.input, input_fields(args))
     clf = _load(args)
     known = {label: i for i, label in enumerate(clf.labels)}
     for label, at in zip(labels, where):
@@ -82,6 +85,14 @@ def evaluate(args: argparse.Namespace) -> None:
     report = write_evaluation(folder, texts, y_true, clf.probabilities(texts), clf.symbols, clf.labels)
     log.info("%d texts: accuracy %.4f, macro-F1 %.4f, weighted F1 %.4f -> %s", report["texts"], report["accuracy"],
              report["macro_f1"], report["weighted_f1"], folder)
+
+
+def input_fields(args: argparse.Namespace) -> tuple[str, str]:
+    """The text and label field of input files: --text-field / --label-field, else the run's own."""
+    from finetune_pipeline.inference.inputs import run_fields
+
+    text_field, label_field = run_fields(args.run_dir)
+    return args.text_field or text_field, args.label_field or label_field
 
 
 def report_name(name: str, given: bool) -> str:
@@ -163,21 +174,44 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def convert_config(args: argparse.Namespace) -> None:
+    from finetune_pipeline.config.convert import check_name, convert, write_experiment
+    from finetune_pipeline.paths import project_root
+
+    name = check_name(args.name if args.name is not None else args.config.stem)
+    conversion = convert(args.config, name, args.original_root)
+    project = project_root()
+    conf_dir = args.conf_dir or (project / "conf" if (project / "conf" / "config.yaml").is_file()
+                                 else Path(__file__).resolve().parents[3] / "conf")
+    target = write_experiment(conversion, name, args.config, conf_dir, project, args.overwrite)
+    for note in conversion.notes:
+        log.info("note: %s", note)
+    for item in conversion.unmapped:
+        log.warning("no equivalent: %s", item)
+    log.info("%d settings -> %s; run it with: python train.py +experiment=%s", len(conversion.overrides), target, name)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="finetune-pipeline", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(required=True, metavar="{predict,evaluate,export,push,serve}", parser_class=OneLineParser)
+    commands = parser.add_subparsers(required=True, metavar="{predict,evaluate,export,push,serve,convert-config}",
+                                     parser_class=OneLineParser)
     for name, func, help_text, input_help in (
         ("predict", predict, "classify texts with a trained run",
-         "texts: .json (array of strings or {\"input\"} objects), .jsonl, or plain text (one per line)"),
+         "texts: .json/.jsonl (strings or records), .csv/.tsv/.parquet (a text column), or plain text (one per line)"),
         ("evaluate", evaluate, "score a trained run on a labelled file; the report goes into the run folder",
-         "labelled .json or .jsonl records {\"input\": text, \"output\": label}"),
+         "labelled .json/.jsonl records or .csv/.tsv/.parquet rows with a text and a label field"),
     ):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(command=func)
         sub.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (outputs/<date>/<time>)")
         sub.add_argument("--input", type=Path, required=True, metavar="FILE", help=input_help)
+        sub.add_argument("--text-field", metavar="NAME", help="the texts' key or column (default: the run's "
+                                                              "data.text_field)")
+        sub.add_argument("--label-field", metavar="NAME", help="the labels' key or column (evaluate; default: the "
+                                                               "run's data.label_field)")
         if name == "predict":
-            sub.add_argument("--output", type=Path, metavar="FILE", help="JSON Lines (or .json array); default stdout")
+            sub.add_argument("--output", type=Path, metavar="FILE",
+                             help="JSON Lines, or a .json array, or .csv; default stdout")
             sub.add_argument("--top-k", type=positive_int, default=5, help="classes listed per text (default 5)")
         else:
             sub.add_argument("--name", help="report folder name under RUN_DIR/evaluation/ (default: the file's stem; "
@@ -225,6 +259,16 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests (default 5)")
     sub.add_argument("--max-texts", type=positive_int, default=256, help="texts per request at most (default 256)")
     sub.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="request body size limit (default 1 MiB)")
+    sub = commands.add_parser("convert-config", help="the original pipeline's train_config.json as conf/experiment/NAME.yaml",
+                              description="write conf/experiment/NAME.yaml from the original pipeline's "
+                                          "train_config.json; run it with python train.py +experiment=NAME")
+    sub.set_defaults(command=convert_config)
+    sub.add_argument("config", type=Path, metavar="TRAIN_CONFIG_JSON")
+    sub.add_argument("--name", help="the experiment's name (default: the file's stem)")
+    sub.add_argument("--original-root", type=Path, metavar="DIR",
+                     help="the original repository, relative paths' base (default: the folder holding configs/)")
+    sub.add_argument("--conf-dir", type=Path, metavar="DIR", help="this project's conf/ (default: found)")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing conf/experiment/NAME.yaml")
     return parser
 
 

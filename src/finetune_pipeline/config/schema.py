@@ -50,14 +50,46 @@ class SplitMode(str, Enum):
     files = "files"  # keep the raw parts' own split: file names containing train / val|valid|dev / test
 
 
+class LongText(str, Enum):
+    truncate = "truncate"  # keep the first max_length tokens of a text
+    chunk = "chunk"  # overlapping windows of max_length tokens, encoded apart, pooled into one vector
+
+
+class ChunkPooling(str, Enum):
+    mean = "mean"
+    max = "max"
+
+
 class BackboneSource(str, Enum):
     local = "local"  # a Hugging Face model folder (downloaded from hub_id when missing and online)
     tiny = "tiny"  # a small random-init ModernBERT + tokenizer trained on the dataset (tests, smoke runs)
 
 
 @dataclass
+class HfSplits:
+    """Our split -> the dataset's split name; null: none (data.split=stratified then splits what there is)."""
+
+    train: Optional[str] = MISSING
+    val: Optional[str] = MISSING
+    test: Optional[str] = MISSING
+
+
+@dataclass
+class HfDatasetConfig:
+    """A Hugging Face dataset as the source instead of raw_dir: a folder written by ``save_to_disk``, or a Hub id."""
+
+    path: Optional[str] = MISSING  # null: read raw_dir; else a save_to_disk folder or a Hub id (needs the network once)
+    name: Optional[str] = MISSING  # the Hub dataset's configuration (load_dataset's name)
+    revision: Optional[str] = MISSING  # a Hub branch, tag or commit
+    splits: HfSplits = field(default_factory=HfSplits)  # with all three set, the dataset's own split is kept
+
+
+@dataclass
 class DataConfig:
-    raw_dir: str = MISSING  # *.json / *.jsonl parts of {"input", "output"} records
+    raw_dir: str = MISSING  # .json / .jsonl / .csv / .tsv / .parquet parts of text + label records
+    text_field: str = MISSING  # key or column of the text in every part (the original pipeline's "input")
+    label_field: str = MISSING  # key or column of the label ("output")
+    hf: HfDatasetConfig = field(default_factory=HfDatasetConfig)
     cache_dir: str = MISSING  # feature cache and remembered backbone hashes (safe to delete)
     dataset_path: str = MISSING  # merged, output -> symbol
     label_mapping_path: str = MISSING  # label -> symbol
@@ -66,6 +98,11 @@ class DataConfig:
     train_ratio: float = MISSING  # share of records for training
     val_ratio: float = MISSING  # share for validation; the rest is the test split
     seed: int = MISSING  # fixes the split, the head's initialisation and the data order
+    max_train_samples: Optional[int] = MISSING  # null: all; else a stratified subset of the train split
+    max_eval_samples: Optional[int] = MISSING  # null: all; else a stratified subset of val and of test, each
+    long_text: LongText = MISSING  # truncate | chunk: texts longer than max_length
+    chunk_stride: int = MISSING  # chunk: tokens each window shares with the one before it
+    chunk_pooling: ChunkPooling = MISSING  # chunk: a document's vector is the mean | max of its windows'
 
 
 @dataclass

@@ -11,12 +11,15 @@ from __future__ import annotations
 import random
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 from transformers import PreTrainedTokenizerBase
 
 MEGA_BATCH_FACTOR = 50  # training: sort by length within windows of 50 batches (as HF's group_by_length)
-MAX_PADDING_SHARE = 0.1  # sorted batches: no row is padded by more than 10% of the batch's longest text
+# sorted batches: one forward pass costs about as much as this many padded tokens beyond its own
+# (all-MiniLM-L6-v2 on this CPU, bf16: 8-10 ms per pass at ~10k tokens/s; docs/benchmarks.md)
+FORWARD_OVERHEAD_TOKENS = 128
 
 
 class TokenizedTexts(Dataset):
@@ -66,25 +69,33 @@ class PadCollator:
 
 
 def sorted_batches(lengths: list[int], batch_size: int, max_tokens: int = 0) -> list[list[int]]:
-    """Indices sorted by length, longest first, cut into batches of at most ``batch_size`` rows.
+    """Indices sorted by length, longest first, cut into the batches that cost the least compute.
 
-    A batch also stops growing when the next text is shorter than the batch's longest by more than
-    ``MAX_PADDING_SHARE`` (so padding stays under that share of all tokens), and, with
-    ``max_tokens > 0``, when rows x longest text would exceed that budget of padded tokens.
+    A batch of ``rows`` texts whose longest has ``L`` tokens costs ``rows x L`` padded tokens plus
+    ``FORWARD_OVERHEAD_TOKENS`` for the forward pass itself; the cut minimises the total over all
+    batches (exactly, by dynamic programming over the sorted order), with at most ``batch_size``
+    rows and, with ``max_tokens > 0``, at most that many padded tokens per batch (a single text is
+    always allowed). Many texts of similar length give full batches with little padding; a dozen
+    texts of mixed lengths (a server's batch) give one or two batches, not one per length.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    n = len(order)
+    longest = np.array([lengths[i] for i in order], dtype=np.float64)
+    best = np.zeros(n + 1)  # best[i]: least cost of the sorted texts from i on
+    end = np.zeros(n + 1, dtype=np.int64)  # the batch starting at i ends before end[i]
+    for i in range(n - 1, -1, -1):
+        ends = np.arange(min(n, i + batch_size), i, -1)  # fullest first: ties keep the fuller batch
+        padded = (ends - i) * longest[i]  # sorted: text i is the batch's longest
+        cost = best[ends] + FORWARD_OVERHEAD_TOKENS + padded
+        if max_tokens:
+            cost[(padded > max_tokens) & (ends > i + 1)] = np.inf
+        k = int(np.argmin(cost))
+        best[i], end[i] = cost[k], ends[k]
     batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        longest = lengths[current[0]] if current else lengths[i]  # sorted: the first row is the longest
-        too_short = lengths[i] < (1 - MAX_PADDING_SHARE) * longest
-        over_budget = max_tokens and (len(current) + 1) * longest > max_tokens
-        if current and (len(current) >= batch_size or too_short or over_budget):
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
+    i = 0
+    while i < n:
+        batches.append(order[i:end[i]])
+        i = int(end[i])
     return batches
 
 

@@ -1,8 +1,9 @@
-"""Merge raw parts into ``combined_dataset.json`` + ``output_to_symbol.json``.
+"""Merge raw parts (or a Hugging Face dataset) into ``combined_dataset.json`` + ``output_to_symbol.json``.
 
 The combined file holds ``{"input": text, "output": symbol}`` records; the mapping file maps each
-original label to its symbol. A fingerprint of the raw files is kept beside them in
-``preprocess_meta.json`` so ``train.py`` rebuilds only when data/raw changed.
+original label to its symbol. A fingerprint of the source (its files' contents, and the text and
+label fields read from them) is kept beside them in ``preprocess_meta.json`` so ``train.py``
+rebuilds only when the data, or what is read from it, changed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from finetune_pipeline.artifacts.atomic import write_json
 from finetune_pipeline.config.schema import DataConfig
-from finetune_pipeline.data.raw_reader import Record, list_raw_files, read_raw_file
+from finetune_pipeline.data.hf_source import hf_fingerprint, read_hf_dataset
+from finetune_pipeline.data.raw_reader import DEFAULT_FIELDS, Record, list_raw_files, read_raw_file
 from finetune_pipeline.data.symbols import extend_mapping, symbol_to_index
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.paths import resolve_path
@@ -24,7 +26,7 @@ from finetune_pipeline.paths import resolve_path
 log = logging.getLogger(__name__)
 
 META_NAME = "preprocess_meta.json"
-META_FORMAT = 3  # bump when the meta file gains fields that load_combined needs
+META_FORMAT = 4  # bump when the meta file gains fields that load_combined needs
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,33 @@ def raw_fingerprint(contents: dict[str, bytes]) -> str:
 
 
 def current_fingerprint(cfg: DataConfig) -> str:
-    return raw_fingerprint(_read_all(list_raw_files(resolve_path(cfg.raw_dir))))
+    if cfg.hf.path:
+        return _with_fields(hf_fingerprint(cfg), cfg)
+    return _with_fields(raw_fingerprint(_read_all(list_raw_files(resolve_path(cfg.raw_dir)))), cfg)
+
+
+def _with_fields(fingerprint: str, cfg: DataConfig) -> str:
+    """The same files read with other text/label fields are other data."""
+    if (cfg.text_field, cfg.label_field) == DEFAULT_FIELDS:
+        return fingerprint
+    return hashlib.sha256(f"{fingerprint}\0{cfg.text_field}\0{cfg.label_field}".encode()).hexdigest()
+
+
+def source_name(cfg: DataConfig) -> str:
+    """Where the data comes from, for messages: data.hf.path or data.raw_dir."""
+    return f"data.hf.path={cfg.hf.path}" if cfg.hf.path else str(cfg.raw_dir)
+
+
+def _read_source(cfg: DataConfig) -> tuple[list[Record], str, dict[str, int]]:
+    """The records, the source's fingerprint and its parts (file name -> bytes, or split -> rows)."""
+    if cfg.hf.path:
+        records, fingerprint, rows = read_hf_dataset(cfg)
+        return records, _with_fields(fingerprint, cfg), rows
+    files = list_raw_files(resolve_path(cfg.raw_dir))
+    contents = _read_all(files)
+    fields = (cfg.text_field, cfg.label_field)
+    records = [r for p in files for r in read_raw_file(p, contents[p.name], fields)]
+    return records, _with_fields(raw_fingerprint(contents), cfg), {name: len(data) for name, data in contents.items()}
 
 
 def _read_all(files: list[Path]) -> dict[str, bytes]:
@@ -76,7 +104,7 @@ def stale_reason(cfg: DataConfig) -> str | None:
     if stored_format != META_FORMAT:
         return f"{meta.name} was written by an older version"
     if fingerprint != current_fingerprint(cfg):
-        return f"files in {cfg.raw_dir} changed since the last preprocessing"
+        return f"{source_name(cfg)} (or the fields read from it) changed since the last preprocessing"
     if stored.get("dataset_sha256") != _file_sha256(dataset):
         return f"{dataset.name} was changed or damaged after it was written"
     return None
@@ -84,11 +112,8 @@ def stale_reason(cfg: DataConfig) -> str | None:
 
 def preprocess(cfg: DataConfig) -> dict:
     """Build the combined dataset and mapping; returns the summary also stored in the meta file."""
-    raw_dir = resolve_path(cfg.raw_dir)
     dataset_path, mapping_path = resolve_path(cfg.dataset_path), resolve_path(cfg.label_mapping_path)
-    files = list_raw_files(raw_dir)
-    contents = _read_all(files)
-    records = [r for p in files for r in read_raw_file(p, contents[p.name])]
+    records, fingerprint, parts = _read_source(cfg)
     _report_normalised_labels(records)
 
     unique, duplicates = _drop_exact_duplicates(records)
@@ -101,8 +126,10 @@ def preprocess(cfg: DataConfig) -> dict:
     combined = [{"input": r.text, "output": mapping[r.label]} for r in unique]
     summary = {
         "format": META_FORMAT,
-        "raw_fingerprint": raw_fingerprint(contents),
-        "raw_files": {name: len(data) for name, data in contents.items()},  # name -> bytes
+        "raw_fingerprint": fingerprint,
+        "source": source_name(cfg),
+        "fields": {"text": cfg.text_field, "label": cfg.label_field},
+        "raw_files": parts,  # file name -> bytes, or (a Hugging Face dataset) split -> rows
         "records_read": len(records),
         "records_written": len(combined),
         "duplicates_dropped": duplicates,
@@ -111,16 +138,16 @@ def preprocess(cfg: DataConfig) -> dict:
         "record_files": _compact_files([r.file for r in unique]),
     }
     if current_fingerprint(cfg) != summary["raw_fingerprint"]:  # a copy or download still in progress
-        raise PipelineError(f"{raw_dir}: files changed while they were being preprocessed; nothing was written; "
-                            "run again once they are complete")
+        raise PipelineError(f"{source_name(cfg)}: files changed while they were being preprocessed; nothing was "
+                            "written; run again once they are complete")
     # everything validated: only now touch the outputs, each replaced atomically
     write_json(dataset_path, combined)
     write_json(mapping_path, mapping)
     summary["dataset_sha256"] = _file_sha256(dataset_path)  # a damaged combined file is rebuilt, not trusted
     write_json(dataset_path.parent / META_NAME, summary)
     log.info(
-        "preprocessed %d files: %d records, %d exact duplicates dropped, %d labels -> %s",
-        len(files), len(combined), duplicates, len(mapping), dataset_path,
+        "preprocessed %s (%d parts): %d records, %d exact duplicates dropped, %d labels -> %s",
+        source_name(cfg), len(parts), len(combined), duplicates, len(mapping), dataset_path,
     )
     return summary
 
@@ -128,9 +155,9 @@ def preprocess(cfg: DataConfig) -> dict:
 def ensure_preprocessed(cfg: DataConfig) -> None:
     reason = stale_reason(cfg)
     if reason is None:
-        log.info("combined dataset is up to date with %s", cfg.raw_dir)
+        log.info("combined dataset is up to date with %s", source_name(cfg))
         return
-    log.info("preprocessing %s: %s", cfg.raw_dir, reason)
+    log.info("preprocessing %s: %s", source_name(cfg), reason)
     preprocess(cfg)
 
 

@@ -1,6 +1,9 @@
-"""Read raw dataset parts: JSON arrays or JSON Lines of {"input": str, "output": str}, UTF-8.
+"""Read raw dataset parts: JSON arrays or JSON Lines of {"input": str, "output": str} records, CSV or
+TSV files with a header line, or Parquet files (the text and label columns or keys are named by
+``data.text_field`` / ``data.label_field``). Text files are UTF-8.
 
-Every problem is a PipelineError naming the file and the record (1-based) or line at fault.
+Every format goes through the same record checks; every problem is a PipelineError naming the
+file and the record, line or row (1-based) at fault.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from finetune_pipeline.data.tabular import csv_items, parquet_items
 from finetune_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-RAW_SUFFIXES = (".json", ".jsonl")
+RAW_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet")
+DEFAULT_FIELDS = ("input", "output")  # the original pipeline's keys: text, label
 
 
 @dataclass(frozen=True)
@@ -28,8 +33,8 @@ class Record:
 
 
 def list_raw_files(raw_dir: Path) -> list[Path]:
-    """The raw parts: ``*.json`` / ``*.jsonl`` in any letter case; hidden files (``.x``, macOS ``._x``)
-    and other files are skipped and named in the log."""
+    """The raw parts: ``*.json``, ``*.jsonl``, ``*.csv``, ``*.tsv``, ``*.parquet`` in any letter case;
+    hidden files (``.x``, macOS ``._x``) and other files are skipped and named in the log."""
     if not raw_dir.exists():
         raise PipelineError(f"{raw_dir}: raw data folder does not exist (data.raw_dir)")
     if not raw_dir.is_dir():
@@ -44,9 +49,11 @@ def list_raw_files(raw_dir: Path) -> list[Path]:
     if hidden:
         log.info("%s: skipped %d hidden file(s): %s", raw_dir, len(hidden), _names(hidden))
     if other:
-        log.info("%s: skipped %d entr(ies) that are not .json/.jsonl files: %s", raw_dir, len(other), _names(other))
+        log.info("%s: skipped %d entr(ies) that are not %s files: %s", raw_dir, len(other), "/".join(RAW_SUFFIXES),
+                 _names(other))
     if not files:
-        raise PipelineError(f"{raw_dir}: no *.json or *.jsonl files to preprocess (data.raw_dir)")
+        raise PipelineError(f"{raw_dir}: no {', '.join('*' + s for s in RAW_SUFFIXES)} files to preprocess "
+                            "(data.raw_dir)")
     return files
 
 
@@ -60,34 +67,48 @@ def normalise_label(label: str) -> str:
     return unicodedata.normalize("NFC", label).strip()
 
 
-def read_raw_file(path: Path, data: bytes) -> list[Record]:
-    """Parse ``data``, the bytes read from ``path`` (read once, so they match the fingerprint)."""
-    return [_to_record(path, where, item) for where, item in read_json_items(path, data)]
+def read_raw_file(path: Path, data: bytes, fields: tuple[str, str] = DEFAULT_FIELDS) -> list[Record]:
+    """Parse ``data``, the bytes read from ``path`` (read once, so they match the fingerprint);
+    ``fields``: the text and the label key or column."""
+    return [to_record(path, where, item, fields) for where, item in read_items(path, data, fields)]
 
 
-def read_json_items(path: Path, data: bytes) -> list[tuple[str, object]]:
-    """The items of a JSON array, or of JSON Lines, each with its position ("record 3", "line 3").
-
-    A ``.json`` file holding one object that is not a record is named as such (not "broken JSON").
-    """
-    text = decode_utf8(path, data)
-    if not text.strip():
-        raise PipelineError(f"{path}: file is empty")
-    if text.lstrip().startswith("["):
-        items = _parse_json_array(path, text)
+def read_items(path: Path, data: bytes, fields: tuple[str, ...] = DEFAULT_FIELDS) -> list[tuple[str, object]]:
+    """The records of a raw part of any format, each with its position ("record 3", "line 3", "row 3");
+    ``fields``: the keys or columns needed (tables are checked to have them)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        items = parquet_items(path, data, fields)
     else:
-        items = _parse_json_lines(path, text) if not _is_one_object(text) else [_one_object(path, text)]
+        text = decode_utf8(path, data)
+        if not text.strip():
+            raise PipelineError(f"{path}: file is empty")
+        if suffix in (".csv", ".tsv"):
+            items = csv_items(path, text, fields, "\t" if suffix == ".tsv" else ",")
+        else:
+            items = read_json_items(path, text, fields)
     if not items:
         raise PipelineError(f"{path}: contains no records")
     return items
 
 
-def _one_object(path: Path, text: str) -> tuple[str, object]:
+def read_json_items(path: Path, text: str, fields: tuple[str, ...] = DEFAULT_FIELDS) -> list[tuple[str, object]]:
+    """The items of a JSON array, or of JSON Lines, each with its position ("record 3", "line 3").
+
+    A ``.json`` file holding one object that is not a record is named as such (not "broken JSON").
+    """
+    if text.lstrip().startswith("["):
+        return _parse_json_array(path, text)
+    return _parse_json_lines(path, text) if not _is_one_object(text) else [_one_object(path, text, fields)]
+
+
+def _one_object(path: Path, text: str, fields: tuple[str, ...]) -> tuple[str, object]:
     item = _loads(path, "the object", text)
-    if not {"input", "output"} <= item.keys():
+    if not set(fields) <= item.keys():
         shown = ", ".join(repr(k) for k in list(item)[:5])
+        wanted = ", ".join(f'"{f}"' for f in fields)
         raise PipelineError(f"{path}: a JSON object with keys {shown}, not records: expected a JSON array of "
-                            "{\"input\", \"output\"} records, or JSON Lines of them")
+                            f"{{{wanted}}} records, or JSON Lines of them")
     return "record 1", item
 
 
@@ -152,23 +173,29 @@ def _parse_json_lines(path: Path, text: str) -> list[tuple[str, object]]:
     return items
 
 
-def _to_record(path: Path, where: str, item: object) -> Record:
+def to_record(path: Path, where: str, item: object, fields: tuple[str, str] = DEFAULT_FIELDS) -> Record:
+    """One checked record: the text and the label are non-empty strings of valid Unicode."""
+    text_key, label_key = fields
     if not isinstance(item, dict):
-        raise PipelineError(f"{path}: {where}: expected an object with \"input\" and \"output\", got {type(item).__name__}")
-    for key in ("input", "output"):
+        raise PipelineError(f"{path}: {where}: expected an object with \"{text_key}\" and \"{label_key}\", "
+                            f"got {type(item).__name__}")
+    for key in fields:
         if key not in item:
             raise PipelineError(f"{path}: {where}: missing field \"{key}\"")
+        if item[key] is None:
+            raise PipelineError(f"{path}: {where}: field \"{key}\" is empty (null)")
         if not isinstance(item[key], str):
-            raise PipelineError(f"{path}: {where}: field \"{key}\" must be a string, got {type(item[key]).__name__}")
-    if not item["input"].strip():
-        raise PipelineError(f"{path}: {where}: empty text in \"input\"")
-    if not item["output"].strip():
-        raise PipelineError(f"{path}: {where}: empty label in \"output\"")
-    for key in ("input", "output"):
+            raise PipelineError(f"{path}: {where}: field \"{key}\" must be a string, got {type(item[key]).__name__} "
+                                f"{item[key]!r:.40}")
+    if not item[text_key].strip():
+        raise PipelineError(f"{path}: {where}: empty text in \"{text_key}\"")
+    if not item[label_key].strip():
+        raise PipelineError(f"{path}: {where}: empty label in \"{label_key}\"")
+    for key in fields:
         check_unicode(path, where, key, item[key])
-    label = normalise_label(item["output"])
-    return Record(text=item["input"], label=label, file=path.name, where=where,
-                  written_label=item["output"] if label != item["output"] else "")
+    label = normalise_label(item[label_key])
+    return Record(text=item[text_key], label=label, file=path.name, where=where,
+                  written_label=item[label_key] if label != item[label_key] else "")
 
 
 def check_unicode(path: Path, where: str, key: str, value: str) -> None:

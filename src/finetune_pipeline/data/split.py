@@ -128,3 +128,25 @@ def split_of_file(file_name: str) -> str:
         f"data.split=files: {file_name} {problem}; its name needs exactly one of the words train, val/valid/dev "
         "or test, separated by - _ . or spaces (e.g. news_train.jsonl)"
     )
+
+
+def limit_samples(split: Split, labels: list[int], max_train: int | None, max_eval: int | None, seed: int) -> Split:
+    """``data.max_train_samples`` / ``max_eval_samples``: a stratified subset of train, and of val and
+    of test each, taken after the split (so test records never move into train), class shares kept."""
+    y = np.asarray(labels)
+    parts = []
+    for name, part, limit in (("train", split.train, max_train), ("val", split.val, max_eval),
+                              ("test", split.test, max_eval)):
+        key = "data.max_train_samples" if name == "train" else "data.max_eval_samples"
+        if limit is not None and limit < 1:
+            raise PipelineError(f"{key}={limit}: must be at least 1, or null for all records")
+        if limit is None or limit >= len(part):
+            parts.append(part)
+            continue
+        classes = len(np.unique(y[part]))
+        if limit < classes:
+            raise PipelineError(f"{key}={limit}: fewer than the {classes} classes of the {name} split; "
+                                "a stratified subset needs one record of each")
+        kept, _ = train_test_split(part, train_size=limit, stratify=y[part], random_state=seed)
+        parts.append(np.sort(np.asarray(kept, dtype=np.int64)))
+    return Split(*parts)

@@ -1,24 +1,26 @@
 """Input files for ``predict`` (texts) and ``evaluate`` (labelled texts), and the output file.
 
-predict reads, by suffix:
-    .json    a JSON array of strings or of objects with an "input" field
-    .jsonl   JSON Lines, each a string or an object with an "input" field
-    other    plain text, one text per line (blank lines skipped)
-evaluate reads the raw-data format: .json / .jsonl records {"input": text, "output": label}.
+Both read every raw-data format (.json, .jsonl, .csv, .tsv, .parquet; see ``data/raw_reader.py``)
+with the text (and, for evaluate, the label) in the field or column given, by default the run's
+``data.text_field`` / ``data.label_field``. predict also reads a JSON array or JSON Lines of plain
+strings, and any other file as plain text, one text per line (blank lines skipped).
+predict writes JSON Lines, a JSON array (``.json``) or CSV (``.csv``; ``top_k`` as a JSON cell).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 from finetune_pipeline.artifacts.atomic import atomic_path, to_json, write_jsonl
-from finetune_pipeline.data.raw_reader import check_unicode, decode_utf8, read_json_items, read_raw_file
+from finetune_pipeline.data.raw_reader import RAW_SUFFIXES, check_unicode, decode_utf8, read_items, read_raw_file
 from finetune_pipeline.errors import PipelineError
 
-
-def read_texts(path: Path) -> list[str]:
-    if path.suffix.lower() in (".json", ".jsonl"):
-        texts = [_text_of(path, where, item) for where, item in read_json_items(path, _read_bytes(path))]
+def read_texts(path: Path, text_field: str = "input") -> list[str]:
+    if path.suffix.lower() in RAW_SUFFIXES:
+        texts = [_text_of(path, where, item, text_field)
+                 for where, item in read_items(path, _read_bytes(path), (text_field,))]
     else:
         lines = decode_utf8(path, _read_bytes(path)).splitlines()
         texts = [line for line in lines if line.strip()]
@@ -27,33 +29,56 @@ def read_texts(path: Path) -> list[str]:
     return texts
 
 
-def read_labelled(path: Path) -> tuple[list[str], list[str], list[str]]:
-    """Texts, labels and each record's position ("record 3", "line 3") of a labelled file."""
-    if path.suffix.lower() not in (".json", ".jsonl"):
-        raise PipelineError(f"{path}: a labelled file is .json or .jsonl with {{\"input\", \"output\"}} records")
-    records = read_raw_file(path, _read_bytes(path))
+def read_labelled(path: Path, fields: tuple[str, str] = ("input", "output")) -> tuple[list[str], list[str], list[str]]:
+    """Texts, labels and each record's position ("record 3", "line 3", "row 3") of a labelled file."""
+    if path.suffix.lower() not in RAW_SUFFIXES:
+        raise PipelineError(f"{path}: a labelled file is {', '.join(RAW_SUFFIXES)} with a text and a label "
+                            f"field ({fields[0]!r}, {fields[1]!r}; --text-field / --label-field)")
+    records = read_raw_file(path, _read_bytes(path), fields)
     return [r.text for r in records], [r.label for r in records], [r.where for r in records]
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
-    """JSON Lines, or one JSON array when ``path`` ends in .json; written atomically."""
-    if path.suffix.lower() == ".json":
+    """One JSON array (.json), CSV (.csv, nested values as JSON) or else JSON Lines; written atomically."""
+    suffix = path.suffix.lower()
+    if suffix == ".json":
         with atomic_path(path) as tmp:
             tmp.write_text(to_json(rows, indent=1) + "\n", encoding="utf-8")
+    elif suffix == ".csv":
+        out = io.StringIO(newline="")
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["text"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: to_json(v) if isinstance(v, (list, dict)) else v for k, v in row.items()} for row in rows)
+        with atomic_path(path) as tmp:
+            tmp.write_text(out.getvalue(), encoding="utf-8")
     else:
         write_jsonl(path, rows)
 
 
-def _text_of(path: Path, where: str, item: object) -> str:
+def run_fields(run_dir: Path) -> tuple[str, str]:
+    """The text and label field a run was trained with (``data`` of its metrics.json); the original
+    ``input`` / ``output`` for runs from before those fields were recorded."""
+    import json
+
+    try:
+        data = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("data", {})
+        return str(data.get("text_field", "input")), str(data.get("label_field", "output"))
+    except (OSError, ValueError, AttributeError):  # no or unreadable record: loading the run says what is wrong
+        return "input", "output"
+
+
+def _text_of(path: Path, where: str, item: object, text_field: str) -> str:
     if isinstance(item, dict):
-        if "input" not in item:
-            raise PipelineError(f"{path}: {where}: object without an \"input\" field")
-        item = item["input"]
+        if text_field not in item:
+            raise PipelineError(f"{path}: {where}: no \"{text_field}\" field (--text-field names the text's field)")
+        item = item[text_field]
+    if item is None:
+        raise PipelineError(f"{path}: {where}: empty text (null)")
     if not isinstance(item, str):
         raise PipelineError(f"{path}: {where}: expected a text (string), got {type(item).__name__}")
     if not item.strip():
         raise PipelineError(f"{path}: {where}: empty text")
-    check_unicode(path, where, "input", item)
+    check_unicode(path, where, text_field, item)
     return item
 
 

@@ -35,8 +35,9 @@ from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_bac
 from finetune_pipeline.config.schema import Config, SplitMode
 from finetune_pipeline.data.batches import TokenizedTexts
 from finetune_pipeline.data.classes import ClassIndex
-from finetune_pipeline.data.preprocess import CombinedDataset, ensure_preprocessed, load_combined
-from finetune_pipeline.data.split import Split, split_by_files, stratified_split
+from finetune_pipeline.data.hf_source import keeps_own_split
+from finetune_pipeline.data.preprocess import CombinedDataset, ensure_preprocessed, load_combined, source_name
+from finetune_pipeline.data.split import Split, limit_samples, split_by_files, stratified_split
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.report import write_evaluation
 from finetune_pipeline.model.builders import BuiltModel, build_encoder_with_head, build_head_over_cached_features
@@ -191,7 +192,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
         best=BestEpoch(best_key, result.best_value, result.best_epoch, result.stopped_early),
         test={**test, "test/weighted_f1": full_report["weighted_f1"], "per_class": full_report["per_class"]},
         data={"records": len(labels), "classes": len(classes), "train": len(split.train), "val": len(split.val),
-              "test": len(split.test), "raw_fingerprint": dataset.fingerprint},
+              "test": len(split.test), "raw_fingerprint": dataset.fingerprint, "source": source_name(cfg.data),
+              "text_field": cfg.data.text_field, "label_field": cfg.data.label_field},
         backbone={**identity.as_dict(), "pretrained": backbone.pretrained},
         features=built.features,
         loss={"class_weights": None if weights is None else dict(zip(classes.labels, weights.tolist())),
@@ -242,14 +244,19 @@ def _setup_data(cfg: Config, dist: Dist) -> PreparedData:
     classes = ClassIndex.from_dataset(dataset.symbols, dataset.label_to_symbol)
     labels = classes.ids(dataset.symbols)
     if len(classes) < 2:
-        raise PipelineError(f"{cfg.data.raw_dir}: every record has the label {classes.labels[0]!r}; "
+        raise PipelineError(f"{source_name(cfg.data)}: every record has the label {classes.labels[0]!r}; "
                             "a classifier needs at least 2 classes")
-    if cfg.data.split == SplitMode.files:
+    by_files = cfg.data.split == SplitMode.files or keeps_own_split(cfg.data)
+    if by_files:
         split = split_by_files(dataset.files, labels, classes.display_names())
     else:
         split = stratified_split(labels, cfg.data.train_ratio, cfg.data.val_ratio, cfg.data.seed, classes.display_names())
-    log.info("data: %d records, %d classes; %s split train/val/test = %d/%d/%d",
-             len(labels), len(classes), cfg.data.split.value, len(split.train), len(split.val), len(split.test))
+    if cfg.data.max_train_samples is not None or cfg.data.max_eval_samples is not None:
+        split = limit_samples(split, labels, cfg.data.max_train_samples, cfg.data.max_eval_samples, cfg.data.seed)
+    log.info("data: %d records, %d classes; %s split train/val/test = %d/%d/%d%s",
+             len(labels), len(classes), "files" if by_files else "stratified", len(split.train), len(split.val),
+             len(split.test), " (max_train_samples / max_eval_samples)" if cfg.data.max_train_samples is not None
+             or cfg.data.max_eval_samples is not None else "")
     return PreparedData(dataset, classes, labels, split)
 
 
