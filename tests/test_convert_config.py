@@ -89,6 +89,27 @@ def test_bad_original_configs_fail_in_one_line(tmp_path, caplog, monkeypatch, co
     assert not (tmp_path / "conf").exists()
 
 
+def test_the_converted_experiment_trains_and_keeps_the_original_symbols(original, tmp_path, tiny_cache, monkeypatch):
+    """In-process: convert, compose with the experiment, train; the command-line version is slow."""
+    from finetune_pipeline.training.recipe import train
+
+    root, config, mapping = original
+    project = tmp_path / "project"
+    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    assert pipeline_main(["convert-config", str(config), "--name", "old", "--conf-dir", str(tmp_path / "conf")]) == 0
+    with initialize_config_dir(config_dir=str(tmp_path / "conf"), version_base="1.3"):
+        cfg = to_config(compose(config_name="config", overrides=[
+            "+experiment=old", "backbone=tiny", f"backbone.path={tiny_cache}", "precision=fp32", "logger=none",
+            "training.progress_bar=false"]))
+    train(cfg, project / "runs" / "old")
+    id_to_label = json.loads((project / "runs" / "old" / "id_to_label.json").read_text())
+    assert {c["label"]: c["symbol"] for c in id_to_label.values()} == mapping  # the original symbols
+    assert json.loads((project / "runs" / "old" / "metrics.json").read_text())["data"]["records"] == 320
+
+
+@pytest.mark.slow
 def test_the_converted_experiment_runs_and_keeps_the_original_symbols(original, tmp_path, tiny_cache):
     root, config, mapping = original
     project = tmp_path / "project"

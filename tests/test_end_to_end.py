@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.precision import cpu_supports_bf16
 
 from helpers import REPO, run_folders, run_train
@@ -164,14 +165,14 @@ def test_raw_data_change_triggers_preprocessing(project, in_project):
     assert "part-9.json" in meta["raw_files"]
 
 
-def test_bad_raw_file_fails_in_one_line_without_outputs(project, tiny_cache):
+def test_bad_raw_file_fails_in_one_line_without_outputs(project, in_project):
+    # in-process (train.py's exit status 1 and one-line output for any PipelineError: test_config.py)
     (project / "data/raw/part-9.json").write_text('[{"input": "text", "output": 3}]')
-    proc = run_train(project, tiny_cache=tiny_cache, check=False)
-    assert proc.returncode == 1
-    errors = [line for line in proc.stdout.splitlines() if "ERROR" in line]
-    assert any('part-9.json: record 1: field "output" must be a string' in e for e in errors)
+    with pytest.raises(PipelineError, match=r'part-9\.json: record 1: field "output" must be a string, got int') as e:
+        in_project("bad")
+    assert "\n" not in str(e.value)
     assert not (project / "data/combined_processed").exists()
-    assert not list((project / "outputs").rglob("*.pt"))
+    assert not list(project.rglob("*.pt"))
 
 
 def test_missing_mmbert_offline_says_how_to_get_it(project):

@@ -5,7 +5,8 @@ reads it:
 
     {"kind": "head_only" | "full",
      "backbone": {"name": str, "path": str, "sha256": str},   # the freeze proof's encoder hash
-     "head": {"in_dim", "hidden_dim", "classes", "pooling", "dropout"},   # model.classifier.HeadConfig
+     "head": {"in_dim", "hidden_dim", "classes", "pooling", "dropout",   # model.classifier.HeadConfig
+              "chunk_stride", "chunk_pooling"},   # null unless data.long_text=chunk
      "state_dict": {"head.*": ..., ["encoder.*": ...]}}
 
 A frozen run writes head-only checkpoints (kilobytes instead of mmBERT-base's 1.2 GB) unless
@@ -83,7 +84,7 @@ def load_classifier(path: Path, backbone_folder: Path | None = None) -> TextClas
         verify_backbone(ckpt, path, combined_sha256(module_hashes(encoder)), folder)
     try:
         head = HeadConfig(**{**ckpt["head"], "dropout": 0.0}) if "head" in ckpt else _head_of_older_checkpoint(ckpt)
-        model = TextClassifier(encoder, head.build(), Pooling(head.pooling), frozen=True)
+        model = TextClassifier(encoder, head.build(), Pooling(head.pooling), frozen=True, chunking=head.chunking())
         restore_weights(model, state)
     except (KeyError, ValueError, RuntimeError, AttributeError) as e:  # tensors of other shapes or names
         raise PipelineError(f"{path}: its weights do not fit a classifier over {folder} "

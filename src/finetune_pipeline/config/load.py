@@ -120,6 +120,12 @@ def validate(cfg: Config) -> None:
         f"must be < 1 to leave a test split, got {d.train_ratio + d.val_ratio:g}",
     )
     _check(d.max_length >= 8, "data.max_length", f"must be >= 8, got {d.max_length}")
+    _check(d.long_text.value != "chunk" or 0 <= d.chunk_stride <= d.max_length // 2, "data.chunk_stride",
+           f"must be in [0, data.max_length / 2 = {d.max_length // 2}] (windows must move on), got {d.chunk_stride}")
+    for key in ("max_train_samples", "max_eval_samples"):
+        value = getattr(d, key)
+        _check(value is None or value >= 1, f"data.{key}", f"must be >= 1, or null for all records, got {value}")
+    _check(not d.hf.path or bool(str(d.hf.path).strip()), "data.hf.path", "must name a folder or a Hub id, or be null")
     _check(m.hidden_dim >= 1, "model.hidden_dim", f"must be >= 1, got {m.hidden_dim}")
     _check(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
     for key in ("epochs", "batch_size", "gradient_accumulation_steps", "log_every_steps", "encode_batch_size"):

@@ -1,6 +1,9 @@
 """Tokenized datasets and batches that waste no compute on padding.
 
 - every batch is padded to its own longest text, never to max_length;
+- with ``data.long_text=chunk`` a text longer than max_length is a document of overlapping windows
+  (the tokenizer's overflowing tokens, ``chunk_stride`` tokens shared); a batch of documents holds
+  all their windows, with ``window_doc`` mapping each window to its document's row;
 - evaluation and feature encoding batch texts of similar length (sorted), optionally sized by a
   token budget; callers restore the original order from the batch indices;
 - training batches are grouped by length inside random mega-batches, so they stay random.
@@ -9,6 +12,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -16,26 +20,61 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 from transformers import PreTrainedTokenizerBase
 
+from finetune_pipeline.errors import PipelineError
+
 MEGA_BATCH_FACTOR = 50  # training: sort by length within windows of 50 batches (as HF's group_by_length)
 # sorted batches: one forward pass costs about as much as this many padded tokens beyond its own
 # (all-MiniLM-L6-v2 on this CPU, bf16: 8-10 ms per pass at ~10k tokens/s; docs/benchmarks.md)
 FORWARD_OVERHEAD_TOKENS = 128
 
 
-class TokenizedTexts(Dataset):
-    """Texts tokenized once up front (truncated to max_length, unpadded) with their class ids."""
+@dataclass(frozen=True)
+class Chunking:
+    """``data.long_text=chunk``: windows of max_length tokens sharing ``stride`` tokens, pooled by ``pooling``."""
 
-    def __init__(self, texts: list[str], labels: list[int], tokenizer: PreTrainedTokenizerBase, max_length: int):
-        encoded = tokenizer(texts, truncation=True, max_length=max_length, padding=False)
-        self.input_ids: list[list[int]] = encoded["input_ids"]
-        self.labels = labels
+    stride: int
+    pooling: str  # mean | max
+
+    def describe(self) -> str:
+        return f"chunk(stride={self.stride}, pooling={self.pooling})"
+
+
+def chunking_of(data_cfg) -> Chunking | None:
+    """The chunking of ``data.long_text=chunk`` (None for ``truncate``)."""
+    if getattr(data_cfg.long_text, "value", data_cfg.long_text) != "chunk":
+        return None
+    return Chunking(data_cfg.chunk_stride, getattr(data_cfg.chunk_pooling, "value", data_cfg.chunk_pooling))
+
+
+class TokenizedTexts(Dataset):
+    """Texts tokenized once up front (unpadded) with their class ids: truncated to max_length, or,
+    with ``chunking``, each text a list of windows of at most max_length tokens (one for a short text)."""
+
+    def __init__(self, texts: list[str], labels: list[int], tokenizer: PreTrainedTokenizerBase, max_length: int,
+                 chunking: Chunking | None = None):
+        self.labels, self.chunked = labels, chunking is not None
+        if chunking is None:
+            self.input_ids: list = tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
+            return
+        if not getattr(tokenizer, "is_fast", False):
+            raise PipelineError(f"data.long_text=chunk needs a fast tokenizer (tokenizer.json); {type(tokenizer).__name__} "
+                                "is not one")
+        encoded = tokenizer(texts, truncation=True, max_length=max_length, stride=chunking.stride, padding=False,
+                            return_overflowing_tokens=True)
+        self.input_ids = [[] for _ in texts]  # text -> its windows, in order
+        for window, text in zip(encoded["input_ids"], encoded["overflow_to_sample_mapping"]):
+            self.input_ids[text].append(window)
 
     @classmethod
     def subset(cls, data: "TokenizedTexts", indices: list[int]) -> "TokenizedTexts":
         part = cls.__new__(cls)
         part.input_ids = [data.input_ids[i] for i in indices]
         part.labels = [data.labels[i] for i in indices]
+        part.chunked = data.chunked
         return part
+
+    def windows(self) -> int:
+        return sum(len(ids) for ids in self.input_ids) if self.chunked else len(self.input_ids)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -44,28 +83,38 @@ class TokenizedTexts(Dataset):
         return i, self.input_ids[i], self.labels[i]
 
     def lengths(self) -> list[int]:
+        """Tokens per text (all its windows' tokens when chunked): what batching sorts and budgets by."""
+        if self.chunked:
+            return [sum(len(w) for w in windows) for windows in self.input_ids]
         return [len(ids) for ids in self.input_ids]
 
 
 class PadCollator:
-    """Pads a batch to its longest text. ``index`` holds each row's position in the dataset."""
+    """Pads a batch to its longest text (or window). ``index`` holds each row's position in the dataset;
+    a batch of chunked documents has one row per window and ``window_doc`` (W,): each window's document."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
 
-    def __call__(self, items: list[tuple[int, list[int], int]]) -> dict[str, torch.Tensor]:
-        longest = max(len(ids) for _, ids, _ in items)
-        input_ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)  # (B, T)
-        attention_mask = torch.zeros((len(items), longest), dtype=torch.long)  # (B, T)
-        for row, (_, ids, _) in enumerate(items):
+    def __call__(self, items: list[tuple[int, list, int]]) -> dict[str, torch.Tensor]:
+        chunked = bool(items) and bool(items[0][1]) and isinstance(items[0][1][0], list)
+        rows = [w for _, windows, _ in items for w in windows] if chunked else [ids for _, ids, _ in items]
+        longest = max(len(ids) for ids in rows)
+        input_ids = torch.full((len(rows), longest), self.pad_token_id, dtype=torch.long)  # (B, T) or (W, T)
+        attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for row, ids in enumerate(rows):
             input_ids[row, : len(ids)] = torch.tensor(ids)
             attention_mask[row, : len(ids)] = 1
-        return {
+        batch = {
             "index": torch.tensor([i for i, _, _ in items], dtype=torch.long),  # (B,)
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": torch.tensor([label for _, _, label in items], dtype=torch.long),  # (B,)
         }
+        if chunked:
+            batch["window_doc"] = torch.tensor([d for d, (_, windows, _) in enumerate(items) for _ in windows],
+                                               dtype=torch.long)  # (W,)
+        return batch
 
 
 def sorted_batches(lengths: list[int], batch_size: int, max_tokens: int = 0) -> list[list[int]]:

@@ -63,7 +63,8 @@ def export_hf(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "bes
         clf.tokenizer.save_pretrained(tmp)
         for name in ("id_to_label.json", "label_to_id.json"):
             shutil.copyfile(run_dir / name, tmp / name)
-        (tmp / "README.md").write_text(model_card(run_dir, checkpoint, classes, clf.max_length), encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(run_dir, checkpoint, classes, clf.max_length, clf.chunking),
+                                       encoding="utf-8")
         sample = texts[:256]
         difference = float(np.abs(Classifier.from_pretrained(tmp, device="cpu", precision="fp32")
                                   .probabilities(sample, progress=False) - clf.probabilities(sample, progress=False)).max())
@@ -91,7 +92,8 @@ def load_pretrained(folder: Path):
         if info.get("format") != FORMAT:
             raise ValueError(f"format {info.get('format')!r}, expected {FORMAT}")
         head = HeadConfig(**{**info["head"], "dropout": 0.0})
-        model = TextClassifier(AutoModel.from_config(config), head.build(), Pooling(head.pooling), frozen=True)
+        model = TextClassifier(AutoModel.from_config(config), head.build(), Pooling(head.pooling), frozen=True,
+                               chunking=head.chunking())
         model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
         raise PipelineError(f"{folder}: not a readable exported model ({type(e).__name__}: "
@@ -99,7 +101,16 @@ def load_pretrained(folder: Path):
     return model.eval(), config
 
 
-def model_card(run_dir: Path, checkpoint: str, classes: list[dict], max_length: int) -> str:
+def _reads(max_length: int, chunking) -> str:
+    if chunking is None:
+        return f"It reads at most {max_length} tokens of a text (the rest is cut off)."
+    return (f"It reads whole texts: a text longer than {max_length} tokens is cut into windows of {max_length} "
+            f"tokens that share {chunking.stride} tokens, each window is encoded, and the text's vector is the "
+            f"{chunking.pooling} of its windows' (`Classifier.from_pretrained` does this; a caller of the raw "
+            "weights must do the same).")
+
+
+def model_card(run_dir: Path, checkpoint: str, classes: list[dict], max_length: int, chunking=None) -> str:
     """README.md of the folder: what the model is, how it was made and how well it did, from the run's records."""
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     proof = _read(run_dir / "freeze_proof.json")
@@ -150,9 +161,8 @@ clf.predict(["Central bank raises rates"], top_k=3)
 
 ## Intended use and limits
 
-Topic classification of news texts like those it was trained on, into the labels above. It reads
-at most {max_length} tokens of a text (the rest is cut off) and knows only these labels; check it on
-your own data before relying on it.
+Topic classification of news texts like those it was trained on, into the labels above. {_reads(max_length, chunking)}
+It knows only these labels; check it on your own data before relying on it.
 
 ## Training config
 

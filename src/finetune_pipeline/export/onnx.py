@@ -85,6 +85,10 @@ def export_onnx(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "b
     check_out_dir(out_dir, run_dir, overwrite)
     texts, y_true = test_texts(run_dir)
     clf = Classifier.from_run(run_dir, checkpoint, backbone_path, device="cpu", precision="fp32")
+    if clf.chunking is not None:
+        raise PipelineError(f"{run_dir}: trained with data.long_text=chunk ({clf.chunking.describe()}): the ONNX graph "
+                            "classifies one window, not a document of pooled windows; use --format hf or the torch "
+                            "engine")
     started = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
         graph(clf, tmp / MODEL)

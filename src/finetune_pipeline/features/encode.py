@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from finetune_pipeline.config.schema import Pooling
-from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
-from finetune_pipeline.model.classifier import pool
+from finetune_pipeline.data.batches import Chunking, TokenizedTexts, eval_loader
+from finetune_pipeline.model.classifier import text_vectors
 from finetune_pipeline.runtime.precision import Precision
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ class EncodeStats:
     real_tokens: int  # non-padding tokens the encoder processed
     padded_tokens: int  # all token positions processed (real + padding)
     seconds: float
+    windows: int = 0  # encoder rows: the texts, or with data.long_text=chunk all their windows
 
     @property
     def padding_share(self) -> float:
@@ -35,8 +36,9 @@ class EncodeStats:
 
 @torch.inference_mode()
 def encode(encoder: nn.Module, data: TokenizedTexts, pooling: Pooling, precision: Precision, device: torch.device,
-           batch_size: int, max_tokens: int, pad_token_id: int) -> tuple[torch.Tensor, EncodeStats]:
-    """(N, H) float32 features on the CPU, in the dataset's order."""
+           batch_size: int, max_tokens: int, pad_token_id: int,
+           chunking: Chunking | None = None) -> tuple[torch.Tensor, EncodeStats]:
+    """(N, H) float32 features on the CPU, in the dataset's order (a chunked text's: its windows' pooled)."""
     encoder.eval()
     loader = eval_loader(data, batch_size, num_workers=0, pad_token_id=pad_token_id, max_tokens=max_tokens)
     features = torch.empty(len(data), encoder.config.hidden_size)
@@ -46,10 +48,13 @@ def encode(encoder: nn.Module, data: TokenizedTexts, pooling: Pooling, precision
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)  # (B, T)
         with precision.autocast():
             hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
-        features[batch["index"]] = pool(hidden, mask, pooling).float().cpu()  # back to dataset order
+        vectors = text_vectors(hidden, {**batch, "attention_mask": mask, "window_doc": batch["window_doc"].to(device)}
+                               if "window_doc" in batch else {"attention_mask": mask}, pooling, chunking)
+        features[batch["index"]] = vectors.float().cpu()  # back to dataset order
         stats.real_tokens += int(mask.sum())
         stats.padded_tokens += mask.numel()
-        done += len(ids)
+        stats.windows += len(ids)
+        done += len(batch["index"])
         if n / len(loader) >= next_report or n == len(loader):
             elapsed = time.perf_counter() - started
             log.info("encoding: %d/%d texts, %.1f texts/s", done, len(data), done / elapsed)

@@ -19,7 +19,7 @@ from finetune_pipeline.backbone.identity import files_sha256, remember_hashes, r
 from finetune_pipeline.artifacts.atomic import save_torch
 from finetune_pipeline.backbone.load import Backbone, load_encoder
 from finetune_pipeline.config.schema import Config
-from finetune_pipeline.data.batches import TokenizedTexts
+from finetune_pipeline.data.batches import TokenizedTexts, chunking_of
 from finetune_pipeline.runtime.distributed import SINGLE, Dist
 from finetune_pipeline.features.cache import FeatureCache, feature_key, texts_sha256, tokenizer_sha256
 from finetune_pipeline.features.encode import EncodeStats, encode
@@ -52,6 +52,9 @@ def frozen_features(cfg: Config, backbone: Backbone, tokenizer: PreTrainedTokeni
     cache = FeatureCache(cache_dir / "features", len(texts))
     key_parts = {"tokenizer": tokenizer_sha256(backbone.folder), "max_length": cfg.data.max_length,
                  "pooling": cfg.model.pooling.value, "precision": precision.name, "texts": texts_sha256(texts)}
+    chunking = chunking_of(cfg.data)
+    if chunking is not None:  # truncated texts keep the keys they always had
+        key_parts["long_text"] = chunking.describe()
 
     if not cfg.training.full_checkpoints:
         fast = dist.broadcast(_without_encoder(cache, backbone, cache_dir, key_parts) if dist.is_main else None)
@@ -68,7 +71,7 @@ def frozen_features(cfg: Config, backbone: Backbone, tokenizer: PreTrainedTokeni
 
     def compute(data: TokenizedTexts) -> tuple[torch.Tensor, EncodeStats]:
         return encode(encoder, data, cfg.model.pooling, precision, device, cfg.training.encode_batch_size,
-                      cfg.training.encode_max_tokens, tokenizer.pad_token_id)
+                      cfg.training.encode_max_tokens, tokenizer.pad_token_id, chunking)
 
     def compute_and_describe() -> tuple[torch.Tensor, dict]:
         features, stats = compute(tokenized) if not dist.enabled else _encode_sharded(compute, tokenized, dist)

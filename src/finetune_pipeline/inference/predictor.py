@@ -53,6 +53,7 @@ class Classifier:
         self.symbols, self.labels, self.max_length = symbols, labels, max_length
         self.device, self.precision = device, precision
         self.batch_size, self.max_tokens = batch_size, max_tokens
+        self.chunking = model.chunking if model is not None else None  # the ONNX graph is of truncated runs
 
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best_model.pt", backbone_path: str | Path | None = None,
@@ -123,7 +124,7 @@ class Classifier:
         """(N, C) class probabilities, rows in the order of ``texts``. ``model``: a callable from a batch
         of CPU tensors to (B, C) probabilities, in place of this classifier's engine."""
         model = model or self.graph
-        data = TokenizedTexts(list(texts), [0] * len(texts), self.tokenizer, self.max_length)
+        data = TokenizedTexts(list(texts), [0] * len(texts), self.tokenizer, self.max_length, self.chunking)
         loader = eval_loader(data, self.batch_size, 0, self.tokenizer.pad_token_id, self.max_tokens)
         probs = np.zeros((len(texts), len(self.symbols)), dtype=np.float32)
         show = progress and len(texts) >= PROGRESS_FROM and sys.stderr.isatty()

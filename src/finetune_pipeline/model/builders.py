@@ -22,7 +22,7 @@ from transformers import set_seed
 from finetune_pipeline.artifacts.freeze_proof import module_hashes
 from finetune_pipeline.backbone.load import Backbone, load_encoder
 from finetune_pipeline.config.schema import Config
-from finetune_pipeline.data.batches import TokenizedTexts, eval_loader, feature_loader, train_loader
+from finetune_pipeline.data.batches import TokenizedTexts, chunking_of, eval_loader, feature_loader, train_loader
 from finetune_pipeline.data.split import Split
 from finetune_pipeline.features.frozen import frozen_features
 from finetune_pipeline.model.classifier import FeatureClassifier, HeadConfig, TextClassifier
@@ -66,7 +66,7 @@ def build_head_over_cached_features(cfg: Config, backbone: Backbone, tokenizer, 
     frozen = frozen_features(cfg, backbone, tokenizer, texts, tokenized, device, precision, dist)
     set_seed(cfg.data.seed)  # the head's initialisation and dropout depend on the seed only
     head = HeadConfig(frozen.features.shape[1], cfg.model.hidden_dim, num_classes, cfg.model.pooling.value,
-                      cfg.model.dropout)
+                      cfg.model.dropout, *_chunk_fields(cfg))
     model = FeatureClassifier(head.build()).to(device)
     lengths = tokenized.lengths()
     parts = {name: [int(i) for i in idx] for name, idx in zip(("train", "val", "test"), split)}
@@ -95,8 +95,9 @@ def build_encoder_with_head(cfg: Config, backbone: Backbone, tokenizer, tokenize
     encoder = load_encoder(backbone, cfg.backbone)
     set_seed(cfg.data.seed)
     head = HeadConfig(encoder.config.hidden_size, cfg.model.hidden_dim, num_classes, cfg.model.pooling.value,
-                      cfg.model.dropout)
-    model = TextClassifier(encoder, head.build(), cfg.model.pooling, frozen=t.freeze_backbone).to(device)
+                      cfg.model.dropout, *_chunk_fields(cfg))
+    model = TextClassifier(encoder, head.build(), cfg.model.pooling, frozen=t.freeze_backbone,
+                           chunking=head.chunking()).to(device)
     train_part, val_part, test_part = (TokenizedTexts.subset(tokenized, [int(i) for i in idx]) for idx in split)
     pad, shard = tokenizer.pad_token_id, {"rank": dist.rank, "world_size": dist.world_size}
     loaders = Loaders(train_loader(train_part, t.batch_size, cfg.data.seed, t.num_workers, pad, **shard),
@@ -113,6 +114,12 @@ def build_encoder_with_head(cfg: Config, backbone: Backbone, tokenizer, tokenize
                               "before: right after loading; after: after the last epoch")
     head_only = t.freeze_backbone and not t.full_checkpoints
     return BuiltModel(model, head, loaders, evidence, lambda: checkpoint_weights(model, head_only), {"cache": "off"})
+
+
+def _chunk_fields(cfg: Config) -> tuple[int | None, str | None]:
+    """HeadConfig's chunk_stride and chunk_pooling: how a checkpoint's user must cut texts."""
+    chunking = chunking_of(cfg.data)
+    return (chunking.stride, chunking.pooling) if chunking else (None, None)
 
 
 def checkpoint_weights(model: nn.Module, head_only: bool, base_encoder: dict | None = None) -> dict[str, torch.Tensor]:

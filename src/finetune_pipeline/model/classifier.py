@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from finetune_pipeline.config.schema import Pooling
+from finetune_pipeline.data.batches import Chunking
 
 
 @dataclass(frozen=True)
@@ -19,15 +20,23 @@ class HeadConfig:
     classes: int
     pooling: str  # mean | cls
     dropout: float = 0.0  # at training time; a loaded classifier runs in eval mode
+    chunk_stride: int | None = None  # data.long_text=chunk: texts are windows sharing this many tokens...
+    chunk_pooling: str | None = None  # ...and a text's vector is the mean | max of its windows'; None: truncate
 
     def build(self) -> nn.Sequential:
         return build_head(self.in_dim, self.hidden_dim, self.classes, self.dropout)
+
+    def chunking(self) -> Chunking | None:
+        return Chunking(self.chunk_stride, self.chunk_pooling) if self.chunk_pooling else None
 
 
 def head_config_of(model: "TextClassifier") -> HeadConfig:
     """The shape of a built classifier's head (dropout aside: a loaded classifier runs in eval mode)."""
     first, last = model.head[1], model.head[-1]  # Linear(in_dim, hidden_dim), Linear(hidden_dim, classes)
-    return HeadConfig(first.in_features, first.out_features, last.out_features, Pooling(model.pooling).value)
+    chunking = model.chunking
+    return HeadConfig(first.in_features, first.out_features, last.out_features, Pooling(model.pooling).value,
+                      chunk_stride=chunking.stride if chunking else None,
+                      chunk_pooling=chunking.pooling if chunking else None)
 
 
 def build_head(in_dim: int, hidden_dim: int, num_classes: int, dropout: float) -> nn.Sequential:
@@ -48,16 +57,39 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling) -
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
+def pool_windows(vectors: torch.Tensor, window_doc: torch.Tensor, documents: int, how: str) -> torch.Tensor:
+    """(W, H) window vectors -> (documents, H): the mean or the element-wise max of each document's windows."""
+    index = window_doc.unsqueeze(1).expand_as(vectors)  # (W, H)
+    if how == "max":
+        out = torch.full((documents, vectors.shape[1]), float("-inf"), dtype=vectors.dtype, device=vectors.device)
+        return out.scatter_reduce(0, index, vectors, reduce="amax", include_self=True)
+    total = torch.zeros((documents, vectors.shape[1]), dtype=vectors.dtype, device=vectors.device)
+    total = total.scatter_add(0, index, vectors)
+    counts = torch.bincount(window_doc, minlength=documents).clamp(min=1).to(vectors.dtype).unsqueeze(1)
+    return total / counts
+
+
+def text_vectors(hidden: torch.Tensor, batch: dict[str, torch.Tensor], pooling: Pooling,
+                 chunking: Chunking | None) -> torch.Tensor:
+    """(B, T, H) token states -> (documents, H): pooled per row, then per document when chunked."""
+    vectors = pool(hidden, batch["attention_mask"], pooling)
+    if "window_doc" not in batch:
+        return vectors
+    return pool_windows(vectors, batch["window_doc"], batch["labels"].shape[0], chunking.pooling if chunking else "mean")
+
+
 class TextClassifier(nn.Module):
     """Tokens -> logits. ``state_dict`` keys: ``encoder.*`` (the HF model's own names) and ``head.*``.
 
     With a frozen encoder, ``train()`` keeps the encoder in eval mode (no dropout) and its
-    parameters need no gradients.
+    parameters need no gradients. With ``chunking`` a batch row is a window and the logits are per
+    document (``window_doc``, from ``data.batches.PadCollator``).
     """
 
-    def __init__(self, encoder: nn.Module, head: nn.Sequential, pooling: Pooling, frozen: bool):
+    def __init__(self, encoder: nn.Module, head: nn.Sequential, pooling: Pooling, frozen: bool,
+                 chunking: Chunking | None = None):
         super().__init__()
-        self.encoder, self.head, self.pooling, self.frozen = encoder, head, pooling, frozen
+        self.encoder, self.head, self.pooling, self.frozen, self.chunking = encoder, head, pooling, frozen, chunking
         if frozen:
             for p in encoder.parameters():
                 p.requires_grad_(False)
@@ -71,7 +103,7 @@ class TextClassifier(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = batch["attention_mask"]  # (B, T)
         hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state  # (B, T, H)
-        return self.head(pool(hidden, mask, self.pooling).float())  # (B, C) logits
+        return self.head(text_vectors(hidden, batch, self.pooling, self.chunking).float())  # (B, C) logits
 
 
 class FeatureClassifier(nn.Module):

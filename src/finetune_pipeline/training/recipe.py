@@ -33,7 +33,7 @@ from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, STATE_FILE, cl
                                                    require_stopped_run, run_name)
 from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_backbone
 from finetune_pipeline.config.schema import Config, SplitMode
-from finetune_pipeline.data.batches import TokenizedTexts
+from finetune_pipeline.data.batches import TokenizedTexts, chunking_of
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.hf_source import keeps_own_split
 from finetune_pipeline.data.preprocess import CombinedDataset, ensure_preprocessed, load_combined, source_name
@@ -292,7 +292,7 @@ def _setup_device(cfg: Config, dist: Dist) -> tuple[torch.device, Precision]:
 def _setup_model(cfg: Config, backbone: Backbone, tokenizer, texts: list[str], labels: list[int], split: Split,
                  num_classes: int, device: torch.device, precision: Precision, dist: Dist) -> BuiltModel:
     """The head over cached features of a frozen encoder, or the encoder run on every batch."""
-    tokenized = TokenizedTexts(texts, labels, tokenizer, cfg.data.max_length)
+    tokenized = TokenizedTexts(texts, labels, tokenizer, cfg.data.max_length, chunking_of(cfg.data))
     if cfg.training.freeze_backbone and cfg.training.cache_features:
         return build_head_over_cached_features(cfg, backbone, tokenizer, tokenized, texts, split, num_classes,
                                                device, precision, dist)
