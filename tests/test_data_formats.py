@@ -222,6 +222,36 @@ def test_a_saved_hugging_face_dataset_trains_with_its_own_split(in_project, proj
     labels = {c["label"] for c in json.loads((run / "id_to_label.json").read_text()).values()}
     assert labels == {r["output"] for r in original_records()}  # class names, not ClassLabel ids
     assert "data.hf.path=hf/news" in log
+    # predict / evaluate read the run's fields (sentence, label) from any table
+    rows = [{"sentence": r["input"], "label": r["output"]} for r in original_records()[:10]]
+    held = write_parquet(project / "held.parquet", rows)
+    assert pipeline_main(["evaluate", str(run), "--input", str(held)]) == 0
+    assert json.loads((run / "evaluation" / "held" / "report.json").read_text())["texts"] == 10
+    out = project / "p.csv"
+    assert pipeline_main(["predict", str(run), "--input", str(write_csv(project / "in.csv", rows)),
+                          "--output", str(out)]) == 0
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 11
+
+
+def test_a_hub_dataset_id_loads_through_datasets_when_online(in_project, project, monkeypatch):
+    """The Hub path with load_dataset stubbed (no network here): the id, configuration and revision go
+    to the library, and the run's fingerprint follows the splits' datasets fingerprints."""
+    datasets = pytest.importorskip("datasets")
+    save_hf_dataset(project / "saved")
+    calls = []
+
+    def load_dataset(path, name=None, revision=None):
+        calls.append((path, name, revision))
+        return datasets.load_from_disk(str(project / "saved"))
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    _, run, _ = in_project("hub", "data.hf.path=someone/news", "data.hf.name=en", "data.hf.revision=v1",
+                           "data.text_field=sentence", "data.label_field=label", "training.epochs=1")
+    assert calls and set(calls) == {("someone/news", "en", "v1")}
+    data = json.loads((run / "metrics.json").read_text())["data"]
+    assert data["source"] == "data.hf.path=someone/news" and len(data["raw_fingerprint"]) == 64
 
 
 def test_hugging_face_dataset_problems_are_one_line(project, monkeypatch):
