@@ -120,6 +120,7 @@ BAD_TABLES = [
     ("news.csv", b"text,topic\n", r"news\.csv: contains no records"),
     ("news.tsv", b"text\ttopic\nfine\t \n", r"news\.tsv: line 2: empty label in \"topic\""),
     ("news.parquet", b"PAR1 not really", r"news\.parquet: not a readable Parquet file"),
+    ("news.csv", b"text,topic,text\na,b,c\n", r"news\.csv: column 'text' appears 2 times in the header"),
 ]
 
 
@@ -134,6 +135,7 @@ def test_bad_tables_fail_in_one_line_naming_file_and_row(tmp_path, name, data, m
     ([{"text": "a", "topic": 0}, {"text": "b", "topic": 3}], r"row 1: field \"topic\" must be a string, got int"),
     ([{"text": "a", "topic": "x"}, {"text": None, "topic": "x"}], r"row 2: field \"text\" is empty \(null\)"),
     ([{"body": "a", "topic": "x"}], r"no column 'text'"),
+    ([{"text": b"bytes", "topic": "x"}], r"row 1: field \"text\" must be a string, got bytes"),
 ])
 def test_bad_parquet_rows_fail_in_one_line(tmp_path, rows, message):
     path = write_parquet(tmp_path / "p.parquet", rows)

@@ -60,7 +60,10 @@ def parquet_items(path: Path, data: bytes, columns: tuple[str, ...]) -> list[tup
 
 
 def check_columns(path: Path, header: list[str], columns: tuple[str, ...]) -> None:
+    """The columns needed are there, each once (which of two same-named columns is meant is a guess)."""
     for column in columns:
+        if header.count(column) > 1:
+            raise PipelineError(f"{path}: column {column!r} appears {header.count(column)} times in the header")
         if column not in header:
             shown = ", ".join(repr(h) for h in header[:10]) + (" ..." if len(header) > 10 else "")
             raise PipelineError(f"{path}: no column {column!r} (columns: {shown}); name the text and label columns "
