@@ -309,3 +309,15 @@ def test_sample_limits_apply_to_a_run(in_project):
     _, run, _ = in_project("small", "data.max_train_samples=40", "data.max_eval_samples=12", "training.epochs=1")
     data = json.loads((run / "metrics.json").read_text())["data"]
     assert (data["train"], data["val"], data["test"]) == (40, 12, 12)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["data.text_field=label", "data.label_field=label"], "name the same field 'label'"),
+    (["data.text_field= "], "must name a key or column"),
+    (["data.max_train_samples=0"], r"data\.max_train_samples must be >= 1"),
+])
+def test_field_and_limit_settings_are_checked_before_anything_loads(overrides, message):
+    from finetune_pipeline.config.load import validate
+
+    with pytest.raises(PipelineError, match=message):
+        validate(compose_config(["backbone=tiny", *overrides]))

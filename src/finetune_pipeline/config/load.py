@@ -122,6 +122,10 @@ def validate(cfg: Config) -> None:
     _check(d.max_length >= 8, "data.max_length", f"must be >= 8, got {d.max_length}")
     _check(d.long_text.value != "chunk" or 0 <= d.chunk_stride <= d.max_length // 2, "data.chunk_stride",
            f"must be in [0, data.max_length / 2 = {d.max_length // 2}] (windows must move on), got {d.chunk_stride}")
+    _check(bool(d.text_field.strip()) and bool(d.label_field.strip()), "data.text_field / data.label_field",
+           "must name a key or column")
+    _check(d.text_field != d.label_field, "data.text_field / data.label_field",
+           f"name the same field {d.text_field!r}; the text and the label are two fields")
     for key in ("max_train_samples", "max_eval_samples"):
         value = getattr(d, key)
         _check(value is None or value >= 1, f"data.{key}", f"must be >= 1, or null for all records, got {value}")
