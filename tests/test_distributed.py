@@ -66,9 +66,9 @@ def test_ranks_share_out_exactly_the_single_process_batches():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", ["fine-tuning", "frozen, features encoded by both ranks"])
+@pytest.mark.parametrize("path", ["fine-tuning", "frozen, features encoded by both ranks", "LoRA"])
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(project, tiny_cache, path):
-    extra = ["training.freeze_backbone=false"] if path == "fine-tuning" else []
+    extra = {"fine-tuning": ["training.freeze_backbone=false"], "LoRA": ["adapter=lora", "adapter.dropout=0"]}.get(path, [])
     run_train(project, *COMMON, *extra, "training.batch_size=16", tiny_cache=tiny_cache)
     single = run_folders(project)[0]
     proc = torchrun(project, *COMMON, *extra, "training.batch_size=8", "data.cache_dir=data/cache_ddp",
@@ -81,7 +81,9 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(project
     assert "(2 processes, DistributedDataParallel)" in log
     assert log.count("run folder:") == 1 and "epoch=1 step=4/16" in log and "opt_steps=16" in log  # rank 0 alone writes the log
     assert (ddp / ".hydra" / "config.yaml").is_file() and json.loads((ddp / "freeze_proof.json").read_text())
-    if path != "fine-tuning":
+    if path == "LoRA":
+        assert json.loads((ddp / "freeze_proof.json").read_text())["verdict"].startswith("PASS: base encoder")
+    if path.startswith("frozen"):
         assert "encoding sharded over 2 ranks: [160, 160] texts each" in log
         [one] = list((project / "data" / "cache" / "features").glob("*.pt"))
         [two] = list((project / "data" / "cache_ddp" / "features").glob("*.pt"))  # written once, by rank 0

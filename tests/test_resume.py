@@ -42,9 +42,10 @@ def assert_same(a, b):
 
 
 PATHS = {"cached head": [], "fine-tuning, accumulation 2": ["training.freeze_backbone=false",
-                                                            "training.gradient_accumulation_steps=2"]}
+                                                            "training.gradient_accumulation_steps=2"],
+         "LoRA": ["adapter=lora"]}
 # the state is saved at the optimizer step after batch 5: with accumulation 2 that is after batch 6
-STOPS_AFTER = {"cached head": 5, "fine-tuning, accumulation 2": 6}
+STOPS_AFTER = {"cached head": 5, "fine-tuning, accumulation 2": 6, "LoRA": 5}
 
 
 @pytest.mark.parametrize("path", PATHS, ids=list(PATHS))

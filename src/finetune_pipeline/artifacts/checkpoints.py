@@ -3,14 +3,17 @@
 A checkpoint is a dict of plain types and tensors, so ``torch.load(path, weights_only=True)``
 reads it:
 
-    {"kind": "head_only" | "full",
+    {"kind": "head_only" | "full" | "lora",
      "backbone": {"name": str, "path": str, "sha256": str},   # the freeze proof's encoder hash
+     ["lora": {"rank", "alpha", "dropout", "target_modules"}],   # kind lora: model.adapters.LoraSpec
      "head": {"in_dim", "hidden_dim", "classes", "pooling", "dropout",   # model.classifier.HeadConfig
               "chunk_stride", "chunk_pooling"},   # null unless data.long_text=chunk
-     "state_dict": {"head.*": ..., ["encoder.*": ...]}}
+     "state_dict": {"head.*": ..., ["encoder.*": ...] (full), ["encoder.*lora_*": ...] (lora)}}
 
 A frozen run writes head-only checkpoints (kilobytes instead of mmBERT-base's 1.2 GB) unless
-``training.full_checkpoints=true``; loading one onto an encoder verifies the encoder's hash.
+``training.full_checkpoints=true``; a LoRA run writes the head and the adapters (megabytes); loading
+either onto an encoder verifies the encoder's hash. A loaded LoRA classifier has its adapters
+merged into the encoder's weights (plain layers again: faster, and what the exports hold).
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from finetune_pipeline.artifacts.freeze_proof import combined_sha256, module_has
 from finetune_pipeline.backbone.load import read_encoder
 from finetune_pipeline.config.schema import Pooling
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.model.adapters import LoraSpec, add_lora, is_adapter, merge_lora
 from finetune_pipeline.model.classifier import HeadConfig, TextClassifier
 
-KINDS = ("head_only", "full")
+KINDS = ("head_only", "full", "lora")
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,11 @@ class BackboneIdentity:
         return {"name": self.name, "path": self.path, "sha256": self.sha256}
 
 
-def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], backbone: BackboneIdentity, head: HeadConfig) -> None:
-    kind = "full" if any(k.startswith("encoder.") for k in state_dict) else "head_only"
+def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], backbone: BackboneIdentity, head: HeadConfig,
+                    lora: dict | None = None) -> None:
+    kind = "lora" if lora else "full" if any(k.startswith("encoder.") for k in state_dict) else "head_only"
     save_torch(path, {"kind": kind, "backbone": backbone.as_dict(), "head": dataclasses.asdict(head),
+                      **({"lora": lora} if lora else {}),
                       "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}})
 
 
@@ -80,16 +86,29 @@ def load_classifier(path: Path, backbone_folder: Path | None = None) -> TextClas
         raise PipelineError(f"{path}: its backbone folder {folder} is missing; pass the folder that holds it")
     encoder = read_encoder(folder)
     state = ckpt["state_dict"]
-    if ckpt["kind"] == "head_only":
+    if ckpt["kind"] in ("head_only", "lora"):
         verify_backbone(ckpt, path, combined_sha256(module_hashes(encoder)), folder)
     try:
         head = HeadConfig(**{**ckpt["head"], "dropout": 0.0}) if "head" in ckpt else _head_of_older_checkpoint(ckpt)
+        if ckpt["kind"] == "lora":
+            encoder = add_lora(encoder, LoraSpec.from_dict(ckpt["lora"]))
+            _check_adapters(encoder, state, path)
         model = TextClassifier(encoder, head.build(), Pooling(head.pooling), frozen=True, chunking=head.chunking())
         restore_weights(model, state)
+        if ckpt["kind"] == "lora":
+            merge_lora(model.encoder)
     except (KeyError, ValueError, RuntimeError, AttributeError) as e:  # tensors of other shapes or names
         raise PipelineError(f"{path}: its weights do not fit a classifier over {folder} "
                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     return model.eval()
+
+
+def _check_adapters(encoder: torch.nn.Module, state: dict, path: Path) -> None:
+    wanted = {f"encoder.{n}" for n in encoder.state_dict() if is_adapter(n)}
+    missing = sorted(wanted - state.keys())
+    if missing:
+        raise PipelineError(f"{path}: a LoRA checkpoint without its adapter tensors ({len(missing)} missing, e.g. "
+                            f"{missing[0]})")
 
 
 def _head_of_older_checkpoint(ckpt: dict) -> HeadConfig:

@@ -31,16 +31,21 @@ def combined_sha256(hashes: dict[str, str]) -> str:
 
 def build_freeze_proof(
     before: dict[str, str], after: dict[str, str], freeze_backbone: bool, model: nn.Module, backbone_path: str,
-    encoder_total: int, how: str,
+    encoder_total: int, how: str, adapter: dict[str, str] | None = None,
 ) -> dict:
-    """``how`` says when the hashes were taken (they differ between the cached and end-to-end paths)."""
+    """``how`` says when the hashes were taken (they differ between the cached and end-to-end paths);
+    ``adapter``: with LoRA, the adapter tensors' hashes (``before``/``after`` are then the base tensors)."""
     changed = sorted(n for n in before if before[n] != after.get(n))
     trainable = {  # a head over cached features has no encoder parameters at all
         part: sum(p.numel() for n, p in model.named_parameters() if n.startswith(f"{part}.") and p.requires_grad)
         for part in ("encoder", "head")
     }
     unchanged = not changed and before.keys() == after.keys()
-    if freeze_backbone:
+    if adapter is not None:
+        verdict = (f"PASS: base encoder bit-identical, {len(adapter)} LoRA adapter tensors trained" if unchanged
+                   else f"FAIL: LoRA was to leave the base encoder unchanged, but {len(changed)} of {len(before)} "
+                        "base tensors changed")
+    elif freeze_backbone:
         verdict = "PASS: encoder frozen, all tensors bit-identical" if unchanged else "FAIL: encoder was meant to be frozen but changed"
     else:
         verdict = f"NOT FROZEN: encoder fine-tuned, {len(changed)} of {len(before)} tensors changed"
@@ -57,4 +62,5 @@ def build_freeze_proof(
         "trainable_parameters": {**trainable, "encoder_total": encoder_total},
         "tensor_sha256_before": before,
         "tensor_sha256_after": after,
+        **({"adapter": "lora", "adapter_tensor_sha256": adapter} if adapter is not None else {}),
     }

@@ -153,6 +153,21 @@ def validate(cfg: Config) -> None:
     _check_data_paths(d)
     check_precision_for_device(cfg.precision.mixed_precision.value, t.device)
     _validate_logger(cfg.logger)
+    _validate_adapter(cfg)
+
+
+def _validate_adapter(cfg: Config) -> None:
+    a = cfg.adapter
+    if a.method.value == "none":
+        return
+    _check(not cfg.training.freeze_backbone, "training.freeze_backbone",
+           f"must be false with adapter={a.method.value} (the encoder runs on every batch; its base weights stay "
+           "frozen all the same); adapter=lora sets it, drop the override")
+    _check(a.rank >= 1, "adapter.rank", f"must be >= 1, got {a.rank}")
+    _check(a.alpha > 0, "adapter.alpha", f"must be > 0, got {a.alpha}")
+    _check(0 <= a.dropout < 1, "adapter.dropout", f"must be in [0, 1), got {a.dropout}")
+    _check(a.target_modules is None or (len(a.target_modules) > 0 and all(str(t).strip() for t in a.target_modules)),
+           "adapter.target_modules", "must be null (the architecture's defaults) or a non-empty list of layer names")
 
 
 def _validate_logger(lg: LoggerConfig) -> None:

@@ -166,6 +166,22 @@ class TrainingConfig:
     progress_bar: bool = MISSING  # tqdm bar on a terminal (never in logs or CI)
 
 
+class AdapterMethod(str, Enum):
+    none = "none"  # training.freeze_backbone decides: the head alone, or the whole encoder too
+    lora = "lora"  # low-rank adapters (peft) in a frozen encoder, trained with the head
+
+
+@dataclass
+class AdapterConfig:
+    """Cheaper fine-tuning than the whole encoder (conf/adapter/): ``adapter=lora``."""
+
+    method: AdapterMethod = MISSING
+    rank: int = MISSING  # LoRA rank r
+    alpha: float = MISSING  # LoRA scaling numerator (the update is alpha / r x B A)
+    dropout: float = MISSING  # dropout on the adapter's input
+    target_modules: Optional[List[str]] = MISSING  # null: ModernBERT Wqkv, Wo, Wi; BERT-style query, key, value, dense
+
+
 @dataclass
 class PrecisionConfig:
     mixed_precision: MixedPrecision = MISSING
@@ -218,6 +234,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # where the run is tracked; changes no result
     resume: Optional[str] = None  # a run folder: continue it, with the config stored in it
 

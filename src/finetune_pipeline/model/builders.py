@@ -21,10 +21,11 @@ from transformers import set_seed
 
 from finetune_pipeline.artifacts.freeze_proof import module_hashes
 from finetune_pipeline.backbone.load import Backbone, load_encoder
-from finetune_pipeline.config.schema import Config
+from finetune_pipeline.config.schema import AdapterMethod, Config
 from finetune_pipeline.data.batches import TokenizedTexts, chunking_of, eval_loader, feature_loader, train_loader
 from finetune_pipeline.data.split import Split
 from finetune_pipeline.features.frozen import frozen_features
+from finetune_pipeline.model.adapters import adapter_hashes, add_lora, base_hashes, is_adapter, lora_spec
 from finetune_pipeline.model.classifier import FeatureClassifier, HeadConfig, TextClassifier
 from finetune_pipeline.runtime.distributed import Dist
 from finetune_pipeline.runtime.precision import Precision
@@ -47,6 +48,7 @@ class FreezeEvidence:
     after: Callable[[], dict[str, str]]  # taken when called: the proof is written after training
     encoder_parameters: int
     how: str  # when the hashes were taken
+    adapter: Callable[[], dict[str, str]] | None = None  # LoRA: the adapter tensors' hashes after training
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class BuiltModel:
     freeze: FreezeEvidence
     checkpoint_state: Callable[[], dict[str, torch.Tensor]]  # what best_model.pt / final_model.pt hold
     features: dict  # the feature cache's hit/miss, key and encoding statistics (metrics.json)
+    adapter: dict | None = None  # LoRA: its settings (LoraSpec.as_dict), stored in every checkpoint
 
 
 def build_head_over_cached_features(cfg: Config, backbone: Backbone, tokenizer, tokenized: TokenizedTexts,
@@ -93,7 +96,11 @@ def build_encoder_with_head(cfg: Config, backbone: Backbone, tokenizer, tokenize
                             num_classes: int, device: torch.device, dist: Dist) -> BuiltModel:
     t = cfg.training
     encoder = load_encoder(backbone, cfg.backbone)
+    lora = lora_spec(cfg.adapter, encoder) if cfg.adapter.method == AdapterMethod.lora else None
+    before = dist.broadcast(module_hashes(encoder) if dist.is_main else None)  # taken once, before any adapter
     set_seed(cfg.data.seed)
+    if lora is not None:
+        encoder = add_lora(encoder, lora)  # the adapters' initialisation depends on the seed only
     head = HeadConfig(encoder.config.hidden_size, cfg.model.hidden_dim, num_classes, cfg.model.pooling.value,
                       cfg.model.dropout, *_chunk_fields(cfg))
     model = TextClassifier(encoder, head.build(), cfg.model.pooling, frozen=t.freeze_backbone,
@@ -104,16 +111,28 @@ def build_encoder_with_head(cfg: Config, backbone: Backbone, tokenizer, tokenize
                       eval_loader(val_part, t.batch_size, t.num_workers, pad, **shard),
                       eval_loader(test_part, t.batch_size, t.num_workers, pad, **shard))
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    kind = ("frozen" if t.freeze_backbone else "trainable") if lora is None else \
+        f"frozen, LoRA r={lora.rank} alpha={lora.alpha:g} on {', '.join(lora.target_modules)}"
     log.info("model: encoder (%s) -> %s pooling -> MLP head %d -> %d -> %d; %.2fM trainable parameters; "
-             "%d train batches per epoch, length-grouped, dynamic padding",
-             "frozen" if t.freeze_backbone else "trainable", cfg.model.pooling.value, head.in_dim, head.hidden_dim,
-             num_classes, n_trainable / 1e6, len(loaders.train))
-    before = dist.broadcast(module_hashes(model.encoder) if dist.is_main else None)  # taken once
+             "%d train batches per epoch, length-grouped, dynamic padding", kind, cfg.model.pooling.value,
+             head.in_dim, head.hidden_dim, num_classes, n_trainable / 1e6, len(loaders.train))
+    if lora is not None:
+        evidence = FreezeEvidence(before, lambda: base_hashes(model.encoder),
+                                  sum(p.numel() for n, p in encoder.named_parameters() if not is_adapter(n)),
+                                  "before: right after loading, before the adapters were added; after: the base "
+                                  "tensors after the last epoch", adapter=lambda: adapter_hashes(model.encoder))
+        return BuiltModel(model, head, loaders, evidence, lambda: adapter_weights(model), {"cache": "off"},
+                          adapter=lora.as_dict())
     evidence = FreezeEvidence(before, lambda: module_hashes(model.encoder),
                               sum(p.numel() for p in encoder.parameters()),
                               "before: right after loading; after: after the last epoch")
     head_only = t.freeze_backbone and not t.full_checkpoints
     return BuiltModel(model, head, loaders, evidence, lambda: checkpoint_weights(model, head_only), {"cache": "off"})
+
+
+def adapter_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A LoRA checkpoint's tensors: the head and the adapters (the base encoder is known by its SHA-256)."""
+    return {k: v for k, v in model.state_dict().items() if k.startswith("head.") or is_adapter(k)}
 
 
 def _chunk_fields(cfg: Config) -> tuple[int | None, str | None]:

@@ -154,7 +154,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
 
     def checkpoint(name: str) -> None:
         if dist.is_main:
-            save_checkpoint(run_dir / name, built.checkpoint_state(), identity, built.head)
+            save_checkpoint(run_dir / name, built.checkpoint_state(), identity, built.head, built.adapter)
 
     def save_state_file(progress: Progress) -> str:
         if dist.is_main:
@@ -333,7 +333,8 @@ def _resume_from(state_path: Path, trainer: Trainer, data_id: dict, cfg: Config,
 def _write_freeze_proof(run_dir: Path, cfg: Config, built: BuiltModel, backbone: Backbone) -> None:
     evidence = built.freeze
     proof = build_freeze_proof(evidence.before, evidence.after(), cfg.training.freeze_backbone, built.model,
-                               str(backbone.folder), evidence.encoder_parameters, evidence.how)
+                               str(backbone.folder), evidence.encoder_parameters, evidence.how,
+                               adapter=evidence.adapter() if evidence.adapter else None)
     write_json(run_dir / "freeze_proof.json", proof)
     log.info("freeze proof: %s (encoder sha256 %s -> %s)", proof["verdict"],
              proof["encoder_sha256_before"][:12], proof["encoder_sha256_after"][:12])

@@ -67,11 +67,16 @@ def data_identity(raw_fingerprint: str, split: Split, processes: int = 1) -> dic
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The head's tensors, plus the encoder's when it trains (a frozen encoder is the base model's)."""
+    """The head's tensors, plus the encoder's when it trains (a frozen encoder is the base model's); with
+    adapters (LoRA) only the encoder tensors that train: the base weights are the base model's."""
     model = unwrap(model)
-    trains_encoder = any(p.requires_grad for n, p in model.named_parameters() if n.startswith("encoder."))
+    encoder = [(n, p) for n, p in model.named_parameters() if n.startswith("encoder.")]
+    training = {n for n, p in encoder if p.requires_grad}
+    if training and len(training) < len(encoder):  # adapters in a frozen encoder
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+                if not k.startswith("encoder.") or k in training}
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-            if trains_encoder or not k.startswith("encoder.")}
+            if training or not k.startswith("encoder.")}
 
 
 def save_state(path: Path, progress: Progress, trainer: Trainer, data: dict[str, str]) -> None:
