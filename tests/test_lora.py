@@ -17,8 +17,7 @@ pytest.importorskip("peft")
 @pytest.fixture(scope="module")
 def runs(module_project):
     project, train_run = module_project
-    return {"lora": train_run("lora", "adapter=lora", "training.epochs=2"),
-            "full": train_run("full", "training.freeze_backbone=false", "training.epochs=1")}
+    return {"lora": train_run("lora", "adapter=lora", "training.epochs=2")}
 
 
 def test_a_lora_run_keeps_the_base_bit_identical_and_checkpoints_only_head_and_adapters(runs):
@@ -37,10 +36,10 @@ def test_a_lora_run_keeps_the_base_bit_identical_and_checkpoints_only_head_and_a
     assert ckpt["kind"] == "lora" and ckpt["lora"]["rank"] == 8 and ckpt["lora"]["target_modules"] == ["Wqkv", "Wo", "Wi"]
     assert ckpt["backbone"]["sha256"] == proof["encoder_sha256_before"]
     assert all(k.startswith("head.") or "lora_" in k for k in ckpt["state_dict"])
-    full = (runs["full"] / "best_model.pt").stat().st_size
-    assert (run / "best_model.pt").stat().st_size < 0.5 * full  # tiny encoder; on mmBERT-base: docs/benchmarks.md
     trainable = proof["trainable_parameters"]
     assert 0 < trainable["encoder"] < 0.2 * trainable["encoder_total"]
+    full = 4 * (trainable["encoder_total"] + trainable["head"])  # fp32 bytes a full checkpoint holds at least
+    assert (run / "best_model.pt").stat().st_size < 0.3 * full  # tiny encoder; mmBERT-base: docs/benchmarks.md
 
 
 def test_lora_predictions_match_the_runs_own_test_predictions(runs):

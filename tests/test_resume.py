@@ -43,7 +43,7 @@ def assert_same(a, b):
 
 PATHS = {"cached head": [], "fine-tuning, accumulation 2": ["training.freeze_backbone=false",
                                                             "training.gradient_accumulation_steps=2"],
-         "LoRA": ["adapter=lora"]}
+         "LoRA": ["adapter=lora", "training.epochs=2"]}
 # the state is saved at the optimizer step after batch 5: with accumulation 2 that is after batch 6
 STOPS_AFTER = {"cached head": 5, "fine-tuning, accumulation 2": 6, "LoRA": 5}
 
