@@ -66,9 +66,10 @@ def test_ranks_share_out_exactly_the_single_process_batches():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", ["fine-tuning", "frozen, features encoded by both ranks", "LoRA"])
+@pytest.mark.parametrize("path", ["fine-tuning", "frozen, features encoded by both ranks", "LoRA", "top layers"])
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(project, tiny_cache, path):
-    extra = {"fine-tuning": ["training.freeze_backbone=false"], "LoRA": ["adapter=lora", "adapter.dropout=0"]}.get(path, [])
+    extra = {"fine-tuning": ["training.freeze_backbone=false"], "LoRA": ["adapter=lora", "adapter.dropout=0"],
+             "top layers": ["adapter=top_layers", "adapter.layers=1", "adapter.cache_dtype=fp32"]}.get(path, [])
     run_train(project, *COMMON, *extra, "training.batch_size=16", tiny_cache=tiny_cache)
     single = run_folders(project)[0]
     proc = torchrun(project, *COMMON, *extra, "training.batch_size=8", "data.cache_dir=data/cache_ddp",
@@ -83,6 +84,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(project
     assert (ddp / ".hydra" / "config.yaml").is_file() and json.loads((ddp / "freeze_proof.json").read_text())
     if path == "LoRA":
         assert json.loads((ddp / "freeze_proof.json").read_text())["verdict"].startswith("PASS: base encoder")
+    if path == "top layers":
+        assert json.loads((ddp / "freeze_proof.json").read_text())["verdict"].startswith("PASS: only the top layers")
     if path.startswith("frozen"):
         assert "encoding sharded over 2 ranks: [160, 160] texts each" in log
         [one] = list((project / "data" / "cache" / "features").glob("*.pt"))

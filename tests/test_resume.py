@@ -43,9 +43,10 @@ def assert_same(a, b):
 
 PATHS = {"cached head": [], "fine-tuning, accumulation 2": ["training.freeze_backbone=false",
                                                             "training.gradient_accumulation_steps=2"],
-         "LoRA": ["adapter=lora", "training.epochs=2"]}
+         "LoRA": ["adapter=lora", "training.epochs=2"],
+         "top layers": ["adapter=top_layers", "adapter.layers=1", "training.epochs=2"]}
 # the state is saved at the optimizer step after batch 5: with accumulation 2 that is after batch 6
-STOPS_AFTER = {"cached head": 5, "fine-tuning, accumulation 2": 6, "LoRA": 5}
+STOPS_AFTER = {"cached head": 5, "fine-tuning, accumulation 2": 6, "LoRA": 5, "top layers": 5}
 
 
 @pytest.mark.parametrize("path", PATHS, ids=list(PATHS))

@@ -3,12 +3,13 @@
 A checkpoint is a dict of plain types and tensors, so ``torch.load(path, weights_only=True)``
 reads it:
 
-    {"kind": "head_only" | "full" | "lora",
+    {"kind": "head_only" | "full" | "lora" | "partial",
      "backbone": {"name": str, "path": str, "sha256": str},   # the freeze proof's encoder hash
      ["lora": {"rank", "alpha", "dropout", "target_modules"}],   # kind lora: model.adapters.LoraSpec
      "head": {"in_dim", "hidden_dim", "classes", "pooling", "dropout",   # model.classifier.HeadConfig
               "chunk_stride", "chunk_pooling"},   # null unless data.long_text=chunk
-     "state_dict": {"head.*": ..., ["encoder.*": ...] (full), ["encoder.*lora_*": ...] (lora)}}
+     "state_dict": {"head.*": ..., ["encoder.*": ...] (full), ["encoder.*lora_*": ...] (lora),
+                    [the trained "encoder.*" tensors] (partial: adapter=top_layers)}}
 
 A frozen run writes head-only checkpoints (kilobytes instead of mmBERT-base's 1.2 GB) unless
 ``training.full_checkpoints=true``; a LoRA run writes the head and the adapters (megabytes); loading
@@ -31,7 +32,7 @@ from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.model.adapters import LoraSpec, add_lora, is_adapter, merge_lora
 from finetune_pipeline.model.classifier import HeadConfig, TextClassifier
 
-KINDS = ("head_only", "full", "lora")
+KINDS = ("head_only", "full", "lora", "partial")
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ class BackboneIdentity:
 
 
 def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], backbone: BackboneIdentity, head: HeadConfig,
-                    lora: dict | None = None) -> None:
-    kind = "lora" if lora else "full" if any(k.startswith("encoder.") for k in state_dict) else "head_only"
+                    lora: dict | None = None, kind: str | None = None) -> None:
+    kind = kind or ("lora" if lora else "full" if any(k.startswith("encoder.") for k in state_dict) else "head_only")
     save_torch(path, {"kind": kind, "backbone": backbone.as_dict(), "head": dataclasses.asdict(head),
                       **({"lora": lora} if lora else {}),
                       "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}})
@@ -86,7 +87,7 @@ def load_classifier(path: Path, backbone_folder: Path | None = None) -> TextClas
         raise PipelineError(f"{path}: its backbone folder {folder} is missing; pass the folder that holds it")
     encoder = read_encoder(folder)
     state = ckpt["state_dict"]
-    if ckpt["kind"] in ("head_only", "lora"):
+    if ckpt["kind"] in ("head_only", "lora", "partial"):
         verify_backbone(ckpt, path, combined_sha256(module_hashes(encoder)), folder)
     try:
         head = HeadConfig(**{**ckpt["head"], "dropout": 0.0}) if "head" in ckpt else _head_of_older_checkpoint(ckpt)
@@ -94,6 +95,9 @@ def load_classifier(path: Path, backbone_folder: Path | None = None) -> TextClas
             encoder = add_lora(encoder, LoraSpec.from_dict(ckpt["lora"]))
             _check_adapters(encoder, state, path)
         model = TextClassifier(encoder, head.build(), Pooling(head.pooling), frozen=True, chunking=head.chunking())
+        unknown = sorted(set(state) - set(model.state_dict()))
+        if unknown:
+            raise PipelineError(f"{path}: tensors this classifier does not have ({len(unknown)}, e.g. {unknown[0]})")
         restore_weights(model, state)
         if ckpt["kind"] == "lora":
             merge_lora(model.encoder)

@@ -31,17 +31,25 @@ def combined_sha256(hashes: dict[str, str]) -> str:
 
 def build_freeze_proof(
     before: dict[str, str], after: dict[str, str], freeze_backbone: bool, model: nn.Module, backbone_path: str,
-    encoder_total: int, how: str, adapter: dict[str, str] | None = None,
+    encoder_total: int, how: str, adapter: dict[str, str] | None = None, trained_prefixes: tuple[str, ...] = (),
 ) -> dict:
     """``how`` says when the hashes were taken (they differ between the cached and end-to-end paths);
-    ``adapter``: with LoRA, the adapter tensors' hashes (``before``/``after`` are then the base tensors)."""
+    ``adapter``: with LoRA, the adapter tensors' hashes (``before``/``after`` are then the base tensors);
+    ``trained_prefixes``: with adapter=top_layers, the tensors (name prefixes) that were meant to train."""
     changed = sorted(n for n in before if before[n] != after.get(n))
     trainable = {  # a head over cached features has no encoder parameters at all
         part: sum(p.numel() for n, p in model.named_parameters() if n.startswith(f"{part}.") and p.requires_grad)
         for part in ("encoder", "head")
     }
     unchanged = not changed and before.keys() == after.keys()
-    if adapter is not None:
+    if trained_prefixes:
+        outside = [n for n in changed if not n.startswith(trained_prefixes)]
+        layers = sorted({p.rstrip(".") for p in trained_prefixes})
+        verdict = (f"PASS: only the top layers trained ({len(changed)} tensors of {', '.join(layers)} changed); "
+                   f"the other {len(before) - len(changed)} tensors bit-identical" if not outside and
+                   before.keys() == after.keys() else
+                   f"FAIL: {len(outside)} tensors outside the trained top layers changed (e.g. {outside[:1]})")
+    elif adapter is not None:
         verdict = (f"PASS: base encoder bit-identical, {len(adapter)} LoRA adapter tensors trained" if unchanged
                    else f"FAIL: LoRA was to leave the base encoder unchanged, but {len(changed)} of {len(before)} "
                         "base tensors changed")
@@ -63,4 +71,5 @@ def build_freeze_proof(
         "tensor_sha256_before": before,
         "tensor_sha256_after": after,
         **({"adapter": "lora", "adapter_tensor_sha256": adapter} if adapter is not None else {}),
+        **({"adapter": "top_layers", "trained_tensors": list(trained_prefixes)} if trained_prefixes else {}),
     }

@@ -166,6 +166,8 @@ def _validate_adapter(cfg: Config) -> None:
     _check(a.rank >= 1, "adapter.rank", f"must be >= 1, got {a.rank}")
     _check(a.alpha > 0, "adapter.alpha", f"must be > 0, got {a.alpha}")
     _check(0 <= a.dropout < 1, "adapter.dropout", f"must be in [0, 1), got {a.dropout}")
+    _check(a.layers >= 1, "adapter.layers", f"must be >= 1, got {a.layers}")
+    _check(a.cache_dtype in ("fp16", "bf16", "fp32"), "adapter.cache_dtype", f"must be fp16, bf16 or fp32, got {a.cache_dtype!r}")
     _check(a.target_modules is None or (len(a.target_modules) > 0 and all(str(t).strip() for t in a.target_modules)),
            "adapter.target_modules", "must be null (the architecture's defaults) or a non-empty list of layer names")
 

@@ -169,6 +169,7 @@ class TrainingConfig:
 class AdapterMethod(str, Enum):
     none = "none"  # training.freeze_backbone decides: the head alone, or the whole encoder too
     lora = "lora"  # low-rank adapters (peft) in a frozen encoder, trained with the head
+    top_layers = "top_layers"  # the top `layers` layers train over cached states of the frozen rest
 
 
 @dataclass
@@ -180,6 +181,8 @@ class AdapterConfig:
     alpha: float = MISSING  # LoRA scaling numerator (the update is alpha / r x B A)
     dropout: float = MISSING  # dropout on the adapter's input
     target_modules: Optional[List[str]] = MISSING  # null: ModernBERT Wqkv, Wo, Wi; BERT-style query, key, value, dense
+    layers: int = MISSING  # top_layers: how many of the encoder's top layers train
+    cache_dtype: str = MISSING  # top_layers: fp16 | bf16 | fp32, the cached token states' storage
 
 
 @dataclass

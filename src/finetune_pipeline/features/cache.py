@@ -50,16 +50,24 @@ class FeatureCache:
     def path(self, key: str) -> Path:
         return self.root / f"{key}.pt"
 
-    def load(self, key: str) -> torch.Tensor | None:
-        """The entry's (N, H) features; None when absent. A corrupt entry is deleted (and so rebuilt)."""
+    def value(self, entry: dict):
+        """What an entry holds, checked: (N, H) finite features."""
+        features = entry["features"]
+        if not (isinstance(features, torch.Tensor) and features.dim() == 2 and len(features) == self.rows
+                and bool(torch.isfinite(features).all())):
+            raise ValueError(f"not {self.rows} rows of finite features")
+        return features
+
+    def payload(self, value) -> dict:
+        return {"features": value}
+
+    def load(self, key: str):
+        """The entry's value (features); None when absent. A corrupt entry is deleted (and so rebuilt)."""
         path = self.path(key)
         if not path.is_file():
             return None
         try:
-            features = torch.load(path, weights_only=True)["features"]
-            if not (isinstance(features, torch.Tensor) and features.dim() == 2 and len(features) == self.rows
-                    and bool(torch.isfinite(features).all())):
-                raise ValueError(f"not {self.rows} rows of finite features")
+            features = self.value(torch.load(path, weights_only=True))
         except Exception as e:  # truncated file, foreign pickle, wrong shape
             log.warning("feature cache: %s is corrupt (%s: %s); deleting it and encoding again", path,
                         type(e).__name__, str(e).splitlines()[0] if str(e) else "")
@@ -81,5 +89,22 @@ class FeatureCache:
                 return features, True
             log.info("feature cache: miss %s, encoding", self.path(key))
             features, meta = compute()
-            save_torch(self.path(key), {"features": features, "meta": meta})
+            save_torch(self.path(key), {**self.payload(features), "meta": meta})
         return features, False
+
+
+class TokenStateCache(FeatureCache):
+    """Entries of token-level hidden states (adapter=top_layers): ``states`` (sum of lengths, H) in the
+    cache dtype, ``lengths`` (N,) tokens per text; the value is the pair."""
+
+    def value(self, entry: dict):
+        states, lengths = entry["states"], entry["lengths"]
+        if not (isinstance(states, torch.Tensor) and states.dim() == 2 and isinstance(lengths, torch.Tensor)
+                and len(lengths) == self.rows and int(lengths.sum()) == len(states)
+                and bool(torch.isfinite(states).all())):
+            raise ValueError(f"not the token states of {self.rows} texts")
+        return states, lengths
+
+    def payload(self, value) -> dict:
+        states, lengths = value
+        return {"states": states, "lengths": lengths}

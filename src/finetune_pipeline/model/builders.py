@@ -19,14 +19,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import set_seed
 
-from finetune_pipeline.artifacts.freeze_proof import module_hashes
+from finetune_pipeline.artifacts.freeze_proof import combined_sha256, module_hashes
 from finetune_pipeline.backbone.load import Backbone, load_encoder
 from finetune_pipeline.config.schema import AdapterMethod, Config
 from finetune_pipeline.data.batches import TokenizedTexts, chunking_of, eval_loader, feature_loader, train_loader
 from finetune_pipeline.data.split import Split
+from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.features.frozen import frozen_features
 from finetune_pipeline.model.adapters import adapter_hashes, add_lora, base_hashes, is_adapter, lora_spec
 from finetune_pipeline.model.classifier import FeatureClassifier, HeadConfig, TextClassifier
+from finetune_pipeline.model.top_layers import check_layers, freeze_all_but_top, top_parameter_prefixes
 from finetune_pipeline.runtime.distributed import Dist
 from finetune_pipeline.runtime.precision import Precision
 
@@ -49,6 +51,7 @@ class FreezeEvidence:
     encoder_parameters: int
     how: str  # when the hashes were taken
     adapter: Callable[[], dict[str, str]] | None = None  # LoRA: the adapter tensors' hashes after training
+    trained_prefixes: tuple[str, ...] = ()  # adapter=top_layers: the encoder tensors that may change
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class BuiltModel:
     checkpoint_state: Callable[[], dict[str, torch.Tensor]]  # what best_model.pt / final_model.pt hold
     features: dict  # the feature cache's hit/miss, key and encoding statistics (metrics.json)
     adapter: dict | None = None  # LoRA: its settings (LoraSpec.as_dict), stored in every checkpoint
+    kind: str | None = None  # the checkpoint kind when it is not implied ("partial": top layers + head)
 
 
 def build_head_over_cached_features(cfg: Config, backbone: Backbone, tokenizer, tokenized: TokenizedTexts,
@@ -128,6 +132,76 @@ def build_encoder_with_head(cfg: Config, backbone: Backbone, tokenizer, tokenize
                               "before: right after loading; after: after the last epoch")
     head_only = t.freeze_backbone and not t.full_checkpoints
     return BuiltModel(model, head, loaders, evidence, lambda: checkpoint_weights(model, head_only), {"cache": "off"})
+
+
+def build_top_layers(cfg: Config, backbone: Backbone, tokenizer, tokenized: TokenizedTexts, texts: list[str],
+                     split: Split, num_classes: int, device: torch.device, precision: Precision,
+                     dist: Dist) -> BuiltModel:
+    """adapter=top_layers: the bottom layers' token states cached once, the top layers + head trained on them."""
+    from finetune_pipeline.features.cache import TokenStateCache, feature_key, texts_sha256, tokenizer_sha256
+    from finetune_pipeline.features.token_states import DTYPES, CachedStates, encode_bottom, state_loader
+    from finetune_pipeline.paths import resolve_path
+
+    t, a = cfg.training, cfg.adapter
+    if tokenized.chunked:
+        raise PipelineError("adapter=top_layers caches one row of token states per text; data.long_text=chunk is "
+                            "not supported with it yet (use adapter=lora or training.freeze_backbone=false)")
+    encoder = load_encoder(backbone, cfg.backbone).to(device)
+    first_top = check_layers(encoder, a.layers)
+    prefixes = tuple(top_parameter_prefixes(encoder, a.layers))
+    before = dist.broadcast(module_hashes(encoder) if dist.is_main else None)
+    key = feature_key(encoder=combined_sha256(before), tokenizer=tokenizer_sha256(backbone.folder),
+                      max_length=cfg.data.max_length, precision=precision.name, texts=texts_sha256(texts),
+                      layer=first_top, dtype=a.cache_dtype)
+    cache = TokenStateCache(resolve_path(cfg.data.cache_dir) / "states", len(texts))
+    info: dict = {"key": key, "layer": first_top}
+
+    def compute():
+        value, stats = encode_bottom(encoder, first_top, tokenized, precision, device, t.encode_batch_size,
+                                     t.encode_max_tokens, tokenizer.pad_token_id, DTYPES[a.cache_dtype])
+        info["encoding"] = stats.as_dict()
+        log.info("encoded %d texts through the bottom %d layers in %.1f s (%.1f texts/s)", stats.texts, first_top,
+                 stats.seconds, stats.texts / max(stats.seconds, 1e-9))
+        return value, {"layer": first_top, "dtype": a.cache_dtype, "encoding": stats.as_dict()}
+
+    if dist.is_main:
+        (states, lengths), hit = cache.get_or_compute(key, compute)
+    dist.barrier()
+    if not dist.is_main:
+        states, lengths = cache.load(key)
+        hit = True
+    info["cache"] = "hit" if hit else "miss"
+    info["bytes"] = states.numel() * states.element_size()
+    log.info("token-state cache: %s, %d tokens x %d in %s = %.1f MB", info["cache"], len(states), states.shape[1],
+             a.cache_dtype, info["bytes"] / 1e6)
+    set_seed(cfg.data.seed)
+    head = HeadConfig(encoder.config.hidden_size, cfg.model.hidden_dim, num_classes, cfg.model.pooling.value,
+                      cfg.model.dropout)
+    freeze_all_but_top(encoder, a.layers)  # the proof checks against `prefixes`, found independently
+    model = TextClassifier(encoder, head.build(), cfg.model.pooling, frozen=False).to(device)
+    model.top_from = first_top
+    parts = [[int(i) for i in idx] for idx in split]
+    shard = {"rank": dist.rank, "world_size": dist.world_size}
+    data = [CachedStates(states, lengths, tokenized.labels, rows) for rows in parts[:2]]
+    # train and validate on the cached states; test the model as it is deployed: the whole encoder on the texts
+    test_part = TokenizedTexts.subset(tokenized, parts[2])
+    loaders = Loaders(state_loader(data[0], t.batch_size, True, cfg.data.seed, **shard),
+                      state_loader(data[1], t.batch_size, False, **shard),
+                      eval_loader(test_part, t.batch_size, t.num_workers, tokenizer.pad_token_id, **shard))
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("model: encoder layers %d-%d trained over cached states of layers 0-%d -> %s pooling -> MLP head "
+             "%d -> %d -> %d; %.2fM trainable parameters; %d train batches per epoch", first_top,
+             first_top + a.layers - 1, first_top - 1, cfg.model.pooling.value, head.in_dim, head.hidden_dim,
+             num_classes, n_trainable / 1e6, len(loaders.train))
+    evidence = FreezeEvidence(before, lambda: module_hashes(model.encoder),
+                              sum(p.numel() for p in encoder.parameters()),
+                              "before: right after loading; after: after the last epoch", trained_prefixes=prefixes)
+
+    def weights() -> dict[str, torch.Tensor]:  # the head and the trained layers; the rest is the base's
+        return {k: v for k, v in model.state_dict().items()
+                if k.startswith("head.") or k.removeprefix("encoder.").startswith(prefixes)}
+
+    return BuiltModel(model, head, loaders, evidence, weights, info, kind="partial")
 
 
 def adapter_weights(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -90,6 +90,7 @@ class TextClassifier(nn.Module):
                  chunking: Chunking | None = None):
         super().__init__()
         self.encoder, self.head, self.pooling, self.frozen, self.chunking = encoder, head, pooling, frozen, chunking
+        self.top_from: int | None = None  # adapter=top_layers: batches of cached states enter this layer
         if frozen:
             for p in encoder.parameters():
                 p.requires_grad_(False)
@@ -102,7 +103,13 @@ class TextClassifier(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = batch["attention_mask"]  # (B, T)
-        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state  # (B, T, H)
+        if "hidden" in batch:  # cached states of the frozen bottom layers: run the top layers only
+            from finetune_pipeline.model.top_layers import top_only
+
+            with top_only(self.encoder, self.top_from):
+                hidden = self.encoder(inputs_embeds=batch["hidden"], attention_mask=mask).last_hidden_state
+        else:
+            hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state  # (B, T, H)
         return self.head(text_vectors(hidden, batch, self.pooling, self.chunking).float())  # (B, C) logits
 
 

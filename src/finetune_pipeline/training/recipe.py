@@ -32,7 +32,7 @@ from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, STATE_FILE, cl
                                                    is_failed_attempt, one_line, record_failure, require_empty,
                                                    require_stopped_run, run_name)
 from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_backbone
-from finetune_pipeline.config.schema import Config, SplitMode
+from finetune_pipeline.config.schema import AdapterMethod, Config, SplitMode
 from finetune_pipeline.data.batches import TokenizedTexts, chunking_of
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.hf_source import keeps_own_split
@@ -40,7 +40,8 @@ from finetune_pipeline.data.preprocess import CombinedDataset, ensure_preprocess
 from finetune_pipeline.data.split import Split, limit_samples, split_by_files, stratified_split
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.report import write_evaluation
-from finetune_pipeline.model.builders import BuiltModel, build_encoder_with_head, build_head_over_cached_features
+from finetune_pipeline.model.builders import (BuiltModel, build_encoder_with_head, build_head_over_cached_features,
+                                             build_top_layers)
 from finetune_pipeline.paths import resolve_path
 from finetune_pipeline.runtime.device import resolve_device
 from finetune_pipeline.runtime.distributed import SINGLE, Dist, wrap
@@ -154,7 +155,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
 
     def checkpoint(name: str) -> None:
         if dist.is_main:
-            save_checkpoint(run_dir / name, built.checkpoint_state(), identity, built.head, built.adapter)
+            save_checkpoint(run_dir / name, built.checkpoint_state(), identity, built.head, built.adapter, built.kind)
 
     def save_state_file(progress: Progress) -> str:
         if dist.is_main:
@@ -296,6 +297,8 @@ def _setup_model(cfg: Config, backbone: Backbone, tokenizer, texts: list[str], l
     if cfg.training.freeze_backbone and cfg.training.cache_features:
         return build_head_over_cached_features(cfg, backbone, tokenizer, tokenized, texts, split, num_classes,
                                                device, precision, dist)
+    if cfg.adapter.method == AdapterMethod.top_layers:
+        return build_top_layers(cfg, backbone, tokenizer, tokenized, texts, split, num_classes, device, precision, dist)
     return build_encoder_with_head(cfg, backbone, tokenizer, tokenized, split, num_classes, device, dist)
 
 
@@ -334,7 +337,8 @@ def _write_freeze_proof(run_dir: Path, cfg: Config, built: BuiltModel, backbone:
     evidence = built.freeze
     proof = build_freeze_proof(evidence.before, evidence.after(), cfg.training.freeze_backbone, built.model,
                                str(backbone.folder), evidence.encoder_parameters, evidence.how,
-                               adapter=evidence.adapter() if evidence.adapter else None)
+                               adapter=evidence.adapter() if evidence.adapter else None,
+                               trained_prefixes=evidence.trained_prefixes)
     write_json(run_dir / "freeze_proof.json", proof)
     log.info("freeze proof: %s (encoder sha256 %s -> %s)", proof["verdict"],
              proof["encoder_sha256_before"][:12], proof["encoder_sha256_after"][:12])
