@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from datetime import date
 from pathlib import Path
@@ -25,8 +24,8 @@ from common import REPO, machine, run_measured  # noqa: E402
 
 MODES = {
     "frozen head": (["training.freeze_backbone=true"], 5),
-    "top-1 layer": (["adapter=top_layers", "adapter.layers=1"], 2),
-    "top-2 layers": (["adapter=top_layers", "adapter.layers=2"], 2),
+    "top-1 layer": (["adapter=top_layers", "adapter.layers=1"], 3),
+    "top-2 layers": (["adapter=top_layers", "adapter.layers=2"], 3),
     "LoRA r=8": (["adapter=lora"], 1),
     "full fine-tuning": (["training.freeze_backbone=false"], 1),
 }
@@ -39,13 +38,17 @@ def main() -> None:
     parser.add_argument("--modes", nargs="*", default=list(MODES))
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/finetune-bench-between"))
     args = parser.parse_args()
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    args.workdir.mkdir(parents=True)
+    args.workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(args.workdir), "HF_HUB_OFFLINE": "1"}
+    out = REPO / "bench" / "results" / "between_frozen_and_full.json"
     results: dict = {"date": date.today().isoformat(), "machine": machine(), "modes": {}}
+    if out.is_file() and set(args.modes) != set(MODES):  # a partial run adds to the same day's figures
+        earlier = json.loads(out.read_text())
+        if earlier.get("date") == results["date"]:
+            results["modes"] = {k: v for k, v in earlier["modes"].items() if k not in args.modes}
     for name in args.modes:
         overrides, epochs = MODES[name]
-        run = args.workdir / "runs" / name.replace(" ", "-")
+        run = args.workdir / "runs" / name.replace(" ", "-").replace("=", "")
         seconds, rss, _ = run_measured([
             sys.executable, str(REPO / "bench" / "keep_state.py"), "backbone=local", "backbone.name=all-MiniLM-L6-v2",
             f"backbone.path={args.model.resolve()}", f"data.raw_dir={args.dataset.resolve()}", "data.split=files",
@@ -61,7 +64,7 @@ def main() -> None:
             "trainable_parameters": proof["trainable_parameters"], "verdict": proof["verdict"],
             "features": metrics.get("features")}
         print(name, {k: v for k, v in results["modes"][name].items() if k != "features"}, flush=True)
-    out = REPO / "bench" / "results" / "between_frozen_and_full.json"
+        out.write_text(json.dumps(results, indent=2), encoding="utf-8")
     out.write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(markdown(results))
 
