@@ -28,6 +28,8 @@ MODES = {
     "top-2 layers": (["adapter=top_layers", "adapter.layers=2"], 3),
     "LoRA r=8": (["adapter=lora"], 1),
     "full fine-tuning": (["training.freeze_backbone=false"], 1),
+    "LoRA r=8, 3 epochs": (["adapter=lora"], 3),
+    "full fine-tuning, 3 epochs": (["training.freeze_backbone=false"], 3),
 }
 
 
@@ -48,7 +50,7 @@ def main() -> None:
             results["modes"] = {k: v for k, v in earlier["modes"].items() if k not in args.modes}
     for name in args.modes:
         overrides, epochs = MODES[name]
-        run = args.workdir / "runs" / name.replace(" ", "-").replace("=", "")
+        run = args.workdir / "runs" / name.replace(" ", "-").replace("=", "").replace(",", "")
         seconds, rss, _ = run_measured([
             sys.executable, str(REPO / "bench" / "keep_state.py"), "backbone=local", "backbone.name=all-MiniLM-L6-v2",
             f"backbone.path={args.model.resolve()}", f"data.raw_dir={args.dataset.resolve()}", "data.split=files",
@@ -70,7 +72,7 @@ def main() -> None:
 
 
 def markdown(r: dict) -> str:
-    full = r["modes"].get("full fine-tuning")
+    full = r["modes"].get("full fine-tuning, 3 epochs") or r["modes"].get("full fine-tuning")
     rows = [f"Measured {r['date']} on {r['machine']}.", "",
             "| mode | epochs | test accuracy | wall s | vs full | peak RSS MB | checkpoint | vs full | training state |",
             "|---|---|---|---|---|---|---|---|---|"]
