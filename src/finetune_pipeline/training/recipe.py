@@ -313,10 +313,12 @@ def _test_with_best_weights(run_dir: Path, built: BuiltModel, precision: Precisi
 def _setup_trainer(cfg: Config, built: BuiltModel, precision: Precision, device: torch.device, dist: Dist) -> Trainer:
     """AdamW + warm-up and schedule + loss scaler; the model DDP-wrapped under torchrun. Logs one line."""
     t = cfg.training
-    optimizer = build_optimizer(built.model, t.learning_rate, t.encoder_learning_rate, t.weight_decay)
+    optimizer = build_optimizer(built.model, t.learning_rate, t.encoder_learning_rate, t.weight_decay,
+                                t.fused_optimizer)
     total_steps = optimizer_steps(len(built.loaders.train), t.gradient_accumulation_steps, t.epochs)
     scheduler = build_scheduler(optimizer, total_steps, t.warmup_ratio, t.lr_schedule)
-    log.info("optimizer: AdamW, groups %s; %s schedule, %d optimizer steps", [g["name"] for g in optimizer.param_groups],
+    log.info("optimizer: AdamW%s, groups %s; %s schedule, %d optimizer steps",
+             " (fused)" if optimizer.defaults.get("fused") else "", [g["name"] for g in optimizer.param_groups],
              t.lr_schedule.value, total_steps)
     model = wrap(built.model, dist, device)
     if dist.enabled:
