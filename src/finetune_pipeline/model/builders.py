@@ -180,14 +180,15 @@ def build_top_layers(cfg: Config, backbone: Backbone, tokenizer, tokenized: Toke
     freeze_all_but_top(encoder, a.layers)  # the proof checks against `prefixes`, found independently
     model = TextClassifier(encoder, head.build(), cfg.model.pooling, frozen=False).to(device)
     model.top_from = first_top
-    parts = [[int(i) for i in idx] for idx in split]
+    train_rows, val_rows, test_rows = ([int(i) for i in idx] for idx in split)
     shard = {"rank": dist.rank, "world_size": dist.world_size}
-    data = [CachedStates(states, lengths, tokenized.labels, rows) for rows in parts[:2]]
     # train and validate on the cached states; test the model as it is deployed: the whole encoder on the texts
-    test_part = TokenizedTexts.subset(tokenized, parts[2])
-    loaders = Loaders(state_loader(data[0], t.batch_size, True, cfg.data.seed, **shard),
-                      state_loader(data[1], t.batch_size, False, **shard),
-                      eval_loader(test_part, t.batch_size, t.num_workers, tokenizer.pad_token_id, **shard))
+    loaders = Loaders(
+        state_loader(CachedStates(states, lengths, tokenized.labels, train_rows), t.batch_size, True, cfg.data.seed,
+                     **shard),
+        state_loader(CachedStates(states, lengths, tokenized.labels, val_rows), t.batch_size, False, **shard),
+        eval_loader(TokenizedTexts.subset(tokenized, test_rows), t.batch_size, t.num_workers, tokenizer.pad_token_id,
+                    **shard))
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("model: encoder layers %d-%d trained over cached states of layers 0-%d -> %s pooling -> MLP head "
              "%d -> %d -> %d; %.2fM trainable parameters; %d train batches per epoch", first_top,
