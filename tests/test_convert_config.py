@@ -71,6 +71,10 @@ def test_every_original_key_is_converted_or_reported(original, tmp_path, monkeyp
     assert pipeline_main(["convert-config", str(config), "--name", "old", "--conf-dir", str(conf)]) == 1
     assert pipeline_main(["convert-config", str(config), "--name", "../x", "--conf-dir", str(conf)]) == 1
     assert not (tmp_path / "x.yaml").exists() and not (conf / "x.yaml").exists()
+    # a --conf-dir that is a file: one line, exit 1, and no label mapping copied for a YAML never written
+    (tmp_path / "a-file").write_text("")
+    assert pipeline_main(["convert-config", str(config), "--name", "new", "--conf-dir", str(tmp_path / "a-file")]) == 1
+    assert not (tmp_path / "project" / "data" / "new").exists()
 
 
 @pytest.mark.parametrize("content,message", [

@@ -1,6 +1,8 @@
 """The one place where a command's failure becomes its one-line message and exit status.
 
     PipelineError (bad input, config, files)   -> "[time][ERROR] <message>", exit 1
+    OSError nobody foresaw (a path that is a file, a full disk, no permission)
+                                               -> "[time][ERROR] <path>: <reason>", exit 1
     Stopped (SIGINT / SIGTERM)                 -> "[time][ERROR] stopped by SIGTERM; <what was kept>", 130 / 143
 """
 
@@ -28,4 +30,8 @@ def exit_status(command: Callable[[], None], when_stopped: str, signals: bool = 
     except Stopped as e:
         log.error("%s; %s", e, when_stopped)
         return e.exit_code
+    except OSError as e:
+        where = e.filename if e.filename is not None else "a file"
+        log.error("%s: %s (%s); %s", where, e.strerror or e, type(e).__name__, when_stopped)
+        return 1
     return 0

@@ -81,15 +81,16 @@ def write_experiment(conversion: Conversion, name: str, config_path: Path, conf_
     target = conf_dir / "experiment" / f"{name}.yaml"
     if target.exists() and not overwrite:
         raise PipelineError(f"{target}: exists; pass --overwrite to replace it, or --name another")
+    copy = project / "data" / name / "output_to_symbol.json"
+    if conversion.mapping_source is not None and copy.exists() and \
+            copy.read_bytes() != conversion.mapping_source.read_bytes():
+        raise PipelineError(f"{copy}: exists and differs from {conversion.mapping_source}; the symbols would "
+                            "change: remove it or pick another --name")
+    target.parent.mkdir(parents=True, exist_ok=True)  # both folders first: a failure leaves no half of the pair
     if conversion.mapping_source is not None:
-        copy = project / "data" / name / "output_to_symbol.json"
-        if copy.exists() and copy.read_bytes() != conversion.mapping_source.read_bytes():
-            raise PipelineError(f"{copy}: exists and differs from {conversion.mapping_source}; the symbols would "
-                                "change: remove it or pick another --name")
         copy.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(copy) as tmp:
             shutil.copyfile(conversion.mapping_source, tmp)
-    target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         tmp.write_text(render(conversion, name, config_path), encoding="utf-8")
     return target
