@@ -52,3 +52,15 @@ def test_a_frozen_run_on_a_gpu_encodes_once_and_trains_the_head(run_on_gpu):
     folder, metrics = run_on_gpu("frozen", "precision=auto")
     assert metrics["device"].startswith("cuda") and metrics["features"]["cache"] in ("miss", "hit")
     assert math.isfinite(metrics["test"]["test/loss"])
+
+
+@pytest.mark.parametrize("adapter", [["adapter=lora"], ["adapter=top_layers", "adapter.layers=1"]],
+                         ids=["LoRA", "top layers"])
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_adapters_on_a_gpu_keep_the_base_and_train(run_on_gpu, adapter, precision):
+    """LoRA and top layers with CUDA autocast (fp16 with a GradScaler and the fused AdamW, bf16)."""
+    folder, metrics = run_on_gpu(f"{adapter[0]}-{precision}", f"precision={precision}", *adapter, "training.epochs=3")
+    assert metrics["device"].startswith("cuda") and metrics["precision"] == precision
+    losses = [h["train/loss"] for h in metrics["history"]]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    assert json.loads((folder / "freeze_proof.json").read_text())["verdict"].startswith("PASS")
