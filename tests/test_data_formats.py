@@ -260,11 +260,13 @@ def test_hugging_face_dataset_problems_are_one_line(project, monkeypatch):
     monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     save_hf_dataset(project / "hf" / "news", splits=("train", "test"))
+    (project / "held.txt").write_text("not a dataset")
     cases = [
         ([*HF], r"data\.hf\.splits\.val='validation': hf/news has no such split \(it has: train, test\)"),
         ([*HF[:1], "data.text_field=text", "data.label_field=label"], r"hf/news\[train\]: no column 'text'"),
         (["data.hf.path=someone/news-dataset"], r"a Hub dataset, but the Hub is switched off here"),
         (["data.hf.path=./nowhere"], r"no such folder"),
+        (["data.hf.path=held.txt"], r"held\.txt is a file, not a folder written by save_to_disk"),
         ([*HF, "data.hf.splits.train=null", "data.hf.splits.val=null", "data.hf.splits.test=null"],
          r"map at least one of train, val, test"),
     ]

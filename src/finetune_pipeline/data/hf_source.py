@@ -88,6 +88,8 @@ def _load(cfg: DataConfig):
         if isinstance(dataset, datasets.Dataset):
             dataset = datasets.DatasetDict({"train": dataset})
         return dataset, _folder_sha256(folder)
+    if folder.exists():
+        raise PipelineError(f"data.hf.path={cfg.hf.path}: {folder} is a file, not a folder written by save_to_disk")
     if _looks_like_a_path(cfg.hf.path):
         raise PipelineError(f"data.hf.path={cfg.hf.path}: no such folder ({folder})")
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
