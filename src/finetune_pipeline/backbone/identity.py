@@ -38,10 +38,10 @@ def files_sha256(folder: Path) -> dict[str, str]:
             names += sorted({s for s in shards if (folder / s).is_file()})
         except (OSError, ValueError, KeyError, AttributeError):
             pass  # an unreadable index: its own bytes are hashed, loading it will fail loudly
-    return {name: _file_sha256(folder / name) for name in names}
+    return {name: file_sha256(folder / name) for name in names}
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):

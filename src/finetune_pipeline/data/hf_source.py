@@ -16,6 +16,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from finetune_pipeline.backbone.identity import file_sha256
 from finetune_pipeline.config.schema import DataConfig
 from finetune_pipeline.data.raw_reader import Record, to_record
 from finetune_pipeline.errors import PipelineError
@@ -116,11 +117,7 @@ def _class_names(feature) -> list[str] | None:
 def _folder_sha256(folder: Path) -> str:
     h = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        h.update(path.relative_to(folder).as_posix().encode() + b"\0" + digest.digest())
+        h.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path)}\n".encode())
     return h.hexdigest()
 
 

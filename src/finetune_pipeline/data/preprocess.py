@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finetune_pipeline.artifacts.atomic import write_json
+from finetune_pipeline.backbone.identity import file_sha256
 from finetune_pipeline.config.schema import DataConfig
 from finetune_pipeline.data.hf_source import hf_fingerprint, read_hf_dataset
 from finetune_pipeline.data.raw_reader import DEFAULT_FIELDS, Record, list_raw_files, read_raw_file
@@ -105,7 +106,7 @@ def stale_reason(cfg: DataConfig) -> str | None:
         return f"{meta.name} was written by an older version"
     if fingerprint != current_fingerprint(cfg):
         return f"{source_name(cfg)} (or the fields read from it) changed since the last preprocessing"
-    if stored.get("dataset_sha256") != _file_sha256(dataset):
+    if stored.get("dataset_sha256") != file_sha256(dataset):
         return f"{dataset.name} was changed or damaged after it was written"
     return None
 
@@ -143,7 +144,7 @@ def preprocess(cfg: DataConfig) -> dict:
     # everything validated: only now touch the outputs, each replaced atomically
     write_json(dataset_path, combined)
     write_json(mapping_path, mapping)
-    summary["dataset_sha256"] = _file_sha256(dataset_path)  # a damaged combined file is rebuilt, not trusted
+    summary["dataset_sha256"] = file_sha256(dataset_path)  # a damaged combined file is rebuilt, not trusted
     write_json(dataset_path.parent / META_NAME, summary)
     log.info(
         "preprocessed %s (%d parts): %d records, %d exact duplicates dropped, %d labels -> %s",
@@ -189,10 +190,6 @@ def _report_normalised_labels(records: list[Record]) -> None:
         examples = ", ".join(f"{w!r} -> {l!r}" for w, l in changed[:5])
         log.warning("%d label spelling(s) normalised (surrounding whitespace, Unicode NFC) and merged with the "
                     "label they spell: %s", len(changed), examples)
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _compact_files(files: list[str]) -> dict:

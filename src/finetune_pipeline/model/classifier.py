@@ -9,6 +9,7 @@ from torch import nn
 
 from finetune_pipeline.config.schema import Pooling
 from finetune_pipeline.data.batches import Chunking
+from finetune_pipeline.model.top_layers import top_only
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,6 @@ class TextClassifier(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = batch["attention_mask"]  # (B, T)
         if "hidden" in batch:  # cached states of the frozen bottom layers: run the top layers only
-            from finetune_pipeline.model.top_layers import top_only
-
             with top_only(self.encoder, self.top_from):
                 hidden = self.encoder(inputs_embeds=batch["hidden"], attention_mask=mask).last_hidden_state
         else:
