@@ -49,7 +49,11 @@ PATHS = {"cached head": [], "fine-tuning, accumulation 2": ["training.freeze_bac
 STOPS_AFTER = {"cached head": 5, "fine-tuning, accumulation 2": 6, "LoRA": 5, "top layers": 5}
 
 
-@pytest.mark.parametrize("path", PATHS, ids=list(PATHS))
+SLOW_PATHS = {"LoRA", "top layers"}  # fast equivalent: test_adapter_states_hold_what_trains_and_restore_it
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_PATHS else p for p in PATHS],
+                         ids=list(PATHS))
 def test_sigint_mid_epoch_then_resume_equals_an_uninterrupted_run(run, project, path):
     run("whole", *PATHS[path])
     with pytest.raises(Interrupted) as stopped:
@@ -190,3 +194,41 @@ def test_a_state_from_another_number_of_processes_is_refused(tmp_path):
     saved = {"data": data_identity("abc", split, processes=2)}
     with pytest.raises(PipelineError, match=r"trained by 2 process\(es\), not 1; resume it with the same torchrun"):
         restore(saved, trainer=None, data=data_identity("abc", split), path=tmp_path / STATE_FILE)
+
+
+def test_adapter_states_hold_what_trains_and_restore_it():
+    """What resume relies on for adapter=lora / top_layers, without training: the state holds the head and
+    exactly the encoder tensors that train, and loading it into a fresh model gives those tensors back."""
+    from transformers import BertConfig, BertModel
+
+    from finetune_pipeline.config.schema import Pooling
+    from finetune_pipeline.model.adapters import LoraSpec, add_lora
+    from finetune_pipeline.model.classifier import TextClassifier, build_head
+    from finetune_pipeline.model.top_layers import freeze_all_but_top
+    from finetune_pipeline.training.state import trainable_state
+
+    def model(kind):
+        torch.manual_seed(0)
+        encoder = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+                                       intermediate_size=32))
+        if kind == "lora":
+            encoder = add_lora(encoder, LoraSpec(4, 8, 0.0, ("query", "value")))
+        else:
+            freeze_all_but_top(encoder, 1)
+        return TextClassifier(encoder, build_head(16, 8, 3, 0.0), Pooling.mean, frozen=False)
+
+    for kind in ("lora", "top"):
+        trained = model(kind)
+        with torch.no_grad():
+            for p in trained.parameters():
+                if p.requires_grad:
+                    p.add_(0.5)  # as if trained
+        state = trainable_state(trained)
+        wanted = {f"encoder.{n}" for n, p in trained.encoder.named_parameters() if p.requires_grad}
+        assert {k for k in state if k.startswith("encoder.")} == wanted and wanted
+        assert any(k.startswith("head.") for k in state)
+        fresh = model(kind)
+        missing, unexpected = fresh.load_state_dict(state, strict=False)
+        assert not unexpected and all(k.startswith("encoder.") for k in missing)
+        for name, t in fresh.state_dict().items():
+            assert torch.equal(t, trained.state_dict()[name]), name
