@@ -135,10 +135,12 @@ def test_cli_runs_alone_with_the_same_config_and_fails_in_one_line(tmp_path):
     out = tmp_path / "processed"
     overrides = [f"data.raw_dir={tmp_path / 'raw'}", f"data.dataset_path={out / 'c.json'}",
                  f"data.label_mapping_path={out / 'm.json'}"]
-    ok = subprocess.run([sys.executable, "-m", "finetune_pipeline.cli.preprocess", *overrides],
+    ok = subprocess.run([sys.executable, "-X", "importtime", "-m", "finetune_pipeline.cli.preprocess", *overrides],
                         capture_output=True, text=True, cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert json.loads((out / "m.json").read_text()) == {"Economy": "a", "Sport": "b"}
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in ok.stderr.splitlines() if "|" in line}
+    assert "finetune_pipeline" in imported and not imported & {"torch", "transformers"}  # preprocessing loads no model library
 
     (tmp_path / "raw" / "b.json").write_text('[{"input": "x"}]')
     bad = subprocess.run([sys.executable, "-m", "finetune_pipeline.cli.preprocess", *overrides],

@@ -18,11 +18,11 @@ from pathlib import Path
 from filelock import FileLock
 
 from finetune_pipeline.artifacts.atomic import read_memo, write_json
-from finetune_pipeline.backbone.load import WEIGHT_FILES
 
 log = logging.getLogger(__name__)
 
 MEMO_NAME = "backbone_sha256.json"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def weight_files(folder: Path) -> list[str]:

@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig,
 
 from finetune_pipeline.backbone.tiny import NOT_PRETRAINED_MARKER, tiny_backbone_folder
 from finetune_pipeline.config.schema import BackboneConfig, BackboneSource
+from finetune_pipeline.backbone.identity import WEIGHT_FILES
 from finetune_pipeline.backbone.positions import check_max_length
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.paths import resolve_path
@@ -23,7 +24,6 @@ log = logging.getLogger(__name__)
 HARMLESS_MISSING = ("pooler.",)  # BERT's pooler: the classifier pools token states itself
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "merges.txt", "vocab.json", "tokenizer.model", "sentencepiece.bpe.model", "spiece.model")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 @dataclass

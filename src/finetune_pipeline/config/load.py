@@ -23,8 +23,7 @@ from finetune_pipeline.config.schema import BackboneSource, Config, LoggerConfig
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.backbone.positions import check_max_length
 from finetune_pipeline.paths import project_root, resolve_path
-from finetune_pipeline.runtime.device import check_device_name
-from finetune_pipeline.runtime.precision import check_precision_for_device
+from finetune_pipeline.runtime.names import check_device_name, check_precision_for_device
 
 
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import torch
 
 from finetune_pipeline.errors import PipelineError
-
-
-def check_device_name(name: str, key: str = "training.device") -> None:
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
-        raise PipelineError(f"{key} must be auto, cpu, cuda or cuda:N, got {name!r}")
+from finetune_pipeline.runtime.names import check_device_name
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:

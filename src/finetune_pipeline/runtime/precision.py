@@ -17,6 +17,7 @@ from filelock import FileLock
 from finetune_pipeline.config.schema import MixedPrecision
 from finetune_pipeline.artifacts.atomic import read_memo, write_json
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.runtime.names import check_precision_for_device
 from finetune_pipeline.runtime.provenance import cpu_model
 
 log = logging.getLogger(__name__)
@@ -102,12 +103,6 @@ def cpu_auto_precision() -> tuple[str, str]:
                                         f"{how} {entry['measured']}, remembered in {memo}")
     except (OSError, PipelineError, KeyError, TypeError) as e:
         return "fp32", f"the per-machine decision cannot be stored in {memo} ({e}); fp32 keeps runs alike"
-
-
-def check_precision_for_device(precision: str, device: str) -> None:
-    """The one check of a precision against a device (``cpu``, ``cuda``, ``cuda:N``; ``auto`` passes)."""
-    if precision == "fp16" and device == "cpu":
-        raise PipelineError("precision.mixed_precision=fp16 needs CUDA; on CPU use precision=bf16 or precision=fp32")
 
 
 def resolve_precision(choice: MixedPrecision, device: torch.device) -> Precision:
