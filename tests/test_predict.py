@@ -46,6 +46,35 @@ def test_predictions_equal_the_runs_own_test_predictions(runs, kind):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", CHECKPOINTS)
+def test_bf16_inference_keeps_linear_weights_in_bf16_with_autocasts_exact_outputs(runs, kind):
+    """The classifier stores its linear weights in bf16 once; autocast over the fp32 weights gives
+    the very same probabilities (it casts those weights to bf16 on every pass)."""
+    import torch
+
+    from finetune_pipeline.artifacts.checkpoints import load_classifier
+
+    run = runs[kind]
+    texts = [row["text"] for row in read_jsonl(run / "evaluation" / "test" / "predictions.jsonl")]
+    clf = Classifier.from_run(run, device="cpu", precision="bf16")
+    linear = [m for m in clf.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear and all(m.weight.dtype == torch.bfloat16 for m in linear)
+    assert all(p.dtype == torch.float32 for n, p in clf.model.named_parameters() if "norm" in n.lower())
+    reference = load_classifier(run / "best_model.pt").eval()  # fp32 weights, cast by autocast
+    assert all(p.dtype == torch.float32 for p in reference.parameters())
+    got = clf.probabilities(texts, progress=False)
+    expected = clf.probabilities(texts, progress=False, model=lambda batch: _autocast_probabilities(reference, batch))
+    np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(got, Classifier.from_run(run, device="cpu", precision="fp32").probabilities(texts))
+
+
+def _autocast_probabilities(model, batch):
+    import torch
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return model(batch).float().softmax(dim=-1).numpy()
+
+
 def test_the_test_report_matches_its_predictions(runs):
     folder = runs["head-only (frozen)"] / "evaluation" / "test"
     rows = read_jsonl(folder / "predictions.jsonl")

@@ -48,7 +48,7 @@ class Classifier:
     def __init__(self, model: TextClassifier | None, tokenizer, symbols: list[str], labels: list[str], max_length: int,
                  device: torch.device, precision: Precision, batch_size: int = 64, max_tokens: int = 8192,
                  graph=None):
-        self.model = model.to(device).eval() if model is not None else None
+        self.model = precision.cast_for_inference(model.to(device).eval()) if model is not None else None
         self.tokenizer, self.graph = tokenizer, graph
         self.symbols, self.labels, self.max_length = symbols, labels, max_length
         self.device, self.precision = device, precision
