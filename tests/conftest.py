@@ -8,12 +8,23 @@ project folder, so relative paths (data/, outputs/) resolve there and the reposi
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from helpers import IN_PROCESS, REPO, StopAt, compose_config
+
+def pytest_configure(config):
+    """Under pytest-xdist the cores are shared out among the workers: one thread each (tiny models;
+    the variable reaches the runs the tests start in subprocesses)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +35,7 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-m", "finetune_pipeline", "serve", str(path), "--port",
                                       str(self.port), "--precision", "fp32", *options],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                                     env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -58,9 +60,25 @@ class Server:
         return self.request("POST", "/predict", json.dumps({"texts": texts, "top_k": top_k}),
                             {"Content-Type": "application/json"})
 
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
+    def stop(self, signum=signal.SIGTERM, group: bool = False) -> int:
+        """SIGTERM to the server (what a process manager sends), or ``group``: to the server and its
+        inference process (what Ctrl-C at a terminal does)."""
+        if group:
+            os.killpg(self.proc.pid, signum)
+        else:
+            self.proc.send_signal(signum)
         return self.proc.wait(timeout=60)
+
+    def inference_pids(self) -> list[int]:
+        return self.request("GET", "/health")[1]["inference_pids"]
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by its parent, is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +89,8 @@ def run(module_project):
 
 @pytest.fixture(scope="module")
 def server(run):
-    server = Server(run, "--max-wait-ms", "30", "--max-batch-size", "64", "--max-texts", "8", "--max-body-bytes", "4096")
+    server = Server(run, "--max-wait-ms", "30", "--max-batch-size", "64", "--max-texts", "8", "--max-body-bytes", "4096",
+                    "--workers", "2")
     yield server
     if server.proc.poll() is None:
         server.stop()
@@ -90,6 +109,8 @@ def test_predict_health_labels_and_openapi(server, run):
     assert server.request("GET", "/labels") == (200, [{"id": int(i), **c} for i, c in labels.items()])
     status, health = server.request("GET", "/health")
     assert status == 200 and health["status"] == "ok" and health["classes"] == len(labels)
+    assert health["engine"] == "torch" and len(set(health["inference_pids"])) == 2
+    assert not set(health["inference_pids"]) & {server.proc.pid, os.getpid()}
     status, spec = server.request("GET", "/openapi.json")
     schema = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert status == 200 and {"texts", "top_k"} <= set(schema["properties"])
@@ -139,16 +160,47 @@ def test_a_client_that_disconnects_does_not_disturb_the_others(server):
     assert server.predict(["still fine"])[0] == 200
 
 
-def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(run):
-    server = Server(run, "--max-wait-ms", "1500")  # a request waits 1.5 s for company: SIGTERM comes meanwhile
+def test_a_killed_inference_process_is_started_again(server):
+    killed, other = server.inference_pids()
+    os.kill(killed, signal.SIGKILL)  # the OOM killer, say
+    while alive(killed):
+        time.sleep(0.05)
+    for text in ("after the crash", "and again"):  # one request per process: the free one is taken in turn
+        status, body = server.predict([text])
+        assert status == 200 and len(body["predictions"]) == 1
+    deadline = time.monotonic() + 60  # a batch a client of the last test left behind may be the one restarting it
+    while server.inference_pids()[0] == killed and time.monotonic() < deadline:
+        time.sleep(0.1)
+    restarted, same = server.inference_pids()
+    assert same == other and restarted != killed and alive(restarted)
+
+
+def test_ctrl_c_lets_the_request_in_flight_finish_and_exits_0(run):
+    server = Server(run, "--max-wait-ms", "1500")  # a request waits 1.5 s for company: Ctrl-C comes meanwhile
+    [inference] = server.inference_pids()
     answer = []
     client = threading.Thread(target=lambda: answer.append(server.predict(["in flight"])))
     client.start()
     time.sleep(0.5)
-    assert server.stop() == 0
+    assert server.stop(signal.SIGINT, group=True) == 0  # the inference process too got SIGINT: it waits for the server
     client.join()
     assert answer and answer[0][0] == 200 and len(answer[0][1]["predictions"]) == 1
-    assert "server stopped" in server.proc.stdout.read()
+    assert "server stopped" in server.proc.stdout.read() and not alive(inference)
+
+
+def test_a_model_that_cannot_load_stops_the_server_in_one_line(run, tmp_path):
+    from finetune_pipeline.errors import PipelineError
+    from finetune_pipeline.serving.server import engine_for
+    from finetune_pipeline.serving.worker import EngineProcess, EngineSpec
+
+    with pytest.raises(PipelineError, match="neither a run folder"):  # checked before a process starts
+        engine_for(tmp_path, "torch")
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    (broken / "best_model.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(PipelineError) as error:  # raised in the inference process, reported here
+        EngineProcess(EngineSpec(broken, "torch", "cpu", "fp32", 8, 1)).wait_ready()
+    assert "best_model.pt" in str(error.value).splitlines()[0]  # the line the command prints
 
 
 def test_requests_that_queue_while_a_batch_runs_form_the_next_batch():
@@ -166,7 +218,7 @@ def test_requests_that_queue_while_a_batch_runs_form_the_next_batch():
         return np.arange(len(texts) * 2, dtype=np.float32).reshape(len(texts), 2)
 
     async def scenario():
-        batcher = Batcher(probabilities, max_batch_size=64, max_wait_ms=1)
+        batcher = Batcher([probabilities], max_batch_size=64, max_wait_ms=1)
         batcher.start()
         first = asyncio.ensure_future(batcher.submit(["a"]))
         await asyncio.sleep(0.02)  # the first batch is running; 20 requests queue meanwhile
@@ -179,3 +231,41 @@ def test_requests_that_queue_while_a_batch_runs_form_the_next_batch():
     assert sizes == [1, 40]  # not 20 batches of one request: they waited long past max_wait_ms
     assert [a.shape for a in answers] == [(1, 2)] + [(2, 2)] * 20
     assert answers[1][0, 0] == 0 and answers[2][0, 0] == 4  # each request got its own rows
+
+
+def test_sigterm_stops_the_server_and_its_inference_processes(server):  # last: it stops the module's server
+    inference = server.inference_pids()
+    assert server.stop() == 0 and not any(alive(pid) for pid in inference)
+    assert "server stopped" in server.proc.stdout.read()
+
+
+def test_with_two_engines_batches_run_side_by_side():
+    import asyncio
+
+    import numpy as np
+
+    from finetune_pipeline.serving.batcher import Batcher
+
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def engine(texts):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.1)
+        with lock:
+            running[0] -= 1
+        return np.array([[len(t), 0] for t in texts], dtype=np.float32)
+
+    async def scenario():
+        batcher = Batcher([engine, engine], max_batch_size=2, max_wait_ms=1)
+        batcher.start()
+        answers = await asyncio.gather(*(batcher.submit(["x" * (i + 1)]) for i in range(8)))
+        await batcher.stop()
+        return answers, batcher.batches
+
+    started = time.perf_counter()
+    answers, batches = asyncio.run(scenario())
+    assert most[0] == 2 and batches == 4 and time.perf_counter() - started < 0.35  # 4 batches, 2 at a time
+    assert [a[0, 0] for a in answers] == [float(i + 1) for i in range(8)]  # each request got its own rows

@@ -259,6 +259,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests (default 5)")
     sub.add_argument("--max-texts", type=positive_int, default=256, help="texts per request at most (default 256)")
     sub.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="request body size limit (default 1 MiB)")
+    sub.add_argument("--workers", type=positive_int, default=1,
+                     help="inference processes, each with its own copy of the model, running batches side by side "
+                          "(default 1; on a CPU, one per core is often faster: see docs/deploy.md)")
+    sub.add_argument("--threads", type=positive_int, help="intra-op threads per inference process (default: the cores "
+                                                         "shared out among the workers)")
     sub = commands.add_parser("convert-config", help="the original pipeline's train_config.json as conf/experiment/NAME.yaml",
                               description="write conf/experiment/NAME.yaml from the original pipeline's "
                                           "train_config.json; run it with python train.py +experiment=NAME")
@@ -276,7 +281,7 @@ def serve(args: argparse.Namespace) -> None:
     from finetune_pipeline.serving.server import serve as run_server
 
     run_server(args.path, args.host, args.port, args.engine, args.device, args.precision, args.max_batch_size,
-               args.max_wait_ms, args.max_texts, args.max_body_bytes)
+               args.max_wait_ms, args.max_texts, args.max_body_bytes, args.workers, args.threads)
 
 
 def push(args: argparse.Namespace) -> None:

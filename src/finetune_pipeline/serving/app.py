@@ -8,7 +8,8 @@
 FastAPI because its request models give both the validation and the OpenAPI description, and
 uvicorn drains in-flight requests on SIGTERM. Every client error is a 4xx with one line of JSON,
 ``{"error": "..."}``: invalid JSON (400), a body over ``max_body_bytes`` (413), missing or empty
-``texts``, non-string items, more than ``max_texts`` texts, a bad ``top_k`` (422).
+``texts``, non-string items, more than ``max_texts`` texts, a bad ``top_k`` (422). A batch the
+model failed on answers its requests with a one-line 503.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from finetune_pipeline.evaluation.report import prediction_rows
 from finetune_pipeline.serving.batcher import Batcher
+from finetune_pipeline.serving.worker import EngineProcess
 
 
 class PredictRequest(BaseModel):
@@ -44,15 +46,17 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
-def create_app(clf, engine: str, max_batch_size: int = 64, max_wait_ms: float = 5.0, max_texts: int = 256,
+def create_app(engines: list[EngineProcess], max_batch_size: int = 64, max_wait_ms: float = 5.0, max_texts: int = 256,
                max_body_bytes: int = 1 << 20) -> FastAPI:
-    batcher = Batcher(lambda texts: clf.probabilities(texts, progress=False), max_batch_size, max_wait_ms)
+    batcher = Batcher([engine.probabilities for engine in engines], max_batch_size, max_wait_ms)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
         yield
         await batcher.stop()  # uvicorn has let the in-flight requests finish
+        for engine in engines:
+            engine.close()
 
     app = FastAPI(title="finetune-pipeline classifier", lifespan=lifespan,
                   description="News-topic classification with a run trained by finetune-pipeline.")
@@ -89,17 +93,24 @@ def create_app(clf, engine: str, max_batch_size: int = 64, max_wait_ms: float = 
             raise RequestValidationError(e.errors()) from None
         if len(body.texts) > max_texts:
             return _error(422, f"texts: {len(body.texts)} texts, at most {max_texts} per request")
-        probs = await batcher.submit(body.texts)
-        rows = prediction_rows(body.texts, probs, clf.symbols, clf.labels, top_k=body.top_k)
+        try:
+            probs = await batcher.submit(body.texts)
+        except Exception as e:  # noqa: BLE001 -- logged by the batcher; the server goes on
+            return _error(503, f"the model failed on this request's batch: {e}")
+        model = engines[0].model
+        rows = prediction_rows(body.texts, probs, model.symbols, model.labels, top_k=body.top_k)
         return {"predictions": [{k: v for k, v in row.items() if k != "text"} for row in rows]}
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "engine": engine, "classes": len(clf.labels), "batches": batcher.batches}
+        model = engines[0].model
+        return {"status": "ok", "engine": model.engine, "classes": len(model.labels), "batches": batcher.batches,
+                "inference_pids": [engine.model.pid for engine in engines]}
 
     @app.get("/labels")
     async def labels() -> list[dict]:
-        return [{"id": i, "label": label, "symbol": symbol} for i, (label, symbol) in enumerate(zip(clf.labels, clf.symbols))]
+        model = engines[0].model
+        return [{"id": i, "label": label, "symbol": symbol} for i, (label, symbol) in enumerate(zip(model.labels, model.symbols))]
 
     return app
 

@@ -1,13 +1,15 @@
 """``finetune-pipeline serve RUN_OR_EXPORT``: load the classifier once, then serve it with uvicorn.
 
 RUN_OR_EXPORT is a run folder (``best_model.pt``; ``--engine torch|onnxruntime``), an ONNX export
-folder (``model.onnx``: onnxruntime) or a Hugging Face folder (``model.safetensors``: torch). SIGTERM
-or Ctrl-C: stop taking connections, answer the requests in flight, exit 0.
+folder (``model.onnx``: onnxruntime) or a Hugging Face folder (``model.safetensors``: torch). The
+model runs in a child process (``worker.py``); this process serves HTTP. SIGTERM or Ctrl-C: stop
+taking connections, answer the requests in flight, exit 0.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -16,32 +18,62 @@ from finetune_pipeline.errors import PipelineError
 log = logging.getLogger(__name__)
 
 
-def load(path: Path, engine: str, device: str, precision: str, batch_size: int):
-    """The classifier behind the server, and the engine it runs on."""
-    from finetune_pipeline.inference.predictor import Classifier
-
+def engine_for(path: Path, engine: str) -> str:
+    """The engine that serves this folder, checked before any model loads."""
     if (path / "model.onnx").is_file():
-        return Classifier.from_onnx_export(path, batch_size), "onnxruntime"
+        return "onnxruntime"
     if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
         if engine != "torch":
             raise PipelineError(f"{path}: a Hugging Face folder runs on the torch engine; export the run with "
                                 "--format onnx for onnxruntime")
-        return Classifier.from_pretrained(path, device, precision, batch_size), "torch"
+        return "torch"
     if (path / "best_model.pt").is_file():
-        return Classifier.from_run(path, device=device, precision=precision, batch_size=batch_size, engine=engine), engine
+        return engine
     raise PipelineError(f"{path}: neither a run folder (best_model.pt), an ONNX export (model.onnx) nor a "
                         "Hugging Face folder (model.safetensors)")
 
 
+def load(path: Path, engine: str, device: str, precision: str, batch_size: int, threads: int | None = None):
+    """The classifier behind the server (loaded in each inference process)."""
+    from finetune_pipeline.inference.predictor import Classifier
+
+    engine = engine_for(path, engine)
+    if (path / "model.onnx").is_file():
+        return Classifier.from_onnx_export(path, batch_size, threads)
+    if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
+        return Classifier.from_pretrained(path, device, precision, batch_size)
+    return Classifier.from_run(path, device=device, precision=precision, batch_size=batch_size, engine=engine)
+
+
 def serve(path: Path, host: str, port: int, engine: str = "torch", device: str = "auto", precision: str = "auto",
-          max_batch_size: int = 64, max_wait_ms: float = 5.0, max_texts: int = 256, max_body_bytes: int = 1 << 20) -> None:
+          max_batch_size: int = 64, max_wait_ms: float = 5.0, max_texts: int = 256, max_body_bytes: int = 1 << 20,
+          workers: int = 1, threads: int | None = None) -> None:
+    """``workers`` inference processes of ``threads`` intra-op threads each (default: the usable
+    cores shared out); their batches run side by side."""
     import uvicorn
 
     from finetune_pipeline.serving.app import create_app
+    from finetune_pipeline.serving.worker import EngineProcess, EngineSpec
 
-    clf, engine = load(path, engine, device, precision, max_batch_size)
-    app = create_app(clf, engine, max_batch_size, max_wait_ms, max_texts, max_body_bytes)
-    log.info("serving %s (%s) on http://%s:%d  (POST /predict, GET /health, /labels, /docs)", path, engine, host, port)
+    engine = engine_for(path, engine)
+    if engine == "onnxruntime" and not (path / "model.onnx").is_file():  # a run folder: export it once, here
+        from finetune_pipeline.inference.predictor import ensure_onnx_export
+
+        path = ensure_onnx_export(path, "best_model.pt", None)
+    threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
+    processes: list[EngineProcess] = []
+    try:  # the processes load the model side by side
+        for _ in range(workers):
+            processes.append(EngineProcess(EngineSpec(path, engine, device, precision, max_batch_size, threads)))
+        for process in processes:
+            process.wait_ready()
+    except BaseException:
+        for process in processes:
+            process.close()
+        raise
+    app = create_app(processes, max_batch_size, max_wait_ms, max_texts, max_body_bytes)
+    log.info("serving %s (%s, %d inference process(es) x %d threads) on http://%s:%d  (POST /predict, GET /health, "
+             "/labels, /docs)", path, engine, workers, threads, host, port)
     for signum in (signal.SIGINT, signal.SIGTERM):  # uvicorn drains on these, then raises them again:
         signal.signal(signum, lambda *_: None)       # once drained, a stop is a normal end (exit 0)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
