@@ -14,6 +14,11 @@
    groups of 16 and 32 texts (what a server fed one text per request can batch).
 3. with --standin-config: the mmBERT-base stand-in (random init, bench/make_standin.py), a frozen
    run on the project's data/raw, the same engine comparison on its test texts.
+4. the ceiling: the best square-matmul speed (n = 1024, 2048) of torch fp32, torch bf16 and
+   onnxruntime fp32 (a one-MatMul graph) in this process, and each engine's achieved GFLOP/s on the
+   sorted MiniLM test texts (2 x non-embedding parameters x real tokens: padding and attention's
+   T^2 terms left out, so slight underestimates). How far onnxruntime fp32 can get ahead of the
+   PyTorch engine is bounded by how close the latter already runs to the fp32 peak.
 
 Results: printed as Markdown and written to bench/results/inference_engines.json.
 """
@@ -85,6 +90,54 @@ def engines(run: Path, texts: list[str]) -> dict:
               for name, clf in candidates.items()}
     result["export"] = json.loads((folder / "export.json").read_text())
     return result
+
+
+def matmul_peaks() -> dict[str, float]:
+    """GFLOP/s of the best square matmul, per engine and precision, measured here."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper
+
+    def best(run, n_values=(1024, 2048)) -> float:
+        top = 0.0
+        for n in n_values:
+            once = run(n)
+            once()  # warm-up
+            reps = max(3, int(1e10 / (2 * n ** 3)))
+            start = time.perf_counter()
+            for _ in range(reps):
+                once()
+            top = max(top, 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9)
+        return top
+
+    def torch_matmul(dtype):
+        def run(n):
+            a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+            return lambda: torch.matmul(a, b)
+        return run
+
+    def ort_matmul(n):
+        graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                                  [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "ab"],
+                                  [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        feed = {x: np.random.rand(n, n).astype(np.float32) for x in "ab"}
+        return lambda: session.run(None, feed)
+
+    return {"torch fp32": best(torch_matmul(torch.float32)), "torch bf16": best(torch_matmul(torch.bfloat16)),
+            "onnxruntime fp32": best(ort_matmul)}
+
+
+def achieved_gflops(run: Path, texts: list[str], engines_measured: dict) -> dict[str, float]:
+    """Each engine's GFLOP/s on the sorted texts: 2 x non-embedding parameters per real token."""
+    clf = Classifier.from_run(run, device="cpu", precision="fp32")
+    params = sum(p.numel() for n, p in clf.model.named_parameters() if "embeddings" not in n)
+    lengths = [len(ids) for ids in clf.tokenizer(texts, truncation=True, max_length=clf.max_length)["input_ids"]]
+    flops_per_text = 2 * params * sum(lengths) / len(lengths)
+    return {name: figures["texts_per_second"] * flops_per_text / 1e9 for name, figures in engines_measured.items()
+            if isinstance(figures, dict) and "texts_per_second" in figures}
 
 
 def free_port() -> int:
@@ -175,6 +228,9 @@ def main() -> None:
     texts, _ = test_texts(run)
     results["minilm"] = engines(run, texts)
     print(json.dumps(results["minilm"], indent=1), flush=True)
+    results["ceiling"] = {"matmul_peak_gflops": matmul_peaks(),
+                          "minilm_achieved_gflops": achieved_gflops(run, texts, results["minilm"])}
+    print(json.dumps(results["ceiling"], indent=1), flush=True)
     results["server"] = {}
     for engine, offline in (("onnxruntime", "onnxruntime fp32"), ("torch", "pytorch (precision auto)")):
         points = server(run, engine, texts, args.seconds, env)
@@ -213,6 +269,17 @@ def markdown(r: dict) -> str:
         for name in ("pytorch (precision auto)", "pytorch fp32", "onnxruntime fp32", "onnxruntime int8"):
             rows.append(f"| {name} ({e[name]['precision']}) | {e[name]['texts_per_second']:.0f} | "
                         f"{e[name]['texts_per_second'] / base:.2f}x |")
+        rows.append("")
+    if "ceiling" in r:
+        peaks, achieved = r["ceiling"]["matmul_peak_gflops"], r["ceiling"]["minilm_achieved_gflops"]
+        rows += ["**the ceiling** (best square matmul in this process; engines on the sorted MiniLM test texts)", "",
+                 "| | GFLOP/s | share of the fp32 / bf16 matmul peak |", "|---|---|---|"]
+        rows += [f"| matmul peak, {name} | {value:.0f} | |" for name, value in peaks.items()]
+        peak_of = {"pytorch (precision auto)": f"torch {r['minilm']['pytorch (precision auto)']['precision']}",
+                   "pytorch fp32": "torch fp32", "onnxruntime fp32": "onnxruntime fp32",
+                   "onnxruntime int8": "onnxruntime fp32"}
+        for name, value in achieved.items():
+            rows.append(f"| {name} | {value:.0f} | {value / peaks[peak_of[name]]:.0%} of the {peak_of[name]} peak |")
         rows.append("")
     for engine, s in r.get("server", {}).items():
         rows += [f"**server, {engine} engine** (offline: {s['offline_texts_per_second']:.0f} texts/s sorted, "

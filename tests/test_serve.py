@@ -188,6 +188,22 @@ def test_ctrl_c_lets_the_request_in_flight_finish_and_exits_0(run):
     assert "server stopped" in server.proc.stdout.read() and not alive(inference)
 
 
+def test_the_onnxruntime_engine_exports_the_run_once_and_serves_the_same_answers(run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("export"))
+    server = Server(copy, "--engine", "onnxruntime", "--workers", "2")  # the export is made before the processes start
+    try:
+        status, body = server.predict(TEXTS, top_k=2)
+        health = server.request("GET", "/health")[1]
+    finally:
+        assert server.stop() == 0
+    expected = Classifier.from_run(run, device="cpu", precision="fp32").predict(TEXTS, top_k=2)
+    assert status == 200 and health["engine"] == "onnxruntime" and len(health["inference_pids"]) == 2
+    for got, want in zip(body["predictions"], expected):
+        assert got["label"] == want["label"] and got["score"] == pytest.approx(want["score"], abs=1e-4)
+    assert (copy / "export" / "onnx" / "model.onnx").is_file()
+
+
 def test_a_model_that_cannot_load_stops_the_server_in_one_line(run, tmp_path):
     from finetune_pipeline.errors import PipelineError
     from finetune_pipeline.serving.server import engine_for

@@ -66,9 +66,7 @@ class Classifier:
         if engine not in ENGINES:
             raise PipelineError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
         if engine == "onnxruntime":
-            if device not in ("auto", "cpu") or precision not in ("auto", "fp32"):
-                raise PipelineError(f"the onnxruntime engine runs the fp32 graph on the CPU; drop device={device!r} "
-                                    f"precision={precision!r} or use the torch engine")
+            check_onnxruntime_options(device, precision)
             return cls.from_onnx_export(ensure_onnx_export(Path(run_dir), checkpoint, backbone_path), batch_size)
         run = Path(run_dir)
         for needed in (checkpoint, "id_to_label.json", "tokenizer"):
@@ -148,6 +146,12 @@ class Classifier:
         rows = prediction_rows(list(texts), self.probabilities(texts, progress), self.symbols, self.labels,
                                top_k=top_k)
         return [{k: v for k, v in row.items() if k != "text"} for row in rows]
+
+
+def check_onnxruntime_options(device: str, precision: str) -> None:
+    if device not in ("auto", "cpu") or precision not in ("auto", "fp32"):
+        raise PipelineError(f"the onnxruntime engine runs the fp32 graph on the CPU; drop device={device!r} "
+                            f"precision={precision!r} or use the torch engine")
 
 
 def read_classes(path: Path) -> list[dict[str, str]]:

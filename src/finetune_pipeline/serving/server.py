@@ -56,10 +56,12 @@ def serve(path: Path, host: str, port: int, engine: str = "torch", device: str =
     from finetune_pipeline.serving.worker import EngineProcess, EngineSpec
 
     engine = engine_for(path, engine)
-    if engine == "onnxruntime" and not (path / "model.onnx").is_file():  # a run folder: export it once, here
-        from finetune_pipeline.inference.predictor import ensure_onnx_export
+    if engine == "onnxruntime":
+        from finetune_pipeline.inference.predictor import check_onnxruntime_options, ensure_onnx_export
 
-        path = ensure_onnx_export(path, "best_model.pt", None)
+        check_onnxruntime_options(device, precision)
+        if not (path / "model.onnx").is_file():  # a run folder: exported once, here, not by each process
+            path = ensure_onnx_export(path, "best_model.pt", None)
     threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
     processes: list[EngineProcess] = []
     try:  # the processes load the model side by side
