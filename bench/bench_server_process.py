@@ -1,7 +1,7 @@
 """Where the server's model runs, side by side in one run: the shipped server (one inference process),
 the same FastAPI app with the model in the server's own process (what it was before), and two
-inference processes of one thread each; plus the bf16 engine with its linear weights stored in bf16
-once against autocast over fp32 weights (cast on every pass).
+inference processes of one thread each; plus the bf16 engine with autocast over fp32 weights (cast on
+every pass), with its linear weights stored in bf16 once, and with those packed for oneDNN too.
 
     python bench/bench_server_process.py [--workdir /tmp/finetune-bench-engines] [--rounds 2]
 
@@ -91,15 +91,19 @@ def server_point(variant: str, path: Path, engine: str, texts: list[str], second
 
 
 def linear_weights_cast_once(run: Path, texts: list[str]) -> dict:
-    """bf16 engine: linear weights stored in bf16 (shipped) vs fp32 weights cast by autocast each pass."""
+    """bf16 engine: fp32 weights cast by autocast on every pass (before), linear weights stored in bf16
+    once, and those packed once for oneDNN as well (shipped)."""
     from finetune_pipeline.artifacts.checkpoints import load_classifier
 
     shipped = Classifier.from_run(run, device="cpu", precision="bf16")
     per_pass = Classifier.from_run(run, device="cpu", precision="bf16")
-    per_pass.model = load_classifier(run / "best_model.pt").eval()  # fp32 weights, as before the change
+    per_pass.model = load_classifier(run / "best_model.pt").eval()
+    bf16_once = Classifier.from_run(run, device="cpu", precision="bf16")
+    bf16_once.model = bf16_once.precision.cast_for_inference(load_classifier(run / "best_model.pt").eval())
+    variants = (("autocast over fp32 weights", per_pass), ("linear weights in bf16 once", bf16_once),
+                ("bf16 once and packed for oneDNN (shipped)", shipped))
     return {name: {"sorted": texts_per_second(clf, texts), "random_groups_of_32": random_groups_per_second(clf, texts, 32),
-                   "random_groups_of_4": random_groups_per_second(clf, texts, 4)}
-            for name, clf in (("autocast over fp32 weights", per_pass), ("linear weights in bf16 once", shipped))}
+                   "random_groups_of_4": random_groups_per_second(clf, texts, 4)} for name, clf in variants}
 
 
 def main() -> None:

@@ -47,21 +47,25 @@ def test_predictions_equal_the_runs_own_test_predictions(runs, kind):
 
 
 @pytest.mark.parametrize("kind", CHECKPOINTS)
-def test_bf16_inference_keeps_linear_weights_in_bf16_with_autocasts_exact_outputs(runs, kind):
-    """The classifier stores its linear weights in bf16 once; autocast over the fp32 weights gives
-    the very same probabilities (it casts those weights to bf16 on every pass)."""
+def test_bf16_inference_packs_its_linear_weights_once_with_autocasts_exact_outputs(runs, kind):
+    """On the CPU in bf16 the classifier's linear layers hold their weights in bf16, packed once for
+    oneDNN (where the build can); autocast over the fp32 checkpoint gives the very same probabilities."""
     import torch
 
     from finetune_pipeline.artifacts.checkpoints import load_classifier
+    from finetune_pipeline.inference.prepacked import PrepackedLinear, prepacking_available
 
     run = runs[kind]
     texts = [row["text"] for row in read_jsonl(run / "evaluation" / "test" / "predictions.jsonl")]
     clf = Classifier.from_run(run, device="cpu", precision="bf16")
-    linear = [m for m in clf.model.modules() if isinstance(m, torch.nn.Linear)]
-    assert linear and all(m.weight.dtype == torch.bfloat16 for m in linear)
+    reference = load_classifier(run / "best_model.pt").eval()  # fp32 weights, cast by autocast on every pass
+    linear = sum(isinstance(m, torch.nn.Linear) for m in reference.modules())
+    packed = [m for m in clf.model.modules() if isinstance(m, PrepackedLinear)]
+    plain = [m for m in clf.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linear > 0 and len(packed) + len(plain) == linear
+    assert len(packed) == (linear if prepacking_available() else 0)
+    assert all(m.weight.dtype == torch.bfloat16 for m in plain)
     assert all(p.dtype == torch.float32 for n, p in clf.model.named_parameters() if "norm" in n.lower())
-    reference = load_classifier(run / "best_model.pt").eval()  # fp32 weights, cast by autocast
-    assert all(p.dtype == torch.float32 for p in reference.parameters())
     got = clf.probabilities(texts, progress=False)
     expected = clf.probabilities(texts, progress=False, model=lambda batch: _autocast_probabilities(reference, batch))
     np.testing.assert_array_equal(got, expected)
