@@ -3,8 +3,9 @@
 A plain bf16 ``linear`` on the CPU reorders its weight into oneDNN's blocked layout on every call;
 packing it once (what PyTorch's own inductor does when it freezes a model for CPU inference) gives
 the same numbers faster: MiniLM bf16 on a 2-core CPU, bit-identical probabilities, length-sorted
-texts +18-28% texts/s, random groups of 16-32 +9-18% (bench/bench_server_process.py). The ops are
-PyTorch's ``torch.ops.mkldnn`` ones; where this build lacks them, the model is left as it is.
+texts +12-28% texts/s, random groups of 16-32 +2-18% over bf16 weights unpacked, in three runs
+(bench/bench_server_process.py). The ops are PyTorch's ``torch.ops.mkldnn`` ones; where this build
+lacks them, the model is left as it is.
 """
 
 from __future__ import annotations
