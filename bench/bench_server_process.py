@@ -93,13 +93,18 @@ def server_point(variant: str, path: Path, engine: str, texts: list[str], second
 def linear_weights_cast_once(run: Path, texts: list[str]) -> dict:
     """bf16 engine: fp32 weights cast by autocast on every pass (before), linear weights stored in bf16
     once, and those packed once for oneDNN as well (shipped)."""
+    import torch
+
     from finetune_pipeline.artifacts.checkpoints import load_classifier
 
     shipped = Classifier.from_run(run, device="cpu", precision="bf16")
     per_pass = Classifier.from_run(run, device="cpu", precision="bf16")
     per_pass.model = load_classifier(run / "best_model.pt").eval()
     bf16_once = Classifier.from_run(run, device="cpu", precision="bf16")
-    bf16_once.model = bf16_once.precision.cast_for_inference(load_classifier(run / "best_model.pt").eval())
+    bf16_once.model = load_classifier(run / "best_model.pt").eval()
+    for module in bf16_once.model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.to(torch.bfloat16)
     variants = (("autocast over fp32 weights", per_pass), ("linear weights in bf16 once", bf16_once),
                 ("bf16 once and packed for oneDNN (shipped)", shipped))
     return {name: {"sorted": texts_per_second(clf, texts), "random_groups_of_32": random_groups_per_second(clf, texts, 32),

@@ -28,7 +28,7 @@ from finetune_pipeline.backbone.load import read_tokenizer
 from finetune_pipeline.config.schema import MixedPrecision
 from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.inference.prepacked import prepack_linear_layers
+from finetune_pipeline.inference.prepacked import prepare_for_inference
 from finetune_pipeline.evaluation.report import prediction_rows
 from finetune_pipeline.model.classifier import TextClassifier
 from finetune_pipeline.runtime.device import resolve_device
@@ -49,9 +49,7 @@ class Classifier:
     def __init__(self, model: TextClassifier | None, tokenizer, symbols: list[str], labels: list[str], max_length: int,
                  device: torch.device, precision: Precision, batch_size: int = 64, max_tokens: int = 8192,
                  graph=None):
-        self.model = precision.cast_for_inference(model.to(device).eval()) if model is not None else None
-        if self.model is not None and device.type == "cpu" and precision.name == "bf16":
-            prepack_linear_layers(self.model)
+        self.model = prepare_for_inference(model.to(device).eval(), precision) if model is not None else None
         self.tokenizer, self.graph = tokenizer, graph
         self.symbols, self.labels, self.max_length = symbols, labels, max_length
         self.device, self.precision = device, precision

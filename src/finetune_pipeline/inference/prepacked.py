@@ -1,21 +1,21 @@
-"""bf16 linear layers with their weights packed once for oneDNN, for CPU inference.
+"""The linear layers' weights made ready for inference once, not on every forward pass.
 
-A plain bf16 ``linear`` on the CPU reorders its weight into oneDNN's blocked layout on every call;
-packing it once (what PyTorch's own inductor does when it freezes a model for CPU inference) gives
-the same numbers faster: MiniLM bf16 on a 2-core CPU, bit-identical probabilities, length-sorted
-texts +12-28% texts/s, random groups of 16-32 +2-18% over bf16 weights unpacked, in three runs
-(bench/bench_server_process.py). The ops are PyTorch's ``torch.ops.mkldnn`` ones; where this build
-lacks them, the model is left as it is.
+Under autocast every ``nn.Linear`` weight is cast to the autocast dtype on every pass; storing it in
+that dtype once gives bit-identical outputs without the copies (MiniLM bf16 on a 2-core CPU: random
+groups of 32 +9-13% texts/s, of 4 +14-33%). On the CPU in bf16 the weight is also packed once into
+oneDNN's blocked layout, which a plain bf16 ``linear`` redoes on every call (what PyTorch's own
+inductor does when it freezes a model for CPU inference): again bit-identical, length-sorted texts
++12-28%, random groups of 16-32 +2-18% over unpacked bf16 weights, in three runs
+(bench/bench_server_process.py). The packing ops are PyTorch's ``torch.ops.mkldnn`` ones; where a
+build lacks them, the weights are only cast.
 """
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+from finetune_pipeline.runtime.precision import Precision
 
 BATCH_HINT = 64  # rows oneDNN tunes the packed layout for; any number of rows works
 
@@ -41,15 +41,16 @@ class PrepackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.packed_weight, self.bias, "none", [], "")
 
 
-def prepack_linear_layers(model: nn.Module) -> int:
-    """Replace the model's ``nn.Linear`` layers by ``PrepackedLinear`` in place; how many."""
-    if not prepacking_available():
-        log.info("this PyTorch build has no oneDNN weight prepacking; linear layers left as they are")
-        return 0
-    replaced = 0
+def prepare_for_inference(model: nn.Module, precision: Precision) -> nn.Module:
+    """The model's ``nn.Linear`` layers, for a model only ever run under ``precision.autocast()``:
+    packed (CPU, bf16, where available) or stored in the autocast dtype; fp32 models unchanged."""
+    if precision.name == "fp32":
+        return model
+    pack = precision.device_type == "cpu" and precision.name == "bf16" and prepacking_available()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear):
+            if isinstance(child, nn.Linear) and pack:
                 setattr(parent, name, PrepackedLinear(child))
-                replaced += 1
-    return replaced
+            elif isinstance(child, nn.Linear):
+                child.to(precision.dtype)
+    return model

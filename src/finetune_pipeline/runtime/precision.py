@@ -41,18 +41,6 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
-    def cast_for_inference(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Store the linear layers' weights in the autocast dtype, for a model only ever run under
-        ``autocast()``: autocast casts them to that dtype on every forward pass anyway, so the
-        outputs are bit-identical, without a copy of every weight per batch (MiniLM bf16 on a
-        2-core CPU, two runs: +9-13% texts/s in random groups of 32, +14-33% in groups of 4; on
-        large length-sorted batches within the noise, -8% to +5%)."""
-        if self.name != "fp32":
-            for module in model.modules():
-                if isinstance(module, torch.nn.Linear):
-                    module.to(self.dtype)
-        return model
-
     def grad_scaler(self) -> torch.amp.GradScaler:
         # a disabled scaler passes losses and steps through untouched, so the loop has one code path
         return torch.amp.GradScaler(self.device_type, enabled=self.uses_grad_scaler)
