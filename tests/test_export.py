@@ -177,3 +177,7 @@ def test_an_export_never_replaces_the_run_or_a_folder_that_is_no_export(runs, tm
             assert message in caplog.text, (out, fmt)
     assert sorted(p.relative_to(run) for p in run.rglob("*") if "export" not in p.parts) == before
     assert (mine / "notes.txt").read_text() == "keep" and (tmp_path / "file").read_text() == "keep"
+    empty = tmp_path / "made-for-it"  # an empty folder is a new folder: the export goes in, no --overwrite
+    empty.mkdir()
+    assert main(["export", str(run), "--format", "hf", "--out", str(empty)]) == 0
+    assert (empty / "model.safetensors").is_file() and (empty / "config.json").is_file()

@@ -219,6 +219,57 @@ def test_a_model_that_cannot_load_stops_the_server_in_one_line(run, tmp_path):
     assert "best_model.pt" in str(error.value).splitlines()[0]  # the line the command prints
 
 
+def test_a_taken_port_or_bad_address_fails_in_one_line_before_any_model_loads(run, caplog, monkeypatch):
+    from finetune_pipeline.cli.pipeline import main
+    from finetune_pipeline.serving import server as server_module
+
+    def no_engines(*args):
+        raise AssertionError("an inference process was started")
+
+    monkeypatch.setattr(server_module, "start_engines", no_engines)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(run), "--port", str(port)]) == 1
+    assert f"--port {port}: cannot listen there: the port is taken" in caplog.text
+    caplog.clear()
+    assert main(["serve", str(run), "--host", "no-such-host.invalid"]) == 1
+    assert "--host 'no-such-host.invalid': not an address this machine can listen on" in caplog.text
+    for option, value in (("--port", "65536"), ("--port", "-1"), ("--max-wait-ms", "nan"), ("--max-wait-ms", "-5"),
+                          ("--max-wait-ms", "inf")):
+        with pytest.raises(SystemExit) as stop:  # argparse: usage line, exit 2
+            main(["serve", str(run), option, value])
+        assert stop.value.code == 2, (option, value)
+
+
+def test_when_uvicorn_cannot_start_the_inference_processes_and_socket_are_closed(run, monkeypatch):
+    import uvicorn
+
+    from finetune_pipeline.serving import server as server_module
+
+    closed = []
+
+    class Engine:  # stands in for an EngineProcess
+        def probabilities(self, texts):
+            raise AssertionError("no batch runs")
+
+        def close(self):
+            closed.append(self)
+
+    def fails(self, sockets=None):
+        raise SystemExit(1)  # what uvicorn does when its startup fails
+
+    monkeypatch.setattr(server_module, "start_engines", lambda *args: [Engine(), Engine()])
+    monkeypatch.setattr(uvicorn.Server, "run", fails)
+    port = free_port()
+    with pytest.raises(SystemExit):
+        server_module.serve(run, "127.0.0.1", port, workers=2)
+    assert len(closed) == 2  # without this, the interpreter waited on them forever at exit
+    with socket.socket() as again:  # the port is free again
+        again.bind(("127.0.0.1", port))
+
+
 def test_requests_that_queue_while_a_batch_runs_form_the_next_batch():
     import asyncio
 

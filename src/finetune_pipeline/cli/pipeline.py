@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -157,6 +158,26 @@ def export(args: argparse.Namespace) -> None:
     log.info("%s", line)
 
 
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {value}")
+    return value
+
+
+def milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -251,12 +272,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.set_defaults(command=serve)
     sub.add_argument("path", type=Path, metavar="RUN_OR_EXPORT")
     sub.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (0.0.0.0: every interface)")
-    sub.add_argument("--port", type=positive_int, default=8000)
+    sub.add_argument("--port", type=port_number, default=8000, help="default 8000 (0: a free port, logged)")
     sub.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"], help="for a run folder")
     sub.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (torch engine)")
     sub.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     sub.add_argument("--max-batch-size", type=positive_int, default=64, help="texts per shared batch (default 64)")
-    sub.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests (default 5)")
+    sub.add_argument("--max-wait-ms", type=milliseconds, default=5.0, help="how long a batch waits for more requests (default 5)")
     sub.add_argument("--max-texts", type=positive_int, default=256, help="texts per request at most (default 256)")
     sub.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="request body size limit (default 1 MiB)")
     sub.add_argument("--workers", type=positive_int, default=1,

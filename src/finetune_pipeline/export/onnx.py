@@ -43,7 +43,7 @@ EXPORT_MARKERS = (REPORT, "model.safetensors")  # what an export folder (onnx / 
 
 def check_out_dir(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
     """Where an export may go: a new folder, or with ``overwrite`` an earlier export -- never the run
-    folder, a folder holding it, one of its artifacts, a file or a folder that is no export."""
+    folder, a folder holding it, one of its artifacts, a file or a folder that holds files but no export."""
     out, run = out_dir.resolve(), run_dir.resolve()
     if out == run or out in run.parents:
         raise PipelineError(f"--out {out_dir}: is or holds the run folder {run_dir}; choose a new folder")
@@ -53,6 +53,8 @@ def check_out_dir(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
         return
     if not out.is_dir():
         raise PipelineError(f"--out {out_dir}: is a file; name a folder")
+    if not any(out.iterdir()):  # an empty folder made for the export
+        return
     if not overwrite:
         raise PipelineError(f"{out_dir}: an export is already there; pass --overwrite to replace it, or --out DIR")
     if not any((out / marker).is_file() for marker in EXPORT_MARKERS):

@@ -8,9 +8,11 @@ taking connections, answer the requests in flight, exit 0.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 from pathlib import Path
 
 from finetune_pipeline.errors import PipelineError
@@ -45,6 +47,47 @@ def load(path: Path, engine: str, device: str, precision: str, batch_size: int, 
     return Classifier.from_run(path, device=device, precision=precision, batch_size=batch_size, engine=engine)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before any model loads: a taken port or an unknown host fails in one
+    line at once, not after minutes of loading. ``port`` 0 takes a free port (logged)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, OverflowError, UnicodeError) as e:
+        raise PipelineError(f"--host {host!r}: not an address this machine can listen on "
+                            f"({getattr(e, 'strerror', None) or e})") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart at once after a stop
+        sock.bind(address)
+        sock.listen(2048)
+    except (OSError, OverflowError) as e:
+        sock.close()
+        reason = "the port is taken (another server?); pass another --port" if isinstance(e, OSError) and \
+            e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        raise PipelineError(f"--host {host} --port {port}: cannot listen there: {reason}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def start_engines(path: Path, engine: str, device: str, precision: str, batch_size: int, workers: int,
+                  threads: int) -> list:
+    """``workers`` inference processes, loading the model side by side; none left running on failure."""
+    from finetune_pipeline.serving.worker import EngineProcess, EngineSpec
+
+    processes: list[EngineProcess] = []
+    try:
+        for _ in range(workers):
+            processes.append(EngineProcess(EngineSpec(path, engine, device, precision, batch_size, threads)))
+        for process in processes:
+            process.wait_ready()
+    except BaseException:
+        for process in processes:
+            process.close()
+        raise
+    return processes
+
+
 def serve(path: Path, host: str, port: int, engine: str = "torch", device: str = "auto", precision: str = "auto",
           max_batch_size: int = 64, max_wait_ms: float = 5.0, max_texts: int = 256, max_body_bytes: int = 1 << 20,
           workers: int = 1, threads: int | None = None) -> None:
@@ -53,31 +96,30 @@ def serve(path: Path, host: str, port: int, engine: str = "torch", device: str =
     import uvicorn
 
     from finetune_pipeline.serving.app import create_app
-    from finetune_pipeline.serving.worker import EngineProcess, EngineSpec
 
     engine = engine_for(path, engine)
     if engine == "onnxruntime":
         from finetune_pipeline.inference.predictor import check_onnxruntime_options, ensure_onnx_export
 
         check_onnxruntime_options(device, precision)
-        if not (path / "model.onnx").is_file():  # a run folder: exported once, here, not by each process
-            path = ensure_onnx_export(path, "best_model.pt", None)
-    threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
-    processes: list[EngineProcess] = []
-    try:  # the processes load the model side by side
-        for _ in range(workers):
-            processes.append(EngineProcess(EngineSpec(path, engine, device, precision, max_batch_size, threads)))
-        for process in processes:
-            process.wait_ready()
-    except BaseException:
-        for process in processes:
-            process.close()
-        raise
-    app = create_app(processes, max_batch_size, max_wait_ms, max_texts, max_body_bytes)
-    log.info("serving %s (%s, %d inference process(es) x %d threads) on http://%s:%d  (POST /predict, GET /health, "
-             "/labels, /docs)", path, engine, workers, threads, host, port)
-    for signum in (signal.SIGINT, signal.SIGTERM):  # uvicorn drains on these, then raises them again:
-        signal.signal(signum, lambda *_: None)       # once drained, a stop is a normal end (exit 0)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                  timeout_graceful_shutdown=None)).run()
+    sock = listening_socket(host, port)
+    try:
+        if engine == "onnxruntime" and not (path / "model.onnx").is_file():  # a run folder: exported once, here,
+            path = ensure_onnx_export(path, "best_model.pt", None)               # not by each process
+        threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
+        processes = start_engines(path, engine, device, precision, max_batch_size, workers, threads)
+        try:
+            app = create_app(processes, max_batch_size, max_wait_ms, max_texts, max_body_bytes)
+            bound_host, bound_port = sock.getsockname()[:2]
+            log.info("serving %s (%s, %d inference process(es) x %d threads) on http://%s:%d  (POST /predict, GET "
+                     "/health, /labels, /docs)", path, engine, workers, threads, bound_host, bound_port)
+            for signum in (signal.SIGINT, signal.SIGTERM):  # uvicorn drains on these, then raises them again:
+                signal.signal(signum, lambda *_: None)       # once drained, a stop is a normal end (exit 0)
+            uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                          timeout_graceful_shutdown=None)).run(sockets=[sock])
+        finally:  # the app closes them after draining; here also when uvicorn could not start
+            for process in processes:
+                process.close()
+    finally:
+        sock.close()
     log.info("server stopped")
