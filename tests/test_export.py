@@ -72,6 +72,37 @@ def test_predict_with_the_onnxruntime_engine_exports_once_and_agrees(runs, tmp_p
     assert max(abs(a["score"] - b["score"]) for a, b in zip(by_onnx, by_torch)) <= 1e-4
 
 
+def test_a_cached_export_of_an_earlier_checkpoint_is_made_again(runs, tmp_path, caplog):
+    """A run that went on (resumed) after its export has a new best_model.pt: the onnxruntime engine
+    must not answer with the old graph; a copied or touched but unchanged checkpoint keeps it."""
+    import os
+    import shutil
+
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["frozen (head-only checkpoint)"], run, ignore=shutil.ignore_patterns("export"))
+    texts = LONG + SHORT
+    first = Classifier.from_run(run, engine="onnxruntime").probabilities(texts)
+    report = json.loads((run / "export" / "onnx" / "export.json").read_text())
+    os.utime(run / "best_model.pt")  # same bytes, new stamp: checked by hash, kept
+    graph_before = (run / "export" / "onnx" / "model.onnx").stat().st_mtime_ns
+    Classifier.from_run(run, engine="onnxruntime")
+    assert (run / "export" / "onnx" / "model.onnx").stat().st_mtime_ns == graph_before
+
+    ckpt = torch.load(run / "best_model.pt", weights_only=True)  # the run trained on: another head
+    last = max(k for k in ckpt["state_dict"] if k.endswith(".bias"))
+    ckpt["state_dict"][last] = ckpt["state_dict"][last] + torch.arange(ckpt["state_dict"][last].numel()) * 3.0
+    torch.save(ckpt, run / "best_model.pt")
+    caplog.clear()
+    again = Classifier.from_run(run, engine="onnxruntime").probabilities(texts)
+    assert "was exported from an earlier best_model.pt" in caplog.text
+    assert json.loads((run / "export" / "onnx" / "export.json").read_text())["source"]["checkpoint_sha256"] != \
+        report["source"]["checkpoint_sha256"]
+    expected = Classifier.from_run(run, device="cpu", precision="fp32").probabilities(texts)
+    assert np.abs(again - expected).max() <= 1e-4 and np.abs(again - first).max() > 0.1
+
+
 def test_an_existing_export_is_kept_and_a_broken_graph_is_one_line(runs, tmp_path, caplog):
     run = runs["frozen (head-only checkpoint)"]
     out = tmp_path / "exported"
@@ -85,6 +116,12 @@ def test_an_existing_export_is_kept_and_a_broken_graph_is_one_line(runs, tmp_pat
         Classifier.from_onnx_export(out)
     with pytest.raises(PipelineError, match="not an ONNX export folder"):
         Classifier.from_onnx_export(tmp_path)
+    (out / "model.onnx").write_bytes(before)
+    classes = json.loads((out / "id_to_label.json").read_text())
+    (out / "id_to_label.json").write_text(json.dumps({k: v for k, v in classes.items() if k != str(len(classes) - 1)}))
+    with pytest.raises(PipelineError, match=f"id_to_label.json: {len(classes) - 1} classes, but .*model.onnx gives "
+                                            f"{len(classes)}"):
+        Classifier.from_onnx_export(out)
 
 
 def test_a_hugging_face_folder_stands_alone_and_carries_a_model_card(runs, tmp_path, monkeypatch):
@@ -114,6 +151,34 @@ def test_a_hugging_face_folder_stands_alone_and_carries_a_model_card(runs, tmp_p
     original = Classifier.from_run(run, device="cpu", precision="fp32")
     assert reloaded.symbols == original.symbols and reloaded.labels == original.labels
     assert np.abs(reloaded.probabilities(LONG + SHORT) - original.probabilities(LONG + SHORT)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncated weights", r"not a readable exported model \(SafetensorError"),
+    ("id2label of fewer classes", "config.json: id2label has 1 classes and symbols"),
+    ("label2id edited", "config.json: label2id is not the inverse of id2label"),
+    ("id_to_label.json edited", "id_to_label.json: disagrees with config.json"),
+])
+def test_a_damaged_hugging_face_folder_is_refused_in_one_line(runs, tmp_path, damage, message):
+    out = tmp_path / "hf"
+    assert main(["export", str(runs["frozen (head-only checkpoint)"]), "--format", "hf", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    if damage == "truncated weights":
+        weights = (out / "model.safetensors").read_bytes()
+        (out / "model.safetensors").write_bytes(weights[:1000])
+    elif damage == "id2label of fewer classes":
+        config["id2label"] = {"0": config["id2label"]["0"]}
+    elif damage == "label2id edited":
+        first, second = list(config["label2id"])[:2]
+        config["label2id"][first], config["label2id"][second] = config["label2id"][second], config["label2id"][first]
+    else:
+        classes = json.loads((out / "id_to_label.json").read_text())
+        classes["0"]["label"], classes["1"]["label"] = classes["1"]["label"], classes["0"]["label"]
+        (out / "id_to_label.json").write_text(json.dumps(classes))
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PipelineError, match=message) as error:
+        Classifier.from_pretrained(out, device="cpu", precision="fp32")
+    assert len(str(error.value).splitlines()) == 1
 
 
 def test_push_uploads_the_folder_and_an_offline_hub_is_one_line(runs, tmp_path, monkeypatch, caplog):

@@ -77,6 +77,7 @@ def export_hf(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "bes
 
 def load_pretrained(folder: Path):
     """(TextClassifier, config) from a folder written by ``export_hf``."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel
 
@@ -95,10 +96,29 @@ def load_pretrained(folder: Path):
         model = TextClassifier(AutoModel.from_config(config), head.build(), Pooling(head.pooling), frozen=True,
                                chunking=head.chunking())
         model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, SafetensorError) as e:
         raise PipelineError(f"{folder}: not a readable exported model ({type(e).__name__}: "
                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    check_classes(folder, config, head.classes)
     return model.eval(), config
+
+
+def check_classes(folder: Path, config, classes: int) -> None:
+    """config.json's id2label / label2id / symbols describe the head's ``classes`` outputs, and the
+    folder's id_to_label.json (when kept) says the same: an edited file never relabels predictions."""
+    info = config.finetune_pipeline
+    id2label, symbols = config.id2label, info.get("symbols")
+    if sorted(id2label) != list(range(classes)) or not isinstance(symbols, list) or len(symbols) != classes:
+        raise PipelineError(f"{folder / 'config.json'}: id2label has {len(id2label)} classes and symbols "
+                            f"{len(symbols) if isinstance(symbols, list) else 'none'}, but the head has {classes} outputs")
+    if {label: i for i, label in id2label.items()} != config.label2id:
+        raise PipelineError(f"{folder / 'config.json'}: label2id is not the inverse of id2label")
+    kept = folder / "id_to_label.json"
+    if kept.is_file():
+        from finetune_pipeline.inference.predictor import read_classes
+
+        if read_classes(kept) != [{"symbol": symbols[i], "label": id2label[i]} for i in range(classes)]:
+            raise PipelineError(f"{kept}: disagrees with config.json's id2label / symbols; the folder was edited")
 
 
 def _reads(max_length: int, chunking) -> str:

@@ -38,7 +38,7 @@ OPSET = 18
 INPUTS = ("input_ids", "attention_mask")
 
 
-EXPORT_MARKERS = (REPORT, "model.safetensors")  # what an export folder (onnx / hf) always holds
+EXPORT_MARKERS = (REPORT, MODEL, "model.safetensors")  # what an export folder (onnx / hf) always holds
 
 
 def check_out_dir(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
@@ -100,7 +100,7 @@ def export_onnx(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "b
         if not difference <= TOLERANCE:
             raise PipelineError(f"{run_dir}: the exported graph differs from the PyTorch model by {difference:.2e} "
                                 f"(> {TOLERANCE:g}) on the test texts; nothing was written")
-        report = {"source": {"run": str(run_dir), "checkpoint": checkpoint}, "opset": OPSET, "inputs": list(INPUTS),
+        report = {"source": checkpoint_source(run_dir, checkpoint), "opset": OPSET, "inputs": list(INPUTS),
                   "outputs": ["probabilities"], "test_texts": len(texts), "max_abs_probability_difference": difference,
                   "tolerance": TOLERANCE, "test_accuracy": {"pytorch": accuracy(reference, y_true),
                                                             "onnx_fp32": accuracy(exported, y_true)}}
@@ -117,6 +117,31 @@ def export_onnx(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "b
     log.info("exported %s -> %s: max |p_onnx - p_torch| = %.2e on %d test texts%s", run_dir, out_dir, difference,
              len(texts), f"; int8 test accuracy {report['int8_accuracy_change']:+.4f} vs fp32" if quantize else "")
     return report
+
+
+def checkpoint_source(run_dir: Path, checkpoint: str) -> dict:
+    """What an export was made from: the run, the checkpoint's name, SHA-256 and (size, mtime) stamp."""
+    from finetune_pipeline.backbone.identity import file_sha256
+
+    path = run_dir / checkpoint
+    stat = path.stat()
+    return {"run": str(run_dir), "checkpoint": checkpoint, "checkpoint_sha256": file_sha256(path),
+            "checkpoint_stat": [stat.st_size, stat.st_mtime_ns]}
+
+
+def made_from(folder: Path, checkpoint: Path) -> bool:
+    """Whether the export in ``folder`` was made from this very checkpoint file (a run resumed after
+    its export has a new best_model.pt): the recorded stamp, else the recorded SHA-256."""
+    from finetune_pipeline.backbone.identity import file_sha256
+
+    try:
+        source = json.loads((folder / REPORT).read_text(encoding="utf-8"))["source"]
+        stat = checkpoint.stat()
+        if source["checkpoint_stat"] == [stat.st_size, stat.st_mtime_ns]:
+            return True
+        return source["checkpoint_sha256"] == file_sha256(checkpoint)
+    except (OSError, ValueError, KeyError, TypeError):  # no record, an old one, or a damaged one
+        return False
 
 
 def graph(clf, path: Path) -> None:
@@ -160,6 +185,13 @@ class OnnxModel:
         except Exception as e:  # a truncated or foreign file
             raise PipelineError(f"{path}: not a readable ONNX graph ({type(e).__name__}: "
                                 f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        inputs = {i.name for i in self.session.get_inputs()}
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        if inputs != set(INPUTS) or "probabilities" not in outputs or len(outputs["probabilities"]) != 2:
+            raise PipelineError(f"{path}: not a classifier graph of this tool (inputs {sorted(inputs)}, outputs "
+                                f"{sorted(outputs)}; expected {list(INPUTS)} -> probabilities (batch, classes))")
+        width = outputs["probabilities"][1]
+        self.classes: int | None = width if isinstance(width, int) else None  # (B, C) output's C
         self.pad_token_id = pad_token_id
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> np.ndarray:

@@ -113,6 +113,9 @@ class Classifier:
         classes = read_classes(folder / "id_to_label.json")
         tokenizer = read_tokenizer(folder / "tokenizer")
         graph = OnnxModel(folder / MODEL, tokenizer.pad_token_id, threads)
+        if graph.classes is not None and graph.classes != len(classes):
+            raise PipelineError(f"{folder / 'id_to_label.json'}: {len(classes)} classes, but {folder / MODEL} "
+                                f"gives {graph.classes}; the folder mixes two exports")
         log.info("loaded %s (%d classes), onnxruntime on the CPU", folder / MODEL, len(classes))
         return cls(None, tokenizer, [c["symbol"] for c in classes], [c["label"] for c in classes],
                    tokenizer.model_max_length, torch.device("cpu"), resolve_precision(MixedPrecision.fp32,
@@ -169,11 +172,18 @@ def read_classes(path: Path) -> list[dict[str, str]]:
 
 
 def ensure_onnx_export(run: Path, checkpoint: str, backbone_path: str | Path | None) -> Path:
-    """The run's ONNX export of ``checkpoint``, exported (and verified) now if missing."""
-    from finetune_pipeline.export.onnx import MODEL, export_dir, export_onnx
+    """The run's ONNX export of ``checkpoint``, exported (and verified) now if missing or made from an
+    earlier version of that checkpoint file."""
+    from finetune_pipeline.export.onnx import MODEL, export_dir, export_onnx, made_from
 
     folder = run / export_dir(checkpoint)
     if not (folder / MODEL).is_file():
         log.info("no ONNX export of %s yet: exporting it to %s", run / checkpoint, folder)
-        export_onnx(run, folder, checkpoint, backbone_path=Path(backbone_path) if backbone_path else None)
+    elif not (run / checkpoint).is_file():
+        raise PipelineError(f"{run}: not a finished run folder ({checkpoint} is missing)")
+    elif made_from(folder, run / checkpoint):
+        return folder
+    else:
+        log.warning("%s was exported from an earlier %s (the run went on since): exporting it again", folder, checkpoint)
+    export_onnx(run, folder, checkpoint, overwrite=True, backbone_path=Path(backbone_path) if backbone_path else None)
     return folder
