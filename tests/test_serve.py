@@ -140,10 +140,21 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(server):
     ('{"texts": ["ok"], "top_k": 0}', {}, 422, "top_k: Input should be greater than or equal to 1"),
     (json.dumps({"texts": ["x" * 5000]}), {}, 413, "over the limit of 4096"),
     ('[1, 2]', {"Content-Type": "text/plain"}, 422, "the body: Input should be an object"),
+    ('{"texts": ["ok"], "top_k": true}', {}, 422, "top_k: Input should be a valid integer"),
+    ('{"texts": ["ok"], "top_k": "2"}', {}, 422, "top_k: Input should be a valid integer"),
+    ('{"texts": ["ok"], "topk": 2}', {}, 422, "topk: Extra inputs are not permitted"),
+    pytest.param('{"texts": [' + "[" * 1500 + "]" * 1500 + ']}', {}, 400, "invalid JSON: recursion limit exceeded",
+                 id="deeply nested"),
 ])
 def test_bad_requests_get_a_one_line_4xx(server, body, headers, status, message):
     got_status, got = server.request("POST", "/predict", body, headers)
     assert got_status == status and set(got) == {"error"} and message in got["error"] and "\n" not in got["error"]
+
+
+def test_unknown_paths_and_methods_get_the_same_one_line_error(server):
+    for method, path, status in (("GET", "/predict", 405), ("GET", "/nope", 404), ("DELETE", "/labels", 405)):
+        got_status, got = server.request(method, path)
+        assert got_status == status and set(got) == {"error"} and got["error"].startswith(f"{method} {path}: ")
 
 
 def test_a_client_that_disconnects_does_not_disturb_the_others(server):

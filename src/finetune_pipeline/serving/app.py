@@ -8,7 +8,8 @@
 FastAPI because its request models give both the validation and the OpenAPI description, and
 uvicorn drains in-flight requests on SIGTERM. Every client error is a 4xx with one line of JSON,
 ``{"error": "..."}``: invalid JSON (400), a body over ``max_body_bytes`` (413), missing or empty
-``texts``, non-string items, more than ``max_texts`` texts, a bad ``top_k`` (422). A batch the
+``texts``, non-string items, more than ``max_texts`` texts, a bad ``top_k`` (422; strict: no ``true``
+or ``"2"``), an unknown path or method (404, 405). A batch the
 model failed on answers its requests with a one-line 503.
 """
 
@@ -19,7 +20,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from starlette.exceptions import HTTPException
 
 from finetune_pipeline.evaluation.report import prediction_rows
 from finetune_pipeline.serving.batcher import Batcher
@@ -29,7 +31,7 @@ from finetune_pipeline.serving.worker import EngineProcess
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     texts: list[StrictStr] = Field(min_length=1, description="the texts to classify")
-    top_k: int = Field(5, ge=1, description="classes listed per text")
+    top_k: StrictInt = Field(5, ge=1, description="classes listed per text (more than there are: all)")
 
 
 class Ranked(BaseModel):
@@ -68,6 +70,10 @@ def create_app(engines: list[EngineProcess], max_batch_size: int = 64, max_wait_
             return _error(400, f"invalid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}")
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "the body"
         return _error(422, f"{where}: {first.get('msg')}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:  # 404, 405: the same one-line shape
+        return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
