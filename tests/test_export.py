@@ -214,6 +214,11 @@ def test_push_uploads_the_folder_and_an_offline_hub_is_one_line(runs, tmp_path, 
     assert "pushing" in caplog.text and "offline mode is enabled." in caplog.text and "more" not in caplog.text
     assert main(["push", str(tmp_path), "--repo-id", "me/news-topics"]) == 1  # not an exported folder
     assert "not an exported model folder (config.json is missing)" in caplog.text
+    calls.clear()
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    (out / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes()[:4096])  # damaged since export
+    assert main(["push", str(out), "--repo-id", "me/news-topics"]) == 1
+    assert "not a readable exported model" in caplog.text and calls == []  # refused before the Hub is contacted
 
 
 def test_the_onnxruntime_engine_refuses_a_gpu_or_a_half_precision(runs):

@@ -193,13 +193,15 @@ It knows only these labels; check it on your own data before relying on it.
 
 
 def push(folder: Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Upload an exported folder to the Hub; returns the repository's URL. Offline: one line."""
+    """Upload an exported folder to the Hub once it loads (weights, config and class lists agree);
+    returns the repository's URL. Offline: one line."""
     from huggingface_hub import HfApi
 
     for needed in ("config.json", WEIGHTS, "README.md"):
         if not (folder / needed).is_file():
             raise PipelineError(f"{folder}: not an exported model folder ({needed} is missing); "
                                 "make one with `finetune-pipeline export RUN --format hf`")
+    load_pretrained(folder)  # a damaged or edited folder is refused here, not published
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
