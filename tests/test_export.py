@@ -103,6 +103,24 @@ def test_a_cached_export_of_an_earlier_checkpoint_is_made_again(runs, tmp_path, 
     assert np.abs(again - expected).max() <= 1e-4 and np.abs(again - first).max() > 0.1
 
 
+def test_two_commands_needing_the_same_export_make_it_once(runs, tmp_path, monkeypatch):
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    import finetune_pipeline.export.onnx as onnx_export
+    from finetune_pipeline.inference.predictor import ensure_onnx_export
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["frozen (head-only checkpoint)"], run, ignore=shutil.ignore_patterns("export"))
+    exports = []
+    real = onnx_export.export_onnx
+    monkeypatch.setattr(onnx_export, "export_onnx", lambda *a, **k: exports.append(a) or real(*a, **k))
+    with ThreadPoolExecutor(2) as pool:  # as two predict/serve commands on one run at once
+        folders = list(pool.map(lambda _: ensure_onnx_export(run, "best_model.pt", None), range(2)))
+    assert folders == [run / "export" / "onnx"] * 2 and len(exports) == 1
+    assert Classifier.from_onnx_export(folders[0]).probabilities(SHORT).shape[0] == len(SHORT)
+
+
 def test_an_existing_export_is_kept_and_a_broken_graph_is_one_line(runs, tmp_path, caplog):
     run = runs["frozen (head-only checkpoint)"]
     out = tmp_path / "exported"

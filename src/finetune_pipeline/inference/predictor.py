@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 from tqdm import tqdm
 
 from finetune_pipeline.artifacts.checkpoints import load_classifier
@@ -177,13 +178,19 @@ def ensure_onnx_export(run: Path, checkpoint: str, backbone_path: str | Path | N
     from finetune_pipeline.export.onnx import MODEL, export_dir, export_onnx, made_from
 
     folder = run / export_dir(checkpoint)
-    if not (folder / MODEL).is_file():
-        log.info("no ONNX export of %s yet: exporting it to %s", run / checkpoint, folder)
-    elif not (run / checkpoint).is_file():
+    if not (run / checkpoint).is_file():
         raise PipelineError(f"{run}: not a finished run folder ({checkpoint} is missing)")
-    elif made_from(folder, run / checkpoint):
+    if (folder / MODEL).is_file() and made_from(folder, run / checkpoint):
         return folder
-    else:
-        log.warning("%s was exported from an earlier %s (the run went on since): exporting it again", folder, checkpoint)
-    export_onnx(run, folder, checkpoint, overwrite=True, backbone_path=Path(backbone_path) if backbone_path else None)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):  # two commands on one run: one exports, the other then uses it
+        if not (folder / MODEL).is_file():
+            log.info("no ONNX export of %s yet: exporting it to %s", run / checkpoint, folder)
+        elif made_from(folder, run / checkpoint):
+            return folder
+        else:
+            log.warning("%s was exported from an earlier %s (the run went on since): exporting it again", folder,
+                        checkpoint)
+        export_onnx(run, folder, checkpoint, overwrite=True,
+                    backbone_path=Path(backbone_path) if backbone_path else None)
     return folder
