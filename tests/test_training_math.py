@@ -164,6 +164,30 @@ def test_frozen_encoder_is_bit_identical_and_the_proof_says_so(tmp_path):
     assert tampered["verdict"].startswith("FAIL") and tampered["tensors_changed"] == ["norm.bias"]
 
 
+def test_the_verdict_follows_what_was_meant_to_train():
+    from finetune_pipeline.artifacts.freeze_proof import LoraAdapters, TopLayers
+
+    model = make_model(frozen=False)
+    before = module_hashes(model.encoder)
+    names = list(before)
+    top, other = names[-1], names[0]
+    with torch.no_grad():
+        model.encoder.state_dict()[top].add_(1.0)
+    after = module_hashes(model.encoder)
+    only_top = build_freeze_proof(before, after, False, model, "x", 100, "test", TopLayers((top,)))
+    assert only_top["verdict"].startswith("PASS: only the top layers trained (1 tensors")
+    assert only_top["trained_tensors"] == [top] and only_top["adapter"] == "top_layers"
+    assert build_freeze_proof(before, after, False, model, "x", 100, "test", TopLayers((other,)))["verdict"] \
+        .startswith("FAIL: 1 tensors outside the trained top layers changed")
+    lora = LoraAdapters(lambda: {"lora_A": "h1", "lora_B": "h2"})
+    unchanged = build_freeze_proof(before, before, False, model, "x", 100, "test", lora)
+    assert unchanged["verdict"] == "PASS: base encoder bit-identical, 2 LoRA adapter tensors trained"
+    assert unchanged["adapter_tensor_sha256"] == {"lora_A": "h1", "lora_B": "h2"}
+    assert build_freeze_proof(before, after, False, model, "x", 100, "test", lora)["verdict"].startswith(
+        "FAIL: LoRA was to leave the base encoder unchanged, but 1 of")
+    assert build_freeze_proof(before, after, False, model, "x", 100, "test")["verdict"].startswith("NOT FROZEN")
+
+
 def test_tensor_hash_sees_dtype_shape_and_single_bit_changes():
     t = torch.arange(6, dtype=torch.float32)
     assert tensor_sha256(t) != tensor_sha256(t.reshape(2, 3))

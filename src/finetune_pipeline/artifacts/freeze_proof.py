@@ -8,6 +8,8 @@ the encoder's hash is SHA-256 over the lines ``"<name> <tensor hash>\\n"`` sorte
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -29,22 +31,43 @@ def combined_sha256(hashes: dict[str, str]) -> str:
     return hashlib.sha256("".join(f"{n} {hashes[n]}\n" for n in sorted(hashes)).encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class WholeEncoder:
+    """No adapter: the encoder is frozen (nothing may change) or fine-tuned (anything may), as
+    ``training.freeze_backbone`` says."""
+
+
+@dataclass(frozen=True)
+class TopLayers:
+    """adapter=top_layers: only the tensors under these name prefixes may change."""
+    prefixes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LoraAdapters:
+    """adapter=lora: the base tensors (``before``/``after``) must not change; the adapters train."""
+    adapter_hashes: Callable[[], dict[str, str]]  # taken when called: after training
+
+
+Trained = WholeEncoder | TopLayers | LoraAdapters  # what a run was meant to train in the encoder
+
+
 def build_freeze_proof(
     before: dict[str, str], after: dict[str, str], freeze_backbone: bool, model: nn.Module, backbone_path: str,
-    encoder_total: int, how: str, adapter: dict[str, str] | None = None, trained_prefixes: tuple[str, ...] = (),
+    encoder_total: int, how: str, trained: Trained = WholeEncoder(),
 ) -> dict:
     """``how`` says when the hashes were taken (they differ between the cached and end-to-end paths);
-    ``adapter``: with LoRA, the adapter tensors' hashes (``before``/``after`` are then the base tensors);
-    ``trained_prefixes``: with adapter=top_layers, the tensors (name prefixes) that were meant to train."""
+    ``trained``: what was meant to change, which decides the verdict."""
     changed = sorted(n for n in before if before[n] != after.get(n))
     trainable = {  # a head over cached features has no encoder parameters at all
         part: sum(p.numel() for n, p in model.named_parameters() if n.startswith(f"{part}.") and p.requires_grad)
         for part in ("encoder", "head")
     }
     unchanged = not changed and before.keys() == after.keys()
-    if trained_prefixes:
-        outside = [n for n in changed if not n.startswith(trained_prefixes)]
-        layers = sorted({p.rstrip(".") for p in trained_prefixes})
+    adapter = trained.adapter_hashes() if isinstance(trained, LoraAdapters) else None
+    if isinstance(trained, TopLayers):
+        outside = [n for n in changed if not n.startswith(trained.prefixes)]
+        layers = sorted({p.rstrip(".") for p in trained.prefixes})
         verdict = (f"PASS: only the top layers trained ({len(changed)} tensors of {', '.join(layers)} changed); "
                    f"the other {len(before) - len(changed)} tensors bit-identical" if not outside and
                    before.keys() == after.keys() else
@@ -71,5 +94,6 @@ def build_freeze_proof(
         "tensor_sha256_before": before,
         "tensor_sha256_after": after,
         **({"adapter": "lora", "adapter_tensor_sha256": adapter} if adapter is not None else {}),
-        **({"adapter": "top_layers", "trained_tensors": list(trained_prefixes)} if trained_prefixes else {}),
+        **({"adapter": "top_layers", "trained_tensors": list(trained.prefixes)} if isinstance(trained, TopLayers)
+           else {}),
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -19,7 +20,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import set_seed
 
-from finetune_pipeline.artifacts.freeze_proof import combined_sha256, module_hashes
+from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, save_checkpoint
+from finetune_pipeline.artifacts.freeze_proof import (LoraAdapters, TopLayers, Trained, WholeEncoder, combined_sha256,
+                                                     module_hashes)
 from finetune_pipeline.backbone.load import Backbone, load_encoder
 from finetune_pipeline.config.schema import AdapterMethod, Config
 from finetune_pipeline.data.batches import TokenizedTexts, chunking_of, eval_loader, feature_loader, train_loader
@@ -50,8 +53,7 @@ class FreezeEvidence:
     after: Callable[[], dict[str, str]]  # taken when called: the proof is written after training
     encoder_parameters: int
     how: str  # when the hashes were taken
-    adapter: Callable[[], dict[str, str]] | None = None  # LoRA: the adapter tensors' hashes after training
-    trained_prefixes: tuple[str, ...] = ()  # adapter=top_layers: the encoder tensors that may change
+    trained: Trained  # what was meant to change in the encoder (decides the verdict)
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,8 @@ class BuiltModel:
     head: HeadConfig
     loaders: Loaders
     freeze: FreezeEvidence
-    checkpoint_state: Callable[[], dict[str, torch.Tensor]]  # what best_model.pt / final_model.pt hold
+    write_checkpoint: Callable[[Path, BackboneIdentity], None]  # best_model.pt / final_model.pt, as this path saves them
     features: dict  # the feature cache's hit/miss, key and encoding statistics (metrics.json)
-    adapter: dict | None = None  # LoRA: its settings (LoraSpec.as_dict), stored in every checkpoint
-    kind: str | None = None  # the checkpoint kind when it is not implied ("partial": top layers + head)
 
 
 def build_head_over_cached_features(cfg: Config, backbone: Backbone, tokenizer, tokenized: TokenizedTexts,
@@ -91,8 +91,10 @@ def build_head_over_cached_features(cfg: Config, backbone: Backbone, tokenizer, 
     log.info("model: head on cached %s-pooled features (%d -> %d -> %d), %d train batches per epoch",
              cfg.model.pooling.value, head.in_dim, head.hidden_dim, num_classes, len(loaders.train))
     return BuiltModel(model, head, loaders,
-                      FreezeEvidence(frozen.hashes_before, frozen.hashes_after, frozen.encoder_parameters, frozen.how),
-                      lambda: checkpoint_weights(model, head_only=not t.full_checkpoints, base_encoder=base_encoder),
+                      FreezeEvidence(frozen.hashes_before, frozen.hashes_after, frozen.encoder_parameters, frozen.how,
+                                     WholeEncoder()),
+                      lambda path, identity: save_checkpoint(path, checkpoint_weights(
+                          model, head_only=not t.full_checkpoints, base_encoder=base_encoder), identity, head),
                       frozen.info)
 
 
@@ -124,14 +126,15 @@ def build_encoder_with_head(cfg: Config, backbone: Backbone, tokenizer, tokenize
         evidence = FreezeEvidence(before, lambda: base_hashes(model.encoder),
                                   sum(p.numel() for n, p in encoder.named_parameters() if not is_adapter(n)),
                                   "before: right after loading, before the adapters were added; after: the base "
-                                  "tensors after the last epoch", adapter=lambda: adapter_hashes(model.encoder))
-        return BuiltModel(model, head, loaders, evidence, lambda: adapter_weights(model), {"cache": "off"},
-                          adapter=lora.as_dict())
+                                  "tensors after the last epoch", LoraAdapters(lambda: adapter_hashes(model.encoder)))
+        return BuiltModel(model, head, loaders, evidence, lambda path, identity: save_checkpoint(
+            path, adapter_weights(model), identity, head, lora=lora.as_dict()), {"cache": "off"})
     evidence = FreezeEvidence(before, lambda: module_hashes(model.encoder),
                               sum(p.numel() for p in encoder.parameters()),
-                              "before: right after loading; after: after the last epoch")
+                              "before: right after loading; after: after the last epoch", WholeEncoder())
     head_only = t.freeze_backbone and not t.full_checkpoints
-    return BuiltModel(model, head, loaders, evidence, lambda: checkpoint_weights(model, head_only), {"cache": "off"})
+    return BuiltModel(model, head, loaders, evidence, lambda path, identity: save_checkpoint(
+        path, checkpoint_weights(model, head_only), identity, head), {"cache": "off"})
 
 
 def build_top_layers(cfg: Config, backbone: Backbone, tokenizer, tokenized: TokenizedTexts, texts: list[str],
@@ -196,13 +199,14 @@ def build_top_layers(cfg: Config, backbone: Backbone, tokenizer, tokenized: Toke
              num_classes, n_trainable / 1e6, len(loaders.train))
     evidence = FreezeEvidence(before, lambda: module_hashes(model.encoder),
                               sum(p.numel() for p in encoder.parameters()),
-                              "before: right after loading; after: after the last epoch", trained_prefixes=prefixes)
+                              "before: right after loading; after: after the last epoch", TopLayers(prefixes))
 
     def weights() -> dict[str, torch.Tensor]:  # the head and the trained layers; the rest is the base's
         return {k: v for k, v in model.state_dict().items()
                 if k.startswith("head.") or k.removeprefix("encoder.").startswith(prefixes)}
 
-    return BuiltModel(model, head, loaders, evidence, weights, info, kind="partial")
+    return BuiltModel(model, head, loaders, evidence,
+                      lambda path, identity: save_checkpoint(path, weights(), identity, head, kind="partial"), info)
 
 
 def adapter_weights(model: nn.Module) -> dict[str, torch.Tensor]:

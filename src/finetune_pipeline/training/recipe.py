@@ -25,7 +25,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from finetune_pipeline.artifacts.atomic import atomic_dir, remove_orphans, save_torch, write_json
-from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, restore_weights, save_checkpoint
+from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, restore_weights
 from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256
 from finetune_pipeline.artifacts.metrics_record import BestEpoch, RunMetrics
 from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, STATE_FILE, claim, failure_status, flatten,
@@ -155,7 +155,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
 
     def checkpoint(name: str) -> None:
         if dist.is_main:
-            save_checkpoint(run_dir / name, built.checkpoint_state(), identity, built.head, built.adapter, built.kind)
+            built.write_checkpoint(run_dir / name, identity)
 
     def save_state_file(progress: Progress) -> str:
         if dist.is_main:
@@ -338,9 +338,7 @@ def _resume_from(state_path: Path, trainer: Trainer, data_id: dict, cfg: Config,
 def _write_freeze_proof(run_dir: Path, cfg: Config, built: BuiltModel, backbone: Backbone) -> None:
     evidence = built.freeze
     proof = build_freeze_proof(evidence.before, evidence.after(), cfg.training.freeze_backbone, built.model,
-                               str(backbone.folder), evidence.encoder_parameters, evidence.how,
-                               adapter=evidence.adapter() if evidence.adapter else None,
-                               trained_prefixes=evidence.trained_prefixes)
+                               str(backbone.folder), evidence.encoder_parameters, evidence.how, evidence.trained)
     write_json(run_dir / "freeze_proof.json", proof)
     log.info("freeze proof: %s (encoder sha256 %s -> %s)", proof["verdict"],
              proof["encoder_sha256_before"][:12], proof["encoder_sha256_after"][:12])
