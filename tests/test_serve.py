@@ -281,6 +281,29 @@ def test_when_uvicorn_cannot_start_the_inference_processes_and_socket_are_closed
         again.bind(("127.0.0.1", port))
 
 
+def test_a_run_is_served_from_the_checkpoint_and_backbone_asked_for(run, tmp_path, caplog):
+    import numpy as np
+
+    from finetune_pipeline.cli.pipeline import main
+    from finetune_pipeline.errors import PipelineError
+    from finetune_pipeline.serving.server import load
+    from finetune_pipeline.serving.worker import EngineSpec
+
+    final = load(EngineSpec(run, "torch", "cpu", "fp32", 8, 1, checkpoint="final_model.pt"))
+    expected = Classifier.from_run(run, "final_model.pt", device="cpu", precision="fp32").probabilities(TEXTS)
+    assert np.array_equal(final.probabilities(TEXTS), expected)
+    with pytest.raises(PipelineError, match=str(tmp_path)):  # the folder given is the one loaded (and refused)
+        load(EngineSpec(run, "torch", "cpu", "fp32", 8, 1, backbone=tmp_path))
+    export = tmp_path / "onnx"
+    assert main(["export", str(run), "--out", str(export)]) == 0
+    assert main(["serve", str(export), "--checkpoint", "final_model.pt"]) == 1
+    assert "an exported folder holds one model; --checkpoint and --backbone apply to a run folder" in caplog.text
+    empty = tmp_path / "no-final"
+    shutil.copytree(run, empty, ignore=shutil.ignore_patterns("final_model.pt", "export"))
+    assert main(["serve", str(empty), "--checkpoint", "final_model.pt"]) == 1
+    assert "not a finished run folder (final_model.pt is missing)" in caplog.text
+
+
 def test_requests_that_queue_while_a_batch_runs_form_the_next_batch():
     import asyncio
 

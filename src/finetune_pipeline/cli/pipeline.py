@@ -274,6 +274,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (0.0.0.0: every interface)")
     sub.add_argument("--port", type=port_number, default=8000, help="default 8000 (0: a free port, logged)")
     sub.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"], help="for a run folder")
+    sub.add_argument("--checkpoint", default="best_model.pt", choices=["best_model.pt", "final_model.pt"],
+                     help="of a run folder: best_model.pt (default) or final_model.pt")
+    sub.add_argument("--backbone", type=Path, help="a run's encoder folder, if it moved since training")
     sub.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (torch engine)")
     sub.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     sub.add_argument("--max-batch-size", type=positive_int, default=64, help="texts per shared batch (default 64)")
@@ -302,7 +305,8 @@ def serve(args: argparse.Namespace) -> None:
     from finetune_pipeline.serving.server import serve as run_server
 
     run_server(args.path, args.host, args.port, args.engine, args.device, args.precision, args.max_batch_size,
-               args.max_wait_ms, args.max_texts, args.max_body_bytes, args.workers, args.threads)
+               args.max_wait_ms, args.max_texts, args.max_body_bytes, args.workers, args.threads, args.checkpoint,
+               args.backbone)
 
 
 def push(args: argparse.Namespace) -> None:

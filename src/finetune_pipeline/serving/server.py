@@ -24,7 +24,7 @@ def engine_for(path: Path, engine: str) -> str:
     """The engine that serves this folder, checked before any model loads."""
     if (path / "model.onnx").is_file():
         return "onnxruntime"
-    if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
+    if is_hf_folder(path):
         if engine != "torch":
             raise PipelineError(f"{path}: a Hugging Face folder runs on the torch engine; export the run with "
                                 "--format onnx for onnxruntime")
@@ -35,16 +35,21 @@ def engine_for(path: Path, engine: str) -> str:
                         "Hugging Face folder (model.safetensors)")
 
 
-def load(path: Path, engine: str, device: str, precision: str, batch_size: int, threads: int | None = None):
-    """The classifier behind the server (loaded in each inference process)."""
+def is_hf_folder(path: Path) -> bool:
+    return (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+
+
+def load(spec):
+    """The classifier behind the server (loaded in each inference process) from a ``worker.EngineSpec``."""
     from finetune_pipeline.inference.predictor import Classifier
 
-    engine = engine_for(path, engine)
-    if (path / "model.onnx").is_file():
-        return Classifier.from_onnx_export(path, batch_size, threads)
-    if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
-        return Classifier.from_pretrained(path, device, precision, batch_size)
-    return Classifier.from_run(path, device=device, precision=precision, batch_size=batch_size, engine=engine)
+    engine = engine_for(spec.path, spec.engine)
+    if (spec.path / "model.onnx").is_file():
+        return Classifier.from_onnx_export(spec.path, spec.batch_size, spec.threads)
+    if is_hf_folder(spec.path):
+        return Classifier.from_pretrained(spec.path, spec.device, spec.precision, spec.batch_size)
+    return Classifier.from_run(spec.path, spec.checkpoint, spec.backbone, spec.device, spec.precision, spec.batch_size,
+                               engine)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -70,15 +75,14 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def start_engines(path: Path, engine: str, device: str, precision: str, batch_size: int, workers: int,
-                  threads: int) -> list:
+def start_engines(spec, workers: int) -> list:
     """``workers`` inference processes, loading the model side by side; none left running on failure."""
-    from finetune_pipeline.serving.worker import EngineProcess, EngineSpec
+    from finetune_pipeline.serving.worker import EngineProcess
 
     processes: list[EngineProcess] = []
     try:
         for _ in range(workers):
-            processes.append(EngineProcess(EngineSpec(path, engine, device, precision, batch_size, threads)))
+            processes.append(EngineProcess(spec))
         for process in processes:
             process.wait_ready()
     except BaseException:
@@ -90,29 +94,39 @@ def start_engines(path: Path, engine: str, device: str, precision: str, batch_si
 
 def serve(path: Path, host: str, port: int, engine: str = "torch", device: str = "auto", precision: str = "auto",
           max_batch_size: int = 64, max_wait_ms: float = 5.0, max_texts: int = 256, max_body_bytes: int = 1 << 20,
-          workers: int = 1, threads: int | None = None) -> None:
+          workers: int = 1, threads: int | None = None, checkpoint: str = "best_model.pt",
+          backbone: Path | None = None) -> None:
     """``workers`` inference processes of ``threads`` intra-op threads each (default: the usable
-    cores shared out); their batches run side by side."""
+    cores shared out); their batches run side by side. ``checkpoint`` and ``backbone``: of a run folder."""
     import uvicorn
 
     from finetune_pipeline.serving.app import create_app
+    from finetune_pipeline.serving.worker import EngineSpec
 
     engine = engine_for(path, engine)
+    run_folder = not (path / "model.onnx").is_file() and not is_hf_folder(path)
+    if not run_folder and (checkpoint != "best_model.pt" or backbone is not None):
+        raise PipelineError(f"{path}: an exported folder holds one model; --checkpoint and --backbone apply to a run "
+                            "folder")
+    if run_folder and not (path / checkpoint).is_file():
+        raise PipelineError(f"{path}: not a finished run folder ({checkpoint} is missing)")
     if engine == "onnxruntime":
         from finetune_pipeline.inference.predictor import check_onnxruntime_options, ensure_onnx_export
 
         check_onnxruntime_options(device, precision)
     sock = listening_socket(host, port)
     try:
-        if engine == "onnxruntime" and not (path / "model.onnx").is_file():  # a run folder: exported once, here,
-            path = ensure_onnx_export(path, "best_model.pt", None)               # not by each process
+        if engine == "onnxruntime" and run_folder:  # exported once, here, not by each process
+            path, checkpoint, backbone = ensure_onnx_export(path, checkpoint, backbone), "best_model.pt", None
         threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
-        processes = start_engines(path, engine, device, precision, max_batch_size, workers, threads)
+        spec = EngineSpec(path, engine, device, precision, max_batch_size, threads, checkpoint, backbone)
+        processes = start_engines(spec, workers)
         try:
             app = create_app(processes, max_batch_size, max_wait_ms, max_texts, max_body_bytes)
             bound_host, bound_port = sock.getsockname()[:2]
             log.info("serving %s (%s, %d inference process(es) x %d threads) on http://%s:%d  (POST /predict, GET "
-                     "/health, /labels, /docs)", path, engine, workers, threads, bound_host, bound_port)
+                     "/health, /labels, /docs)", path / checkpoint if run_folder else path, engine, workers, threads,
+                     bound_host, bound_port)
             for signum in (signal.SIGINT, signal.SIGTERM):  # uvicorn drains on these, then raises them again:
                 signal.signal(signum, lambda *_: None)       # once drained, a stop is a normal end (exit 0)
             uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,

@@ -29,13 +29,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """What the child loads: ``serving.server.load``'s arguments."""
+    """What the child loads (``serving.server.load``)."""
     path: Path
     engine: str  # torch | onnxruntime
     device: str
     precision: str
     batch_size: int
     threads: int  # intra-op threads of this process (torch and onnxruntime)
+    checkpoint: str = "best_model.pt"  # of a run folder
+    backbone: Path | None = None  # a run's encoder folder, if it moved since training
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def _serve_batches(conn, spec: EngineSpec) -> None:
     hf_logging.disable_progress_bar()
     torch.set_num_threads(spec.threads)
     try:
-        clf = load(spec.path, spec.engine, spec.device, spec.precision, spec.batch_size, spec.threads)
+        clf = load(spec)
     except PipelineError as e:
         conn.send(("error", str(e)))
         return
