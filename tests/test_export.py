@@ -103,6 +103,34 @@ def test_a_cached_export_of_an_earlier_checkpoint_is_made_again(runs, tmp_path, 
     assert np.abs(again - expected).max() <= 1e-4 and np.abs(again - first).max() > 0.1
 
 
+def test_the_int8_engine_uses_the_quantized_graph_and_exports_it_when_missing(runs, tmp_path, caplog):
+    import shutil
+
+    from finetune_pipeline.export.onnx import INT8_MODEL, OnnxModel
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["fine-tuned"], run, ignore=shutil.ignore_patterns("export"))
+    texts = LONG + SHORT
+    Classifier.from_run(run, engine="onnxruntime")  # an fp32 export first, as predict --engine onnxruntime makes
+    folder = run / "export" / "onnx"
+    assert not (folder / INT8_MODEL).exists()
+    int8 = Classifier.from_run(run, engine="onnxruntime-int8")  # the same export again, now with its int8 graph
+    assert "has no int8 graph yet" in caplog.text and (folder / INT8_MODEL).is_file()
+    assert int8.graph.path.name == INT8_MODEL
+    direct = OnnxModel(folder / INT8_MODEL, int8.tokenizer.pad_token_id).probabilities_of(int8, texts)
+    assert np.array_equal(int8.probabilities(texts), direct)
+    fp32 = Classifier.from_run(run, engine="onnxruntime")  # the fp32 graph is still the default one
+    assert fp32.graph.path.name == "model.onnx"
+    assert np.abs(fp32.probabilities(texts) - int8.probabilities(texts)).max() > 0  # two graphs, not one
+    caplog.clear()
+    exported = tmp_path / "fp32-only"
+    assert main(["export", str(run), "--out", str(exported)]) == 0
+    with pytest.raises(PipelineError, match="no model.int8.onnx; export the run with --quantize int8"):
+        Classifier.from_onnx_export(exported, int8=True)
+    assert main(["serve", str(exported), "--engine", "onnxruntime-int8", "--port", "0"]) == 1
+    assert "no model.int8.onnx" in caplog.text
+
+
 def test_two_commands_needing_the_same_export_make_it_once(runs, tmp_path, monkeypatch):
     import shutil
     from concurrent.futures import ThreadPoolExecutor
@@ -240,9 +268,10 @@ def test_push_uploads_the_folder_and_an_offline_hub_is_one_line(runs, tmp_path, 
 
 
 def test_the_onnxruntime_engine_refuses_a_gpu_or_a_half_precision(runs):
-    for options in ({"device": "cuda"}, {"precision": "bf16"}):
-        with pytest.raises(PipelineError, match="the onnxruntime engine runs the fp32 graph on the CPU"):
-            Classifier.from_run(runs["fine-tuned"], engine="onnxruntime", **options)
+    for engine in ("onnxruntime", "onnxruntime-int8"):
+        for options in ({"device": "cuda"}, {"precision": "bf16"}):
+            with pytest.raises(PipelineError, match=r"the onnxruntime engines run on the CPU \(fp32 or int8 graph\)"):
+                Classifier.from_run(runs["fine-tuned"], engine=engine, **options)
     with pytest.raises(PipelineError, match="engine 'tensorrt': choose one of torch, onnxruntime"):
         Classifier.from_run(runs["fine-tuned"], engine="tensorrt")
 

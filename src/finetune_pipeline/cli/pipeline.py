@@ -244,8 +244,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
         sub.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
         sub.add_argument("--batch-size", type=positive_int, default=64, help="texts per batch (default 64)")
-        sub.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"],
-                         help="torch (default) or onnxruntime: the run's ONNX export on the CPU (made when missing)")
+        sub.add_argument("--engine", default="torch", choices=["torch", "onnxruntime", "onnxruntime-int8"],
+                         help="torch (default), or onnxruntime / onnxruntime-int8: the run's ONNX export (fp32 or its "
+                              "int8 graph) on the CPU, made when missing")
     sub = commands.add_parser("export", help="export a trained run for deployment",
                               description="export a trained run for deployment: one ONNX graph (token ids and "
                                           "attention mask -> class probabilities), verified on the run's test texts")
@@ -273,7 +274,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("path", type=Path, metavar="RUN_OR_EXPORT")
     sub.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (0.0.0.0: every interface)")
     sub.add_argument("--port", type=port_number, default=8000, help="default 8000 (0: a free port, logged)")
-    sub.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"], help="for a run folder")
+    sub.add_argument("--engine", default="torch", choices=["torch", "onnxruntime", "onnxruntime-int8"],
+                     help="torch (default; a run or Hugging Face folder) or onnxruntime / onnxruntime-int8 (a run "
+                          "folder, exported when missing, or an ONNX export folder, fp32 unless -int8)")
     sub.add_argument("--checkpoint", default="best_model.pt", choices=["best_model.pt", "final_model.pt"],
                      help="of a run folder: best_model.pt (default) or final_model.pt")
     sub.add_argument("--backbone", type=Path, help="a run's encoder folder, if it moved since training")

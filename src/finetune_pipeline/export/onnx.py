@@ -192,7 +192,7 @@ class OnnxModel:
                                 f"{sorted(outputs)}; expected {list(INPUTS)} -> probabilities (batch, classes))")
         width = outputs["probabilities"][1]
         self.classes: int | None = width if isinstance(width, int) else None  # (B, C) output's C
-        self.pad_token_id = pad_token_id
+        self.path, self.pad_token_id = path, pad_token_id
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
         """A batch of CPU tensors (the classifier's loader) -> (B, C) probabilities."""

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 PROGRESS_FROM = 1000  # texts; smaller inputs get no progress bar
 
 
-ENGINES = ("torch", "onnxruntime")
+ENGINES = ("torch", "onnxruntime", "onnxruntime-int8")  # the last: the export's dynamically quantized graph
 
 
 class Classifier:
@@ -63,13 +63,15 @@ class Classifier:
                  engine: str = "torch") -> "Classifier":
         """Load a run folder's checkpoint (``best_model.pt`` or ``final_model.pt``), tokenizer and labels.
 
-        ``engine="onnxruntime"``: the run's ONNX export (``<run>/export/onnx*/``), made and verified
-        on the fly when missing, on the CPU."""
+        ``engine="onnxruntime"`` / ``"onnxruntime-int8"``: the run's ONNX export (``<run>/export/onnx*/``;
+        its fp32 or int8 graph), made and verified on the fly when missing, on the CPU."""
         if engine not in ENGINES:
             raise PipelineError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
-        if engine == "onnxruntime":
+        if engine != "torch":
             check_onnxruntime_options(device, precision)
-            return cls.from_onnx_export(ensure_onnx_export(Path(run_dir), checkpoint, backbone_path), batch_size)
+            int8 = engine == "onnxruntime-int8"
+            return cls.from_onnx_export(ensure_onnx_export(Path(run_dir), checkpoint, backbone_path, int8), batch_size,
+                                        int8=int8)
         run = Path(run_dir)
         for needed in (checkpoint, "id_to_label.json", "tokenizer"):
             if not (run / needed).exists():
@@ -103,21 +105,26 @@ class Classifier:
         return cls(model, tokenizer, list(info["symbols"]), labels, tokenizer.model_max_length, dev, prec, batch_size)
 
     @classmethod
-    def from_onnx_export(cls, folder: str | Path, batch_size: int = 64, threads: int | None = None) -> "Classifier":
-        """An ONNX export folder on its own (no run folder, no backbone): graph, tokenizer, labels."""
-        from finetune_pipeline.export.onnx import MODEL, OnnxModel
+    def from_onnx_export(cls, folder: str | Path, batch_size: int = 64, threads: int | None = None,
+                         int8: bool = False) -> "Classifier":
+        """An ONNX export folder on its own (no run folder, no backbone): graph, tokenizer, labels.
+        ``int8``: its dynamically quantized graph (``export --quantize int8``)."""
+        from finetune_pipeline.export.onnx import INT8_MODEL, MODEL, OnnxModel
 
         folder = Path(folder)
         for needed in (MODEL, "id_to_label.json", "tokenizer"):
             if not (folder / needed).exists():
                 raise PipelineError(f"{folder}: not an ONNX export folder ({needed} is missing)")
+        if int8 and not (folder / INT8_MODEL).is_file():
+            raise PipelineError(f"{folder}: no {INT8_MODEL}; export the run with --quantize int8")
+        model_file = folder / (INT8_MODEL if int8 else MODEL)
         classes = read_classes(folder / "id_to_label.json")
         tokenizer = read_tokenizer(folder / "tokenizer")
-        graph = OnnxModel(folder / MODEL, tokenizer.pad_token_id, threads)
+        graph = OnnxModel(model_file, tokenizer.pad_token_id, threads)
         if graph.classes is not None and graph.classes != len(classes):
-            raise PipelineError(f"{folder / 'id_to_label.json'}: {len(classes)} classes, but {folder / MODEL} "
+            raise PipelineError(f"{folder / 'id_to_label.json'}: {len(classes)} classes, but {model_file} "
                                 f"gives {graph.classes}; the folder mixes two exports")
-        log.info("loaded %s (%d classes), onnxruntime on the CPU", folder / MODEL, len(classes))
+        log.info("loaded %s (%d classes), onnxruntime on the CPU", model_file, len(classes))
         return cls(None, tokenizer, [c["symbol"] for c in classes], [c["label"] for c in classes],
                    tokenizer.model_max_length, torch.device("cpu"), resolve_precision(MixedPrecision.fp32,
                    torch.device("cpu")), batch_size, graph=graph)
@@ -155,7 +162,7 @@ class Classifier:
 
 def check_onnxruntime_options(device: str, precision: str) -> None:
     if device not in ("auto", "cpu") or precision not in ("auto", "fp32"):
-        raise PipelineError(f"the onnxruntime engine runs the fp32 graph on the CPU; drop device={device!r} "
+        raise PipelineError(f"the onnxruntime engines run on the CPU (fp32 or int8 graph); drop device={device!r} "
                             f"precision={precision!r} or use the torch engine")
 
 
@@ -172,25 +179,32 @@ def read_classes(path: Path) -> list[dict[str, str]]:
     return classes
 
 
-def ensure_onnx_export(run: Path, checkpoint: str, backbone_path: str | Path | None) -> Path:
-    """The run's ONNX export of ``checkpoint``, exported (and verified) now if missing or made from an
-    earlier version of that checkpoint file."""
-    from finetune_pipeline.export.onnx import MODEL, export_dir, export_onnx, made_from
+def ensure_onnx_export(run: Path, checkpoint: str, backbone_path: str | Path | None, int8: bool = False) -> Path:
+    """The run's ONNX export of ``checkpoint`` (with its int8 graph when ``int8``), exported (and
+    verified) now if missing or made from an earlier version of that checkpoint file."""
+    from finetune_pipeline.export.onnx import INT8_MODEL, MODEL, export_dir, export_onnx, made_from
 
     folder = run / export_dir(checkpoint)
     if not (run / checkpoint).is_file():
         raise PipelineError(f"{run}: not a finished run folder ({checkpoint} is missing)")
-    if (folder / MODEL).is_file() and made_from(folder, run / checkpoint):
+    def usable() -> bool:
+        return (folder / MODEL).is_file() and (not int8 or (folder / INT8_MODEL).is_file()) \
+            and made_from(folder, run / checkpoint)
+
+    if usable():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):  # two commands on one run: one exports, the other then uses it
+        if usable():
+            return folder
         if not (folder / MODEL).is_file():
             log.info("no ONNX export of %s yet: exporting it to %s", run / checkpoint, folder)
-        elif made_from(folder, run / checkpoint):
-            return folder
-        else:
+        elif not made_from(folder, run / checkpoint):
             log.warning("%s was exported from an earlier %s (the run went on since): exporting it again", folder,
                         checkpoint)
-        export_onnx(run, folder, checkpoint, overwrite=True,
+        else:
+            log.info("%s has no int8 graph yet: exporting it again with one", folder)
+        keep_int8 = int8 or (folder / INT8_MODEL).is_file()  # an export made with --quantize keeps its int8 graph
+        export_onnx(run, folder, checkpoint, quantize="int8" if keep_int8 else None, overwrite=True,
                     backbone_path=Path(backbone_path) if backbone_path else None)
     return folder

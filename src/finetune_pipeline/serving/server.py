@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 def engine_for(path: Path, engine: str) -> str:
     """The engine that serves this folder, checked before any model loads."""
     if (path / "model.onnx").is_file():
-        return "onnxruntime"
+        if engine == "onnxruntime-int8" and not (path / "model.int8.onnx").is_file():
+            raise PipelineError(f"{path}: no model.int8.onnx; export the run with --quantize int8")
+        return "onnxruntime-int8" if engine == "onnxruntime-int8" else "onnxruntime"
     if is_hf_folder(path):
         if engine != "torch":
             raise PipelineError(f"{path}: a Hugging Face folder runs on the torch engine; export the run with "
@@ -45,7 +47,7 @@ def load(spec):
 
     engine = engine_for(spec.path, spec.engine)
     if (spec.path / "model.onnx").is_file():
-        return Classifier.from_onnx_export(spec.path, spec.batch_size, spec.threads)
+        return Classifier.from_onnx_export(spec.path, spec.batch_size, spec.threads, int8=engine == "onnxruntime-int8")
     if is_hf_folder(spec.path):
         return Classifier.from_pretrained(spec.path, spec.device, spec.precision, spec.batch_size)
     return Classifier.from_run(spec.path, spec.checkpoint, spec.backbone, spec.device, spec.precision, spec.batch_size,
@@ -110,14 +112,15 @@ def serve(path: Path, host: str, port: int, engine: str = "torch", device: str =
                             "folder")
     if run_folder and not (path / checkpoint).is_file():
         raise PipelineError(f"{path}: not a finished run folder ({checkpoint} is missing)")
-    if engine == "onnxruntime":
+    if engine != "torch":
         from finetune_pipeline.inference.predictor import check_onnxruntime_options, ensure_onnx_export
 
         check_onnxruntime_options(device, precision)
     sock = listening_socket(host, port)
     try:
-        if engine == "onnxruntime" and run_folder:  # exported once, here, not by each process
-            path, checkpoint, backbone = ensure_onnx_export(path, checkpoint, backbone), "best_model.pt", None
+        if engine != "torch" and run_folder:  # exported once, here, not by each process
+            path = ensure_onnx_export(path, checkpoint, backbone, int8=engine == "onnxruntime-int8")
+            checkpoint, backbone = "best_model.pt", None
         threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
         spec = EngineSpec(path, engine, device, precision, max_batch_size, threads, checkpoint, backbone)
         processes = start_engines(spec, workers)
