@@ -84,7 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
     parser.add_argument("--texts", type=Path, required=True, help="a raw JSON part ({input, output} records)")
-    parser.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"])
+    parser.add_argument("--engine", default="torch", choices=["torch", "onnxruntime", "onnxruntime-int8"])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
