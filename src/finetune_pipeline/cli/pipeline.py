@@ -158,34 +158,24 @@ def export(args: argparse.Namespace) -> None:
     log.info("%s", line)
 
 
-def port_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {value}")
-    return value
+def checked(parse, expected: str, valid, rule: str):
+    """An argparse ``type``: ``parse`` the text, then require ``valid(value)``; one-line errors."""
+
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"{rule}, got {text}")
+        return value
+
+    return convert
 
 
-def milliseconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected milliseconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+positive_int = checked(int, "a whole number", lambda v: v >= 1, "must be >= 1")
+port_number = checked(int, "a port number", lambda v: 0 <= v <= 65535, "a port is 0..65535")
+milliseconds = checked(float, "milliseconds", lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0")
 
 
 class OneLineParser(argparse.ArgumentParser):
