@@ -84,6 +84,21 @@ def test_predictions_match_the_runs_own_test_predictions(runs):
     assert max(abs(r["score"] - float(p.max())) for r, p in zip(rows, probs)) < 1e-4
 
 
+def test_a_top_layers_run_exports_as_a_whole_encoder(runs, tmp_path):
+    import numpy as np
+
+    from finetune_pipeline.cli.pipeline import main as pipeline_main
+
+    run = runs["top"]  # its checkpoint holds the trained top layers + head; the export is the whole model
+    assert pipeline_main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0
+    assert json.loads((tmp_path / "onnx" / "export.json").read_text())["max_abs_probability_difference"] <= 1e-4
+    assert pipeline_main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    texts = ["The national currency announced new tax cuts", "Сборная вышла в финал"]
+    expected = Classifier.from_run(run, device="cpu", precision="fp32").probabilities(texts)
+    again = Classifier.from_pretrained(tmp_path / "hf", device="cpu", precision="fp32").probabilities(texts)
+    assert np.abs(again - expected).max() <= 1e-5
+
+
 def test_the_verdict_fails_when_a_bottom_tensor_changes(module_project, monkeypatch):
     import finetune_pipeline.model.builders as builders
 
