@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from finetune_pipeline.cli.arguments import OneLineParser, milliseconds, port_number, positive_int
 from finetune_pipeline.cli.errors import exit_status
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.logs import log_to_stderr
@@ -156,33 +156,6 @@ def export(args: argparse.Namespace) -> None:
     if "onnx_int8" in accuracy:
         line += f", onnx int8 {accuracy['onnx_int8']:.4f} ({100 * report['int8_accuracy_change']:+.2f} points)"
     log.info("%s", line)
-
-
-def checked(parse, expected: str, valid, rule: str):
-    """An argparse ``type``: ``parse`` the text, then require ``valid(value)``; one-line errors."""
-
-    def convert(text: str):
-        try:
-            value = parse(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not valid(value):
-            raise argparse.ArgumentTypeError(f"{rule}, got {text}")
-        return value
-
-    return convert
-
-
-positive_int = checked(int, "a whole number", lambda v: v >= 1, "must be >= 1")
-port_number = checked(int, "a port number", lambda v: 0 <= v <= 65535, "a port is 0..65535")
-milliseconds = checked(float, "milliseconds", lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Command-line errors in one line (argparse prints the usage block first)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def convert_config(args: argparse.Namespace) -> None:
