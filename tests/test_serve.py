@@ -271,14 +271,15 @@ def test_when_uvicorn_cannot_start_the_inference_processes_and_socket_are_closed
     def fails(self, sockets=None):
         raise SystemExit(1)  # what uvicorn does when its startup fails
 
+    sockets = []
+    real_socket = server_module.listening_socket
+    monkeypatch.setattr(server_module, "listening_socket", lambda *a: sockets.append(real_socket(*a)) or sockets[-1])
     monkeypatch.setattr(server_module, "start_engines", lambda *args: [Engine(), Engine()])
     monkeypatch.setattr(uvicorn.Server, "run", fails)
-    port = free_port()
     with pytest.raises(SystemExit):
-        server_module.serve(run, "127.0.0.1", port, workers=2)
+        server_module.serve(run, "127.0.0.1", 0, workers=2)
     assert len(closed) == 2  # without this, the interpreter waited on them forever at exit
-    with socket.socket() as again:  # the port is free again
-        again.bind(("127.0.0.1", port))
+    assert len(sockets) == 1 and sockets[0].fileno() == -1  # the listening socket is closed too
 
 
 def test_a_run_is_served_from_the_checkpoint_and_backbone_asked_for(run, tmp_path, caplog):
