@@ -187,23 +187,25 @@ def ensure_onnx_export(run: Path, checkpoint: str, backbone_path: str | Path | N
     folder = run / export_dir(checkpoint)
     if not (run / checkpoint).is_file():
         raise PipelineError(f"{run}: not a finished run folder ({checkpoint} is missing)")
-    def usable() -> bool:
-        return (folder / MODEL).is_file() and (not int8 or (folder / INT8_MODEL).is_file()) \
-            and made_from(folder, run / checkpoint)
 
-    if usable():
+    def why_export() -> tuple[int, str] | None:  # (log level, reason); None: the export there is the one wanted
+        if not (folder / MODEL).is_file():
+            return logging.INFO, f"no ONNX export of {run / checkpoint} yet: exporting it to {folder}"
+        if not made_from(folder, run / checkpoint):
+            return logging.WARNING, (f"{folder} was exported from an earlier {checkpoint} (the run went on since): "
+                                     "exporting it again")
+        if int8 and not (folder / INT8_MODEL).is_file():
+            return logging.INFO, f"{folder} has no int8 graph yet: exporting it again with one"
+        return None
+
+    if why_export() is None:  # no lock (and so no write) where the export is there: a read-only run works
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):  # two commands on one run: one exports, the other then uses it
-        if usable():
+        reason = why_export()
+        if reason is None:
             return folder
-        if not (folder / MODEL).is_file():
-            log.info("no ONNX export of %s yet: exporting it to %s", run / checkpoint, folder)
-        elif not made_from(folder, run / checkpoint):
-            log.warning("%s was exported from an earlier %s (the run went on since): exporting it again", folder,
-                        checkpoint)
-        else:
-            log.info("%s has no int8 graph yet: exporting it again with one", folder)
+        log.log(*reason)
         keep_int8 = int8 or (folder / INT8_MODEL).is_file()  # an export made with --quantize keeps its int8 graph
         export_onnx(run, folder, checkpoint, quantize="int8" if keep_int8 else None, overwrite=True,
                     backbone_path=Path(backbone_path) if backbone_path else None)

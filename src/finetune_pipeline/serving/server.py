@@ -20,35 +20,39 @@ from finetune_pipeline.errors import PipelineError
 log = logging.getLogger(__name__)
 
 
-def engine_for(path: Path, engine: str) -> str:
-    """The engine that serves this folder, checked before any model loads."""
+def folder_kind(path: Path) -> str:
+    """What RUN_OR_EXPORT is: "onnx" (an ONNX export), "hf" (a Hugging Face folder) or "run"."""
     if (path / "model.onnx").is_file():
-        if engine == "onnxruntime-int8" and not (path / "model.int8.onnx").is_file():
-            raise PipelineError(f"{path}: no model.int8.onnx; export the run with --quantize int8")
-        return "onnxruntime-int8" if engine == "onnxruntime-int8" else "onnxruntime"
-    if is_hf_folder(path):
-        if engine != "torch":
-            raise PipelineError(f"{path}: a Hugging Face folder runs on the torch engine; export the run with "
-                                "--format onnx for onnxruntime")
-        return "torch"
+        return "onnx"
+    if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
+        return "hf"
     if (path / "best_model.pt").is_file():
-        return engine
+        return "run"
     raise PipelineError(f"{path}: neither a run folder (best_model.pt), an ONNX export (model.onnx) nor a "
                         "Hugging Face folder (model.safetensors)")
 
 
-def is_hf_folder(path: Path) -> bool:
-    return (path / "model.safetensors").is_file() and (path / "config.json").is_file()
+def engine_for(path: Path, engine: str) -> str:
+    """The engine that serves this folder, checked before any model loads."""
+    kind = folder_kind(path)
+    if kind == "onnx":
+        if engine == "onnxruntime-int8" and not (path / "model.int8.onnx").is_file():
+            raise PipelineError(f"{path}: no model.int8.onnx; export the run with --quantize int8")
+        return "onnxruntime-int8" if engine == "onnxruntime-int8" else "onnxruntime"
+    if kind == "hf" and engine != "torch":
+        raise PipelineError(f"{path}: a Hugging Face folder runs on the torch engine; export the run with "
+                            "--format onnx for onnxruntime")
+    return engine
 
 
 def load(spec):
     """The classifier behind the server (loaded in each inference process) from a ``worker.EngineSpec``."""
     from finetune_pipeline.inference.predictor import Classifier
 
-    engine = engine_for(spec.path, spec.engine)
-    if (spec.path / "model.onnx").is_file():
+    engine, kind = engine_for(spec.path, spec.engine), folder_kind(spec.path)
+    if kind == "onnx":
         return Classifier.from_onnx_export(spec.path, spec.batch_size, spec.threads, int8=engine == "onnxruntime-int8")
-    if is_hf_folder(spec.path):
+    if kind == "hf":
         return Classifier.from_pretrained(spec.path, spec.device, spec.precision, spec.batch_size)
     return Classifier.from_run(spec.path, spec.checkpoint, spec.backbone, spec.device, spec.precision, spec.batch_size,
                                engine)
@@ -105,8 +109,8 @@ def serve(path: Path, host: str, port: int, engine: str = "torch", device: str =
     from finetune_pipeline.serving.app import create_app
     from finetune_pipeline.serving.worker import EngineSpec
 
-    engine = engine_for(path, engine)
-    run_folder = not (path / "model.onnx").is_file() and not is_hf_folder(path)
+    engine, run_folder = engine_for(path, engine), folder_kind(path) == "run"
+    source = path / checkpoint if run_folder else path
     if not run_folder and (checkpoint != "best_model.pt" or backbone is not None):
         raise PipelineError(f"{path}: an exported folder holds one model; --checkpoint and --backbone apply to a run "
                             "folder")
@@ -128,7 +132,7 @@ def serve(path: Path, host: str, port: int, engine: str = "torch", device: str =
             app = create_app(processes, max_batch_size, max_wait_ms, max_texts, max_body_bytes)
             bound_host, bound_port = sock.getsockname()[:2]
             log.info("serving %s (%s, %d inference process(es) x %d threads) on http://%s:%d  (POST /predict, GET "
-                     "/health, /labels, /docs)", path / checkpoint if run_folder else path, engine, workers, threads,
+                     "/health, /labels, /docs)", source, engine, workers, threads,
                      bound_host, bound_port)
             for signum in (signal.SIGINT, signal.SIGTERM):  # uvicorn drains on these, then raises them again:
                 signal.signal(signum, lambda *_: None)       # once drained, a stop is a normal end (exit 0)
