@@ -43,7 +43,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, machine, run_measured  # noqa: E402
 
-from finetune_pipeline.export.onnx import INT8_MODEL, OnnxModel, test_texts  # noqa: E402
+from finetune_pipeline.export.onnx import INT8_MODEL, OnnxModel  # noqa: E402
+from finetune_pipeline.export.shared import test_texts  # noqa: E402
 from finetune_pipeline.inference.predictor import Classifier  # noqa: E402
 
 

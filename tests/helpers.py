@@ -93,3 +93,22 @@ class StopAt(logging.Handler):
             if self.how == "kill -9":
                 raise Killed
             os.kill(os.getpid(), signal.SIGINT)
+
+
+def build_tiny_bert(folder: Path, texts: list[str]) -> Path:
+    """A 2-layer BERT with random weights and a WordPiece tokenizer trained on ``texts``: the BERT-style
+    encoder family in tests (``backbone=local backbone.path=folder``)."""
+    import torch
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(texts, vocab_size=600, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    wordpiece.save_model(str(folder))
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(folder)
+    return folder

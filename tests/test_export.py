@@ -34,8 +34,9 @@ def test_the_onnx_graph_matches_pytorch_and_int8_is_reported(runs, kind):
     run = runs[kind]
     assert main(["export", str(run), "--quantize", "int8"]) == 0
     folder = run / "export" / "onnx"
-    assert {p.name for p in folder.iterdir()} == {"model.onnx", "model.int8.onnx", "tokenizer", "id_to_label.json",
-                                                   "label_to_id.json", "export.json"}
+    assert {p.name for p in folder.iterdir()} == {"model.onnx", "model_quantized.onnx", "config.json", "tokenizer.json",
+                                                   "tokenizer_config.json", "id_to_label.json", "label_to_id.json",
+                                                   "export.json"}
     report = json.loads((folder / "export.json").read_text())
     assert report["max_abs_probability_difference"] <= 1e-4 and report["test_texts"] >= 10
     assert set(report["test_accuracy"]) == {"pytorch", "onnx_fp32", "onnx_int8"}
@@ -49,7 +50,7 @@ def test_the_onnx_graph_matches_pytorch_and_int8_is_reported(runs, kind):
     expected = torch_clf.probabilities(texts)
     assert np.abs(onnx_clf.probabilities(texts) - expected).max() <= 1e-4
     int8 = Classifier.from_onnx_export(folder)
-    int8.graph = type(int8.graph)(folder / "model.int8.onnx", int8.tokenizer.pad_token_id)
+    int8.graph = type(int8.graph)(folder / "model_quantized.onnx", int8.tokenizer.pad_token_id)
     assert int8.probabilities(texts).shape == expected.shape
 
 
@@ -125,10 +126,10 @@ def test_the_int8_engine_uses_the_quantized_graph_and_exports_it_when_missing(ru
     caplog.clear()
     exported = tmp_path / "fp32-only"
     assert main(["export", str(run), "--out", str(exported)]) == 0
-    with pytest.raises(PipelineError, match="no model.int8.onnx; export the run with --quantize int8"):
+    with pytest.raises(PipelineError, match="no int8 graph \(model_quantized.onnx\); export the run with --quantize int8"):
         Classifier.from_onnx_export(exported, int8=True)
     assert main(["serve", str(exported), "--engine", "onnxruntime-int8", "--port", "0"]) == 1
-    assert "no model.int8.onnx" in caplog.text
+    assert "no int8 graph (model_quantized.onnx)" in caplog.text
 
 
 def test_two_commands_needing_the_same_export_make_it_once(runs, tmp_path, monkeypatch):
@@ -157,11 +158,16 @@ def test_an_existing_export_is_kept_and_a_broken_graph_is_one_line(runs, tmp_pat
     assert main(["export", str(run), "--out", str(out)]) == 1
     assert "an export is already there; pass --overwrite" in caplog.text
     assert (out / "model.onnx").read_bytes() == before
-    (out / "model.onnx").write_bytes(before[: len(before) // 2])  # truncated
-    with pytest.raises(PipelineError, match="model.onnx: not a readable ONNX graph"):
+    (out / "model.onnx").write_bytes(before[: len(before) // 2])  # truncated: the manifest says so
+    with pytest.raises(PipelineError, match="model.onnx: its SHA-256 differs from the one export.json records"):
         Classifier.from_onnx_export(out)
     with pytest.raises(PipelineError, match="not an ONNX export folder"):
         Classifier.from_onnx_export(tmp_path)
+    report = json.loads((out / "export.json").read_text())
+    del report["files"]  # as an export made before manifests: the graph's own checks still hold
+    (out / "export.json").write_text(json.dumps(report))
+    with pytest.raises(PipelineError, match="model.onnx: not a readable ONNX graph"):
+        Classifier.from_onnx_export(out)
     (out / "model.onnx").write_bytes(before)
     classes = json.loads((out / "id_to_label.json").read_text())
     (out / "id_to_label.json").write_text(json.dumps({k: v for k, v in classes.items() if k != str(len(classes) - 1)}))

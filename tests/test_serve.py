@@ -309,7 +309,7 @@ def test_a_run_is_served_from_the_checkpoint_and_backbone_asked_for(run, tmp_pat
     assert main(["serve", str(export), "--checkpoint", "final_model.pt"]) == 1
     quantized = tmp_path / "onnx-int8"
     assert main(["export", str(run), "--out", str(quantized), "--quantize", "int8"]) == 0
-    assert load(EngineSpec(quantized, "onnxruntime-int8", "cpu", "auto", 8, 1)).graph.path.name == "model.int8.onnx"
+    assert load(EngineSpec(quantized, "onnxruntime-int8", "cpu", "auto", 8, 1)).graph.path.name == "model_quantized.onnx"
     assert load(EngineSpec(quantized, "torch", "cpu", "auto", 8, 1)).graph.path.name == "model.onnx"
     assert "an exported folder holds one model; --checkpoint and --backbone apply to a run folder" in caplog.text
     empty = tmp_path / "no-final"

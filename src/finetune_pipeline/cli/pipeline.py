@@ -217,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (outputs/<date>/<time>)")
     sub.add_argument("--format", default="onnx", choices=["onnx", "hf"],
                      help="onnx (default; RUN_DIR/export/onnx/) or hf: a Hugging Face model folder (RUN_DIR/export/hf/)")
-    sub.add_argument("--quantize", choices=["int8"], help="also write model.int8.onnx (dynamic int8 quantization)")
+    sub.add_argument("--quantize", choices=["int8"], help="also write model_quantized.onnx (dynamic int8 quantization)")
     sub.add_argument("--out", type=Path, metavar="DIR", help="default: RUN_DIR/export/<format>/")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
     sub.add_argument("--checkpoint", default="best_model.pt", choices=["best_model.pt", "final_model.pt"],

@@ -1,85 +1,179 @@
-"""A run folder as a self-contained Hugging Face model folder, and its upload to the Hub.
+"""A run folder as a Hugging Face model folder that plain transformers loads, and its upload to the Hub.
 
     finetune-pipeline export RUN --format hf [--out DIR]      # -> RUN/export/hf/ by default
     finetune-pipeline push DIR --repo-id user/news-topics [--private]
 
-The folder needs neither the run folder nor the backbone folder:
+The folder needs neither the run folder, the backbone folder nor finetune-pipeline:
 
-    model.safetensors   every weight: encoder.* (the Hugging Face encoder's own names) and head.*
-    config.json         the encoder's config + id2label/label2id + "finetune_pipeline": head, symbols
-    tokenizer files     as used in training (model_max_length = data.max_length)
+    config.json                     model_type "finetune-pipeline-classifier" + auto_map: the encoder's own
+                                    config inside (encoder_config), the head, how texts become windows,
+                                    id2label/label2id, and "finetune_pipeline": symbols, head, format
+    modeling_finetune_pipeline.py   the model code (export/hf_modeling.py, torch + transformers only)
+    model.safetensors               every weight: encoder.* (the encoder's own names) and head.*
+    tokenizer files                 as used in training (model_max_length = data.max_length)
     id_to_label.json, label_to_id.json
-    README.md           the model card, filled from the run (base model and its SHA-256, data
-                        fingerprint, labels, test metrics, freeze-proof verdict, training config)
+    README.md                       the model card: this folder's own test figures, no local paths
+    export.json                     where it came from, its checks, the SHA-256 of every file
 
-``Classifier.from_pretrained(folder)`` loads it. Before the folder is written, the reloaded folder's
-probabilities are compared with the run's on its test texts.
+``AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)`` and
+``pipeline("text-classification", model=folder, trust_remote_code=True)`` load it; without
+``trust_remote_code`` transformers refuses (an architecture of its own would load with random
+weights). Before the folder is written, the model code is run through transformers on the run's
+test texts (and on long texts built from them, for the windows) and must agree with finetune-pipeline's
+own engine within ``TOLERANCE``; ``Classifier.from_pretrained(folder)`` reads the folder too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import shutil
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from finetune_pipeline.artifacts.atomic import atomic_dir
+from finetune_pipeline.artifacts.atomic import atomic_dir, write_json
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.evaluation.report import build_report
+from finetune_pipeline.export import hf_modeling
+from finetune_pipeline.export.local_paths import describe, machine_paths_in_folder, without_machine_paths
+from finetune_pipeline.export.manifest import REPORT, checkpoint_source, verify, write_manifest
+from finetune_pipeline.export.model_card import model_card
+from finetune_pipeline.export.shared import check_out_dir, refuse_machine_paths, save_tokenizer, test_texts
 from finetune_pipeline.model.classifier import head_config_of
 
 log = logging.getLogger(__name__)
 
 HF_DIR = Path("export") / "hf"
 WEIGHTS = "model.safetensors"
-FORMAT = 1  # of the "finetune_pipeline" entry in config.json
-TOLERANCE = 1e-5  # the reloaded folder against the run, same fp32 arithmetic
+MODELING = "modeling_finetune_pipeline.py"
+MODEL_TYPE = hf_modeling.FinetunePipelineConfig.model_type
+FORMAT = 2  # of the "finetune_pipeline" entry in config.json; 1: the encoder's config.json (no model code)
+TOLERANCE = 1e-4  # transformers' run of the folder against finetune-pipeline's engine, fp32 (other padding)
+LONG_TEXTS = 8  # texts of several test texts each, longer than max_length: the windows are checked too
+
+
+@dataclass(frozen=True)
+class ExportedFolder:
+    """A loaded folder: the classifier (eval mode) and its classes."""
+
+    model: torch.nn.Module
+    labels: list[str]
+    symbols: list[str]
 
 
 def export_hf(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "best_model.pt", overwrite: bool = False,
               backbone_path: Path | None = None) -> Path:
     from safetensors.torch import save_file
 
-    from finetune_pipeline.export.onnx import check_out_dir, test_texts
     from finetune_pipeline.inference.predictor import Classifier, read_classes
 
     out_dir = out_dir or run_dir / HF_DIR
     check_out_dir(out_dir, run_dir, overwrite)
-    texts, _ = test_texts(run_dir)
+    texts, y_true = test_texts(run_dir)
     clf = Classifier.from_run(run_dir, checkpoint, backbone_path, device="cpu", precision="fp32")
     classes = read_classes(run_dir / "id_to_label.json")
-    head = head_config_of(clf.model)
-    config = clf.model.encoder.config
-    config.id2label = {i: c["label"] for i, c in enumerate(classes)}
-    config.label2id = {c["label"]: i for i, c in enumerate(classes)}
-    config.finetune_pipeline = {"format": FORMAT, "head": dataclasses.asdict(head),
-                                "symbols": [c["symbol"] for c in classes], "max_length": clf.max_length}
+    config = folder_config(clf, classes)
     with atomic_dir(out_dir) as tmp:
         config.save_pretrained(tmp)
+        shutil.copyfile(hf_modeling.__file__, tmp / MODELING)
         save_file({k: v.detach().contiguous() for k, v in clf.model.state_dict().items()}, str(tmp / WEIGHTS),
                   metadata={"format": "pt"})
-        clf.tokenizer.save_pretrained(tmp)
+        save_tokenizer(clf.tokenizer, tmp)
         for name in ("id_to_label.json", "label_to_id.json"):
             shutil.copyfile(run_dir / name, tmp / name)
-        (tmp / "README.md").write_text(model_card(run_dir, checkpoint, classes, clf.max_length, clf.chunking),
-                                       encoding="utf-8")
-        sample = texts[:256]
-        difference = float(np.abs(Classifier.from_pretrained(tmp, device="cpu", precision="fp32")
-                                  .probabilities(sample, progress=False) - clf.probabilities(sample, progress=False)).max())
+        long_texts = [" ".join(texts[i::LONG_TEXTS]) for i in range(min(LONG_TEXTS, len(texts)))]
+        exported = probabilities_through_transformers(tmp, texts + long_texts)
+        difference = float(np.abs(exported - clf.probabilities(texts + long_texts, progress=False)).max())
         if not difference <= TOLERANCE:
-            raise PipelineError(f"{run_dir}: the exported folder predicts differently ({difference:.2e}); nothing written")
-    log.info("exported %s -> %s (Hugging Face folder; reloaded and checked on %d test texts, max difference %.1e)",
-             run_dir / checkpoint, out_dir, len(sample), difference)
+            raise PipelineError(f"{run_dir}: the exported folder, run by transformers, differs from the run's model by "
+                                f"{difference:.2e} (> {TOLERANCE:g}) on its test texts; nothing was written")
+        report = build_report(y_true, exported[:len(texts)].argmax(axis=1), [c["symbol"] for c in classes],
+                              [c["label"] for c in classes])
+        (tmp / "README.md").write_text(model_card(run_dir, checkpoint, report, clf.max_length, clf.chunking,
+                                                  len(long_texts)), encoding="utf-8")
+        write_manifest(tmp, {"format": "hf", "source": checkpoint_source(run_dir, checkpoint),
+                             "test_texts": len(texts), "long_texts": len(long_texts),
+                             "max_abs_probability_difference": difference, "tolerance": TOLERANCE,
+                             "test": {k: report[k] for k in ("accuracy", "macro_f1", "weighted_f1")}})
+        refuse_machine_paths(tmp, out_dir, run_dir, backbone_path)
+    log.info("exported %s -> %s (Hugging Face folder with its model code; run by transformers on %d test and %d "
+             "long texts, max difference %.1e; test accuracy %.4f)", run_dir / checkpoint, out_dir, len(texts),
+             len(long_texts), difference, report["accuracy"])
     return out_dir
 
 
-def load_pretrained(folder: Path):
-    """(TextClassifier, config) from a folder written by ``export_hf``."""
+def folder_config(clf, classes: list[dict]) -> hf_modeling.FinetunePipelineConfig:
+    """config.json of the folder: what the shipped model code needs, and the project's own entry."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    encoder = clf.model.encoder.config
+    if encoder.model_type not in CONFIG_MAPPING or getattr(encoder, "auto_map", None):
+        raise PipelineError(f"{encoder.model_type}: an encoder whose code transformers does not ship; its Hugging "
+                            "Face folder would need that code too -- use --format onnx or the run folder")
+    encoder_config = {k: v for k, v in encoder.to_dict().items()
+                      if k not in ("_name_or_path", "architectures", "transformers_version", "id2label", "label2id")}
+    head = head_config_of(clf.model)
+    before, after = special_tokens_around(clf.tokenizer)
+    return hf_modeling.FinetunePipelineConfig(
+        encoder_config=without_machine_paths(encoder_config),
+        head={"in_dim": head.in_dim, "hidden_dim": head.hidden_dim, "pooling": head.pooling},
+        windows={"max_length": clf.max_length, "special_before": before, "special_after": after,
+                 "stride": head.chunk_stride, "pooling": head.chunk_pooling},
+        id2label={i: c["label"] for i, c in enumerate(classes)},
+        label2id={c["label"]: i for i, c in enumerate(classes)},
+        problem_type="single_label_classification",
+        architectures=[hf_modeling.FinetunePipelineForSequenceClassification.__name__],
+        auto_map={"AutoConfig": f"{Path(MODELING).stem}.{hf_modeling.FinetunePipelineConfig.__name__}",
+                  "AutoModelForSequenceClassification":
+                      f"{Path(MODELING).stem}.{hf_modeling.FinetunePipelineForSequenceClassification.__name__}"},
+        pad_token_id=clf.tokenizer.pad_token_id,
+        finetune_pipeline={"format": FORMAT, "head": dataclasses.asdict(head),
+                           "symbols": [c["symbol"] for c in classes], "max_length": clf.max_length},
+    )
+
+
+def special_tokens_around(tokenizer) -> tuple[int, int]:
+    """How many special tokens the tokenizer puts before and after a text ([CLS] x [SEP]: 1, 1)."""
+    bare = tokenizer("word", add_special_tokens=False)["input_ids"]
+    full = tokenizer("word")["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start:start + len(bare)] == bare:
+            return start, len(full) - start - len(bare)
+    raise PipelineError("the tokenizer's special tokens are not around the text; this folder cannot window texts")
+
+
+def probabilities_through_transformers(folder: Path, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    """(N, C) probabilities of the folder run as a stranger would: its tokenizer (untruncated, as
+    the text-classification pipeline calls it) and its model code, loaded by transformers."""
+    from transformers import AutoTokenizer
+
+    spec = importlib.util.spec_from_file_location(f"finetune_pipeline_export_{uuid.uuid4().hex}", folder / MODELING)
+    code = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code)
+    model = code.FinetunePipelineForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)  # the config is ours
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            index = order[start:start + batch_size]
+            batch = tokenizer([texts[i] for i in index], padding=True, return_tensors="pt", verbose=False)
+            probs[index] = model(**batch).logits.softmax(dim=-1).numpy()
+    return probs
+
+
+def load_pretrained(folder: Path) -> ExportedFolder:
+    """The classifier of a folder written by ``export_hf`` (this format or the earlier one)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     from finetune_pipeline.config.schema import Pooling
     from finetune_pipeline.model.classifier import HeadConfig, TextClassifier
@@ -87,114 +181,56 @@ def load_pretrained(folder: Path):
     for needed in ("config.json", WEIGHTS):
         if not (folder / needed).is_file():
             raise PipelineError(f"{folder}: not an exported model folder ({needed} is missing)")
+    if (folder / REPORT).is_file():  # exports since manifests: every file as the export wrote and checked it
+        verify(folder)
     try:
-        config = AutoConfig.from_pretrained(folder)
-        info = config.finetune_pipeline
-        if info.get("format") != FORMAT:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        if raw.get("model_type") == MODEL_TYPE:  # format 2: the encoder's config inside
+            encoder = dict(raw["encoder_config"])
+            encoder_config = CONFIG_MAPPING[encoder.pop("model_type")].from_dict(encoder)
+        else:  # format 1: config.json was the encoder's own
+            encoder_config = AutoConfig.from_pretrained(folder)
+        info = raw["finetune_pipeline"]
+        if info.get("format") not in (1, FORMAT):
             raise ValueError(f"format {info.get('format')!r}, expected {FORMAT}")
         head = HeadConfig(**{**info["head"], "dropout": 0.0})
-        model = TextClassifier(AutoModel.from_config(config), head.build(), Pooling(head.pooling), frozen=True,
+        model = TextClassifier(AutoModel.from_config(encoder_config), head.build(), Pooling(head.pooling), frozen=True,
                                chunking=head.chunking())
         model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
+        labels, symbols = check_classes(folder, raw, head.classes)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, SafetensorError) as e:
         raise PipelineError(f"{folder}: not a readable exported model ({type(e).__name__}: "
                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    check_classes(folder, config, head.classes)
-    return model.eval(), config
+    if raw.get("model_type") != MODEL_TYPE:
+        log.warning("%s: exported by an earlier version (plain transformers loads it with random weights); "
+                    "export the run again for a folder transformers reads", folder)
+    return ExportedFolder(model.eval(), labels, symbols)
 
 
-def check_classes(folder: Path, config, classes: int) -> None:
+def check_classes(folder: Path, raw: dict, classes: int) -> tuple[list[str], list[str]]:
     """config.json's id2label / label2id / symbols describe the head's ``classes`` outputs, and the
-    folder's id_to_label.json (when kept) says the same: an edited file never relabels predictions."""
-    info = config.finetune_pipeline
-    id2label, symbols = config.id2label, info.get("symbols")
+    folder's id_to_label.json (when kept) says the same: an edited file never relabels predictions.
+    Returns (labels, symbols) in class-id order."""
+    id2label = {int(i): label for i, label in (raw.get("id2label") or {}).items()}
+    symbols = raw["finetune_pipeline"].get("symbols")
     if sorted(id2label) != list(range(classes)) or not isinstance(symbols, list) or len(symbols) != classes:
         raise PipelineError(f"{folder / 'config.json'}: id2label has {len(id2label)} classes and symbols "
                             f"{len(symbols) if isinstance(symbols, list) else 'none'}, but the head has {classes} outputs")
-    if {label: i for i, label in id2label.items()} != config.label2id:
+    if {label: i for i, label in id2label.items()} != raw.get("label2id"):
         raise PipelineError(f"{folder / 'config.json'}: label2id is not the inverse of id2label")
+    labels = [id2label[i] for i in range(classes)]
     kept = folder / "id_to_label.json"
     if kept.is_file():
         from finetune_pipeline.inference.predictor import read_classes
 
-        if read_classes(kept) != [{"symbol": symbols[i], "label": id2label[i]} for i in range(classes)]:
+        if read_classes(kept) != [{"symbol": symbols[i], "label": labels[i]} for i in range(classes)]:
             raise PipelineError(f"{kept}: disagrees with config.json's id2label / symbols; the folder was edited")
-
-
-def _reads(max_length: int, chunking) -> str:
-    if chunking is None:
-        return f"It reads at most {max_length} tokens of a text (the rest is cut off)."
-    return (f"It reads whole texts: a text longer than {max_length} tokens is cut into windows of {max_length} "
-            f"tokens that share {chunking.stride} tokens, each window is encoded, and the text's vector is the "
-            f"{chunking.pooling} of its windows' (`Classifier.from_pretrained` does this; a caller of the raw "
-            "weights must do the same).")
-
-
-def model_card(run_dir: Path, checkpoint: str, classes: list[dict], max_length: int, chunking=None) -> str:
-    """README.md of the folder: what the model is, how it was made and how well it did, from the run's records."""
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    proof = _read(run_dir / "freeze_proof.json")
-    stored = run_dir / ".hydra" / "config.yaml"
-    config = stored.read_text(encoding="utf-8") if stored.is_file() else "# not recorded: the run was not started by train.py"
-    backbone, test, data = metrics.get("backbone", {}), metrics.get("test", {}), metrics.get("data", {})
-    pretrained = backbone.get("pretrained", True)
-    labels = "\n".join(f"| {i} | {c['label']} | {c['symbol']} | {_per_class(test, c['label'])} |" for i, c in enumerate(classes))
-    warning = ("\n> **The base model was not pretrained** (a random-init stand-in): this classifier only "
-               "demonstrates the pipeline.\n" if not pretrained else "")
-    return f"""---
-library_name: finetune-pipeline
-pipeline_tag: text-classification
-tags: [text-classification, news, finetune-pipeline]
----
-
-# News-topic classifier ({len(classes)} classes) over {backbone.get('name', 'an encoder')}
-{warning}
-An MLP head over the pooled states of the encoder, trained with finetune-pipeline (run folder
-`{run_dir.name}`, {checkpoint}).
-
-```python
-from finetune_pipeline import Classifier
-clf = Classifier.from_pretrained("<this folder>")
-clf.predict(["Central bank raises rates"], top_k=3)
-```
-
-## Base model
-
-- name: {backbone.get('name')}
-- SHA-256 of its weights: `{backbone.get('sha256')}`
-- freeze proof: {proof.get('verdict', 'not recorded')}
-
-## Data
-
-- records: {data.get('records')} ({data.get('train')} train / {data.get('val')} validation / {data.get('test')} test)
-- raw-data fingerprint (SHA-256): `{data.get('raw_fingerprint')}`
-
-## Test results (best epoch {metrics.get('best', {}).get('epoch')})
-
-| accuracy | macro-F1 | weighted F1 | loss |
-|---|---|---|---|
-| {_fmt(test.get('test/accuracy'))} | {_fmt(test.get('test/macro_f1'))} | {_fmt(test.get('test/weighted_f1'))} | {_fmt(test.get('test/loss'))} |
-
-| id | label | symbol | test F1 |
-|---|---|---|---|
-{labels}
-
-## Intended use and limits
-
-Topic classification of news texts like those it was trained on, into the labels above. {_reads(max_length, chunking)}
-It knows only these labels; check it on your own data before relying on it.
-
-## Training config
-
-```yaml
-{config.strip()}
-```
-"""
+    return labels, symbols
 
 
 def push(folder: Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Upload an exported folder to the Hub once it loads (weights, config and class lists agree);
-    returns the repository's URL. Offline: one line."""
+    """Upload an exported folder to the Hub once it loads (weights, config and class lists agree)
+    and holds no path of this machine; returns the repository's URL. Offline: one line."""
     from huggingface_hub import HfApi
 
     for needed in ("config.json", WEIGHTS, "README.md"):
@@ -202,6 +238,10 @@ def push(folder: Path, repo_id: str, private: bool = False, token: str | None = 
             raise PipelineError(f"{folder}: not an exported model folder ({needed} is missing); "
                                 "make one with `finetune-pipeline export RUN --format hf`")
     load_pretrained(folder)  # a damaged or edited folder is refused here, not published
+    found = machine_paths_in_folder(folder)
+    if found:
+        raise PipelineError(f"{folder}: not pushed: {describe(found)}, a path of this machine; export the run "
+                            "again (exports write none) or remove it")
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
@@ -212,20 +252,3 @@ def push(folder: Path, repo_id: str, private: bool = False, token: str | None = 
         raise PipelineError(f"pushing {folder} to the Hub as {repo_id} failed ({reason}); nothing was uploaded "
                             "unless the Hub says otherwise") from None
     return str(url)
-
-
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _per_class(test: dict, label: str) -> str:
-    entry = (test.get("per_class") or {}).get(label) or {}
-    return _fmt(entry.get("f1"))
-
-
-def _fmt(value) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
-

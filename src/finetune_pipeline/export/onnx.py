@@ -3,15 +3,23 @@
     finetune-pipeline export RUN --format onnx [--quantize int8] [--out DIR]
 
 The graph holds the encoder, the pooling and the head (a head-only checkpoint is put on its
-encoder first), with dynamic batch and sequence axes; the folder ships it with the tokenizer and
-the label maps. Before anything is written the graph is checked with onnxruntime against the
-PyTorch model on the run's own test texts (``evaluation/test/predictions.jsonl``): the largest
-absolute difference of any probability must be at most ``TOLERANCE``. ``--quantize int8`` adds
-``model.int8.onnx`` (onnxruntime's dynamic quantization of the linear layers) and reports its test
-accuracy beside fp32's. ``export.json`` holds these figures.
+encoder first), with dynamic batch and sequence axes: (input_ids, attention_mask) -> (logits,
+probabilities). The folder has optimum's layout: the graph, ``config.json`` (the encoder's config
+with id2label/label2id) and the tokenizer files at its root, so
+``ORTModelForSequenceClassification.from_pretrained(folder)`` and its pipeline read it (the int8
+graph with ``file_name="model_quantized.onnx"``). Before anything is written the graph is checked
+with onnxruntime against the PyTorch model on the run's own test texts
+(``evaluation/test/predictions.jsonl``): the largest absolute difference of any probability must be
+at most ``TOLERANCE``. ``--quantize int8`` adds ``model_quantized.onnx`` (onnxruntime's dynamic
+quantization of the linear layers) and reports its test accuracy beside fp32's. ``export.json``
+holds these figures and the SHA-256 of every file.
 
     <run>/export/onnx/ (default)
-      model.onnx  [model.int8.onnx]  tokenizer/  id_to_label.json  label_to_id.json  export.json
+      model.onnx  [model_quantized.onnx]  config.json  tokenizer files  id_to_label.json  label_to_id.json
+      export.json
+
+Folders exported by earlier versions (``tokenizer/``, ``model.int8.onnx``, a graph whose only
+output is ``probabilities``) are still read.
 """
 
 from __future__ import annotations
@@ -27,39 +35,30 @@ import numpy as np
 import torch
 
 from finetune_pipeline.artifacts.atomic import atomic_dir, write_json
+from finetune_pipeline.export.local_paths import without_machine_paths
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.export.manifest import REPORT, checkpoint_source, write_manifest
+from finetune_pipeline.export.shared import check_out_dir, refuse_machine_paths, save_tokenizer, test_texts
 
 log = logging.getLogger(__name__)
 
 ONNX_DIR = Path("export") / "onnx"  # inside the run folder: also the onnxruntime engine's cache
-MODEL, INT8_MODEL, REPORT = "model.onnx", "model.int8.onnx", "export.json"
+MODEL, INT8_MODEL, OLD_INT8_MODEL = "model.onnx", "model_quantized.onnx", "model.int8.onnx"
+OUTPUTS = ("logits", "probabilities")  # optimum reads the first
 TOLERANCE = 1e-4  # largest absolute probability difference against PyTorch (fp32)
 OPSET = 18
 INPUTS = ("input_ids", "attention_mask")
 
 
-EXPORT_MARKERS = (REPORT, MODEL, "model.safetensors")  # what an export folder (onnx / hf) always holds
+def int8_graph(folder: Path) -> Path | None:
+    """The folder's int8 graph under its current or its earlier name; None when it has none."""
+    return next((folder / n for n in (INT8_MODEL, OLD_INT8_MODEL) if (folder / n).is_file()), None)
 
 
-def check_out_dir(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
-    """Where an export may go: a new folder, or with ``overwrite`` an earlier export -- never the run
-    folder, a folder holding it, one of its artifacts, a file or a folder that holds files but no export."""
-    out, run = out_dir.resolve(), run_dir.resolve()
-    if out == run or out in run.parents:
-        raise PipelineError(f"--out {out_dir}: is or holds the run folder {run_dir}; choose a new folder")
-    if run in out.parents and (run / "export") not in (out, *out.parents):
-        raise PipelineError(f"--out {out_dir}: inside the run folder only under {run_dir / 'export'}/")
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise PipelineError(f"--out {out_dir}: is a file; name a folder")
-    if not any(out.iterdir()):  # an empty folder made for the export
-        return
-    if not overwrite:
-        raise PipelineError(f"{out_dir}: an export is already there; pass --overwrite to replace it, or --out DIR")
-    if not any((out / marker).is_file() for marker in EXPORT_MARKERS):
-        raise PipelineError(f"--out {out_dir}: holds files but no export ({' or '.join(EXPORT_MARKERS)}); "
-                            "--overwrite replaces only an earlier export")
+def tokenizer_folder(folder: Path) -> Path:
+    """Where an ONNX export keeps its tokenizer: its root, or tokenizer/ in earlier exports."""
+    return folder / "tokenizer" if (folder / "tokenizer").is_dir() and not (folder / "tokenizer_config.json").is_file() \
+        else folder
 
 
 def export_dir(checkpoint: str) -> Path:
@@ -67,21 +66,22 @@ def export_dir(checkpoint: str) -> Path:
     return ONNX_DIR if checkpoint == "best_model.pt" else ONNX_DIR.with_name(f"onnx-{Path(checkpoint).stem}")
 
 
-class Probabilities(torch.nn.Module):
-    """The run's classifier with the graph's signature: (input_ids, attention_mask) -> (B, C) probabilities."""
+class LogitsAndProbabilities(torch.nn.Module):
+    """The run's classifier with the graph's signature: (input_ids, attention_mask) -> (B, C) logits, probabilities."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model({"input_ids": input_ids, "attention_mask": attention_mask}).softmax(dim=-1)  # (B, C)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model({"input_ids": input_ids, "attention_mask": attention_mask})  # (B, C)
+        return logits, logits.softmax(dim=-1)
 
 
 def export_onnx(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "best_model.pt",
                 quantize: str | None = None, overwrite: bool = False, backbone_path: Path | None = None) -> dict:
     """Export, verify on the run's test texts, then write ``out_dir`` whole. Returns the report."""
-    from finetune_pipeline.inference.predictor import Classifier
+    from finetune_pipeline.inference.predictor import Classifier, read_classes
 
     out_dir = out_dir or run_dir / export_dir(checkpoint)
     check_out_dir(out_dir, run_dir, overwrite)
@@ -100,33 +100,35 @@ def export_onnx(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "b
         if not difference <= TOLERANCE:
             raise PipelineError(f"{run_dir}: the exported graph differs from the PyTorch model by {difference:.2e} "
                                 f"(> {TOLERANCE:g}) on the test texts; nothing was written")
-        report = {"source": checkpoint_source(run_dir, checkpoint), "opset": OPSET, "inputs": list(INPUTS),
-                  "outputs": ["probabilities"], "test_texts": len(texts), "max_abs_probability_difference": difference,
-                  "tolerance": TOLERANCE, "test_accuracy": {"pytorch": accuracy(reference, y_true),
-                                                            "onnx_fp32": accuracy(exported, y_true)}}
+        report = {"format": "onnx", "source": checkpoint_source(run_dir, checkpoint), "opset": OPSET,
+                  "inputs": list(INPUTS), "outputs": list(OUTPUTS), "test_texts": len(texts),
+                  "max_abs_probability_difference": difference, "tolerance": TOLERANCE,
+                  "test_accuracy": {"pytorch": accuracy(reference, y_true), "onnx_fp32": accuracy(exported, y_true)}}
         if quantize == "int8":
             quantize_int8(tmp / MODEL, tmp / INT8_MODEL)
             int8 = OnnxModel(tmp / INT8_MODEL, clf.tokenizer.pad_token_id).probabilities_of(clf, texts)
             report["test_accuracy"]["onnx_int8"] = accuracy(int8, y_true)
             report["int8_accuracy_change"] = report["test_accuracy"]["onnx_int8"] - report["test_accuracy"]["onnx_fp32"]
-        clf.tokenizer.save_pretrained(tmp / "tokenizer")
+        save_tokenizer(clf.tokenizer, tmp)
+        write_optimum_config(clf, read_classes(run_dir / "id_to_label.json"), tmp)
         for name in ("id_to_label.json", "label_to_id.json"):
             shutil.copyfile(run_dir / name, tmp / name)
         report["seconds"] = time.perf_counter() - started
-        write_json(tmp / REPORT, report)
+        report = write_manifest(tmp, report)
+        refuse_machine_paths(tmp, out_dir, run_dir, backbone_path)
     log.info("exported %s -> %s: max |p_onnx - p_torch| = %.2e on %d test texts%s", run_dir, out_dir, difference,
              len(texts), f"; int8 test accuracy {report['int8_accuracy_change']:+.4f} vs fp32" if quantize else "")
     return report
 
 
-def checkpoint_source(run_dir: Path, checkpoint: str) -> dict:
-    """What an export was made from: the run, the checkpoint's name, SHA-256 and (size, mtime) stamp."""
-    from finetune_pipeline.backbone.identity import file_sha256
-
-    path = run_dir / checkpoint
-    stat = path.stat()
-    return {"run": str(run_dir), "checkpoint": checkpoint, "checkpoint_sha256": file_sha256(path),
-            "checkpoint_stat": [stat.st_size, stat.st_mtime_ns]}
+def write_optimum_config(clf, classes: list[dict], folder: Path) -> None:
+    """config.json as optimum's ORTModelForSequenceClassification reads it: the encoder's config with
+    the classes. The folder has no PyTorch weights, so transformers cannot mistake it for a model."""
+    config = {k: v for k, v in clf.model.encoder.config.to_dict().items() if k not in ("_name_or_path", "auto_map")}
+    config.update(id2label={str(i): c["label"] for i, c in enumerate(classes)},
+                  label2id={c["label"]: i for i, c in enumerate(classes)},
+                  problem_type="single_label_classification")
+    write_json(folder / "config.json", without_machine_paths(config))
 
 
 def made_from(folder: Path, checkpoint: Path) -> bool:
@@ -148,13 +150,13 @@ def graph(clf, path: Path) -> None:
     """torch.onnx's TorchScript exporter: dynamic batch and sequence axes."""
     example = clf.tokenizer(["an example", "a second, longer example text"], padding=True, return_tensors="pt")
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-            "probabilities": {0: "batch"}}
-    model = Probabilities(clf.model).eval()
+            "logits": {0: "batch"}, "probabilities": {0: "batch"}}
+    model = LogitsAndProbabilities(clf.model).eval()
     # the tracer warns where transformers branches on shapes; the graph is checked on real texts instead
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (example["input_ids"], example["attention_mask"]), str(path), dynamo=False,
-                          input_names=list(INPUTS), output_names=["probabilities"], dynamic_axes=axes,
+                          input_names=list(INPUTS), output_names=list(OUTPUTS), dynamic_axes=axes,
                           opset_version=OPSET)
 
 
@@ -202,24 +204,6 @@ class OnnxModel:
     def probabilities_of(self, clf, texts: list[str]) -> np.ndarray:
         """Through ``clf``'s own batching, with this graph as the model."""
         return clf.probabilities(texts, progress=False, model=self)
-
-
-def test_texts(run_dir: Path) -> tuple[list[str], np.ndarray | None]:
-    """The run's test texts and their true class ids (from evaluation/test/predictions.jsonl)."""
-    from finetune_pipeline.inference.predictor import read_classes
-
-    path = run_dir / "evaluation" / "test" / "predictions.jsonl"
-    try:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        symbols = {c["symbol"]: i for i, c in enumerate(read_classes(run_dir / "id_to_label.json"))}
-        texts = [str(r["text"]) for r in rows]
-        y_true = np.asarray([symbols[r["true_symbol"]] for r in rows])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise PipelineError(f"{path}: the run's test texts are needed to verify the export "
-                            f"({type(e).__name__}: {e})") from None
-    if not texts:
-        raise PipelineError(f"{path}: no test texts to verify the export with")
-    return texts, y_true
 
 
 def accuracy(probs: np.ndarray, y_true: np.ndarray) -> float:

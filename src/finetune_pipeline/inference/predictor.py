@@ -95,31 +95,32 @@ class Classifier:
         from finetune_pipeline.export.hf import load_pretrained
 
         folder = Path(folder)
-        model, config = load_pretrained(folder)
-        info = config.finetune_pipeline
-        labels = [config.id2label[i] for i in range(len(config.id2label))]
+        loaded = load_pretrained(folder)
         tokenizer = read_tokenizer(folder)
         dev = resolve_device(device)
         prec = resolve_precision(MixedPrecision(precision), dev)
-        log.info("loaded %s (%d classes) on %s, %s", folder, len(labels), dev, prec.name)
-        return cls(model, tokenizer, list(info["symbols"]), labels, tokenizer.model_max_length, dev, prec, batch_size)
+        log.info("loaded %s (%d classes) on %s, %s", folder, len(loaded.labels), dev, prec.name)
+        return cls(loaded.model, tokenizer, loaded.symbols, loaded.labels, tokenizer.model_max_length, dev, prec,
+                   batch_size)
 
     @classmethod
     def from_onnx_export(cls, folder: str | Path, batch_size: int = 64, threads: int | None = None,
                          int8: bool = False) -> "Classifier":
         """An ONNX export folder on its own (no run folder, no backbone): graph, tokenizer, labels.
         ``int8``: its dynamically quantized graph (``export --quantize int8``)."""
-        from finetune_pipeline.export.onnx import INT8_MODEL, MODEL, OnnxModel
+        from finetune_pipeline.export.manifest import verify
+        from finetune_pipeline.export.onnx import MODEL, OnnxModel, int8_graph, tokenizer_folder
 
         folder = Path(folder)
-        for needed in (MODEL, "id_to_label.json", "tokenizer"):
+        for needed in (MODEL, "id_to_label.json"):
             if not (folder / needed).exists():
                 raise PipelineError(f"{folder}: not an ONNX export folder ({needed} is missing)")
-        if int8 and not (folder / INT8_MODEL).is_file():
-            raise PipelineError(f"{folder}: no {INT8_MODEL}; export the run with --quantize int8")
-        model_file = folder / (INT8_MODEL if int8 else MODEL)
+        verify(folder)
+        model_file = int8_graph(folder) if int8 else folder / MODEL
+        if model_file is None:
+            raise PipelineError(f"{folder}: no int8 graph (model_quantized.onnx); export the run with --quantize int8")
         classes = read_classes(folder / "id_to_label.json")
-        tokenizer = read_tokenizer(folder / "tokenizer")
+        tokenizer = read_tokenizer(tokenizer_folder(folder))
         graph = OnnxModel(model_file, tokenizer.pad_token_id, threads)
         if graph.classes is not None and graph.classes != len(classes):
             raise PipelineError(f"{folder / 'id_to_label.json'}: {len(classes)} classes, but {model_file} "
@@ -182,7 +183,8 @@ def read_classes(path: Path) -> list[dict[str, str]]:
 def ensure_onnx_export(run: Path, checkpoint: str, backbone_path: str | Path | None, int8: bool = False) -> Path:
     """The run's ONNX export of ``checkpoint`` (with its int8 graph when ``int8``), exported (and
     verified) now if missing or made from an earlier version of that checkpoint file."""
-    from finetune_pipeline.export.onnx import INT8_MODEL, MODEL, export_dir, export_onnx, made_from
+    from finetune_pipeline.export.manifest import read_report
+    from finetune_pipeline.export.onnx import MODEL, export_dir, export_onnx, int8_graph, made_from
 
     folder = run / export_dir(checkpoint)
     if not (run / checkpoint).is_file():
@@ -194,7 +196,9 @@ def ensure_onnx_export(run: Path, checkpoint: str, backbone_path: str | Path | N
         if not made_from(folder, run / checkpoint):
             return logging.WARNING, (f"{folder} was exported from an earlier {checkpoint} (the run went on since): "
                                      "exporting it again")
-        if int8 and not (folder / INT8_MODEL).is_file():
+        if not isinstance(read_report(folder).get("files"), dict):
+            return logging.WARNING, f"{folder} was made by an earlier version (no manifest of its files): exporting it again"
+        if int8 and int8_graph(folder) is None:
             return logging.INFO, f"{folder} has no int8 graph yet: exporting it again with one"
         return None
 
@@ -206,7 +210,7 @@ def ensure_onnx_export(run: Path, checkpoint: str, backbone_path: str | Path | N
         if reason is None:
             return folder
         log.log(*reason)
-        keep_int8 = int8 or (folder / INT8_MODEL).is_file()  # an export made with --quantize keeps its int8 graph
+        keep_int8 = int8 or int8_graph(folder) is not None  # an export made with --quantize keeps its int8 graph
         export_onnx(run, folder, checkpoint, quantize="int8" if keep_int8 else None, overwrite=True,
                     backbone_path=Path(backbone_path) if backbone_path else None)
     return folder

@@ -36,8 +36,10 @@ def engine_for(path: Path, engine: str) -> str:
     """The engine that serves this folder, checked before any model loads."""
     kind = folder_kind(path)
     if kind == "onnx":
-        if engine == "onnxruntime-int8" and not (path / "model.int8.onnx").is_file():
-            raise PipelineError(f"{path}: no model.int8.onnx; export the run with --quantize int8")
+        from finetune_pipeline.export.onnx import int8_graph
+
+        if engine == "onnxruntime-int8" and int8_graph(path) is None:
+            raise PipelineError(f"{path}: no int8 graph (model_quantized.onnx); export the run with --quantize int8")
         return "onnxruntime-int8" if engine == "onnxruntime-int8" else "onnxruntime"
     if kind == "hf" and engine != "torch":
         raise PipelineError(f"{path}: a Hugging Face folder runs on the torch engine; export the run with "
