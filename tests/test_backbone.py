@@ -56,6 +56,14 @@ def test_download_disabled_explains_how_to_get_the_model(tmp_path):
         locate_backbone(cfg, 128, [], "")
 
 
+def test_a_backbone_without_a_hub_id_never_suggests_downloading_none(tmp_path):
+    cfg = compose_config(["backbone=local", f"backbone.path={tmp_path / 'empty'}"]).backbone
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PipelineError, match="backbone.hub_id is not set") as error:
+        locate_backbone(cfg, 128, [], "")
+    assert "None" not in str(error.value) and "hf download" not in str(error.value)
+
+
 def test_shape_mismatch_names_the_config_file(tiny_folder):
     with pytest.raises(PipelineError, match=r"config.json: hidden_size=64, but backbone.hidden_size=768 for mmBERT-base"):
         locate_backbone(local_cfg(tiny_folder), 128, [], "")

@@ -227,7 +227,13 @@ def test_a_damaged_hugging_face_folder_is_refused_in_one_line(runs, tmp_path, da
         classes = json.loads((out / "id_to_label.json").read_text())
         classes["0"]["label"], classes["1"]["label"] = classes["1"]["label"], classes["0"]["label"]
         (out / "id_to_label.json").write_text(json.dumps(classes))
-    (out / "config.json").write_text(json.dumps(config))
+    if damage in ("id2label of fewer classes", "label2id edited"):
+        (out / "config.json").write_text(json.dumps(config))
+    changed = {"truncated weights": "model.safetensors", "id_to_label.json edited": "id_to_label.json"}.get(damage,
+                                                                                                          "config.json")
+    with pytest.raises(PipelineError, match=f"{changed}: its SHA-256 differs from the one export.json records"):
+        Classifier.from_pretrained(out, device="cpu", precision="fp32")  # the manifest names the edited file
+    (out / "export.json").unlink()  # as a folder exported before manifests: the folder's own checks still hold
     with pytest.raises(PipelineError, match=message) as error:
         Classifier.from_pretrained(out, device="cpu", precision="fp32")
     assert len(str(error.value).splitlines()) == 1
@@ -270,7 +276,7 @@ def test_push_uploads_the_folder_and_an_offline_hub_is_one_line(runs, tmp_path, 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     (out / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes()[:4096])  # damaged since export
     assert main(["push", str(out), "--repo-id", "me/news-topics"]) == 1
-    assert "not a readable exported model" in caplog.text and calls == []  # refused before the Hub is contacted
+    assert "model.safetensors: its SHA-256 differs" in caplog.text and calls == []  # refused before the Hub is contacted
 
 
 def test_the_onnxruntime_engine_refuses_a_gpu_or_a_half_precision(runs):
@@ -304,3 +310,44 @@ def test_an_export_never_replaces_the_run_or_a_folder_that_is_no_export(runs, tm
     empty.mkdir()
     assert main(["export", str(run), "--format", "hf", "--out", str(empty)]) == 0
     assert (empty / "model.safetensors").is_file() and (empty / "config.json").is_file()
+
+
+def test_overwrite_replaces_only_an_export_this_tool_wrote(runs, tmp_path, caplog):
+    run = runs["frozen (head-only checkpoint)"]
+    foreign_model = tmp_path / "someone-elses-model"  # a Hugging Face model folder: config + weights, no export.json
+    foreign_model.mkdir()
+    (foreign_model / "config.json").write_text("{}")
+    (foreign_model / "model.safetensors").write_bytes(b"weights")
+    thesis = tmp_path / "thesis"  # a folder that merely holds a file named export.json
+    (thesis / "src").mkdir(parents=True)
+    (thesis / "export.json").write_text('{"chapter": 1}')
+    (thesis / "src" / "main.tex").write_text("keep")
+    ours = tmp_path / "ours"
+    assert main(["export", str(run), "--format", "hf", "--out", str(ours)]) == 0
+    (ours / "notes.txt").write_text("mine")  # an export, plus a file of the user's
+    snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for out, message in ((foreign_model, "holds files but no export.json"),
+                         (thesis, "its export.json is not an export record of finetune-pipeline"),
+                         (ours, "holds notes.txt, which no export wrote")):
+        for fmt in ("hf", "onnx"):
+            caplog.clear()
+            assert main(["export", str(run), "--format", fmt, "--out", str(out), "--overwrite"]) == 1
+            assert message in caplog.text and "--overwrite replaces only an export this tool wrote" in caplog.text
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == snapshot
+    (ours / "notes.txt").unlink()
+    assert main(["export", str(run), "--format", "onnx", "--out", str(ours), "--overwrite"]) == 0
+    assert (ours / "model.onnx").is_file() and not (ours / "model.safetensors").exists()  # replaced whole
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left beside it
+
+
+def test_push_refuses_a_folder_holding_a_path_of_this_machine(runs, tmp_path, monkeypatch, caplog):
+    import huggingface_hub
+
+    out = tmp_path / "hf"
+    assert main(["export", str(runs["fine-tuned"]), "--format", "hf", "--out", str(out)]) == 0
+    contacted = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", lambda token=None: contacted.append(token))
+    card = out / "README.md"  # the card is documentation (not in the checked files): edited by hand
+    card.write_text(card.read_text() + f"\nTrained from {tmp_path / 'data' / 'raw'} on my laptop.\n")
+    assert main(["push", str(out), "--repo-id", "me/news"]) == 1
+    assert "README.md holds" in caplog.text and "a path of this machine" in caplog.text and contacted == []

@@ -125,6 +125,34 @@ def test_predict_health_labels_and_openapi(server, run):
     assert status == 200 and {"texts", "top_k"} <= set(schema["properties"])
 
 
+def test_docs_and_redoc_load_their_assets_from_the_server_and_errors_are_documented(server):
+    import re
+
+    def get(path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    for page in ("/docs", "/redoc"):
+        status, html = get(page)
+        assets = re.findall(r"""(?:src|href)=["']?([^"' >]+\.(?:js|css))""", html.decode())
+        assert status == 200 and assets, page
+        for asset in assets:
+            assert asset.startswith("/"), (page, asset)  # this server, never a CDN
+            status, body = get(asset)
+            assert status == 200 and len(body) > 10_000, asset
+        assert b"cdn." not in html and b"fonts.googleapis" not in html
+    spec = server.request("GET", "/openapi.json")[1]
+    responses = spec["paths"]["/predict"]["post"]["responses"]
+    for code in ("400", "413", "422", "503"):
+        content = responses[code]["content"]["application/json"]
+        assert content["schema"]["$ref"].endswith("/ErrorBody") and content["example"]["error"], code
+
+
 def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(server):
     alone = {text: server.predict([text])[1]["predictions"][0] for text in TEXTS}
     before = server.request("GET", "/health")[1]["batches"]

@@ -103,9 +103,17 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             if file.is_file():
                 _fsync(file)
         _fsync(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        if path.exists():  # swap: the old folder steps aside by a rename, the new one takes its name, then
+            old = Path(tempfile.mkdtemp(prefix=temp_prefix(path), dir=path.parent))  # the old one is removed
+            os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                os.replace(old, path)  # put the old folder back: the target is never missing for long
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
         _fsync(path.parent)
     except OSError as e:
         raise PipelineError(f"{path}: cannot write ({e.strerror or e})") from None

@@ -134,6 +134,9 @@ def _download(cfg: BackboneConfig, folder: Path) -> None:
     how = (
         f"on a machine with internet run `hf download {cfg.hub_id} --local-dir {folder}` and copy the folder here, "
         "or point backbone.path at a folder that has it (see base_models/README.md)"
+        if cfg.hub_id else
+        "point backbone.path at a folder holding the encoder's config.json and weights (backbone.hub_id is not set, "
+        "so there is nothing to download)"
     )
     if not cfg.hub_id or not cfg.download:
         raise PipelineError(f"{folder}: no model weights (config.json + model.safetensors or pytorch_model.bin); {how}")

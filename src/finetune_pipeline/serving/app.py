@@ -3,7 +3,7 @@
     POST /predict   {"texts": ["...", ...], "top_k": 3}  ->  {"predictions": [{"label", "symbol", "score", "top_k"}, ...]}
     GET  /health    {"status": "ok", "engine", "classes", "batches"}
     GET  /labels    [{"id", "label", "symbol"}, ...]
-    GET  /openapi.json, /docs
+    GET  /openapi.json, /docs, /redoc   (Swagger UI and ReDoc served by this server: offline too)
 
 FastAPI because its request models give both the validation and the OpenAPI description, and
 uvicorn drains in-flight requests on SIGTERM. Every client error is a 4xx with one line of JSON,
@@ -18,6 +18,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi_offline import FastAPIOffline
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
@@ -48,6 +49,26 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class ErrorBody(BaseModel):
+    error: str = Field(description="what was wrong, in one line")
+
+
+def _error_response(description: str, example: str) -> dict:
+    return {"model": ErrorBody, "description": description,
+            "content": {"application/json": {"example": {"error": example}}}}
+
+
+ERRORS = {  # every error /predict answers with, as the OpenAPI schema documents it
+    400: _error_response("The body is not JSON.", "invalid JSON: Expecting value"),
+    413: _error_response("The body is over the server's --max-body-bytes.",
+                         "request body of 2097152 bytes is over the limit of 1048576"),
+    422: _error_response("The JSON does not fit the request: texts missing, empty or not strings, too many texts, "
+                         "top_k not a positive integer.", "texts: List should have at least 1 item after validation"),
+    503: _error_response("The model failed on the batch holding this request (e.g. its inference process died; it "
+                         "is started again).", "the model failed on this request's batch: inference process exited"),
+}
+
+
 def create_app(engines: list[EngineProcess], max_batch_size: int = 64, max_wait_ms: float = 5.0, max_texts: int = 256,
                max_body_bytes: int = 1 << 20) -> FastAPI:
     batcher = Batcher([engine.probabilities for engine in engines], max_batch_size, max_wait_ms)
@@ -60,8 +81,10 @@ def create_app(engines: list[EngineProcess], max_batch_size: int = 64, max_wait_
         for engine in engines:
             engine.close()
 
-    app = FastAPI(title="finetune-pipeline classifier", lifespan=lifespan,
-                  description="News-topic classification with a run trained by finetune-pipeline.")
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from this server (fastapi-offline ships
+    # them), not from a CDN the machine may not reach
+    app = FastAPIOffline(title="finetune-pipeline classifier", lifespan=lifespan,
+                         description="News-topic classification with a run trained by finetune-pipeline.")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -89,7 +112,7 @@ def create_app(engines: list[EngineProcess], max_batch_size: int = 64, max_wait_
             request._body = body  # read once here; the endpoint's parser reads it from there
         return await call_next(request)
 
-    @app.post("/predict", response_model=PredictResponse, openapi_extra={"requestBody": {
+    @app.post("/predict", response_model=PredictResponse, responses=ERRORS, openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}})
     async def predict(request: Request) -> dict:
         # the body is JSON whatever the Content-Type says (curl -d sends form encoding)
