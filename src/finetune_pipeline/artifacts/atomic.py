@@ -165,6 +165,14 @@ def write_json(path: Path, obj: Any) -> None:
         tmp.write_text(to_json(obj, indent=2) + "\n", encoding="utf-8")
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of a JSON Lines or plain-text file: split at "\n" (a "\r" before it dropped) and
+    nowhere else. ``str.splitlines`` also splits at U+2028, U+2029, U+0085, form feeds and other
+    characters that are valid inside a text (and raw inside a JSON string), which would cut one
+    record or text into several."""
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     with atomic_path(path) as tmp:
         with tmp.open("w", encoding="utf-8") as f:

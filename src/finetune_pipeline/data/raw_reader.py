@@ -14,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from finetune_pipeline.artifacts.atomic import text_lines
 from finetune_pipeline.data.tabular import csv_items, parquet_items
 from finetune_pipeline.errors import PipelineError
 
@@ -163,7 +164,7 @@ def _parse_json_array(path: Path, text: str) -> list[tuple[str, object]]:
 
 def _parse_json_lines(path: Path, text: str) -> list[tuple[str, object]]:
     items = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
         try:

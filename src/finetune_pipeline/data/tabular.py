@@ -11,6 +11,7 @@ import csv
 import io
 from pathlib import Path
 
+from finetune_pipeline.artifacts.atomic import text_lines
 from finetune_pipeline.errors import PipelineError
 
 csv.field_size_limit(1 << 30)  # a news article in one cell is larger than csv's default 128 KiB
@@ -18,8 +19,12 @@ csv.field_size_limit(1 << 30)  # a news article in one cell is larger than csv's
 
 def csv_items(path: Path, text: str, columns: tuple[str, ...], delimiter: str) -> list[tuple[str, dict]]:
     """Rows of a CSV (``delimiter=","``) or TSV (``"\\t"``) file with a header line, each named by
-    its line ("line 3"; a quoted cell may span lines, the row is named by its first)."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    its line ("line 3"; a quoted CSV cell may span lines, the row is named by its first). TSV has no
+    quoting (IANA text/tab-separated-values): a cell is everything between two tabs, quotes included."""
+    if delimiter == "\t":
+        reader = _TsvReader(text)
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader, None)
         if header is None or not any(cell.strip() for cell in header):
@@ -40,6 +45,24 @@ def csv_items(path: Path, text: str, columns: tuple[str, ...], delimiter: str) -
     except csv.Error as e:
         raise PipelineError(f"{path}: line {reader.line_num}: broken CSV: {e}") from None
     return items
+
+
+class _TsvReader:
+    """csv.reader's interface over tab-separated lines: split at "\\n" and at tabs, nothing else."""
+
+    def __init__(self, text: str):
+        self.lines, self.line_num = text_lines(text), 0
+        if self.lines and self.lines[-1] == "":
+            self.lines.pop()  # the file's final newline
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> list[str]:
+        if self.line_num >= len(self.lines):
+            raise StopIteration
+        self.line_num += 1
+        return self.lines[self.line_num - 1].split("\t")
 
 
 def parquet_items(path: Path, data: bytes, columns: tuple[str, ...]) -> list[tuple[str, dict]]:

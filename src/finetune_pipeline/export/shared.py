@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune_pipeline.artifacts.atomic import write_json
+from finetune_pipeline.artifacts.atomic import text_lines, write_json
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.export.local_paths import describe, machine_paths_in_folder, without_machine_paths
 from finetune_pipeline.export.manifest import REPORT, folder_files
@@ -66,7 +66,7 @@ def test_texts(run_dir: Path) -> tuple[list[str], np.ndarray | None]:
 
     path = run_dir / "evaluation" / "test" / "predictions.jsonl"
     try:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = [json.loads(line) for line in text_lines(path.read_text(encoding="utf-8")) if line.strip()]
         symbols = {c["symbol"]: i for i, c in enumerate(read_classes(run_dir / "id_to_label.json"))}
         texts = [str(r["text"]) for r in rows]
         y_true = np.asarray([symbols[r["true_symbol"]] for r in rows])

@@ -4,7 +4,9 @@ Both read every raw-data format (.json, .jsonl, .csv, .tsv, .parquet; see ``data
 with the text (and, for evaluate, the label) in the field or column given, by default the run's
 ``data.text_field`` / ``data.label_field``. predict also reads a JSON array or JSON Lines of plain
 strings, and any other file as plain text, one text per line (blank lines skipped).
-predict writes JSON Lines, a JSON array (``.json``) or CSV (``.csv``; ``top_k`` as a JSON cell).
+predict writes JSON Lines, a JSON array (``.json``) or CSV (``.csv``; ``top_k`` as a JSON cell; a
+cell that a spreadsheet would run as a formula starts with an apostrophe). Lines are split at "\\n"
+only (never at U+2028, form feeds or other characters a text may hold).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import csv
 import io
 from pathlib import Path
 
-from finetune_pipeline.artifacts.atomic import atomic_path, to_json, write_jsonl
+from finetune_pipeline.artifacts.atomic import atomic_path, text_lines, to_json, write_jsonl
 from finetune_pipeline.data.raw_reader import RAW_SUFFIXES, check_unicode, decode_utf8, read_items, read_raw_file
 from finetune_pipeline.errors import PipelineError
 
@@ -22,7 +24,7 @@ def read_texts(path: Path, text_field: str = "input") -> list[str]:
         texts = [_text_of(path, where, item, text_field)
                  for where, item in read_items(path, _read_bytes(path), (text_field,))]
     else:
-        lines = decode_utf8(path, _read_bytes(path)).splitlines()
+        lines = text_lines(decode_utf8(path, _read_bytes(path)))
         texts = [line for line in lines if line.strip()]
     if not texts:
         raise PipelineError(f"{path}: no texts to classify")
@@ -48,11 +50,21 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         out = io.StringIO(newline="")
         writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["text"], lineterminator="\n")
         writer.writeheader()
-        writer.writerows({k: to_json(v) if isinstance(v, (list, dict)) else v for k, v in row.items()} for row in rows)
+        writer.writerows({k: spreadsheet_safe(to_json(v) if isinstance(v, (list, dict)) else v) for k, v in row.items()}
+                         for row in rows)
         with atomic_path(path) as tmp:
             tmp.write_text(out.getvalue(), encoding="utf-8")
     else:
         write_jsonl(path, rows)
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
+
+
+def spreadsheet_safe(value):
+    """A CSV cell a spreadsheet shows as text: a string that would start a formula (``=HYPERLINK(...)``,
+    ``+1``, ``@SUM``) gets a leading apostrophe, OWASP's rule for CSV injection. Numbers stay numbers."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
 
 
 def run_fields(run_dir: Path) -> tuple[str, str]:

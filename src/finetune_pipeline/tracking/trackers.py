@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from finetune_pipeline.artifacts.atomic import text_lines
 from finetune_pipeline.config.schema import LoggerConfig
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ class _Watermark:
     def of(cls, path: Path) -> _Watermark:
         step, epoch = -1, 0
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = text_lines(path.read_text(encoding="utf-8"))
         except OSError:
             lines = []
         for line in lines:
