@@ -24,7 +24,7 @@ from transformers import AutoConfig, AutoModel
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, machine  # noqa: E402
 
-from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, save_checkpoint  # noqa: E402
+from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, CheckpointIdentity, save_checkpoint  # noqa: E402
 from finetune_pipeline.model.adapters import LoraSpec, add_lora, is_adapter  # noqa: E402
 from finetune_pipeline.model.builders import adapter_weights  # noqa: E402
 from finetune_pipeline.model.classifier import HeadConfig, TextClassifier  # noqa: E402
@@ -38,7 +38,8 @@ def main() -> None:
     torch.manual_seed(0)
     encoder = AutoModel.from_config(AutoConfig.from_pretrained(args.config_dir))
     head = HeadConfig(encoder.config.hidden_size, 512, 16, "mean")
-    identity = BackboneIdentity("stand-in", str(args.config_dir), "0" * 64)
+    classes = [{"symbol": chr(ord("a") + i), "label": f"class {i}"} for i in range(16)]
+    identity = CheckpointIdentity(BackboneIdentity("stand-in", str(args.config_dir), "0" * 64), classes, "0" * 64, "fp32")
     with tempfile.TemporaryDirectory() as tmp:
         full = TextClassifier(encoder, head.build(), "mean", frozen=False)
         save_checkpoint(Path(tmp) / "full.pt", full.state_dict(), identity, head)

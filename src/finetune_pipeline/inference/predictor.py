@@ -77,7 +77,8 @@ class Classifier:
             if not (run / needed).exists():
                 raise PipelineError(f"{run}: not a finished run folder ({needed} is missing)")
         classes = read_classes(run / "id_to_label.json")
-        model = load_classifier(run / checkpoint, Path(backbone_path) if backbone_path else None)
+        model = load_classifier(run / checkpoint, Path(backbone_path) if backbone_path else None, classes,
+                                run / "tokenizer")
         if model.head[-1].out_features != len(classes):
             raise PipelineError(f"{run / checkpoint}: {model.head[-1].out_features} classes, "
                                 f"but id_to_label.json has {len(classes)}")

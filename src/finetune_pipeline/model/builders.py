@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import set_seed
 
-from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, save_checkpoint
+from finetune_pipeline.artifacts.checkpoints import CheckpointIdentity, save_checkpoint
 from finetune_pipeline.artifacts.freeze_proof import (LoraAdapters, TopLayers, Trained, WholeEncoder, combined_sha256,
                                                      module_hashes)
 from finetune_pipeline.backbone.load import Backbone, load_encoder
@@ -62,7 +62,7 @@ class BuiltModel:
     head: HeadConfig
     loaders: Loaders
     freeze: FreezeEvidence
-    write_checkpoint: Callable[[Path, BackboneIdentity], None]  # best_model.pt / final_model.pt, as this path saves them
+    write_checkpoint: Callable[[Path, CheckpointIdentity], None]  # best_model.pt / final_model.pt, as this path saves them
     features: dict  # the feature cache's hit/miss, key and encoding statistics (metrics.json)
 
 

@@ -25,7 +25,8 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from finetune_pipeline.artifacts.atomic import atomic_dir, remove_orphans, save_torch, write_json
-from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, restore_weights
+from finetune_pipeline.artifacts.checkpoints import (BackboneIdentity, CheckpointIdentity, config_sha256,
+                                                     restore_weights, tokenizer_sha256)
 from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256
 from finetune_pipeline.artifacts.metrics_record import BestEpoch, RunMetrics
 from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, STATE_FILE, claim, failure_status, flatten,
@@ -143,7 +144,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
     device, precision = _setup_device(cfg, dist)
     # 3. the model and its loaders, one of two ways
     built = _setup_model(cfg, backbone, tokenizer, dataset.texts, labels, split, len(classes), device, precision, dist)
-    identity = BackboneIdentity(cfg.backbone.name, str(backbone.folder), combined_sha256(built.freeze.before))
+    identity = BackboneIdentity(cfg.backbone.name, str(backbone.folder), combined_sha256(built.freeze.before),
+                                config_sha256(backbone.folder))
     # 4. optimizer and schedule; a resumed run gets its saved state back
     trainer = _setup_trainer(cfg, built, precision, device, dist)
     data_id = data_identity(dataset.fingerprint, split, dist.world_size)
@@ -153,9 +155,12 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
     trackers.set_tags(_run_tags(identity, dataset.fingerprint, precision, device, dist, origin))
     setup_seconds = time.perf_counter() - started
 
+    facts = CheckpointIdentity(identity, list(classes.id_to_label().values()), tokenizer_sha256(run_dir / "tokenizer")
+                               if dist.is_main else "", precision.name)
+
     def checkpoint(name: str) -> None:
         if dist.is_main:
-            built.write_checkpoint(run_dir / name, identity)
+            built.write_checkpoint(run_dir / name, facts)
 
     def save_state_file(progress: Progress) -> str:
         if dist.is_main:

@@ -1,0 +1,97 @@
+"""Checkpoints prove what they were trained for: a label set, a tokenizer, a backbone's weights and
+config.json. Used with anything else they are refused in one line naming the file, and nothing is
+written (byte snapshots of the run folder before and after)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from finetune_pipeline.artifacts.checkpoints import load_checkpoint
+from finetune_pipeline.cli.pipeline import main
+from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.inference.predictor import Classifier
+
+
+@pytest.fixture(scope="module")
+def runs(module_project):
+    project, train_run = module_project
+    return project, train_run("frozen"), train_run("fine-tuned", "training.freeze_backbone=false")
+
+
+def snapshot(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def copy_run(run, tmp_path, name="copy"):
+    target = tmp_path / name
+    shutil.copytree(run, target, ignore=shutil.ignore_patterns("export*", "*.lock"))
+    return target
+
+
+def test_a_checkpoint_records_its_label_set_tokenizer_backbone_config_and_precision(runs):
+    _, run, _ = runs
+    ckpt = load_checkpoint(run / "best_model.pt")
+    classes = json.loads((run / "id_to_label.json").read_text())
+    assert ckpt["classes"]["symbols"] == [c["symbol"] for c in classes.values()]
+    assert ckpt["classes"]["labels"] == [c["label"] for c in classes.values()]
+    assert len(ckpt["classes"]["sha256"]) == 64 and len(ckpt["tokenizer_sha256"]) == 64
+    assert len(ckpt["backbone"]["config_sha256"]) == 64 and ckpt["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("which", ["frozen", "fine-tuned"])
+def test_a_checkpoint_from_a_run_with_other_labels_is_refused(runs, tmp_path, caplog, which):
+    _, frozen, tuned = runs
+    run = copy_run(frozen if which == "frozen" else tuned, tmp_path)
+    classes = json.loads((run / "id_to_label.json").read_text())
+    classes["0"]["label"], classes["1"]["label"] = "zz_culture", "zz_other"  # the run the checkpoint came from...
+    (run / "id_to_label.json").write_text(json.dumps(classes))  # ...had other labels: best_model.pt copied in
+    texts = tmp_path / "held.jsonl"
+    texts.write_text(json.dumps({"input": "football team won the final", "output": "zz_culture"}) + "\n")
+    before = snapshot(run)
+    assert main(["evaluate", str(run), "--input", str(texts)]) == 1
+    assert main(["predict", str(run), "--input", str(texts)]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2 and all("best_model.pt: trained for another label set" in e for e in errors)
+    assert "class 0:" in errors[0] and "zz_culture" in errors[0] and "\n" not in errors[0]
+    assert snapshot(run) == before
+
+
+def test_a_backbone_whose_config_changed_is_refused_even_with_the_same_weights(runs, tmp_path):
+    project, run, _ = runs
+    backbone = tmp_path / "backbone"
+    shutil.copytree(project / "tiny", backbone)
+    [folder] = [p.parent for p in backbone.rglob("config.json")]
+    config = json.loads((folder / "config.json").read_text())
+    Classifier.from_run(run, backbone_path=folder, device="cpu", precision="fp32")  # a byte copy is the same backbone
+    config["norm_eps"] = 1e-2  # weights untouched: predictions would change silently
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(PipelineError, match=r"config.json: differs from the config best_model.pt was trained with"):
+        Classifier.from_run(run, backbone_path=folder, device="cpu", precision="fp32")
+
+
+def test_a_changed_tokenizer_is_refused(runs, tmp_path):
+    _, _, tuned = runs
+    run = copy_run(tuned, tmp_path)
+    tokenizer = run / "tokenizer" / "tokenizer.json"
+    data = json.loads(tokenizer.read_text())
+    data["model"]["vocab"] = dict(reversed(list(data["model"]["vocab"].items())))  # other ids for the same tokens
+    tokenizer.write_text(json.dumps(data))
+    with pytest.raises(PipelineError, match=r"tokenizer: differs from the tokenizer best_model.pt was trained with"):
+        Classifier.from_run(run, device="cpu", precision="fp32")
+
+
+def test_checkpoints_from_before_these_records_still_load(runs, tmp_path):
+    _, _, tuned = runs
+    run = copy_run(tuned, tmp_path)
+    ckpt = torch.load(run / "best_model.pt", weights_only=True)
+    for key in ("classes", "tokenizer_sha256", "precision"):
+        del ckpt[key]
+    del ckpt["backbone"]["config_sha256"]
+    torch.save(ckpt, run / "best_model.pt")
+    old = Classifier.from_run(run, device="cpu", precision="fp32").probabilities(["Stocks fell"])
+    new = Classifier.from_run(tuned, device="cpu", precision="fp32").probabilities(["Stocks fell"])
+    assert (old == new).all()
