@@ -99,13 +99,13 @@ def run(module_project):
 @pytest.fixture(scope="module")
 def server(run):
     server = Server(run, "--max-wait-ms", "30", "--max-batch-size", "64", "--max-texts", "8", "--max-body-bytes", "4096",
-                    "--workers", "2")
+                    "--max-text-chars", "1000", "--max-request-chars", "2000", "--body-timeout", "2", "--workers", "2")
     yield server
     if server.proc.poll() is None:
         server.stop()
 
 
-TEXTS = ["Central bank raises rates", "Сборная выиграла финал", "New phone chip announced", "Elections next week", ""]
+TEXTS = ["Central bank raises rates", "Сборная выиграла финал", "New phone chip announced", "Elections next week", "a"]
 
 
 def test_predict_health_labels_and_openapi(server, run):
@@ -182,6 +182,11 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(server):
     ('{"texts": ["ok"], "topk": 2}', {}, 422, "topk: Extra inputs are not permitted"),
     pytest.param('{"texts": [' + "[" * 1500 + "]" * 1500 + ']}', {}, 400, "invalid JSON: recursion limit exceeded",
                  id="deeply nested"),
+    ('{"texts": ["ok", ""]}', {}, 422, "texts[1]: an empty or blank text"),
+    ('{"texts": [" \\n\\t "]}', {}, 422, "texts[0]: an empty or blank text"),
+    ('{"texts": ["sport"], "texts": ["economy"]}', {}, 400, "invalid JSON: key 'texts' given more than once"),
+    (json.dumps({"texts": ["x" * 1500]}), {}, 422, "texts[0]: 1500 characters, over the server's limit of 1000"),
+    (json.dumps({"texts": ["x" * 900] * 3}), {}, 413, "2700 characters together, over the server's limit of 2000"),
 ])
 def test_bad_requests_get_a_one_line_4xx(server, body, headers, status, message):
     got_status, got = server.request("POST", "/predict", body, headers)
@@ -205,6 +210,16 @@ def test_a_client_that_disconnects_does_not_disturb_the_others(server):
                       + f"Content-Length: {len(body)}\r\n\r\n".encode() + (body[:10] if partial else body))
     others.join()
     assert len(results) == 15 and all(status == 200 for status, _ in results)
+    assert server.predict(["still fine"])[0] == 200
+
+
+def test_a_client_that_stalls_mid_body_gets_408_and_holds_nothing(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        started = time.monotonic()
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                  b'{"texts": [')  # and then nothing
+        answer = s.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 408") and "--body-timeout" in answer and time.monotonic() - started < 10
     assert server.predict(["still fine"])[0] == 200
 
 
@@ -378,8 +393,46 @@ def test_requests_that_queue_while_a_batch_runs_form_the_next_batch():
 
 def test_sigterm_stops_the_server_and_its_inference_processes(server):  # last: it stops the module's server
     inference = server.inference_pids()
+    stalled = socket.create_connection(("127.0.0.1", server.port))  # a client stuck mid-body: no hang at shutdown
+    stalled.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{")
+    started = time.monotonic()
     assert server.stop() == 0 and not any(alive(pid) for pid in inference)
-    assert "server stopped" in server.proc.stdout.read()
+    assert time.monotonic() - started < 20
+    stalled.close()
+    out = server.proc.stdout.read()
+    assert "server stopped" in out and "Traceback" not in out  # nor from the clients that left mid-body
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found
+
+
+def test_sigterm_while_the_model_loads_ends_in_one_line_and_leaves_no_process(run):
+    proc = subprocess.Popen([sys.executable, "-m", "finetune_pipeline", "serve", str(run), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not children_of(proc.pid) and time.monotonic() < deadline:  # the inference process is starting
+        time.sleep(0.02)
+    inference = children_of(proc.pid)
+    assert inference, "no inference process was started"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    out = proc.stdout.read()
+    errors = [line for line in out.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and "stopped by SIGTERM" in errors[0] and "Traceback" not in out
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in inference) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in inference)
 
 
 def test_with_two_engines_batches_run_side_by_side():

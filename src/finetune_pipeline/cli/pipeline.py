@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune_pipeline.cli.arguments import OneLineParser, milliseconds, port_number, positive_int
+from finetune_pipeline.cli.arguments import OneLineParser, milliseconds, port_number, positive_int, seconds
 from finetune_pipeline.cli.errors import exit_status
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.logs import log_to_stderr
@@ -249,6 +249,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--max-wait-ms", type=milliseconds, default=5.0, help="how long a batch waits for more requests (default 5)")
     sub.add_argument("--max-texts", type=positive_int, default=256, help="texts per request at most (default 256)")
     sub.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="request body size limit (default 1 MiB)")
+    sub.add_argument("--max-text-chars", type=positive_int, default=20_000,
+                     help="characters per text at most (default 20000; a chunked run encodes every window of a text)")
+    sub.add_argument("--max-request-chars", type=positive_int, default=200_000,
+                     help="characters of all texts of a request together at most (default 200000)")
+    sub.add_argument("--body-timeout", type=seconds, default=30.0,
+                     help="seconds a client may pause while sending its body (default 30; then 408)")
+    sub.add_argument("--shutdown-timeout", type=seconds, default=30.0,
+                     help="seconds SIGTERM waits for requests in flight before closing them (default 30)")
     sub.add_argument("--workers", type=positive_int, default=1,
                      help="inference processes, each with its own copy of the model, running batches side by side "
                           "(default 1; on a CPU, one per core is often faster: see docs/deploy.md)")
@@ -270,9 +278,12 @@ def _parser() -> argparse.ArgumentParser:
 def serve(args: argparse.Namespace) -> None:
     from finetune_pipeline.serving.server import serve as run_server
 
+    from finetune_pipeline.serving.app import Limits
+
+    limits = Limits(args.max_texts, args.max_body_bytes, args.max_text_chars, args.max_request_chars, args.body_timeout)
     run_server(args.path, args.host, args.port, args.engine, args.device, args.precision, args.max_batch_size,
-               args.max_wait_ms, args.max_texts, args.max_body_bytes, args.workers, args.threads, args.checkpoint,
-               args.backbone)
+               args.max_wait_ms, limits, args.workers, args.threads, args.checkpoint, args.backbone,
+               args.shutdown_timeout)
 
 
 def push(args: argparse.Namespace) -> None:

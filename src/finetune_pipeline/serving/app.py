@@ -7,15 +7,23 @@
 
 FastAPI because its request models give both the validation and the OpenAPI description, and
 uvicorn drains in-flight requests on SIGTERM. Every client error is a 4xx with one line of JSON,
-``{"error": "..."}``: invalid JSON (400), a body over ``max_body_bytes`` (413), missing or empty
-``texts``, non-string items, more than ``max_texts`` texts, a bad ``top_k`` (422; strict: no ``true``
-or ``"2"``), an unknown path or method (404, 405). A batch the
-model failed on answers its requests with a one-line 503.
+``{"error": "..."}``: invalid JSON or a key given twice (400), a body not sent in full within
+``body_timeout`` seconds (408), a body over ``max_body_bytes`` or texts holding more than
+``max_request_chars`` characters together (413), missing or empty ``texts``, an empty or blank text,
+a text over ``max_text_chars`` characters, non-string items, more than ``max_texts`` texts, a bad
+``top_k`` (422; strict: no ``true`` or ``"2"``), an unknown path or method (404, 405). The limits
+bound the work one request can cost (a chunked run encodes every window of a long text). A batch
+the model failed on answers its requests with a one-line 503. A client that goes away mid-body is
+logged in one line.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi_offline import FastAPIOffline
@@ -23,10 +31,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from finetune_pipeline.evaluation.report import prediction_rows
 from finetune_pipeline.serving.batcher import Batcher
 from finetune_pipeline.serving.worker import EngineProcess
+
+log = logging.getLogger(__name__)
 
 
 class PredictRequest(BaseModel):
@@ -59,18 +70,73 @@ def _error_response(description: str, example: str) -> dict:
 
 
 ERRORS = {  # every error /predict answers with, as the OpenAPI schema documents it
-    400: _error_response("The body is not JSON.", "invalid JSON: Expecting value"),
-    413: _error_response("The body is over the server's --max-body-bytes.",
+    400: _error_response("The body is not JSON, or gives a key twice.", "invalid JSON: Expecting value"),
+    408: _error_response("The body was not sent in full within the server's --body-timeout.",
+                         "the request body was not sent within 30 s (--body-timeout)"),
+    413: _error_response("The body is over the server's --max-body-bytes, or its texts over --max-request-chars.",
                          "request body of 2097152 bytes is over the limit of 1048576"),
-    422: _error_response("The JSON does not fit the request: texts missing, empty or not strings, too many texts, "
-                         "top_k not a positive integer.", "texts: List should have at least 1 item after validation"),
+    422: _error_response("The JSON does not fit the request: texts missing, empty or not strings, a blank text, a "
+                         "text over --max-text-chars, too many texts, top_k not a positive integer.",
+                         "texts[0]: an empty or blank text (there is nothing to classify)"),
     503: _error_response("The model failed on the batch holding this request (e.g. its inference process died; it "
                          "is started again).", "the model failed on this request's batch: inference process exited"),
 }
 
 
-def create_app(engines: list[EngineProcess], max_batch_size: int = 64, max_wait_ms: float = 5.0, max_texts: int = 256,
-               max_body_bytes: int = 1 << 20) -> FastAPI:
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost (``serve --max-*``, ``--body-timeout``)."""
+
+    max_texts: int = 256
+    max_body_bytes: int = 1 << 20
+    max_text_chars: int = 20_000  # a long news article is 5-10k characters
+    max_request_chars: int = 200_000
+    body_timeout: float = 30.0  # seconds between two parts of a body
+
+
+def check_texts(texts: list[str], limits: Limits) -> tuple[int, str] | None:
+    """(status, message) for texts one request may not send; None when they are fine."""
+    if len(texts) > limits.max_texts:
+        return 422, f"texts: {len(texts)} texts, at most {limits.max_texts} per request"
+    for i, text in enumerate(texts):
+        if not text.strip():
+            return 422, f"texts[{i}]: an empty or blank text (there is nothing to classify)"
+        if len(text) > limits.max_text_chars:
+            return 422, (f"texts[{i}]: {len(text)} characters, over the server's limit of {limits.max_text_chars} "
+                         "per text (--max-text-chars)")
+    total = sum(len(t) for t in texts)
+    if total > limits.max_request_chars:
+        return 413, (f"texts: {total} characters together, over the server's limit of {limits.max_request_chars} "
+                     "per request (--max-request-chars); send fewer texts per request")
+    return None
+
+
+def parse_body(body: bytes) -> PredictRequest:
+    """The request, from JSON with no key given twice (which value was meant would be a guess)."""
+    def no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise BodyError(f"invalid JSON: key {twice[0]!r} given more than once")
+        return dict(pairs)
+
+    try:
+        json.loads(body, object_pairs_hook=no_duplicates)
+    except BodyError:
+        raise
+    except RecursionError:
+        raise BodyError("invalid JSON: recursion limit exceeded (nested too deeply)") from None
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+        raise BodyError(f"invalid JSON: {e}") from None
+    return PredictRequest.model_validate_json(body)  # JSON-mode validation: its messages name JSON types
+
+
+class BodyError(ValueError):
+    """A body that is not one JSON object with distinct keys: 400."""
+
+
+def create_app(engines: list[EngineProcess], max_batch_size: int = 64, max_wait_ms: float = 5.0,
+               limits: Limits = Limits()) -> FastAPI:
     batcher = Batcher([engine.probabilities for engine in engines], max_batch_size, max_wait_ms)
 
     @asynccontextmanager
@@ -100,15 +166,27 @@ def create_app(engines: list[EngineProcess], max_batch_size: int = 64, max_wait_
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
+        limit = limits.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-            return _error(413, f"request body of {declared} bytes is over the limit of {max_body_bytes}")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return _error(413, f"request body of {declared} bytes is over the limit of {limit}")
         if request.method == "POST":
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > max_body_bytes:
-                    return _error(413, f"request body is over the limit of {max_body_bytes} bytes")
+            body, chunks = b"", request.stream().__aiter__()
+            try:
+                while True:
+                    try:  # a client that stalls mid-body does not hold the server (nor its shutdown)
+                        chunk = await asyncio.wait_for(chunks.__anext__(), limits.body_timeout)
+                    except StopAsyncIteration:
+                        break
+                    body += chunk
+                    if len(body) > limit:
+                        return _error(413, f"request body is over the limit of {limit} bytes")
+            except asyncio.TimeoutError:
+                return _error(408, f"the request body was not sent within {limits.body_timeout:g} s "
+                                   "(--body-timeout)")
+            except ClientDisconnect:
+                log.info("%s %s: the client went away before sending its whole body", request.method, request.url.path)
+                return _error(400, "the client went away before sending its whole body")
             request._body = body  # read once here; the endpoint's parser reads it from there
         return await call_next(request)
 
@@ -117,11 +195,14 @@ def create_app(engines: list[EngineProcess], max_batch_size: int = 64, max_wait_
     async def predict(request: Request) -> dict:
         # the body is JSON whatever the Content-Type says (curl -d sends form encoding)
         try:
-            body = PredictRequest.model_validate_json(await request.body())
+            body = parse_body(await request.body())
+        except BodyError as e:
+            return _error(400, str(e))
         except ValidationError as e:
             raise RequestValidationError(e.errors()) from None
-        if len(body.texts) > max_texts:
-            return _error(422, f"texts: {len(body.texts)} texts, at most {max_texts} per request")
+        refused = check_texts(body.texts, limits)
+        if refused:
+            return _error(*refused)
         try:
             probs = await batcher.submit(body.texts)
         except Exception as e:  # noqa: BLE001 -- logged by the batcher; the server goes on

@@ -101,15 +101,19 @@ def start_engines(spec, workers: int) -> list:
 
 
 def serve(path: Path, host: str, port: int, engine: str = "torch", device: str = "auto", precision: str = "auto",
-          max_batch_size: int = 64, max_wait_ms: float = 5.0, max_texts: int = 256, max_body_bytes: int = 1 << 20,
-          workers: int = 1, threads: int | None = None, checkpoint: str = "best_model.pt",
-          backbone: Path | None = None) -> None:
+          max_batch_size: int = 64, max_wait_ms: float = 5.0, limits=None, workers: int = 1,
+          threads: int | None = None, checkpoint: str = "best_model.pt", backbone: Path | None = None,
+          shutdown_timeout: float = 30.0) -> None:
     """``workers`` inference processes of ``threads`` intra-op threads each (default: the usable
-    cores shared out); their batches run side by side. ``checkpoint`` and ``backbone``: of a run folder."""
+    cores shared out); their batches run side by side. ``checkpoint`` and ``backbone``: of a run folder.
+    ``limits``: what one request may cost (``app.Limits``). A stop signal while the model loads
+    closes the inference processes and ends in one line; once serving, it drains the requests in
+    flight for at most ``shutdown_timeout`` seconds."""
     import uvicorn
 
-    from finetune_pipeline.serving.app import create_app
+    from finetune_pipeline.serving.app import Limits, create_app
     from finetune_pipeline.serving.worker import EngineSpec
+    from finetune_pipeline.training.interrupt import raise_on_signals
 
     engine, run_folder = engine_for(path, engine), folder_kind(path) == "run"
     source = path / checkpoint if run_folder else path
@@ -124,14 +128,15 @@ def serve(path: Path, host: str, port: int, engine: str = "torch", device: str =
         check_onnxruntime_options(device, precision)
     sock = listening_socket(host, port)
     try:
-        if engine != "torch" and run_folder:  # exported once, here, not by each process
-            path = ensure_onnx_export(path, checkpoint, backbone, int8=engine == "onnxruntime-int8")
-            checkpoint, backbone = "best_model.pt", None
-        threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
-        spec = EngineSpec(path, engine, device, precision, max_batch_size, threads, checkpoint, backbone)
-        processes = start_engines(spec, workers)
+        with raise_on_signals():  # SIGTERM while loading: Stopped, the processes started so far are closed
+            if engine != "torch" and run_folder:  # exported once, here, not by each process
+                path = ensure_onnx_export(path, checkpoint, backbone, int8=engine == "onnxruntime-int8")
+                checkpoint, backbone = "best_model.pt", None
+            threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
+            spec = EngineSpec(path, engine, device, precision, max_batch_size, threads, checkpoint, backbone)
+            processes = start_engines(spec, workers)
         try:
-            app = create_app(processes, max_batch_size, max_wait_ms, max_texts, max_body_bytes)
+            app = create_app(processes, max_batch_size, max_wait_ms, limits or Limits())
             bound_host, bound_port = sock.getsockname()[:2]
             log.info("serving %s (%s, %d inference process(es) x %d threads) on http://%s:%d  (POST /predict, GET "
                      "/health, /labels, /docs)", source, engine, workers, threads,
@@ -139,7 +144,7 @@ def serve(path: Path, host: str, port: int, engine: str = "torch", device: str =
             for signum in (signal.SIGINT, signal.SIGTERM):  # uvicorn drains on these, then raises them again:
                 signal.signal(signum, lambda *_: None)       # once drained, a stop is a normal end (exit 0)
             uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                          timeout_graceful_shutdown=None)).run(sockets=[sock])
+                                          timeout_graceful_shutdown=shutdown_timeout)).run(sockets=[sock])
         finally:  # the app closes them after draining; here also when uvicorn could not start
             for process in processes:
                 process.close()
