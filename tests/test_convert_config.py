@@ -134,3 +134,67 @@ def test_the_converted_experiment_runs_and_keeps_the_original_symbols(original, 
     assert set(label_to_id) == set(mapping.values())
     metrics = json.loads((runs[0] / "metrics.json").read_text())
     assert metrics["data"]["records"] > 0 and (project / "data" / "old" / "combined_dataset.json").is_file()
+
+
+def tree(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+
+
+def hostile(config_path, change):
+    data = json.loads(config_path.read_text())
+    change(data)
+    config_path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("repeated section", "key 'data' appears 2 times in one object"),
+    ("NaN", "NaN is not a number a setting can have"),
+    ("1e400", "1e400 is too large to be a number a setting can have"),
+    ("wrong type", "training.epochs='many': cannot become training.epochs"),
+    ("out of range", "the converted settings are not valid here: data.train_ratio must be in (0, 1), got 7"),
+    ("comma in output_dir", "paths.output_dir: not usable as a run folder pattern"),
+    ("deep nesting", "nested too deeply"),
+    ("mapping is not a mapping", "/etc/passwd is not a label mapping"),
+])
+def test_hostile_originals_are_refused_in_one_line_and_nothing_is_written(original, tmp_path, caplog, monkeypatch,
+                                                                         case, message):
+    project = tmp_path / "project"
+    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
+    _, config, _ = original
+    text = config.read_text()
+    if case == "repeated section":
+        config.write_text(text[:-1] + ', "data": {"max_length": 64}}')
+    elif case in ("NaN", "1e400"):
+        config.write_text(text.replace('"dropout": 0.05', f'"dropout": {case}'))
+    elif case == "wrong type":
+        hostile(config, lambda d: d["training"].update(epochs="many"))
+    elif case == "out of range":
+        hostile(config, lambda d: d["data"].update(train_ratio=7))
+    elif case == "comma in output_dir":
+        hostile(config, lambda d: d["paths"].update(output_dir="runs,v2"))
+    elif case == "deep nesting":
+        config.write_text('{"data": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    else:
+        hostile(config, lambda d: d["paths"].update(label_mapping_path="/etc/passwd"))
+    conf = tmp_path / "conf_extra"
+    before = tree(conf), tree(project)
+    assert pipeline_main(["convert-config", str(config), "--name", "evil", "--conf-dir", str(conf)]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0], errors
+    assert (tree(conf), tree(project)) == before
+
+
+def test_keys_cannot_inject_yaml_and_comments_stay_comments(original, tmp_path, monkeypatch):
+    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(tmp_path / "project"))
+    _, config, _ = original
+    evil = "epochs\nhydra:\n  run:\n    dir: /tmp/owned\u2028x"
+    hostile(config, lambda d: d["training"].update({evil: 1}))
+    conf = tmp_path / "conf_extra"
+    assert pipeline_main(["convert-config", str(config), "--name", "inj", "--conf-dir", str(conf)]) == 0
+    import yaml
+
+    text = (conf / "experiment" / "inj.yaml").read_text()
+    data = yaml.safe_load(text)
+    assert "/tmp/owned" not in json.dumps(data) and "/tmp/owned" not in data["hydra"]["run"]["dir"]
+    assert "epochs\\nhydra:\\n  run:" in text  # listed as unconverted, escaped on its comment line
+    assert all(line.startswith("#") for line in text.split("\n")[:text.split("\n").index("defaults:")])

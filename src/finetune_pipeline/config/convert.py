@@ -6,13 +6,21 @@ Paths are resolved as the original did: absolute ones stay, relative ones are ta
 original repository's root (the folder holding ``configs/``, or ``--original-root``), and are
 written absolute. The original trained on its combined dataset; this pipeline rebuilds that from
 the raw parts beside it (``<data>/raw``), into ``data/<NAME>/`` of this project, and keeps the
-original's label symbols by copying its ``output_to_symbol.json`` there. Every key is either
-converted or listed as having no equivalent; nothing is dropped silently.
+original's label symbols by copying its ``output_to_symbol.json`` there (once it is checked to be a
+label mapping). Every key is either converted or listed as having no equivalent; nothing is dropped
+silently.
+
+Nothing is written until the experiment is known to load: the JSON may not repeat a key, hold NaN
+or an infinite number or nest deeply; the experiment is built as data and written by a YAML
+serialiser (comments escaped), read back and compared, composed with this project's conf/ and
+validated by its schema, and its ``hydra.run.dir`` resolved. A value that fails is one line naming
+the original key.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -45,6 +53,18 @@ class Conversion:
     notes: list[str] = field(default_factory=list)  # how a key was converted, where it is not 1:1
     unmapped: list[str] = field(default_factory=list)  # keys without an equivalent, with the reason
     mapping_source: Path | None = None  # the original output_to_symbol.json, copied beside our dataset
+    sources: dict[str, str] = field(default_factory=dict)  # our key -> the original key it came from
+
+    def nested(self) -> dict:
+        """The overrides as the experiment's YAML nests them."""
+        nested: dict = {}
+        for key, value in self.overrides.items():
+            node = nested
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return nested
 
 
 def convert(config_path: Path, name: str, original_root: Path | None = None) -> Conversion:
@@ -60,6 +80,7 @@ def convert(config_path: Path, name: str, original_root: Path | None = None) -> 
             dotted = f"{section}.{key}"
             if dotted in SAME_KEYS:
                 result.overrides[SAME_KEYS[dotted]] = value
+                result.sources[SAME_KEYS[dotted]] = dotted
             elif dotted == "training.mixed_precision":
                 _precision(result, value)
             else:
@@ -86,32 +107,78 @@ def write_experiment(conversion: Conversion, name: str, config_path: Path, conf_
             copy.read_bytes() != conversion.mapping_source.read_bytes():
         raise PipelineError(f"{copy}: exists and differs from {conversion.mapping_source}; the symbols would "
                             "change: remove it or pick another --name")
+    text = render(conversion, name, config_path)
+    check_loads(conversion, text, config_path, conf_dir)  # nothing is written before the experiment is known to load
     target.parent.mkdir(parents=True, exist_ok=True)  # both folders first: a failure leaves no half of the pair
     if conversion.mapping_source is not None:
         copy.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(copy) as tmp:
             shutil.copyfile(conversion.mapping_source, tmp)
     with atomic_path(target) as tmp:
-        tmp.write_text(render(conversion, name, config_path), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
     return target
+
+
+def check_loads(conversion: Conversion, text: str, config_path: Path, conf_dir: Path) -> None:
+    """The rendered experiment reads back as exactly the intended data, composes with this project's
+    config, passes its schema and checks, and its run folder resolves; else one line."""
+    import datetime as dt
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from finetune_pipeline.config.load import register_resolvers, to_config
+    from finetune_pipeline.config.schema import register_configs
+
+    expected = {**({"defaults": [{"override /precision": conversion.precision}]} if conversion.precision else {}),
+                **conversion.nested()}
+    if yaml.safe_load(text) != expected:  # a key or note that escaped its place in the file
+        raise PipelineError(f"{config_path}: the converted experiment does not read back as written; nothing written")
+    register_configs()
+    register_resolvers(dt.datetime.now())
+    GlobalHydra.instance().clear()
+    base = conf_dir if (conf_dir / "config.yaml").is_file() else Path(__file__).resolve().parents[3] / "conf"
+    with initialize_config_dir(config_dir=str(base.resolve()), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"precision={conversion.precision}"] if conversion.precision
+                      else [])
+    GlobalHydra.instance().clear()
+    for key, value in conversion.overrides.items():
+        if key.startswith("hydra."):
+            continue
+        try:
+            OmegaConf.update(cfg, key, value, merge=False)
+        except Exception as e:  # noqa: BLE001 -- omegaconf's validation errors: a wrong type for the schema
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PipelineError(f"{config_path}: {conversion.sources.get(key, key)}={value!r}: cannot become "
+                                f"{key} ({reason})") from None
+    try:
+        to_config(cfg)
+    except PipelineError as e:
+        raise PipelineError(f"{config_path}: the converted settings are not valid here: {e}") from None
+    run_dir = conversion.overrides.get("hydra.run.dir")
+    if run_dir is not None:
+        try:
+            OmegaConf.to_container(OmegaConf.create({"resume": None, "dir": run_dir}), resolve=True)
+        except Exception as e:  # noqa: BLE001 -- a grammar error of the interpolation
+            raise PipelineError(f"{config_path}: paths.output_dir: not usable as a run folder pattern "
+                                f"({str(e).strip().splitlines()[0]})") from None
 
 
 def render(conversion: Conversion, name: str, config_path: Path) -> str:
     lines = ["# @package _global_",
-             f"# Converted from {config_path.resolve()} by `finetune-pipeline convert-config`.",
+             f"# Converted from {_comment(str(config_path.resolve()))} by `finetune-pipeline convert-config`.",
              f"# Run it: python train.py +experiment={name}   (any key can still be overridden after it)"]
-    lines += [f"# note: {note}" for note in conversion.notes]
-    lines += [f"# no equivalent: {item}" for item in conversion.unmapped]
-    if conversion.precision:
-        lines += ["defaults:", f"  - override /precision: {conversion.precision}"]
-    nested: dict = {}
-    for key, value in conversion.overrides.items():
-        node = nested
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return "\n".join(lines) + "\n" + yaml.safe_dump(nested, sort_keys=False, allow_unicode=True)
+    lines += [f"# note: {_comment(note)}" for note in conversion.notes]
+    lines += [f"# no equivalent: {_comment(item)}" for item in conversion.unmapped]
+    data = {**({"defaults": [{"override /precision": conversion.precision}]} if conversion.precision else {}),
+            **conversion.nested()}
+    return "\n".join(lines) + "\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def _comment(text: str) -> str:
+    """Text for one comment line: every character that could end the line (or hide) escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def check_name(name: str) -> str:
@@ -123,21 +190,74 @@ def check_name(name: str) -> str:
 
 def _read(path: Path) -> dict:
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_repeated_keys(path),
+                            parse_constant=_no_constant(path), parse_float=_finite(path))
     except OSError as e:
         raise PipelineError(f"{path}: cannot read ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
         raise PipelineError(f"{path}: not valid UTF-8 (byte offset {e.start})") from None
     except json.JSONDecodeError as e:
         raise PipelineError(f"{path}: line {e.lineno} column {e.colno}: broken JSON: {e.msg}") from None
+    except RecursionError:
+        raise PipelineError(f"{path}: nested too deeply to be a train_config.json") from None
     if not isinstance(config, dict):
         raise PipelineError(f"{path}: expected a JSON object with paths, data, model and training")
     return config
 
 
+def _no_repeated_keys(path: Path):
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        keys = [k for k, _ in items]
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise PipelineError(f"{path}: key {repeated[0]!r} appears {keys.count(repeated[0])} times in one object; "
+                                "which one was meant is a guess")
+        return dict(items)
+    return pairs
+
+
+def _no_constant(path: Path):
+    def refuse(name: str):
+        raise PipelineError(f"{path}: {name} is not a number a setting can have")
+    return refuse
+
+
+def _finite(path: Path):
+    def parse(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise PipelineError(f"{path}: {text} is too large to be a number a setting can have")
+        return value
+    return parse
+
+
 def _section(path: Path, name: str, values: object) -> None:
     if not isinstance(values, dict):
         raise PipelineError(f"{path}: {name}: expected an object, got {type(values).__name__}")
+
+
+MAX_MAPPING_BYTES = 16 << 20
+
+
+def check_label_mapping(path: Path) -> None:
+    """An ``output_to_symbol.json``: a JSON object of labels to distinct symbols (a, b, .., aa, ..)."""
+    from finetune_pipeline.data.symbols import symbol_to_index
+
+    try:
+        if path.stat().st_size > MAX_MAPPING_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes")
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(mapping, dict) or not mapping:
+            raise ValueError("not a JSON object of labels")
+        for label, symbol in mapping.items():
+            if not isinstance(symbol, str):
+                raise ValueError(f"label {label!r}: symbol {symbol!r} is not a string")
+            symbol_to_index(symbol)
+        if len(set(mapping.values())) != len(mapping):
+            raise ValueError("two labels share a symbol")
+    except (OSError, ValueError, RecursionError) as e:
+        raise PipelineError(f"paths.label_mapping_path: {path} is not a label mapping (output_to_symbol.json: labels "
+                            f"to symbols a, b, ..): {e}; nothing written") from None
 
 
 def _original_root(config_path: Path) -> Path:
@@ -187,6 +307,7 @@ def _paths(result: Conversion, paths: dict, root: Path, name: str) -> None:
     if mapping is not None:
         result.overrides["data.label_mapping_path"] = f"data/{name}/output_to_symbol.json"
         if mapping.is_file():
+            check_label_mapping(mapping)
             result.mapping_source = mapping
             result.notes.append(f"paths.label_mapping_path: {mapping} copied to data/{name}/, so every label keeps "
                                 "its symbol")
