@@ -95,3 +95,31 @@ def test_checkpoints_from_before_these_records_still_load(runs, tmp_path):
     old = Classifier.from_run(run, device="cpu", precision="fp32").probabilities(["Stocks fell"])
     new = Classifier.from_run(tuned, device="cpu", precision="fp32").probabilities(["Stocks fell"])
     assert (old == new).all()
+
+
+def test_using_a_run_that_is_still_training_says_so(runs, caplog):
+    import multiprocessing
+
+    _, run, _ = runs
+    lock = run / ".lock"
+    assert lock.is_file()
+    Classifier.from_run(run, device="cpu", precision="fp32")
+    assert "still being trained" not in caplog.text
+    ready, done = multiprocessing.Event(), multiprocessing.Event()
+    holder = multiprocessing.get_context("fork").Process(target=_hold, args=(run, ready, done))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        Classifier.from_run(run, device="cpu", precision="fp32")
+        assert f"still being trained (PID {holder.pid})" in caplog.text
+    finally:
+        done.set()
+        holder.join(30)
+
+
+def _hold(run, ready, done):
+    from finetune_pipeline.artifacts.run_folder import claim
+
+    with claim(run):
+        ready.set()
+        done.wait(60)

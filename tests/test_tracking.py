@@ -328,3 +328,77 @@ def test_optuna_trials_are_children_of_one_parent_across_invocations(project, ti
     assert len(runs) == 5 and len(children) == 4 and parent.info.status == "FINISHED"
     assert all(r.info.status == "FINISHED" and "model.hidden_dim=" in r.info.run_name for r in children)
     assert {"training.learning_rate", "model.hidden_dim", "model.dropout"} <= set(children[0].data.params)
+
+
+def test_a_tracker_that_fails_mid_run_has_its_run_closed_as_failed_at_the_end(tmp_path, caplog, monkeypatch):
+    """Fast equivalent of the locked-store test below (slow: SQLite's busy wait)."""
+    import finetune_pipeline.tracking.helper as helper
+    from finetune_pipeline.config.schema import LoggerConfig, MlflowConfig
+    from finetune_pipeline.tracking.trackers import RunLabels
+
+    finished = []
+
+    class Flaky:
+        def __init__(self, cfg):
+            self.store_locked = False
+
+        def start(self, run_dir, labels, stored, parent):
+            return {"run_id": "r1"}
+
+        def log_metrics(self, metrics, step):
+            if self.store_locked:
+                raise RuntimeError("(sqlite3.OperationalError) database is locked")
+
+        def finish(self, status, message):
+            finished.append((status, message))
+
+    monkeypatch.setattr(helper, "tracker_class", lambda name: Flaky)
+    cfg = LoggerConfig(mlflow=MlflowConfig(tracking_uri="sqlite:///x.db", experiment_name="e", run_name=None, tags={},
+                                           artifact_location=None, log_checkpoints=False, http_timeout_seconds=10,
+                                           http_retries=0))
+    run = helper.RunTrackers(tmp_path, cfg)
+    run.open(RunLabels("flaky"), resume=False)
+    run.call("log_metrics", [{"a": 1.0}, 1])
+    run.live["mlflow"].store_locked = True
+    run.call("log_metrics", [{"a": 2.0}, 2])
+    run.call("log_metrics", [{"a": 3.0}, 3])  # dropped: not tried again, not warned again
+    run.close("finished", None)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "database is locked" in warnings[0] and "closed as failed at the end" in warnings[0]
+    assert finished == [("failed", "tracking stopped mid-run: RuntimeError: (sqlite3.OperationalError) database is "
+                                   "locked")]
+    assert read_json(tmp_path / "tracking.json")["mlflow"]["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_a_store_locked_mid_run_is_one_warning_and_the_tracked_run_is_closed_when_it_returns(tmp_path, caplog):
+    import sqlite3
+
+    from finetune_pipeline.config.schema import LoggerConfig, MlflowConfig
+    from finetune_pipeline.tracking.helper import RunTrackers
+    from finetune_pipeline.tracking.trackers import RunLabels
+
+    db = tmp_path / "outputs" / "mlflow.db"
+    db.parent.mkdir(parents=True)
+    uri = f"sqlite:///{db}"
+    folder = tmp_path / "run"
+    folder.mkdir()
+    cfg = LoggerConfig(mlflow=MlflowConfig(tracking_uri=uri, experiment_name="finetune-pipeline", run_name=None,
+                                           tags={}, artifact_location=None, log_checkpoints=False,
+                                           http_timeout_seconds=10, http_retries=0))
+    run = RunTrackers(folder, cfg)
+    run.open(RunLabels("locked"), resume=False)
+    run.call("log_metrics", [{"train/loss": 1.0}, 1])
+    lock = sqlite3.connect(db, timeout=0)
+    lock.execute("BEGIN EXCLUSIVE")  # another program holds the store
+    run.call("log_metrics", [{"train/loss": 0.5}, 2])
+    lock.rollback()
+    lock.close()  # ...and lets it go before the run ends
+    run.close("finished", None)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "logger mlflow" in warnings[0] and "locked" in warnings[0]
+    assert "Traceback" not in caplog.text
+    record = read_json(folder / "tracking.json")["mlflow"]
+    c = mlflow.MlflowClient(tracking_uri=uri)
+    assert record["status"] == "failed" and "locked" in record["error"]
+    assert c.get_run(record["run_id"]).info.status == "FAILED"  # not left RUNNING

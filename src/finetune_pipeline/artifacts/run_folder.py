@@ -64,6 +64,26 @@ def claim(run_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def writer_of(run_dir: Path) -> str | None:
+    """The PID of the process holding ``run_dir`` (a run still training), or None. Reads only: a
+    read-only or lock-less folder is not being written."""
+    try:
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        except OSError:
+            return None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def contents(run_dir: Path) -> list[str]:
     """What the folder holds, the lock file aside."""
     if not run_dir.is_dir():

@@ -25,6 +25,7 @@ from filelock import FileLock
 from tqdm import tqdm
 
 from finetune_pipeline.artifacts.checkpoints import load_classifier
+from finetune_pipeline.artifacts.run_folder import writer_of
 from finetune_pipeline.backbone.load import read_tokenizer
 from finetune_pipeline.config.schema import MixedPrecision
 from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
@@ -67,6 +68,10 @@ class Classifier:
         its fp32 or int8 graph), made and verified on the fly when missing, on the CPU."""
         if engine not in ENGINES:
             raise PipelineError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
+        writer = writer_of(Path(run_dir))
+        if writer:
+            log.warning("%s is still being trained (PID %s): %s is the best checkpoint so far, not the run's result; "
+                        "its answers will change when training goes on", run_dir, writer, checkpoint)
         if engine != "torch":
             check_onnxruntime_options(device, precision)
             int8 = engine == "onnxruntime-int8"

@@ -35,6 +35,7 @@ class RunTrackers:
     def __init__(self, run_dir: Path, cfg: LoggerConfig):
         self.run_dir, self.cfg = run_dir, cfg
         self.live: dict[str, object] = {}
+        self.dropped: dict[str, object] = {}  # trackers given up on mid-run: their tracked run is closed at the end
         self.record: dict[str, dict] = {}
         self.log_file = logging.FileHandler(run_dir / "train.log", encoding="utf-8")  # appends, as training does
         self.log_file.setFormatter(formatter())
@@ -67,13 +68,24 @@ class RunTrackers:
             self.record[name]["status"] = status
         self.call("finish", [status, message])
         self.live = {}
+        for name, tracker in self.dropped.items():  # e.g. a store locked mid-run and free again: not left RUNNING
+            try:
+                tracker.finish("failed", f"tracking stopped mid-run: {self.record[name]['error']}")
+                self.record[name]["status"] = "failed"
+            except Exception as e:  # noqa: BLE001 -- still unreachable: said once more, the run folder has it all
+                log.warning("logger %s: the tracked run could not be closed either (%s); it may show as running",
+                            name, describe(e))
+        self.dropped = {}
         self.write_record()
         log.removeHandler(self.log_file)
         self.log_file.close()
 
     def give_up(self, name: str, reason: str) -> None:
-        log.warning("logger %s: %s; training goes on without it (the run folder keeps every record)", name, reason)
-        self.live.pop(name, None)
+        log.warning("logger %s: %s; training goes on without it (the run folder keeps every record; the tracked run "
+                    "is closed as failed at the end)", name, reason)
+        tracker = self.live.pop(name, None)
+        if tracker is not None:
+            self.dropped[name] = tracker
         self.record.setdefault(name, {})["error"] = reason
 
     def write_record(self) -> None:

@@ -34,7 +34,10 @@ class MlflowTracker:
                             ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", cfg.http_retries)):
             if name not in USER_ENVIRONMENT:
                 os.environ[name] = str(value)
-        logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
+        # "Creating initial MLflow database tables..."; and its own error reports (with tracebacks) of what it
+        # then raises: the helper's guard says each failure once, in one line
+        logging.getLogger("mlflow").setLevel(logging.CRITICAL)
+        logging.getLogger("alembic").setLevel(logging.CRITICAL)
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # its retries: our one warning says it
         from mlflow import MlflowClient
         from mlflow.entities import Metric, Param, RunTag
