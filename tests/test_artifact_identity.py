@@ -123,3 +123,19 @@ def _hold(run, ready, done):
     with claim(run):
         ready.set()
         done.wait(60)
+
+
+def test_a_full_disk_during_an_export_is_one_line_and_leaves_nothing(runs, tmp_path, caplog, monkeypatch):
+    import safetensors.torch
+
+    _, run, _ = runs
+
+    def full_disk(*args, **kwargs):  # what safetensors raises when the disk fills (measured on a 700 KB tmpfs)
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    out = tmp_path / "hf"
+    assert main(["export", str(run), "--format", "hf", "--out", str(out)]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"{out}: cannot write (No space left on device); nothing was replaced"]
+    assert list(tmp_path.iterdir()) == []

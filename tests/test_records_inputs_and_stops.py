@@ -106,7 +106,7 @@ def finished(module_project):
 @pytest.mark.parametrize("piece, damage, message", [
     ("id_to_label.json", b"{not json", "id_to_label.json: unreadable class list"),
     ("id_to_label.json", b'{"0": "sport"}', "id_to_label.json: unreadable class list"),
-    ("tokenizer/tokenizer.json", b"{broken", "cannot load the tokenizer"),
+    ("tokenizer/tokenizer.json", b"{broken", "tokenizer: differs from the tokenizer best_model.pt was trained with"),
     ("best_model.pt", b"PK\x03\x04 truncated", "best_model.pt: not a readable checkpoint"),
     ("best_model.pt", None, "not a finished run folder (best_model.pt is missing)"),
     ("tokenizer", None, "not a finished run folder (tokenizer is missing)"),

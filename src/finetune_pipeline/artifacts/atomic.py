@@ -76,7 +76,13 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except Exception as e:  # a library's own wrapping of a failed write (safetensors, torch's zip writer)
+            reason = write_failure(e)
+            if reason is None:
+                raise
+            raise PipelineError(f"{path}: cannot write ({reason}); nothing was replaced") from None
         tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         _fsync(tmp_path)
         os.replace(tmp_path, path)
@@ -97,7 +103,13 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     except OSError as e:
         raise PipelineError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as e:  # a library's own wrapping of a failed write (safetensors, torch's zip writer)
+            reason = write_failure(e)
+            if reason is None:
+                raise
+            raise PipelineError(f"{path}: cannot write ({reason}); nothing was replaced") from None
         tmp.chmod(0o777 & ~_umask())
         for file in tmp.rglob("*"):
             if file.is_file():
@@ -119,6 +131,24 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         raise PipelineError(f"{path}: cannot write ({e.strerror or e})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+_WRITE_FAILURES = ("No space left on device", "Disk quota exceeded", "Read-only file system", "os error 28",
+                   "file write failed", "I/O error")
+
+
+def write_failure(error: Exception) -> str | None:
+    """Why a write failed, when ``error`` is one (an OSError, or a library's error wrapping one);
+    None for any other error, which is a bug to be seen whole."""
+    if isinstance(error, PipelineError):
+        return None
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    text = " ".join(str(error).split())
+    hit = next((marker for marker in _WRITE_FAILURES if marker in text), None)
+    if hit is None:
+        return None
+    return "No space left on device" if "os error 28" in text or "No space left" in text else text[:200]
 
 
 def _fsync(path: Path) -> None:

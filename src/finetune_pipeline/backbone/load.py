@@ -6,6 +6,7 @@ and a missing mmBERT is downloaded when online or explained when offline.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,10 +64,20 @@ def read_tokenizer(folder: Path, trust_remote_code: bool = False) -> PreTrainedT
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise PipelineError(f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); copy the "
                             "tokenizer that belongs to the model into the folder")
+    # a folder whose config.json needs model code (our Hugging Face exports): the tokenizer needs none of it,
+    # and reading that config without the code only warns about an unknown model type
+    config = {"config": PretrainedConfig()} if not trust_remote_code and _needs_model_code(folder) else {}
     try:
-        return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, **config)
     except Exception as e:  # corrupt tokenizer.json, a missing vocab file it refers to
         raise PipelineError(f"{folder}: cannot load the tokenizer ({_first_line(e)})") from None
+
+
+def _needs_model_code(folder: Path) -> bool:
+    try:
+        return "auto_map" in json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def check_tokenizer(tokenizer: PreTrainedTokenizerBase, backbone: Backbone) -> PreTrainedTokenizerBase:
