@@ -33,30 +33,47 @@ def test_compare_sorts_flags_the_best_and_writes_files(tmp_path):
     fake_job(tmp_path / "2", ["model.hidden_dim=256", "training.learning_rate=1e-3"], failed="boom: bad config")
     fake_job(tmp_path / "3", ["model.hidden_dim=512", "training.learning_rate=1e-3"])  # no metrics yet
 
-    text = compare([tmp_path])
+    text = compare([tmp_path])  # printed only: nothing written
+    assert not (tmp_path / "summary.json").exists() and not (tmp_path / "summary.md").exists()
+    assert "Best configuration by val/macro_f1 mean over 1 repeat(s): model.hidden_dim=512 " \
+           "training.learning_rate=1e-4" in text
+    assert "one repeat per configuration" in text  # no uncertainty for the choice: said so
 
-    assert f"Best job by best: {tmp_path / '1'} (0.9000)" in text
+    compare([tmp_path], out_dir=tmp_path)
     with open(tmp_path / "summary.csv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [r["job"] for r in rows] == ["1", "0", "2", "3"]
-    assert rows[0]["rank"] == "1 *" and rows[0]["model.hidden_dim"] == "512" and rows[0]["test acc"] == "0.8800"
+    assert rows[0]["model.hidden_dim"] == "512" and rows[0]["test acc"] == "0.8800"
     assert rows[2]["status"] == "failed: boom: bad config" and rows[3]["status"] == "incomplete"
     assert set(rows[0]) >= {"training.learning_rate", "best val", "best epoch", "test macro-F1", "time s"}
-    md = (tmp_path / "summary.md").read_text()
-    assert "| 1 * | 1 | 512 | 1e-4 | 0.9000 |" in md
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["best_config"]["overrides"] == {"model.hidden_dim": "512", "training.learning_rate": "1e-4"}
+    assert summary["best_config"]["selected_by"] == "val/macro_f1 mean"
+    assert [c["n"] for c in summary["configs"]] == [1, 1]
+    assert "| model.hidden_dim=512 training.learning_rate=1e-4 * | 1 | 0.9000 |" in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    by_test = compare([tmp_path], metric="test/accuracy")
-    assert "Best job by test/accuracy" in by_test
 
-
-def test_compare_reports_mean_and_std_over_seeds(tmp_path):
-    for i, (dim, seed, acc) in enumerate([(256, 1, 0.80), (256, 2, 0.84), (512, 1, 0.90), (512, 2, 0.92)]):
+def test_compare_groups_repeats_into_configurations_with_intervals_and_verdicts(tmp_path):
+    accs = {(256, 1): 0.80, (256, 2): 0.84, (256, 3): 0.81, (512, 1): 0.90, (512, 2): 0.92, (512, 3): 0.91}
+    for i, ((dim, seed), acc) in enumerate(accs.items()):
         fake_job(tmp_path / str(i), [f"model.hidden_dim={dim}", f"data.seed={seed}"], best=acc, test_acc=acc)
-    text = compare([tmp_path])
-    assert "mean ± std over seeds" in text
+    compare([tmp_path], out_dir=tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    by_config = {c["config"]: c for c in summary["configs"]}
+    big = by_config["model.hidden_dim=512"]["metrics"]["test/accuracy"]
+    assert by_config["model.hidden_dim=512"]["n"] == 3 and big["mean"] == pytest.approx(0.91)
+    assert big["std"] == pytest.approx(0.01) and big["ci95"] == pytest.approx([0.91 - 4.302653 * 0.01 / 3 ** 0.5,
+                                                                              0.91 + 4.302653 * 0.01 / 3 ** 0.5])
+    assert summary["best_config"]["config"] == "model.hidden_dim=512"
+    [vs] = [c for c in summary["comparisons"] if c["metric"] == "test/accuracy"]
+    assert vs["config"] == "model.hidden_dim=256" and vs["against"] == "model.hidden_dim=512"
+    assert vs["n_pairs"] == 3 and vs["mean_difference"] == pytest.approx((-0.10 - 0.08 - 0.10) / 3)
+    from scipy import stats
+    expected = stats.ttest_rel([0.80, 0.84, 0.81], [0.90, 0.92, 0.91])
+    assert vs["p_value"] == pytest.approx(expected.pvalue) and vs["verdict"] == "worse"
     md = (tmp_path / "summary.md").read_text()
-    assert "| 512 | 2 | 0.9100 ± 0.0141 |" in md
+    assert "## Against the best configuration" in md and "| worse |" in md
 
 
 def test_compare_command_line_errors_are_one_line(tmp_path, caplog):

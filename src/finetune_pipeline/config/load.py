@@ -119,6 +119,8 @@ def validate(cfg: Config) -> None:
         f"must be < 1 to leave a test split, got {d.train_ratio + d.val_ratio:g}",
     )
     _check(d.max_length >= 8, "data.max_length", f"must be >= 8, got {d.max_length}")
+    _check(d.folds >= 2, "data.folds", f"must be >= 2 (k-fold needs two folds at least), got {d.folds}")
+    _check(0 <= d.fold < d.folds, "data.fold", f"must be in 0..data.folds-1 = 0..{d.folds - 1}, got {d.fold}")
     _check(d.long_text.value != "chunk" or 0 <= d.chunk_stride <= d.max_length // 2, "data.chunk_stride",
            f"must be in [0, data.max_length / 2 = {d.max_length // 2}] (windows must move on), got {d.chunk_stride}")
     _check(bool(d.text_field.strip()) and bool(d.label_field.strip()), "data.text_field / data.label_field",

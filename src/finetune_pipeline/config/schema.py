@@ -48,6 +48,7 @@ class BestMetric(str, Enum):
 class SplitMode(str, Enum):
     stratified = "stratified"  # scikit-learn stratified split by train_ratio / val_ratio and seed
     files = "files"  # keep the raw parts' own split: file names containing train / val|valid|dev / test
+    kfold = "kfold"  # stratified k-fold: test = fold data.fold of data.folds, validation carved from the rest
 
 
 class LongText(str, Enum):
@@ -97,7 +98,9 @@ class DataConfig:
     max_length: int = MISSING  # tokens per text after truncation (special tokens included)
     train_ratio: float = MISSING  # share of records for training
     val_ratio: float = MISSING  # share for validation; the rest is the test split
-    seed: int = MISSING  # fixes the split, the head's initialisation and the data order
+    seed: int = MISSING  # fixes the split (and, unless training.seed is set, the initialisation and data order)
+    folds: int = MISSING  # split=kfold: K folds (scikit-learn StratifiedKFold, shuffled with data.seed)
+    fold: int = MISSING  # split=kfold: the fold that is the test split, 0..K-1
     max_train_samples: Optional[int] = MISSING  # null: all; else a stratified subset of the train split
     max_eval_samples: Optional[int] = MISSING  # null: all; else a stratified subset of val and of test, each
     long_text: LongText = MISSING  # truncate | chunk: texts longer than max_length
@@ -141,6 +144,7 @@ class ModelConfig:
 
 @dataclass
 class TrainingConfig:
+    seed: Optional[int] = MISSING  # the head's (and adapters') initialisation, dropout, data order; null: data.seed
     epochs: int = MISSING
     batch_size: int = MISSING  # texts per forward pass
     gradient_accumulation_steps: int = MISSING  # forward passes per optimizer step
@@ -247,3 +251,9 @@ def register_configs() -> None:
     """Register the schema so ``conf/config.yaml`` can extend it (defaults entry ``base_config``)."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
+
+
+def init_seed(cfg: "Config") -> int:
+    """The seed of the model's initialisation, dropout and data order: training.seed, or data.seed
+    when it is null (one seed for everything, the original pipeline's behaviour)."""
+    return cfg.training.seed if cfg.training.seed is not None else cfg.data.seed

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from finetune_pipeline.errors import PipelineError
 
@@ -68,7 +68,7 @@ def stratified_split(
     return Split(*(np.sort(np.asarray(part, dtype=np.int64)) for part in parts))
 
 
-def _every_class_everywhere(parts: list[list[int]], y: np.ndarray, seed: int) -> list[list[int]]:
+def _every_class_everywhere(parts: list[list[int]], y: np.ndarray, seed: int, parts_to_fill: int = 3) -> list[list[int]]:
     """Move single records so that every class has one in each split.
 
     A stratified split rounds a rare class's share of val and test down to nothing (3 records of a
@@ -77,15 +77,39 @@ def _every_class_everywhere(parts: list[list[int]], y: np.ndarray, seed: int) ->
     """
     rng = np.random.RandomState(seed)
     for c in np.unique(y):
-        for target in range(3):
+        for target in range(parts_to_fill):
             if any(y[i] == c for i in parts[target]):
                 continue
-            donor = max(range(3), key=lambda k: sum(1 for i in parts[k] if y[i] == c))
+            donor = max(range(parts_to_fill), key=lambda k: sum(1 for i in parts[k] if y[i] == c))
             members = [i for i in parts[donor] if y[i] == c]
             moved = members[rng.randint(len(members))]
             parts[donor].remove(moved)
             parts[target].append(moved)
     return parts
+
+
+def kfold_split(labels: list[int], folds: int, fold: int, val_ratio: float, seed: int,
+                names: dict[int, str]) -> Split:
+    """Stratified k-fold: the test split is fold ``fold`` of scikit-learn's ``StratifiedKFold(folds,
+    shuffle=True, random_state=seed)``, so over folds 0..K-1 every record is tested exactly once; the
+    validation split (``val_ratio`` of all records) is carved, stratified, out of the other folds."""
+    counts = Counter(labels)
+    small = {names[c]: n for c, n in sorted(counts.items()) if n < folds + 1}
+    if small:
+        listed = ", ".join(f"{name!r} ({n})" for name, n in list(small.items())[:10])
+        raise PipelineError(f"data.split=kfold with data.folds={folds}: each class needs more than {folds} records "
+                            f"(one in every test fold, and some to train and validate on): {listed}")
+    y = np.asarray(labels)
+    folds_of = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+    rest, test = folds_of[fold]
+    try:
+        train, val = train_test_split(rest, test_size=val_ratio * len(y) / len(rest), stratify=y[rest],
+                                      random_state=seed)
+    except ValueError as e:
+        raise PipelineError(f"data.split=kfold: cannot carve data.val_ratio={val_ratio} of the records out of the "
+                            f"training folds: {e}") from None
+    train, val = _every_class_everywhere([list(train), list(val), []], y, seed, parts_to_fill=2)[:2]  # test stays
+    return Split(*(np.sort(np.asarray(part, dtype=np.int64)) for part in (train, val, test)))
 
 
 SPLIT_WORDS = {"train": ("train", "training"), "val": ("val", "valid", "validation", "dev"), "test": ("test",)}

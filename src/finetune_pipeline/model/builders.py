@@ -24,7 +24,7 @@ from finetune_pipeline.artifacts.checkpoints import CheckpointIdentity, save_che
 from finetune_pipeline.artifacts.freeze_proof import (LoraAdapters, TopLayers, Trained, WholeEncoder, combined_sha256,
                                                      module_hashes)
 from finetune_pipeline.backbone.load import Backbone, load_encoder
-from finetune_pipeline.config.schema import AdapterMethod, Config
+from finetune_pipeline.config.schema import AdapterMethod, Config, init_seed
 from finetune_pipeline.data.batches import TokenizedTexts, chunking_of, eval_loader, feature_loader, train_loader
 from finetune_pipeline.data.split import Split
 from finetune_pipeline.errors import PipelineError
@@ -71,7 +71,7 @@ def build_head_over_cached_features(cfg: Config, backbone: Backbone, tokenizer, 
                                     precision: Precision, dist: Dist) -> BuiltModel:
     t = cfg.training
     frozen = frozen_features(cfg, backbone, tokenizer, texts, tokenized, device, precision, dist)
-    set_seed(cfg.data.seed)  # the head's initialisation and dropout depend on the seed only
+    set_seed(init_seed(cfg))  # the head's initialisation and dropout depend on the seed only
     head = HeadConfig(frozen.features.shape[1], cfg.model.hidden_dim, num_classes, cfg.model.pooling.value,
                       cfg.model.dropout, *_chunk_fields(cfg))
     model = FeatureClassifier(head.build()).to(device)
@@ -82,7 +82,7 @@ def build_head_over_cached_features(cfg: Config, backbone: Backbone, tokenizer, 
     def loader(name: str, train_lengths: list[int] | None = None) -> DataLoader:
         rows = parts[name]
         return feature_loader(frozen.features[rows], [tokenized.labels[i] for i in rows], t.batch_size, train_lengths,
-                              cfg.data.seed, **shard)
+                              init_seed(cfg), **shard)
 
     loaders = Loaders(loader("train", [lengths[i] for i in parts["train"]]), loader("val"), loader("test"))
     base_encoder = frozen.encoder.state_dict() if frozen.encoder is not None else None  # full_checkpoints only
@@ -104,7 +104,7 @@ def build_encoder_with_head(cfg: Config, backbone: Backbone, tokenizer, tokenize
     encoder = load_encoder(backbone, cfg.backbone)
     lora = lora_spec(cfg.adapter, encoder) if cfg.adapter.method == AdapterMethod.lora else None
     before = dist.broadcast(module_hashes(encoder) if dist.is_main else None)  # taken once, before any adapter
-    set_seed(cfg.data.seed)
+    set_seed(init_seed(cfg))
     if lora is not None:
         encoder = add_lora(encoder, lora)  # the adapters' initialisation depends on the seed only
     head = HeadConfig(encoder.config.hidden_size, cfg.model.hidden_dim, num_classes, cfg.model.pooling.value,
@@ -113,7 +113,7 @@ def build_encoder_with_head(cfg: Config, backbone: Backbone, tokenizer, tokenize
                            chunking=head.chunking()).to(device)
     train_part, val_part, test_part = (TokenizedTexts.subset(tokenized, [int(i) for i in idx]) for idx in split)
     pad, shard = tokenizer.pad_token_id, {"rank": dist.rank, "world_size": dist.world_size}
-    loaders = Loaders(train_loader(train_part, t.batch_size, cfg.data.seed, t.num_workers, pad, **shard),
+    loaders = Loaders(train_loader(train_part, t.batch_size, init_seed(cfg), t.num_workers, pad, **shard),
                       eval_loader(val_part, t.batch_size, t.num_workers, pad, **shard),
                       eval_loader(test_part, t.batch_size, t.num_workers, pad, **shard))
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -177,7 +177,7 @@ def build_top_layers(cfg: Config, backbone: Backbone, tokenizer, tokenized: Toke
     info["bytes"] = states.numel() * states.element_size()
     log.info("token-state cache: %s, %d tokens x %d in %s = %.1f MB", info["cache"], len(states), states.shape[1],
              a.cache_dtype, info["bytes"] / 1e6)
-    set_seed(cfg.data.seed)
+    set_seed(init_seed(cfg))
     head = HeadConfig(encoder.config.hidden_size, cfg.model.hidden_dim, num_classes, cfg.model.pooling.value,
                       cfg.model.dropout)
     freeze_all_but_top(encoder, a.layers)  # the proof checks against `prefixes`, found independently
@@ -187,7 +187,7 @@ def build_top_layers(cfg: Config, backbone: Backbone, tokenizer, tokenized: Toke
     shard = {"rank": dist.rank, "world_size": dist.world_size}
     # train and validate on the cached states; test the model as it is deployed: the whole encoder on the texts
     loaders = Loaders(
-        state_loader(CachedStates(states, lengths, tokenized.labels, train_rows), t.batch_size, True, cfg.data.seed,
+        state_loader(CachedStates(states, lengths, tokenized.labels, train_rows), t.batch_size, True, init_seed(cfg),
                      **shard),
         state_loader(CachedStates(states, lengths, tokenized.labels, val_rows), t.batch_size, False, **shard),
         eval_loader(TokenizedTexts.subset(tokenized, test_rows), t.batch_size, t.num_workers, tokenizer.pad_token_id,

@@ -20,7 +20,7 @@ FAILED = ("failed", "diverged", "corrupt")
 
 
 class SweepSummary(Callback):
-    """Opens the sweep's parent run; at the end writes summary.csv / summary.md / summary.png into the
+    """Opens the sweep's parent run; at the end writes summary.json / .md / .csv / .png into the
     sweep folder and logs them to the parent; exits 1 if a job failed, diverged or left a corrupt record."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -31,7 +31,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir() or not any(sweep_dir.rglob(".hydra")):
             return  # nothing ran (for example the sweep was refused at composition)
-        log.info("sweep summary (%s):\n%s", sweep_dir, compare([sweep_dir]))
+        log.info("sweep summary (%s):\n%s", sweep_dir, compare([sweep_dir], out_dir=sweep_dir))
         failed = [j for j in map(read_job, find_job_folders([sweep_dir])) if j.status in FAILED]
         close_sweep(logger_config(config), sweep_dir, [f"{j.folder.name} ({j.status})" for j in failed])
         if failed:

@@ -119,9 +119,13 @@ def open_parent(cfg: MlflowConfig, labels: RunLabels, sweep_dir: Path, stored: d
 
 
 def close_parent(cfg: MlflowConfig, stored: dict, status: str, message: str | None, sweep_dir: Path,
-                 files: list[str]) -> None:
+                 files: list[str], metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> None:
     tracker = MlflowTracker(cfg)
     tracker.run_id = stored["run_id"]
+    if metrics:
+        tracker.log_metrics(metrics, 0)
+    if tags:
+        tracker.set_tags(tags)
     tracker.log_artifacts(sweep_dir, [f for f in files if (sweep_dir / f).exists()])
     tracker.finish(status, message)
 

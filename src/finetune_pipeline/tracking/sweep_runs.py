@@ -21,7 +21,7 @@ from finetune_pipeline.artifacts.run_folder import FAILURE_FILE, flatten, one_li
 from finetune_pipeline.config.schema import LoggerConfig
 from finetune_pipeline.tracking.trackers import TRACKING_FILE, Helper, RunLabels, Trackers, chosen, plain, typed_logger
 
-SUMMARY_FILES = ["summary.csv", "summary.md", "summary.png", "multirun.yaml"]
+SUMMARY_FILES = ["summary.json", "summary.md", "summary.csv", "summary.png", "multirun.yaml"]
 LOCK = ".tracking.lock"
 
 
@@ -83,7 +83,27 @@ def close_parent(cfg: LoggerConfig, sweep_dir: Path, failed: list[str]) -> None:
 
     message = f"{len(failed)} job(s) did not finish: {', '.join(failed)}" if failed else None
     close_mlflow_parent(cfg.mlflow, read_memo(sweep_dir / TRACKING_FILE)["mlflow"], "failed" if failed else "finished",
-                        message, sweep_dir, SUMMARY_FILES)
+                        message, sweep_dir, SUMMARY_FILES, *parent_figures(read_memo(sweep_dir / "summary.json")))
+
+
+def parent_figures(summary: dict) -> tuple[dict[str, float], dict[str, str]]:
+    """(metrics, tags) of the parent run from summary.json: the best configuration's mean and 95%
+    interval of every metric, and which configuration it is and how it was chosen, with the verdicts."""
+    best = summary.get("best_config")
+    if not best:
+        return {}, {}
+    config = next((c for c in summary.get("configs", []) if c["config"] == best["config"]), None)
+    metrics = {}
+    for name, m in (config or {}).get("metrics", {}).items():
+        for part, value in (("mean", m.get("mean")), ("ci95_low", (m.get("ci95") or [None, None])[0]),
+                            ("ci95_high", (m.get("ci95") or [None, None])[1]), ("std", m.get("std"))):
+            if isinstance(value, (int, float)):
+                metrics[f"best_config/{name}/{part}"] = float(value)
+    verdicts = [c["verdict"] for c in summary.get("comparisons", []) if c["metric"] == "test/accuracy"]
+    tags = {"best_config": best["config"], "best_config.selected_by": best["selected_by"],
+            "best_config.repeats": str((config or {}).get("n", "")),
+            "verdicts.test_accuracy": ", ".join(f"{v}: {verdicts.count(v)}" for v in sorted(set(verdicts)))}
+    return metrics, tags
 
 
 def job_labels(sweep_dir: Path, job_num: int, overrides: list[str]) -> RunLabels:

@@ -33,12 +33,12 @@ from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, STATE_FILE, cl
                                                    is_failed_attempt, one_line, record_failure, require_empty,
                                                    require_stopped_run, run_name)
 from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_backbone
-from finetune_pipeline.config.schema import AdapterMethod, Config, SplitMode
+from finetune_pipeline.config.schema import AdapterMethod, Config, SplitMode, init_seed
 from finetune_pipeline.data.batches import TokenizedTexts, chunking_of
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.hf_source import keeps_own_split
 from finetune_pipeline.data.preprocess import CombinedDataset, ensure_preprocessed, load_combined, source_name
-from finetune_pipeline.data.split import Split, limit_samples, split_by_files, stratified_split
+from finetune_pipeline.data.split import Split, kfold_split, limit_samples, split_by_files, stratified_split
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.report import write_evaluation
 from finetune_pipeline.model.builders import (BuiltModel, build_encoder_with_head, build_head_over_cached_features,
@@ -255,12 +255,17 @@ def _setup_data(cfg: Config, dist: Dist) -> PreparedData:
     by_files = cfg.data.split == SplitMode.files or keeps_own_split(cfg.data)
     if by_files:
         split = split_by_files(dataset.files, labels, classes.display_names())
+    elif cfg.data.split == SplitMode.kfold:
+        split = kfold_split(labels, cfg.data.folds, cfg.data.fold, cfg.data.val_ratio, cfg.data.seed,
+                            classes.display_names())
     else:
         split = stratified_split(labels, cfg.data.train_ratio, cfg.data.val_ratio, cfg.data.seed, classes.display_names())
     if cfg.data.max_train_samples is not None or cfg.data.max_eval_samples is not None:
         split = limit_samples(split, labels, cfg.data.max_train_samples, cfg.data.max_eval_samples, cfg.data.seed)
     log.info("data: %d records, %d classes; %s split train/val/test = %d/%d/%d%s",
-             len(labels), len(classes), "files" if by_files else "stratified", len(split.train), len(split.val),
+             len(labels), len(classes), "files" if by_files else (
+                 f"fold {cfg.data.fold} of {cfg.data.folds}" if cfg.data.split == SplitMode.kfold else "stratified"),
+             len(split.train), len(split.val),
              len(split.test), " (max_train_samples / max_eval_samples)" if cfg.data.max_train_samples is not None
              or cfg.data.max_eval_samples is not None else "")
     return PreparedData(dataset, classes, labels, split)
@@ -327,7 +332,7 @@ def _setup_trainer(cfg: Config, built: BuiltModel, precision: Precision, device:
              t.lr_schedule.value, total_steps)
     model = wrap(built.model, dist, device)
     if dist.enabled:
-        torch.manual_seed(cfg.data.seed + dist.rank)  # same initial weights (DDP checks), own dropout masks
+        torch.manual_seed(init_seed(cfg) + dist.rank)  # same initial weights (DDP checks), own dropout masks
     return Trainer(model, optimizer, scheduler, precision.grad_scaler())
 
 
