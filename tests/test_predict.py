@@ -168,8 +168,8 @@ def test_evaluate_writes_the_report_into_the_run_folder(runs, tmp_path, caplog):
                                 for r in test_rows), encoding="utf-8")
     assert main(["evaluate", str(run), "--input", str(labelled)]) == 0
     folder = run / "evaluation" / "holdout"
-    assert sorted(p.name for p in folder.iterdir()) == ["confusion_matrix.json", "confusion_matrix.png",
-                                                        "predictions.jsonl", "report.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["confusion_matrix.json", "confusion_matrix.png", "errors.jsonl",
+                                                        "errors.md", "predictions.jsonl", "report.json"]
     report = json.loads((folder / "report.json").read_text())
     test_report = json.loads((run / "evaluation" / "test" / "report.json").read_text())
     assert report["texts"] == len(test_rows)
@@ -194,3 +194,30 @@ def test_console_script_runs(runs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     row = json.loads(proc.stdout)
     assert row["text"] == "Central bank raises rates" and 0 < row["score"] <= 1
+
+
+def test_every_evaluation_report_has_an_error_analysis(runs, tmp_path):
+    from finetune_pipeline.evaluation.errors import confused_pairs, text_losses
+
+    run = runs["full (fine-tuned)"]
+    folder = run / "evaluation" / "test"
+    rows = read_jsonl(folder / "predictions.jsonl")
+    errors = read_jsonl(folder / "errors.jsonl")
+    wrong = [r for r in rows if r["label"] != r["true_label"]]
+    assert len(errors) == len(wrong) and {e["text"] for e in errors} == {r["text"] for r in wrong}
+    assert [e["loss"] for e in errors] == sorted((e["loss"] for e in errors), reverse=True)
+    for e in errors:
+        assert e["loss"] == pytest.approx(-np.log(e["true_probability"]), rel=1e-6) and e["score"] >= e["true_probability"]
+    md = (folder / "errors.md").read_text()
+    assert f"{len(wrong)} of {len(rows)} texts misclassified" in md
+    assert "## Most confused classes" in md and "## Per class (F1 with its 95% bootstrap interval" in md
+    report = json.loads((folder / "report.json").read_text())
+    for label, entry in report["per_class"].items():
+        assert f"| {entry['f1']:.4f} | [" in md  # each class's F1 with an interval
+    y = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([1, 1, 0, 0, 1, 2])
+    assert confused_pairs(y, p, ["a", "b", "c"]) == [
+        {"true": "a", "predicted": "b", "count": 2, "share_of_true": 2 / 3},
+        {"true": "b", "predicted": "a", "count": 1, "share_of_true": 0.5}]
+    probs = np.array([[0.5, 0.5], [0.0, 1.0]])
+    assert text_losses(np.array([0, 0]), probs) == pytest.approx([np.log(2), -np.log(1e-18)])

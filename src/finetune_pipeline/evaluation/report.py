@@ -7,6 +7,8 @@ Written by ``train.py`` for the test split (``<run>/evaluation/test/``) and by
     confusion_matrix.json  {"labels", "symbols", "matrix"}: rows are true classes, columns predicted
     confusion_matrix.png   the same as an image (row-normalised colours, counts in the cells)
     predictions.jsonl      one line per text: text, true and predicted label/symbol, top-k scores
+    errors.md, errors.jsonl  error analysis: most-confused pairs, highest-loss texts, per-class F1 with
+                           its 95% interval (``evaluation/errors.py``)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from finetune_pipeline.artifacts.atomic import atomic_dir, atomic_path, write_json, write_jsonl
+from finetune_pipeline.evaluation.errors import write_errors
 
 TOP_K = 5
 ANNOTATE_UP_TO = 30  # classes; beyond that the image has no per-cell numbers or tick labels
@@ -62,7 +65,7 @@ def prediction_rows(texts: list[str], probs: np.ndarray, symbols: list[str], lab
 
 def write_evaluation(folder: Path, texts: list[str], y_true: np.ndarray, probs: np.ndarray, symbols: list[str],
                      labels: list[str]) -> dict:
-    """Write the four files into ``folder`` (replaced as a whole); returns the report."""
+    """Write the report's files into ``folder`` (replaced as a whole); returns the report."""
     y_pred = probs.argmax(axis=1)
     report = build_report(y_true, y_pred, symbols, labels)
     matrix = confusion(y_true, y_pred, symbols, labels)
@@ -73,6 +76,7 @@ def write_evaluation(folder: Path, texts: list[str], y_true: np.ndarray, probs: 
                        tmp / "confusion_matrix.png", f"{folder.name}: accuracy {report['accuracy']:.3f}, "
                        f"macro-F1 {report['macro_f1']:.3f} ({report['texts']} texts)")
         write_jsonl(tmp / "predictions.jsonl", prediction_rows(texts, probs, symbols, labels, y_true))
+        write_errors(tmp, texts, y_true, probs, symbols, labels)
     return report
 
 
