@@ -94,3 +94,31 @@ def test_a_folder_of_repeats_is_summarised_without_writing_unless_told(runs, cap
         assert set(comparison) >= {"config", "against", "metric", "mean_difference", "ci95", "p_value", "verdict"}
     assert (tmp_path / "s" / "summary.json").is_file() and (tmp_path / "s" / "summary.png").is_file()
     assert compare_main([str(sweep), "--write"]) == 0 and (sweep / "summary.md").is_file()
+
+
+def test_repeats_train_once_per_seed_and_return_the_mean(project, tiny_cache):
+    from helpers import run_folders, run_train
+
+    run_train(project, "repeats=[1,2]", "training.epochs=1", "data.max_length=32", "model.hidden_dim=8",
+              tiny_cache=tiny_cache)
+    folders = run_folders(project)
+    assert [f.name for f in folders] == ["seed-1", "seed-2"] and folders[0].parent == folders[1].parent
+    record = json.loads((folders[0].parent / "repeats.json").read_text())
+    values = [json.loads((f / "metrics.json").read_text())["best"]["value"] for f in folders]
+    assert record["seeds"] == [1, 2] and record["values"] == pytest.approx(values)
+    assert record["mean"] == pytest.approx(sum(values) / 2) and record["n"] == 2 and len(record["ci95"]) == 2
+    for seed, folder in zip((1, 2), folders):
+        assert f"data.seed={seed}" in (folder / ".hydra" / "overrides.yaml").read_text()
+        assert f"seed: {seed}" in (folder / ".hydra" / "config.yaml").read_text()
+    summary = json.loads(subprocess_compare(folders[0].parent))
+    assert [c["n"] for c in summary["configs"]] == [2]  # one configuration, two repeats
+
+
+def subprocess_compare(folder) -> str:
+    import io
+    from contextlib import redirect_stdout
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert compare_main([str(folder), "--json"]) == 0
+    return out.getvalue()

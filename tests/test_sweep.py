@@ -117,7 +117,7 @@ def test_compare_console_script_on_a_real_sweep(project, tiny_cache):
     proc = subprocess.run([sys.executable, "-m", "finetune_pipeline.cli.compare", str(sweep), str(sweep / "0"),
                            "--metric", "test/macro_f1", "--out", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "Best job by test/macro_f1" in proc.stdout
+    assert "Best configuration by val/macro_f1 mean" in proc.stdout
     assert len(list(csv.DictReader((out / "summary.csv").open()))) == 2  # job 0, given twice, is listed once
 
 
@@ -137,11 +137,28 @@ def test_optuna_search_runs_three_trials_and_continues_its_study(project, tiny_c
     values = sorted(t.value for t in trials)
     written = sorted(json.loads(p.read_text())["best"]["value"] for p in search.rglob("metrics.json"))
     assert values == pytest.approx(written)
-    assert (search / "summary.csv").is_file()
+    assert (search / "summary.csv").is_file() and (search / "summary.json").is_file()
 
     run_train(project, *args, tiny_cache=tiny_cache)  # the same command continues the study
     study = optuna.load_study(study_name="head_search", storage=storage)
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 6
+
+
+@pytest.mark.slow
+def test_optuna_with_repeats_maximises_the_mean_over_seeds(project, tiny_cache):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    optuna = pytest.importorskip("optuna")
+    run_train(project, "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=repeated",
+              "repeats=[1,2]", "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)
+    search = project / "outputs/optuna/repeated"
+    study = optuna.load_study(study_name="repeated", storage=f"sqlite:///{search / 'optuna.db'}")
+    trials = sorted(t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+    means = sorted(json.loads(p.read_text())["mean"] for p in search.rglob("repeats.json"))
+    assert len(trials) == 2 and trials == pytest.approx(means)  # each trial's objective: its repeats' mean
+    summary = json.loads((search / "summary.json").read_text())
+    assert [c["n"] for c in summary["configs"]] == [2, 2] and summary["best_config"]["selected_by"].endswith("mean")
+    best = next(c for c in summary["configs"] if c["config"] == summary["best_config"]["config"])
+    assert best["metrics"]["val/macro_f1"]["ci95"] is not None  # the study summary shows the best trial's interval
 
 
 @pytest.mark.slow  # ~25 s: Hydra's joblib plugin, spawning worker processes

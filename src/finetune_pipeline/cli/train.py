@@ -20,7 +20,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from finetune_pipeline.artifacts.run_folder import (CONFIG_DIR, METRICS_FILE, STATE_FILE, claim, config_differences,
                                                    contents, record_failure, write_config_record)
@@ -92,6 +92,8 @@ def _run(cfg: DictConfig, dist: Dist, script: str, hydra_cfg, overrides: list[st
                         track_failed_job(cfg, run_dir, job_labels(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num,
                                                                   overrides), e)
                 raise
+            if config.repeats:
+                return _run_repeats(cfg, config, dist, hydra_cfg, overrides)
             mode = sweep_job_mode(run_dir, config) if in_sweep else "new"
         if mode == "keep":
             log.info("job %s had finished with the same config; keeping its results", _shown(run_dir))
@@ -113,6 +115,48 @@ def _run(cfg: DictConfig, dist: Dist, script: str, hydra_cfg, overrides: list[st
             return float("nan")  # recorded in the job's failed.json; the sweep goes on
         sys.exit(1)
     return metrics[f"best/val/{config.training.best_metric.value}"]
+
+
+def _run_repeats(cfg: DictConfig, config: Config, dist: Dist, hydra_cfg, overrides: list[str]) -> float:
+    """``repeats=[s1, s2, ...]``: the configuration trained once per data.seed, each a complete run
+    folder ``<run>/seed-<s>/`` (its overrides end in ``data.seed=<s>``, so the sweep summary and
+    finetune-compare see repeats of one configuration); ``<run>/repeats.json`` holds the values and
+    their 95% interval. Returns their mean: an Optuna trial's objective. A repeat run again in its
+    folder (a sweep continued) resumes, keeps or retries it, as a sweep job does."""
+    from finetune_pipeline.artifacts.atomic import write_json
+    from finetune_pipeline.evaluation.statistics import t_interval
+    from finetune_pipeline.training.recipe import train
+
+    if any(o.lstrip("+~").startswith("data.seed=") for o in overrides):
+        raise PipelineError("repeats= sets data.seed for each repeat; drop the data.seed override")
+    run_dir, in_sweep = Path(hydra_cfg.runtime.output_dir), hydra_cfg.mode == RunMode.MULTIRUN
+    metric = f"best/val/{config.training.best_metric.value}"
+    values = []
+    for seed in config.repeats:
+        folder = run_dir / f"seed-{seed}"
+        repeat_cfg = cfg.copy()
+        OmegaConf.update(repeat_cfg, "data.seed", seed)
+        OmegaConf.update(repeat_cfg, "repeats", None)
+        repeat = to_config(repeat_cfg)
+        repeat_overrides = [o for o in overrides if not o.lstrip("+~").startswith("repeats=")] + [f"data.seed={seed}"]
+        mode = sweep_job_mode(folder, repeat)
+        log.info("repeat data.seed=%d of %s -> %s", seed, list(config.repeats), _shown(folder))
+        if mode == "keep":
+            values.append(read_job(folder).best_value)
+            continue
+        labels = job_labels(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, repeat_overrides) if in_sweep else None
+        metrics = train(repeat, folder, resume=mode == "resume", dist=dist, retry_failed=mode == "retry",
+                        record=None if mode == "resume" else
+                        (lambda f, c=repeat_cfg, o=repeat_overrides: write_config_record(f, c, HydraConfig.instance().cfg, o)),
+                        labels=labels)
+        values.append(metrics[metric])
+    interval = t_interval(values)
+    if dist.is_main:
+        write_json(run_dir / "repeats.json", {"metric": metric, "seeds": list(config.repeats), "values": values,
+                                              **interval.as_dict()})
+    log.info("repeats: %s mean %.4f%s over data.seed=%s", metric, interval.mean,
+             f" (95% CI {interval.ci95[0]:.4f}-{interval.ci95[1]:.4f})" if interval.ci95 else "", list(config.repeats))
+    return interval.mean
 
 
 def _after_stop(run_dir: Path, in_sweep: bool, hydra_cfg, dist: Dist, script: str) -> str:

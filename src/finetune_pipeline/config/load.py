@@ -120,6 +120,8 @@ def validate(cfg: Config) -> None:
     )
     _check(d.max_length >= 8, "data.max_length", f"must be >= 8, got {d.max_length}")
     _check(d.folds >= 2, "data.folds", f"must be >= 2 (k-fold needs two folds at least), got {d.folds}")
+    _check(cfg.repeats is None or (len(cfg.repeats) >= 1 and len(set(cfg.repeats)) == len(cfg.repeats)), "repeats",
+           f"must be null or a list of distinct data.seed values, e.g. repeats=[1,2,3], got {cfg.repeats}")
     _check(0 <= d.fold < d.folds, "data.fold", f"must be in 0..data.folds-1 = 0..{d.folds - 1}, got {d.fold}")
     _check(d.long_text.value != "chunk" or 0 <= d.chunk_stride <= d.max_length // 2, "data.chunk_stride",
            f"must be in [0, data.max_length / 2 = {d.max_length // 2}] (windows must move on), got {d.chunk_stride}")

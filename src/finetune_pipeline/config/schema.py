@@ -245,6 +245,7 @@ class Config:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # where the run is tracked; changes no result
     resume: Optional[str] = None  # a run folder: continue it, with the config stored in it
+    repeats: Optional[List[int]] = None  # data.seed values: the run trains once per seed, returns the mean
 
 
 def register_configs() -> None:
