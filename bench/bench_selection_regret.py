@@ -5,8 +5,13 @@ choosing the best single job, and do the reported 95% intervals of the differenc
         [--resamplings 10] [--seeds 5] [--workdir /tmp/selection-regret]
 
 1. all-MiniLM-L6-v2, frozen, mean pooling: every text of the AG News set encoded once (cached).
-2. For each of ``--resamplings`` draws: a small budget from the train file, stratified, 1,000 train /
-   200 validation / 200 test texts; the rest of the set (about 6,200 texts) is the held-out set.
+2. For each of ``--resamplings`` draws: a small budget of 1,400 texts from the train file, stratified;
+   the rest of the set (about 6,200 texts) is the held-out set. The budget is split 1,000 train / 200
+   validation / 200 test in one of two ways, both measured:
+   - ``split-per-seed`` (``data.seed=1,2,3,4,5``, the documented way to repeat): each seed splits the
+     budget anew and sets the initialisation; the summary compares with a paired t-test over seeds;
+   - ``fixed-split`` (``training.seed=1,...,5``): one split, seeds vary the initialisation only; the
+     repeats share their test texts and the summary uses its two-level bootstrap.
 3. 8 head configurations (hidden_dim 64 | 512 x learning_rate 3e-4 | 3e-3 x dropout 0 | 0.3), each
    trained with ``--seeds`` seeds (head initialisation and data order), as a run of this project
    trains a frozen head: AdamW groups and the linear warm-up schedule of ``training/``, batches of 16,
@@ -46,7 +51,7 @@ from finetune_pipeline.features.encode import encode  # noqa: E402
 from finetune_pipeline.model.classifier import HeadConfig  # noqa: E402
 from finetune_pipeline.runtime.precision import Precision, resolve_precision  # noqa: E402
 from finetune_pipeline.config.schema import MixedPrecision  # noqa: E402
-from finetune_pipeline.sweep.configurations import Configuration, Repeat, summarize  # noqa: E402
+from finetune_pipeline.sweep.configurations import Configuration, Predictions, Repeat, summarize  # noqa: E402
 from finetune_pipeline.training.optim import build_optimizer  # noqa: E402
 from finetune_pipeline.training.schedule import build_scheduler  # noqa: E402
 
@@ -115,27 +120,43 @@ def main() -> None:
     y_all = torch.tensor([labels.index(r["output"]) for r in records])
     x_all = features_of(args.model, [r["input"] for r in records], args.workdir / "features.pt")
     train_file = np.asarray([i for i, p in enumerate(part_of) if "train" in p])
+    out = {"date": str(date.today()), "machine": machine(), "configs": CONFIGS, "seeds": args.seeds}
+    for mode in ("split-per-seed", "fixed-split"):
+        out[mode] = resamplings(mode, args, x_all, y_all, labels, train_file, len(records))
+        print(mode, json.dumps({k: v for k, v in out[mode].items() if k != "resamplings"}, indent=1), flush=True)
+    (REPO / "bench" / "results" / "selection_regret.json").write_text(json.dumps(out, indent=2), encoding="utf-8")
+
+
+def split_budget(drawn: np.ndarray, y_all: torch.Tensor, seed: int) -> dict[str, np.ndarray]:
+    train, rest = train_test_split(drawn, train_size=1000, stratify=y_all[drawn].numpy(), random_state=seed)
+    val, test = train_test_split(rest, train_size=200, stratify=y_all[rest].numpy(), random_state=seed)
+    return {"train": train, "val": val, "test": test}
+
+
+def resamplings(mode: str, args, x_all: torch.Tensor, y_all: torch.Tensor, labels: list[str], train_file: np.ndarray,
+                total: int) -> dict:
     results = []
     for r in range(args.resamplings):
         drawn, _ = train_test_split(train_file, train_size=1400, stratify=y_all[train_file].numpy(), random_state=r)
-        train, rest = train_test_split(drawn, train_size=1000, stratify=y_all[drawn].numpy(), random_state=r)
-        val, test = train_test_split(rest, train_size=200, stratify=y_all[rest].numpy(), random_state=r)
-        held = np.setdiff1d(np.arange(len(records)), drawn)
-        rows = {"train": train, "val": val, "test": test}
+        held = np.setdiff1d(np.arange(total), drawn)
         configurations, heldout, jobs = [], {}, []
         for c, config in enumerate(CONFIGS):
             configuration = Configuration({k: str(v) for k, v in config.items()})
             scores = []
             for seed in range(1, args.seeds + 1):
+                rows = split_budget(drawn, y_all, 1000 * r + seed if mode == "split-per-seed" else 1000 * r)
                 head = train_head(x_all, y_all, rows, config, seed, len(labels))
+                test = rows["test"]
                 with torch.no_grad():
                     test_pred = head(x_all[test]).argmax(1).numpy()
                     held_acc = float((head(x_all[held]).argmax(1) == y_all[held]).float().mean())
                 test_true = y_all[test].numpy()
+                predictions = Predictions([str(i) for i in test], test_true, test_pred, np.ones(len(test)), labels,
+                                          [str(i) for i in range(len(labels))])
                 configuration.repeats.append(Repeat(f"{c}/{seed}", (str(seed), None, None), head.best_val,
                                                     {"test/accuracy": float((test_pred == test_true).mean()),
                                                      "test/macro_f1": float(f1_score(test_true, test_pred,
-                                                                                     average="macro"))}))
+                                                                                     average="macro"))}, predictions))
                 jobs.append((head.best_val, configuration.label))
                 scores.append((seed, held_acc))
             configurations.append(configuration)
@@ -145,7 +166,7 @@ def main() -> None:
         best_truth = max(truth.values())
         pick_single = max(jobs)[1]
         pick_mean = summary["best_config"]["config"]
-        covered, compared, verdicts = 0, 0, []
+        covered, compared, verdicts, tests = 0, 0, [], set()
         for comparison in summary["comparisons"]:
             if comparison["metric"] != "test/accuracy" or comparison["ci95"] is None:
                 continue
@@ -153,25 +174,27 @@ def main() -> None:
             covered += comparison["ci95"][0] <= true_difference <= comparison["ci95"][1]
             compared += 1
             verdicts.append(comparison["verdict"])
+            tests.add(comparison["test"])
         results.append({"resampling": r, "pick_single_job": pick_single, "pick_mean_validation": pick_mean,
                         "regret_single_job": best_truth - truth[pick_single],
                         "regret_mean_validation": best_truth - truth[pick_mean],
                         "heldout_accuracy": truth, "covered": covered, "compared": compared, "verdicts": verdicts,
-                        "warnings": summary["warnings"]})
-        print(f"resampling {r}: regret single job {results[-1]['regret_single_job']:.4f}, mean validation "
+                        "warnings": summary["warnings"], "tests": sorted(tests)})
+        print(f"{mode} resampling {r}: regret single job {results[-1]['regret_single_job']:.4f}, mean validation "
               f"{results[-1]['regret_mean_validation']:.4f}; intervals covering {covered}/{compared}", flush=True)
     single = [x["regret_single_job"] for x in results]
     mean = [x["regret_mean_validation"] for x in results]
-    coverage = sum(x["covered"] for x in results) / max(sum(x["compared"] for x in results), 1)
-    out = {"date": str(date.today()), "machine": machine(), "configs": CONFIGS, "seeds": args.seeds,
-           "resamplings": results,
-           "mean_regret_single_job": statistics.mean(single), "mean_regret_mean_validation": statistics.mean(mean),
-           "regret_difference_paired": _paired(single, mean), "coverage": coverage,
-           "comparisons": sum(x["compared"] for x in results),
-           "verdict_counts": {v: sum(x["verdicts"].count(v) for x in results)
-                              for v in sorted({v for x in results for v in x["verdicts"]})}}
-    (REPO / "bench" / "results" / "selection_regret.json").write_text(json.dumps(out, indent=2), encoding="utf-8")
-    print(json.dumps({k: v for k, v in out.items() if k not in ("resamplings", "configs")}, indent=1))
+    return {"resamplings": results, "test": summary_test(results),
+            "mean_regret_single_job": statistics.mean(single), "mean_regret_mean_validation": statistics.mean(mean),
+            "regret_single_minus_mean_paired": _paired(single, mean),
+            "coverage": sum(x["covered"] for x in results) / max(sum(x["compared"] for x in results), 1),
+            "comparisons": sum(x["compared"] for x in results),
+            "verdict_counts": {v: sum(x["verdicts"].count(v) for x in results)
+                               for v in sorted({v for x in results for v in x["verdicts"]})}}
+
+
+def summary_test(results: list[dict]) -> str:
+    return sorted({t for x in results for t in x.get("tests", [])})[0] if any(x.get("tests") for x in results) else ""
 
 
 def _paired(a: list[float], b: list[float]) -> dict:

@@ -92,3 +92,24 @@ def test_per_class_f1_intervals_hold_the_point_estimate():
     p = np.where(rng.random(500) < 0.8, y, rng.integers(0, 3, 500))
     for c, (f1, (lo, hi)) in enumerate(per_class_f1_intervals(y, p, 3)):
         assert lo <= f1 <= hi and f1 == pytest.approx(f1_score(y == c, p == c))
+
+
+def test_two_level_bootstrap_covers_what_a_t_interval_over_seeds_on_one_test_set_misses():
+    """Repeats that share one test set: the t-interval over seeds sees the seeds' noise only; the two-level
+    bootstrap also the test sample's. Two equally good systems (true difference 0), 100 simulations."""
+    from finetune_pipeline.evaluation.statistics import two_level_bootstrap
+
+    rng = np.random.default_rng(11)
+    covered_t = covered_two_level = 0
+    for i in range(100):
+        y = np.zeros(200, dtype=int)
+        hard = rng.random(200) < 0.2  # texts both systems tend to get wrong: shared by every seed
+        def system():  # noqa: E306
+            return np.stack([np.where(hard, rng.random(200) < 0.3, rng.random(200) < 0.95).astype(int) ^ 1
+                             for _ in range(5)])
+        a, b = system(), system()
+        t = paired_t(list(accuracy(y, a)), list(accuracy(y, b))).ci95
+        two = two_level_bootstrap(y, a, b, accuracy, seed=i).ci95
+        covered_t += t[0] <= 0 <= t[1]
+        covered_two_level += two[0] <= 0 <= two[1]
+    assert covered_two_level >= 90 and covered_two_level >= covered_t

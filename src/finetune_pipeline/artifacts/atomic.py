@@ -76,13 +76,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        try:
+        with _failed_writes_named(path):
             yield tmp_path
-        except Exception as e:  # a library's own wrapping of a failed write (safetensors, torch's zip writer)
-            reason = write_failure(e)
-            if reason is None:
-                raise
-            raise PipelineError(f"{path}: cannot write ({reason}); nothing was replaced") from None
         tmp_path.chmod(0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         _fsync(tmp_path)
         os.replace(tmp_path, path)
@@ -103,13 +98,8 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     except OSError as e:
         raise PipelineError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
-        try:
+        with _failed_writes_named(path):
             yield tmp
-        except Exception as e:  # a library's own wrapping of a failed write (safetensors, torch's zip writer)
-            reason = write_failure(e)
-            if reason is None:
-                raise
-            raise PipelineError(f"{path}: cannot write ({reason}); nothing was replaced") from None
         tmp.chmod(0o777 & ~_umask())
         for file in tmp.rglob("*"):
             if file.is_file():
@@ -135,6 +125,19 @@ def atomic_dir(path: Path) -> Iterator[Path]:
 
 _WRITE_FAILURES = ("No space left on device", "Disk quota exceeded", "Read-only file system", "os error 28",
                    "file write failed", "I/O error")
+
+
+@contextmanager
+def _failed_writes_named(path: Path) -> Iterator[None]:
+    """A failed write inside the block -- an OSError, or a library's own wrapping of one (safetensors,
+    torch's zip writer) -- as one line naming ``path``; any other error passes unchanged."""
+    try:
+        yield
+    except Exception as e:
+        reason = write_failure(e)
+        if reason is None:
+            raise
+        raise PipelineError(f"{path}: cannot write ({reason}); nothing was replaced") from None
 
 
 def write_failure(error: Exception) -> str | None:

@@ -157,6 +157,32 @@ def per_class_f1_intervals(y_true: np.ndarray, y_pred: np.ndarray, classes: int,
     return [(float(v), (_finite(lo, v), _finite(hi, v))) for v, lo, hi in zip(values, ci.low, ci.high)]
 
 
+def two_level_bootstrap(y_true: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarray, metric,
+                        seed: int = 0) -> Difference:
+    """Repeats that share their test texts (one split, several initialisations): the mean over repeats
+    of ``metric(a) - metric(b)`` (``preds_*``: (repeats, texts)), with a percentile interval and a
+    two-sided p-value from a bootstrap that resamples both the repeats and the texts (a t-interval over
+    such repeats would see the seeds' noise only, not the test sample's). The p-value is twice the
+    share of resampled differences on the far side of 0, at least 1 / resamples."""
+    rng = np.random.default_rng(seed)
+    repeats, n = preds_a.shape
+    observed = float(np.mean(metric(y_true, preds_a) - metric(y_true, preds_b)))
+    draws = []
+    for start in range(0, RESAMPLES, 200):  # (200, repeats, texts) at a time: bounded memory
+        b = min(200, RESAMPLES - start)
+        which = rng.integers(0, repeats, (b, repeats))  # repeats drawn with replacement...
+        texts = rng.integers(0, n, (b, n))  # ...and texts, shared by the repeats (they share the test split)
+        t = y_true[texts][:, None, :]  # (b, 1, n)
+        a = preds_a[which[:, :, None], texts[:, None, :]]  # (b, repeats, n)
+        c = preds_b[which[:, :, None], texts[:, None, :]]
+        draws.append(np.mean(metric(t, a) - metric(t, c), axis=1))
+    draws = np.concatenate(draws)
+    low, high = np.percentile(draws, [100 * (1 - CONFIDENCE) / 2, 100 * (1 + CONFIDENCE) / 2])
+    p = min(1.0, max(2 * min(np.mean(draws <= 0), np.mean(draws >= 0)), 1 / RESAMPLES))
+    return Difference(observed, (float(low), float(high)), float(p), repeats,
+                      "two-level bootstrap over repeats and their shared test texts")
+
+
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, float]:
     """(A right & B wrong, A wrong & B right, two-sided exact p-value)."""
     only_a = int(np.sum(correct_a & ~correct_b))

@@ -9,8 +9,9 @@ configurations with the same repeat keys are *paired* (same split, same initiali
 - The best configuration has the best **mean validation** value (the metric the runs selected their
   best epoch by); test figures are reported, never used to choose.
 - Each other configuration against the best, per test metric: the paired difference over matched
-  repeats with a paired t-test (2+ pairs), or with one pair a paired bootstrap / permutation test
-  over the shared test examples; p-values Holm-adjusted over all comparisons of that metric; verdict
+  repeats with a paired t-test (2+ pairs on different splits: ``data.seed`` repeats), a two-level
+  bootstrap over repeats and texts (2+ pairs that all share one test split: ``training.seed``
+  repeats), or with one pair a paired bootstrap / permutation test over the shared test examples; p-values Holm-adjusted over all comparisons of that metric; verdict
   "better" / "worse" (adjusted p < 0.05) or "not distinguishable at 95%".
 - A warning when the validation intervals are wider than the spread of the configurations' means:
   then which configuration is "best" is mostly noise.
@@ -28,7 +29,7 @@ import numpy as np
 
 from finetune_pipeline.artifacts.atomic import text_lines
 from finetune_pipeline.evaluation.statistics import (Difference, Interval, accuracy, bootstrap_ci, holm, macro_f1,
-                                                     paired_bootstrap, paired_t, t_interval)
+                                                     paired_bootstrap, paired_t, t_interval, two_level_bootstrap)
 
 REPEAT_KEYS = ("data.seed", "training.seed", "data.fold")
 TEST_METRICS = {"test/accuracy": accuracy, "test/macro_f1": macro_f1}
@@ -125,12 +126,32 @@ def compare_configurations(a: Configuration, b: Configuration, metric: str) -> D
     if not pairs:
         return None
     if len(pairs) >= 2:
+        shared = _shared_test_texts(pairs)
+        if shared is not None:  # one split for every repeat: its test sample's noise is not in the repeats' spread
+            y, preds_a, preds_b = shared
+            return two_level_bootstrap(y, preds_a, preds_b, pairs[0][0].predictions.metric(metric))
         return paired_t([ra.test[metric] for ra, _ in pairs], [rb.test[metric] for _, rb in pairs])
     pa, pb = predictions_of(pairs[0][0]), predictions_of(pairs[0][1])
     if pa is None or pb is None or pa.texts != pb.texts:
         return Difference(pairs[0][0].test[metric] - pairs[0][1].test[metric], None, None, 1,
                           "one pair without shared test predictions: no test possible")
     return paired_bootstrap(pa.y_true, pa.y_pred, pb.y_pred, pa.metric(metric))
+
+
+def _shared_test_texts(pairs: list[tuple[Repeat, Repeat]]):
+    """(y_true, A's answers (repeats, texts), B's) when every repeat of both was tested on the very same
+    texts (repeats over training.seed on one split); None when the splits differ or answers are missing."""
+    first = predictions_of(pairs[0][0])
+    if first is None:
+        return None
+    answers_a, answers_b = [], []
+    for ra, rb in pairs:
+        pa, pb = predictions_of(ra), predictions_of(rb)
+        if pa is None or pb is None or pa.texts != first.texts or pb.texts != first.texts:
+            return None
+        answers_a.append(pa.y_pred)
+        answers_b.append(pb.y_pred)
+    return first.y_true, np.stack(answers_a), np.stack(answers_b)
 
 
 def summarize(configs: list[Configuration], selected_by: str, lower_is_better: bool = False) -> dict:
