@@ -415,15 +415,60 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def test_a_stop_while_the_model_loads_closes_the_processes_started_and_the_socket(run, monkeypatch):
+    """Fast equivalent of the next test (slow: a real server process): SIGTERM arrives while the
+    second of two inference processes loads."""
+    import finetune_pipeline.serving.worker as worker
+    from finetune_pipeline.serving import server as server_module
+    from finetune_pipeline.training.interrupt import Stopped
+
+    started, closed, sockets = [], [], []
+
+    class Loading:
+        def __init__(self, spec):
+            started.append(self)
+
+        def wait_ready(self):
+            if len(started) == 2:
+                os.kill(os.getpid(), signal.SIGTERM)  # as a process manager would, mid-load
+                time.sleep(5)  # the signal handler raises before this ends
+
+        def close(self):
+            closed.append(self)
+
+    real_socket = server_module.listening_socket
+    monkeypatch.setattr(worker, "EngineProcess", Loading)
+    monkeypatch.setattr(server_module, "listening_socket",
+                        lambda host, port: sockets.append(real_socket(host, port)) or sockets[-1])
+    with pytest.raises(Stopped) as stop:
+        server_module.serve(run, "127.0.0.1", 0, workers=2)
+    assert stop.value.exit_code == 143 and closed == started and len(started) == 2
+    assert sockets[0].fileno() == -1  # closed
+
+
+@pytest.mark.slow
 def test_sigterm_while_the_model_loads_ends_in_one_line_and_leaves_no_process(run):
     proc = subprocess.Popen([sys.executable, "-m", "finetune_pipeline", "serve", str(run), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while not children_of(proc.pid) and time.monotonic() < deadline:  # the inference process is starting
-        time.sleep(0.02)
-    inference = children_of(proc.pid)
-    assert inference, "no inference process was started"
+    deadline = time.monotonic() + 120
+
+    def inference_children() -> list[int]:  # spawned processes (multiprocessing's spawn_main), not other children
+        found = []
+        for pid in children_of(proc.pid):
+            try:
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:
+                pass
+        return found
+
+    while not inference_children() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the inference process is starting: the model is about to load
+    inference = inference_children()
+    if not inference:
+        proc.kill()
+        raise AssertionError(f"no inference process was started:\n{proc.communicate()[0][-3000:]}")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
     out = proc.stdout.read()
