@@ -96,6 +96,35 @@ def test_a_folder_of_repeats_is_summarised_without_writing_unless_told(runs, cap
     assert compare_main([str(sweep), "--write"]) == 0 and (sweep / "summary.md").is_file()
 
 
+def test_repeats_in_process_train_each_seed_into_its_folder_and_return_the_mean(project, tiny_cache, monkeypatch):
+    """Fast equivalent of the next test (slow: through train.py)."""
+    from types import SimpleNamespace
+
+    from hydra import compose, initialize_config_dir
+    from hydra.types import RunMode
+
+    from finetune_pipeline.cli.train import run_repeats
+    from finetune_pipeline.config.load import to_config
+    from finetune_pipeline.runtime.distributed import SINGLE
+    from helpers import IN_PROCESS, REPO, with_logger
+
+    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
+    overrides = [*IN_PROCESS, f"backbone.path={tiny_cache}", "training.epochs=1", "repeats=[3,4]"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=with_logger(overrides))
+    run_dir = project / "runs" / "repeated"
+    hydra_cfg = SimpleNamespace(runtime=SimpleNamespace(output_dir=str(run_dir)), mode=RunMode.RUN,
+                                sweep=SimpleNamespace(dir=str(project)), job=SimpleNamespace(num=0))
+    written = {}
+    mean = run_repeats(cfg, to_config(cfg), SINGLE, hydra_cfg, overrides,
+                       lambda c, o: (lambda folder: written.setdefault(folder.name, (c.data.seed, o))))
+    values = [json.loads((run_dir / f"seed-{s}" / "metrics.json").read_text())["best"]["value"] for s in (3, 4)]
+    assert mean == pytest.approx(sum(values) / 2)
+    assert json.loads((run_dir / "repeats.json").read_text())["values"] == pytest.approx(values)
+    assert written["seed-3"][0] == 3 and written["seed-3"][1][-1] == "data.seed=3" and "repeats=[3,4]" not in written["seed-3"][1]
+
+
+@pytest.mark.slow
 def test_repeats_train_once_per_seed_and_return_the_mean(project, tiny_cache):
     from helpers import run_folders, run_train
 

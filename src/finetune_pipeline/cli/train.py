@@ -93,7 +93,8 @@ def _run(cfg: DictConfig, dist: Dist, script: str, hydra_cfg, overrides: list[st
                                                                   overrides), e)
                 raise
             if config.repeats:
-                return _run_repeats(cfg, config, dist, hydra_cfg, overrides)
+                return run_repeats(cfg, config, dist, hydra_cfg, overrides, lambda repeat_cfg, repeat_overrides: (
+                    lambda folder: write_config_record(folder, repeat_cfg, HydraConfig.instance().cfg, repeat_overrides)))
             mode = sweep_job_mode(run_dir, config) if in_sweep else "new"
         if mode == "keep":
             log.info("job %s had finished with the same config; keeping its results", _shown(run_dir))
@@ -117,12 +118,13 @@ def _run(cfg: DictConfig, dist: Dist, script: str, hydra_cfg, overrides: list[st
     return metrics[f"best/val/{config.training.best_metric.value}"]
 
 
-def _run_repeats(cfg: DictConfig, config: Config, dist: Dist, hydra_cfg, overrides: list[str]) -> float:
+def run_repeats(cfg: DictConfig, config: Config, dist: Dist, hydra_cfg, overrides: list[str], record_for) -> float:
     """``repeats=[s1, s2, ...]``: the configuration trained once per data.seed, each a complete run
     folder ``<run>/seed-<s>/`` (its overrides end in ``data.seed=<s>``, so the sweep summary and
     finetune-compare see repeats of one configuration); ``<run>/repeats.json`` holds the values and
     their 95% interval. Returns their mean: an Optuna trial's objective. A repeat run again in its
-    folder (a sweep continued) resumes, keeps or retries it, as a sweep job does."""
+    folder (a sweep continued) resumes, keeps or retries it, as a sweep job does. ``record_for(cfg,
+    overrides)``: what writes a repeat's ``.hydra/`` record."""
     from finetune_pipeline.artifacts.atomic import write_json
     from finetune_pipeline.evaluation.statistics import t_interval
     from finetune_pipeline.training.recipe import train
@@ -146,8 +148,7 @@ def _run_repeats(cfg: DictConfig, config: Config, dist: Dist, hydra_cfg, overrid
             continue
         labels = job_labels(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, repeat_overrides) if in_sweep else None
         metrics = train(repeat, folder, resume=mode == "resume", dist=dist, retry_failed=mode == "retry",
-                        record=None if mode == "resume" else
-                        (lambda f, c=repeat_cfg, o=repeat_overrides: write_config_record(f, c, HydraConfig.instance().cfg, o)),
+                        record=None if mode == "resume" else record_for(repeat_cfg, repeat_overrides),
                         labels=labels)
         values.append(metrics[metric])
     interval = t_interval(values)
