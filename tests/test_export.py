@@ -351,3 +351,21 @@ def test_push_refuses_a_folder_holding_a_path_of_this_machine(runs, tmp_path, mo
     card.write_text(card.read_text() + f"\nTrained from {tmp_path / 'data' / 'raw'} on my laptop.\n")
     assert main(["push", str(out), "--repo-id", "me/news"]) == 1
     assert "README.md holds" in caplog.text and "a path of this machine" in caplog.text and contacted == []
+
+
+def test_an_onnx_folder_in_the_earlier_layout_still_loads(runs, tmp_path):
+    """tokenizer/ instead of the root, model.int8.onnx, no manifest of files: as exports were made before."""
+    run = runs["fine-tuned"]
+    out = tmp_path / "old"
+    assert main(["export", str(run), "--quantize", "int8", "--out", str(out)]) == 0
+    (out / "tokenizer").mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (out / name).rename(out / "tokenizer" / name)
+    (out / "config.json").unlink()
+    (out / "model_quantized.onnx").rename(out / "model.int8.onnx")
+    report = json.loads((out / "export.json").read_text())
+    del report["files"]
+    (out / "export.json").write_text(json.dumps(report))
+    expected = Classifier.from_run(run, device="cpu", precision="fp32").probabilities(SHORT)
+    assert np.abs(Classifier.from_onnx_export(out).probabilities(SHORT) - expected).max() <= 1e-4
+    assert Classifier.from_onnx_export(out, int8=True).graph.path.name == "model.int8.onnx"
