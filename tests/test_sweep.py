@@ -208,3 +208,18 @@ def test_search_and_launcher_configs_compose(overrides, check):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     assert check(cfg.hydra)
+
+
+def test_the_sweeps_parent_run_gets_the_best_configurations_interval_and_the_verdicts(tmp_path):
+    from finetune_pipeline.tracking.sweep_runs import SUMMARY_FILES, parent_figures
+
+    for i, ((dim, seed), acc) in enumerate({(256, 1): 0.80, (256, 2): 0.84, (512, 1): 0.90, (512, 2): 0.93}.items()):
+        fake_job(tmp_path / str(i), [f"model.hidden_dim={dim}", f"data.seed={seed}"], best=acc, test_acc=acc)
+    compare([tmp_path], out_dir=tmp_path)
+    metrics, tags = parent_figures(json.loads((tmp_path / "summary.json").read_text()))
+    assert metrics["best_config/test/accuracy/mean"] == pytest.approx(0.915)
+    assert metrics["best_config/test/accuracy/ci95_low"] < 0.915 < metrics["best_config/test/accuracy/ci95_high"]
+    assert metrics["best_config/val/macro_f1/std"] == pytest.approx(0.0212132, abs=1e-6)
+    assert tags["best_config"] == "model.hidden_dim=512" and tags["best_config.repeats"] == "2"
+    assert tags["verdicts.test_accuracy"] == "worse: 1"  # -0.10 and -0.09 on two paired seeds
+    assert SUMMARY_FILES[0] == "summary.json" and parent_figures({}) == ({}, {})
