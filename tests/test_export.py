@@ -369,3 +369,14 @@ def test_an_onnx_folder_in_the_earlier_layout_still_loads(runs, tmp_path):
     expected = Classifier.from_run(run, device="cpu", precision="fp32").probabilities(SHORT)
     assert np.abs(Classifier.from_onnx_export(out).probabilities(SHORT) - expected).max() <= 1e-4
     assert Classifier.from_onnx_export(out, int8=True).graph.path.name == "model.int8.onnx"
+
+
+def test_a_manifest_naming_files_outside_its_folder_is_refused(runs, tmp_path):
+    out = tmp_path / "onnx"
+    assert main(["export", str(runs["fine-tuned"]), "--out", str(out)]) == 0
+    report = json.loads((out / "export.json").read_text())
+    (tmp_path / "secret").write_text("not yours")
+    for name in ("../secret", str(tmp_path / "secret")):
+        (out / "export.json").write_text(json.dumps({**report, "files": {**report["files"], name: "0" * 64}}))
+        with pytest.raises(PipelineError, match="which is not a file inside the export folder"):
+            Classifier.from_onnx_export(out)

@@ -58,6 +58,16 @@ def read_report(folder: Path) -> dict:
         raise PipelineError(f"{path}: unreadable export record ({type(e).__name__}: {e})") from None
 
 
+def _inside(folder: Path, name: str) -> bool:
+    """A plain relative path that stays in ``folder`` (no absolute path, no '..', no link out)."""
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        return False
+    try:
+        return (folder / name).resolve().is_relative_to(folder.resolve())
+    except (OSError, ValueError):
+        return False
+
+
 def _stamps(folder: Path, names) -> dict[str, list[int]]:
     return {n: [(folder / n).stat().st_size, (folder / n).stat().st_mtime_ns] for n in names}
 
@@ -72,8 +82,11 @@ def verify(folder: Path, cache_dir: Path | None = None) -> dict:
         log.warning("%s: an export without a manifest of its files (made by an older version); it cannot be "
                     "checked -- export the run again", folder)
         return report
-    if not isinstance(files, dict):
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
         raise PipelineError(f"{folder / REPORT}: its files entry is not a map of file names to SHA-256")
+    outside = [n for n in files if not _inside(folder, n)]
+    if outside:
+        raise PipelineError(f"{folder / REPORT}: lists {outside[0]!r}, which is not a file inside the export folder")
     present = {n for n in folder_files(folder) if not n.endswith(".lock") and not n.startswith(".")}  # .gitattributes, .cache/
     for name in sorted(set(files) - present):
         raise PipelineError(f"{folder / name}: listed in {REPORT} but missing; the export is incomplete")
