@@ -77,6 +77,9 @@ def main(path: str) -> dict:
         texts, result = case["texts"], {}
         if case.get("hf"):
             result["pipeline"] = through_pipeline(case["hf"], texts, trust_remote_code=True)
+            import torch
+
+            result["pipeline_bf16"] = through_pipeline(case["hf"], texts, trust_remote_code=True, dtype=torch.bfloat16)
             result["auto_model"] = through_auto_model(case["hf"], texts)
             result["without_trust"] = without_trust(case["hf"])
         if case.get("onnx"):

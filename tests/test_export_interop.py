@@ -86,6 +86,9 @@ def test_plain_transformers_gives_predicts_probabilities(exported, name):
         got = np.asarray(results[name][tool])
         assert got.shape == expected.shape, tool
         assert np.abs(got - expected).max() <= TOLERANCE, (tool, np.abs(got - expected).max())
+    half = np.asarray(results[name]["pipeline_bf16"])  # loaded in bf16 (dtype=torch.bfloat16): runs, same scale
+    assert half.shape == expected.shape and np.allclose(half.sum(axis=1), 1.0, atol=1e-3)
+    assert np.abs(half - expected).max() < 0.05
     config = json.loads((hf / "config.json").read_text())
     labels = [c["label"] for c in json.loads((run / "id_to_label.json").read_text()).values()]
     assert [config["id2label"][str(i)] for i in range(len(labels))] == labels

@@ -79,7 +79,7 @@ class FinetunePipelineForSequenceClassification(PreTrainedModel):
             weights = mask.unsqueeze(-1).to(hidden.dtype)  # (W, T, 1)
             vectors = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
         texts = self._pool_windows(vectors, owner, input_ids.shape[0])  # (B, H)
-        logits = self.head(texts.float())  # (B, C)
+        logits = self.head(texts.to(self.head[1].weight.dtype)).float()  # (B, C); the head in the dtype it was loaded in
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
