@@ -323,3 +323,13 @@ def test_field_and_limit_settings_are_checked_before_anything_loads(overrides, m
 
     with pytest.raises(PipelineError, match=message):
         validate(compose_config(["backbone=tiny", *overrides]))
+
+
+def test_kfold_over_a_dataset_that_keeps_its_own_split_is_one_line(in_project, project):
+    save_hf_dataset(project / "hf" / "news")
+    with pytest.raises(PipelineError, match=r"data\.split=kfold: data\.hf\.splits maps train, val and test") as e:
+        in_project("hf-kfold", *HF, "data.split=kfold", "data.folds=3")
+    assert "\n" not in str(e.value)
+    _, run, _ = in_project("hf-kfold-ok", *HF, "data.split=kfold", "data.folds=3", "data.hf.splits.test=null",
+                           "training.epochs=1")
+    assert "fold 0 of 3" in (run / "train.log").read_text()

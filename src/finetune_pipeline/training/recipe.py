@@ -252,6 +252,9 @@ def _setup_data(cfg: Config, dist: Dist) -> PreparedData:
     if len(classes) < 2:
         raise PipelineError(f"{source_name(cfg.data)}: every record has the label {classes.labels[0]!r}; "
                             "a classifier needs at least 2 classes")
+    if cfg.data.split == SplitMode.kfold and keeps_own_split(cfg.data):
+        raise PipelineError("data.split=kfold: data.hf.splits maps train, val and test, so the dataset would keep its "
+                            "own split; set one to null (e.g. data.hf.splits.test=null) to cut its records into folds")
     by_files = cfg.data.split == SplitMode.files or keeps_own_split(cfg.data)
     if by_files:
         split = split_by_files(dataset.files, labels, classes.display_names())
