@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from finetune_pipeline.artifacts.atomic import text_lines
+from finetune_pipeline.artifacts.run_folder import is_how_key
 from finetune_pipeline.evaluation.statistics import (Difference, Interval, accuracy, bootstrap_ci, holm, macro_f1,
                                                      paired_bootstrap, paired_t, t_interval, two_level_bootstrap)
 
@@ -79,10 +80,12 @@ class Repeat:
 class Configuration:
     overrides: dict[str, str]
     repeats: list[Repeat] = field(default_factory=list)
+    shown: tuple[str, ...] | None = None  # the keys that tell it from the others (None: all)
 
     @property
     def label(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in sorted(self.overrides.items())) or "(base config)"
+        keys = self.shown if self.shown is not None else tuple(sorted(self.overrides))
+        return " ".join(f"{k}={self.overrides[k]}" for k in keys if k in self.overrides) or "(base config)"
 
 
 def group(jobs: list[tuple[str, dict[str, str], float | None, dict, callable]]) -> list[Configuration]:
@@ -90,11 +93,21 @@ def group(jobs: list[tuple[str, dict[str, str], float | None, dict, callable]]) 
     in order of first appearance."""
     configs: dict[tuple, Configuration] = {}
     for name, overrides, val, test, read in jobs:
-        own = {k: v for k, v in overrides.items() if k not in REPEAT_KEYS}
+        own = {k: v for k, v in overrides.items() if k not in REPEAT_KEYS and not _changes_no_result(k)}
         key = tuple(overrides.get(k) for k in REPEAT_KEYS)
         config = configs.setdefault(tuple(sorted(own.items())), Configuration(own))
         config.repeats.append(Repeat(name, key, val, test, read))
-    return list(configs.values())
+    found = list(configs.values())
+    varying = tuple(sorted(k for k in {k for c in found for k in c.overrides}
+                           if len({c.overrides.get(k) for c in found}) > 1))
+    for config in found:  # named by what tells them apart (a single configuration: by all its overrides)
+        config.shown = varying if len(found) > 1 else None
+    return found
+
+
+def _changes_no_result(key: str) -> bool:
+    """Keys of how a run goes (device, workers, logging, trackers): jobs differing there are one configuration."""
+    return is_how_key(key) or key == "logger"
 
 
 def interval(config: Configuration, metric: str) -> Interval:
