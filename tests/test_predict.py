@@ -209,7 +209,7 @@ def test_every_evaluation_report_has_an_error_analysis(runs, tmp_path):
     for e in errors:
         assert e["loss"] == pytest.approx(-np.log(e["true_probability"]), rel=1e-6) and e["score"] >= e["true_probability"]
     md = (folder / "errors.md").read_text()
-    assert f"{len(wrong)} of {len(rows)} texts misclassified" in md
+    assert md.startswith("# Errors: test\n") and f"{len(wrong)} of {len(rows)} texts misclassified" in md
     assert "## Most confused classes" in md and "## Per class (F1 with its 95% bootstrap interval" in md
     report = json.loads((folder / "report.json").read_text())
     for label, entry in report["per_class"].items():

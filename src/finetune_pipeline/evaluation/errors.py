@@ -40,8 +40,9 @@ def confused_pairs(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) ->
 
 
 def write_errors(folder: Path, texts: list[str], y_true: np.ndarray, probs: np.ndarray, symbols: list[str],
-                 labels: list[str]) -> None:
-    """errors.md and errors.jsonl into ``folder`` (a temporary folder the caller swaps in whole)."""
+                 labels: list[str], name: str) -> None:
+    """errors.md and errors.jsonl into ``folder`` (a temporary folder the caller swaps in whole);
+    ``name``: the evaluation's name, for the title."""
     y_pred = probs.argmax(axis=1)
     losses = text_losses(y_true, probs)
     order = np.argsort(-losses, kind="stable")
@@ -57,7 +58,7 @@ def write_errors(folder: Path, texts: list[str], y_true: np.ndarray, probs: np.n
     per_class = per_class_f1_intervals(y_true, y_pred, len(labels))
     support = np.bincount(y_true, minlength=len(labels))
     wrong = int(np.sum(y_pred != y_true))
-    lines = [f"# Errors: {folder.name}", "",
+    lines = [f"# Errors: {_cell(name)}", "",
              f"{wrong} of {len(texts)} texts misclassified ({wrong / max(len(texts), 1):.1%}); every one is in "
              "errors.jsonl, highest loss first.", "", "## Most confused classes", "",
              "| true | predicted as | texts | share of the true class |", "|---|---|---|---|"]

@@ -76,7 +76,7 @@ def write_evaluation(folder: Path, texts: list[str], y_true: np.ndarray, probs: 
                        tmp / "confusion_matrix.png", f"{folder.name}: accuracy {report['accuracy']:.3f}, "
                        f"macro-F1 {report['macro_f1']:.3f} ({report['texts']} texts)")
         write_jsonl(tmp / "predictions.jsonl", prediction_rows(texts, probs, symbols, labels, y_true))
-        write_errors(tmp, texts, y_true, probs, symbols, labels)
+        write_errors(tmp, texts, y_true, probs, symbols, labels, folder.name)
     return report
 
 

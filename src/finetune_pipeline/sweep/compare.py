@@ -152,8 +152,10 @@ READING = """How to read this: jobs that differ only in data.seed / training.see
 one configuration; the best configuration is the one with the best mean validation value (test
 figures never choose). Intervals are 95%: a t-interval over repeats, or with one repeat a bootstrap
 over that job's test texts. Each other configuration is compared with the best on the repeats they
-share (same seed: same split and initialisation): a paired t-test over repeats, or with one repeat
-a paired bootstrap / permutation test over the shared test texts; p-values are Holm-adjusted.
+share (same seed: same split and initialisation): a paired t-test over repeats on different splits,
+a two-level bootstrap over repeats and texts when the repeats share one split (training.seed), or
+with one repeat a paired bootstrap / permutation test over the shared test texts; p-values are
+Holm-adjusted.
 "not distinguishable at 95%" means the data cannot tell them apart: prefer the cheaper one, or add
 repeats."""
 
