@@ -127,7 +127,11 @@ def render(report: dict) -> str:
              f"(A right/B wrong {acc['a_right_b_wrong']}, A wrong/B right {acc['a_wrong_b_right']})",
              f"macro-F1  A {mf1['a']:.4f}  B {mf1['b']:.4f}  A-B {mf1['difference']:+.4f} "
              f"[{mf1['ci95'][0]:+.4f}, {mf1['ci95'][1]:+.4f}]  permutation p = {mf1['p_value']:.3g}",
-             f"verdict (accuracy): {verdict(report['difference'], report['p_value'])}", "", "per class F1 (A-B):"]
+             f"verdict (accuracy): {verdict(report['difference'], report['p_value'])}"]
+    if len(report["pairs"]) > 1:
+        lines.append("(texts pooled over the pairs: these tests see the test texts' noise, not how much the "
+                     "difference moves from seed to seed -- the sweep summary's paired test over repeats does)")
+    lines += ["", "per class F1 (A-B):"]
     lines += [f"  {c['label']} ({c['support']} texts): {c['f1_a']:.3f} vs {c['f1_b']:.3f}, {c['difference']:+.3f}"
               + (f" [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if c["ci95"] else "") for c in report["per_class_f1"]]
     for key, title in (("a_right_b_wrong", "A right, B wrong"), ("b_right_a_wrong", "B right, A wrong")):
