@@ -1,6 +1,7 @@
 """The frozen path's feature cache, lean checkpoints and their verification (in-process runs)."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -147,3 +148,35 @@ def test_what_rank_0_broadcasts_under_torchrun_pickles(in_project, monkeypatch):
     _, second, log = in_project("second")
     assert "encoder not loaded" in json.loads((second / "freeze_proof.json").read_text())["how"]
     assert json.loads((second / "freeze_proof.json").read_text())["verdict"].startswith("PASS")
+
+
+def test_a_cache_entry_is_trusted_for_what_it_holds_not_for_its_name(tmp_path, caplog):
+    from finetune_pipeline.features.cache import FeatureCache, TokenStateCache
+
+    cache = FeatureCache(tmp_path, rows=3)
+    computed = []
+
+    def compute(value):
+        def run():
+            computed.append(value)
+            return torch.full((3, 2), value), {}
+        return run
+
+    assert cache.get_or_compute("a", compute(1.0))[1] is False
+    assert cache.get_or_compute("b", compute(2.0))[1] is False
+    shutil.copyfile(cache.path("a"), cache.path("b"))  # b's file now holds a's features: finite, right shape
+    features, hit = cache.get_or_compute("b", compute(2.0))
+    assert not hit and torch.equal(features, torch.full((3, 2), 2.0)) and "holds the entry of key a" in caplog.text
+    entry = torch.load(cache.path("a"), weights_only=True)
+    entry["features"][0, 0] = 7.0  # values changed after writing
+    torch.save(entry, cache.path("a"))
+    features, hit = cache.get_or_compute("a", compute(1.0))
+    assert not hit and torch.equal(features, torch.ones(3, 2)) and "differ from the SHA-256" in caplog.text
+    old = {"features": torch.ones(3, 2), "meta": {}}  # written before keys and hashes were recorded
+    torch.save(old, cache.path("c"))
+    assert cache.get_or_compute("c", compute(5.0))[1] is True
+    states = TokenStateCache(tmp_path / "states", rows=2)
+    value = (torch.ones(5, 4, dtype=torch.float16), torch.tensor([2, 3]))
+    assert states.get_or_compute("s", lambda: (value, {}))[1] is False
+    assert states.get_or_compute("s", lambda: (value, {}))[1] is True
+    assert computed == [1.0, 2.0, 2.0, 1.0]

@@ -2,7 +2,9 @@
 
 Key = SHA-256 over the encoder's weight hash (the freeze proof's), the tokenizer files, max_length,
 pooling, precision and the texts. One file per key; a file lock makes concurrent jobs of a sweep
-wait for the one computing an entry instead of computing it twice.
+wait for the one computing an entry instead of computing it twice. An entry records its key and the
+SHA-256 of its tensors: a file copied or renamed from another key, or whose values were changed, is
+deleted with a warning and computed again (entries written before these records are read as they are).
 """
 
 from __future__ import annotations
@@ -61,14 +63,26 @@ class FeatureCache:
     def payload(self, value) -> dict:
         return {"features": value}
 
+    def digest(self, value) -> str:
+        """SHA-256 of an entry's tensors: a file is trusted for what it holds, not for its name."""
+        h = hashlib.sha256()
+        for tensor in self.payload(value).values():
+            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
     def load(self, key: str):
         """The entry's value (features); None when absent. A corrupt entry is deleted (and so rebuilt)."""
         path = self.path(key)
         if not path.is_file():
             return None
         try:
-            features = self.value(torch.load(path, weights_only=True))
-        except Exception as e:  # truncated file, foreign pickle, wrong shape
+            entry = torch.load(path, weights_only=True)
+            features = self.value(entry)
+            if entry.get("key", key) != key:  # an entry copied or renamed from another key: not these texts' features
+                raise ValueError(f"it holds the entry of key {entry['key']}")
+            if "sha256" in entry and entry["sha256"] != self.digest(features):
+                raise ValueError("its tensors differ from the SHA-256 recorded when it was written")
+        except Exception as e:  # truncated file, foreign pickle, wrong shape, another key's entry, changed bytes
             log.warning("feature cache: %s is corrupt (%s: %s); deleting it and encoding again", path,
                         type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             path.unlink(missing_ok=True)
@@ -89,7 +103,8 @@ class FeatureCache:
                 return features, True
             log.info("feature cache: miss %s, encoding", self.path(key))
             features, meta = compute()
-            save_torch(self.path(key), {**self.payload(features), "meta": meta})
+            save_torch(self.path(key), {**self.payload(features), "meta": meta, "key": key,
+                                        "sha256": self.digest(features)})
         return features, False
 
 
