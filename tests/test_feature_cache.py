@@ -43,6 +43,18 @@ def test_later_runs_hit_the_cache_without_loading_the_encoder(in_project):
     assert "feature cache: miss" in log3 and "feature cache: miss" in log4
 
 
+def test_a_backbone_whose_config_changed_gets_new_features(in_project, tiny_cache, tmp_path):
+    _, first, log1 = in_project("original")
+    [folder] = [p.parent for p in tiny_cache.rglob("config.json")]
+    changed = tmp_path / "changed-config"
+    shutil.copytree(folder, changed)
+    config = json.loads((changed / "config.json").read_text())
+    config["norm_eps"] = 1e-2  # same weight files, another architecture setting: other features
+    (changed / "config.json").write_text(json.dumps(config))
+    _, _, log2 = in_project("changed", "backbone=local", f"backbone.path={changed}")
+    assert "feature cache: miss" in log2 and "encoded" in log2
+
+
 def test_full_checkpoints_switch_and_lean_checkpoint_verification(in_project, tiny_cache):
     _, lean_dir, _ = in_project("lean")
     _, full_dir, _ = in_project("full", "training.full_checkpoints=true")

@@ -37,6 +37,7 @@ import torch
 
 from finetune_pipeline.artifacts.atomic import save_torch
 from finetune_pipeline.artifacts.freeze_proof import combined_sha256, module_hashes
+from finetune_pipeline.backbone.identity import config_sha256
 from finetune_pipeline.backbone.load import read_encoder
 from finetune_pipeline.config.schema import Pooling
 from finetune_pipeline.errors import PipelineError
@@ -75,18 +76,6 @@ def classes_record(classes: list[dict]) -> dict:
     symbols, labels = [c["symbol"] for c in classes], [c["label"] for c in classes]
     digest = hashlib.sha256(json.dumps([symbols, labels], ensure_ascii=False).encode()).hexdigest()
     return {"symbols": symbols, "labels": labels, "sha256": digest}
-
-
-def config_sha256(folder: Path) -> str:
-    """SHA-256 of the values of ``folder/config.json`` (key order and formatting aside; its name and
-    transformers version too): what the architecture is built from."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise PipelineError(f"{folder / 'config.json'}: unreadable ({type(e).__name__}: {e})") from None
-    values = {k: v for k, v in config.items() if k not in ("_name_or_path", "transformers_version")} \
-        if isinstance(config, dict) else config
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
 def tokenizer_sha256(folder: Path) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from finetune_pipeline.artifacts.atomic import read_memo, write_json
+from finetune_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,18 @@ def files_sha256(folder: Path) -> dict[str, str]:
         except (OSError, ValueError, KeyError, AttributeError):
             pass  # an unreadable index: its own bytes are hashed, loading it will fail loudly
     return {name: file_sha256(folder / name) for name in names}
+
+
+def config_sha256(folder: Path) -> str:
+    """SHA-256 of the values of ``folder/config.json`` (key order and formatting aside; its name and
+    transformers version too): what the architecture is built from."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"{folder / 'config.json'}: unreadable ({type(e).__name__}: {e})") from None
+    values = {k: v for k, v in config.items() if k not in ("_name_or_path", "transformers_version")} \
+        if isinstance(config, dict) else config
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:

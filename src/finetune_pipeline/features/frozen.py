@@ -15,7 +15,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from finetune_pipeline.artifacts.freeze_proof import combined_sha256, module_hashes
-from finetune_pipeline.backbone.identity import files_sha256, remember_hashes, remembered_hashes
+from finetune_pipeline.backbone.identity import config_sha256, files_sha256, remember_hashes, remembered_hashes
 from finetune_pipeline.artifacts.atomic import save_torch
 from finetune_pipeline.backbone.load import Backbone, load_encoder
 from finetune_pipeline.config.schema import Config
@@ -50,7 +50,8 @@ def frozen_features(cfg: Config, backbone: Backbone, tokenizer: PreTrainedTokeni
     """
     cache_dir = resolve_path(cfg.data.cache_dir)
     cache = FeatureCache(cache_dir / "features", len(texts))
-    key_parts = {"tokenizer": tokenizer_sha256(backbone.folder), "max_length": cfg.data.max_length,
+    key_parts = {"tokenizer": tokenizer_sha256(backbone.folder), "config": config_sha256(backbone.folder),
+                 "max_length": cfg.data.max_length,
                  "pooling": cfg.model.pooling.value, "precision": precision.name, "texts": texts_sha256(texts)}
     chunking = chunking_of(cfg.data)
     if chunking is not None:  # truncated texts keep the keys they always had

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from transformers import set_seed
 
 from finetune_pipeline.artifacts.checkpoints import CheckpointIdentity, save_checkpoint
+from finetune_pipeline.backbone.identity import config_sha256
 from finetune_pipeline.artifacts.freeze_proof import (LoraAdapters, TopLayers, Trained, WholeEncoder, combined_sha256,
                                                      module_hashes)
 from finetune_pipeline.backbone.load import Backbone, load_encoder
@@ -154,6 +155,7 @@ def build_top_layers(cfg: Config, backbone: Backbone, tokenizer, tokenized: Toke
     prefixes = tuple(top_parameter_prefixes(encoder, a.layers))
     before = dist.broadcast(module_hashes(encoder) if dist.is_main else None)
     key = feature_key(encoder=combined_sha256(before), tokenizer=tokenizer_sha256(backbone.folder),
+                      config=config_sha256(backbone.folder),  # weights alike, config not (eps, RoPE): other states
                       max_length=cfg.data.max_length, precision=precision.name, texts=texts_sha256(texts),
                       layer=first_top, dtype=a.cache_dtype)
     cache = TokenStateCache(resolve_path(cfg.data.cache_dir) / "states", len(texts))

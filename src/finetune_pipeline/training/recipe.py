@@ -25,8 +25,9 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from finetune_pipeline.artifacts.atomic import atomic_dir, remove_orphans, save_torch, write_json
-from finetune_pipeline.artifacts.checkpoints import (BackboneIdentity, CheckpointIdentity, config_sha256,
-                                                     restore_weights, tokenizer_sha256)
+from finetune_pipeline.artifacts.checkpoints import (BackboneIdentity, CheckpointIdentity, restore_weights,
+                                                     tokenizer_sha256)
+from finetune_pipeline.backbone.identity import config_sha256
 from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256
 from finetune_pipeline.artifacts.metrics_record import BestEpoch, RunMetrics
 from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, STATE_FILE, claim, failure_status, flatten,
