@@ -178,18 +178,22 @@ def plot(summary: dict, keys: list[str], metric: str, path: Path) -> None:
         shades = sorted({c["overrides"].get(colour_key, "") for c in configs}) if colour_key else [""]
         values = [c["overrides"].get(key, c["config"]) for c in configs]
         numeric = all(_is_number(v) for v in values)
+        log_axis = numeric and values and min(float(v) for v in values) > 0 and \
+            max(float(v) for v in values) / min(float(v) for v in values) >= 100
+        span = (max(float(v) for v in values) - min(float(v) for v in values)) if numeric and values else 0
         for shade_index, shade in enumerate(shades):
             members = [(v, c) for v, c in zip(values, configs) if not colour_key or c["overrides"].get(colour_key, "") == shade]
             if not members:
                 continue
-            xs = [float(v) if numeric else v for v, _ in members]
+            shift = shade_index - (len(shades) - 1) / 2  # side by side, so the intervals do not hide each other
+            xs = [(float(v) * 1.06 ** shift if log_axis else float(v) + 0.015 * span * shift) if numeric else v
+                  for v, _ in members]
             means = [c["metrics"][name]["mean"] for _, c in members]
             low = [m - c["metrics"][name]["ci95"][0] if c["metrics"][name]["ci95"] else 0 for m, (_, c) in zip(means, members)]
             high = [c["metrics"][name]["ci95"][1] - m if c["metrics"][name]["ci95"] else 0 for m, (_, c) in zip(means, members)]
             ax.errorbar(xs, means, yerr=[low, high], fmt="o", capsize=4, color=f"C{shade_index}",
                         label=f"{colour_key}={shade}" if colour_key else None)
-        if numeric and values and min(float(v) for v in values) > 0 and \
-                max(float(v) for v in values) / min(float(v) for v in values) >= 100:
+        if log_axis:
             ax.set_xscale("log")
         ax.set_xlabel(key)
         ax.set_ylabel(f"{name} (mean, 95% CI)")
