@@ -45,7 +45,7 @@ def test_later_runs_hit_the_cache_without_loading_the_encoder(in_project):
 
 def test_a_backbone_whose_config_changed_gets_new_features(in_project, tiny_cache, tmp_path):
     _, first, log1 = in_project("original")
-    [folder] = [p.parent for p in tiny_cache.rglob("config.json")]
+    folder = Path(json.loads((first / "metrics.json").read_text())["backbone"]["path"])  # the tiny encoder it used
     changed = tmp_path / "changed-config"
     shutil.copytree(folder, changed)
     config = json.loads((changed / "config.json").read_text())
