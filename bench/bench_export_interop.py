@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, machine, run_measured  # noqa: E402
 
 from finetune_pipeline.export.shared import test_texts  # noqa: E402
-from finetune_pipeline.inference.predictor import Classifier  # noqa: E402
+from finetune_pipeline import Classifier  # noqa: E402
 
 RUNS = {"truncate-128": ["data.max_length=128"],
         "chunk-64": ["data.max_length=64", "data.long_text=chunk", "data.chunk_stride=16"]}

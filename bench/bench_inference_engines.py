@@ -43,9 +43,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, machine, run_measured  # noqa: E402
 
-from finetune_pipeline.export.onnx import INT8_MODEL, OnnxModel  # noqa: E402
+from finetune_pipeline.inference.onnx_graph import INT8_MODEL, OnnxModel  # noqa: E402
 from finetune_pipeline.export.shared import test_texts  # noqa: E402
-from finetune_pipeline.inference.predictor import Classifier  # noqa: E402
+from finetune_pipeline import Classifier  # noqa: E402
 
 
 def train_and_export(workdir: Path, name: str, overrides: list[str], env: dict, reuse: bool = False) -> Path:

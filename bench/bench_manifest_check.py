@@ -4,7 +4,7 @@
 
 1. The mmBERT-base stand-in (random init, bench/make_standin.py), a frozen 1-epoch run on the
    project's data/raw, exported with --format hf (model.safetensors about 1.2 GB).
-2. ``export.manifest.verify`` on the folder: without a remembered verification (every file hashed;
+2. ``inference.manifest.verify`` on the folder: without a remembered verification (every file hashed;
    the files are in the page cache after the export, so this is the hashing cost, not the disk's),
    and with one (sizes and modification times compared), 3 times each; beside it the time
    ``Classifier.from_pretrained`` takes to load the folder, which now includes the check.
@@ -27,8 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, machine, run_measured  # noqa: E402
 
-from finetune_pipeline.export.manifest import verify  # noqa: E402
-from finetune_pipeline.inference.predictor import Classifier  # noqa: E402
+from finetune_pipeline.inference.manifest import verify  # noqa: E402
+from finetune_pipeline import Classifier  # noqa: E402
 
 
 def timed(fn, repeats: int = 3) -> list[float]:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, machine  # noqa: E402
 
 from finetune_pipeline.data.batches import sorted_batches  # noqa: E402
-from finetune_pipeline.inference.predictor import Classifier  # noqa: E402
+from finetune_pipeline import Classifier  # noqa: E402
 
 
 def padded_vectors(encoder, ids: list[list[int]]) -> torch.Tensor:

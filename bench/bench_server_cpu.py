@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference_engines import free_port, load_test, random_groups_per_second, texts_per_second  # noqa: E402
 from common import REPO, machine  # noqa: E402
 
-from finetune_pipeline.inference.predictor import Classifier  # noqa: E402
+from finetune_pipeline import Classifier  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:

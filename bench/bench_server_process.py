@@ -28,7 +28,7 @@ from bench_inference_engines import free_port, load_test, random_groups_per_seco
 from common import REPO, machine  # noqa: E402
 
 from finetune_pipeline.export.shared import test_texts  # noqa: E402
-from finetune_pipeline.inference.predictor import Classifier  # noqa: E402
+from finetune_pipeline import Classifier  # noqa: E402
 
 
 def serve_in_process(path: Path, engine: str, port: int) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from finetune_pipeline.cli.pipeline import main
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.inference.predictor import Classifier
+from finetune_pipeline import Classifier
 
 pytest.importorskip("onnxruntime")
 
@@ -107,7 +107,7 @@ def test_a_cached_export_of_an_earlier_checkpoint_is_made_again(runs, tmp_path, 
 def test_the_int8_engine_uses_the_quantized_graph_and_exports_it_when_missing(runs, tmp_path, caplog):
     import shutil
 
-    from finetune_pipeline.export.onnx import INT8_MODEL, OnnxModel
+    from finetune_pipeline.inference.onnx_graph import INT8_MODEL, OnnxModel
 
     run = tmp_path / "run"
     shutil.copytree(runs["fine-tuned"], run, ignore=shutil.ignore_patterns("export"))
@@ -136,14 +136,14 @@ def test_two_commands_needing_the_same_export_make_it_once(runs, tmp_path, monke
     import shutil
     from concurrent.futures import ThreadPoolExecutor
 
-    import finetune_pipeline.export.onnx as onnx_export
-    from finetune_pipeline.inference.predictor import ensure_onnx_export
+    import finetune_pipeline.export.engines as engines
+    from finetune_pipeline.export.engines import ensure_onnx_export
 
     run = tmp_path / "run"
     shutil.copytree(runs["frozen (head-only checkpoint)"], run, ignore=shutil.ignore_patterns("export"))
     exports = []
-    real = onnx_export.export_onnx
-    monkeypatch.setattr(onnx_export, "export_onnx", lambda *a, **k: exports.append(a) or real(*a, **k))
+    real = engines.export_onnx
+    monkeypatch.setattr(engines, "export_onnx", lambda *a, **k: exports.append(a) or real(*a, **k))
     with ThreadPoolExecutor(2) as pool:  # as two predict/serve commands on one run at once
         folders = list(pool.map(lambda _: ensure_onnx_export(run, "best_model.pt", None), range(2)))
     assert folders == [run / "export" / "onnx"] * 2 and len(exports) == 1

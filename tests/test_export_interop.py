@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from finetune_pipeline.cli.pipeline import main
-from finetune_pipeline.inference.predictor import Classifier
+from finetune_pipeline import Classifier
 from finetune_pipeline.training.recipe import train
 from helpers import IN_PROCESS, REPO, build_tiny_bert, compose_config
 
@@ -139,3 +139,10 @@ def test_the_model_card_states_the_folders_own_test_figures(exported):
     assert f"| {report['test']['accuracy']:.4f} | {report['test']['macro_f1']:.4f} |" in card
     assert report["source"]["run"] == run.name and set(report["files"]) >= {"model.safetensors", "config.json",
                                                                            "modeling_finetune_pipeline.py"}
+
+
+def test_the_shipped_model_code_and_the_projects_reader_name_the_same_model_type():
+    from finetune_pipeline.export.hf_modeling import FinetunePipelineConfig
+    from finetune_pipeline.inference.hf_folder import MODEL_TYPE
+
+    assert FinetunePipelineConfig.model_type == MODEL_TYPE

@@ -11,7 +11,7 @@ from finetune_pipeline.cli.pipeline import main as pipeline_main
 from finetune_pipeline.config.schema import Pooling
 from finetune_pipeline.data.batches import Chunking, PadCollator, TokenizedTexts, eval_loader
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.inference.predictor import Classifier
+from finetune_pipeline import Classifier
 from finetune_pipeline.model.classifier import TextClassifier, build_head, pool_windows
 from helpers import REPO, write_json
 

@@ -8,7 +8,7 @@ import torch
 
 from finetune_pipeline.cli.pipeline import main as pipeline_main
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.inference.predictor import Classifier
+from finetune_pipeline import Classifier
 from helpers import compose_config
 
 pytest.importorskip("peft")

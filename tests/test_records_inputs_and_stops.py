@@ -204,7 +204,7 @@ def test_a_stop_while_encoding_keeps_nothing_half_written(in_project, project, m
 
 
 def test_predict_stopped_by_a_signal_writes_nothing(finished, tmp_path, caplog, monkeypatch):
-    from finetune_pipeline.inference.predictor import Classifier
+    from finetune_pipeline import Classifier
 
     _, run = finished
     (tmp_path / "t.txt").write_text("a\nb\n")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune_pipeline.inference.predictor import Classifier
+from finetune_pipeline import Classifier
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")

@@ -8,7 +8,7 @@ import torch
 from transformers import BertConfig, BertModel, ModernBertConfig, ModernBertModel
 
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.inference.predictor import Classifier
+from finetune_pipeline import Classifier
 from finetune_pipeline.model.top_layers import bottom_only, check_layers, top_only, top_parameter_prefixes
 from helpers import compose_config
 

@@ -6,7 +6,7 @@ __all__ = ["Classifier"]
 
 def __getattr__(name: str):
     if name == "Classifier":  # imported on first use: `import finetune_pipeline` stays light
-        from finetune_pipeline.inference.predictor import Classifier
+        from finetune_pipeline.export.engines import Classifier  # every engine (torch, onnxruntime)
 
         return Classifier
     raise AttributeError(name)

@@ -131,7 +131,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _load(args: argparse.Namespace):
-    from finetune_pipeline.inference.predictor import Classifier
+    from finetune_pipeline.export.engines import Classifier
 
     return Classifier.from_run(args.run_dir, args.checkpoint, args.backbone, args.device, args.precision,
                                args.batch_size, engine=args.engine)

@@ -37,28 +37,15 @@ import torch
 from finetune_pipeline.artifacts.atomic import atomic_dir, write_json
 from finetune_pipeline.export.local_paths import without_machine_paths
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.export.manifest import REPORT, checkpoint_source, write_manifest
+from finetune_pipeline.inference.manifest import REPORT, checkpoint_source, write_manifest
+from finetune_pipeline.inference.onnx_graph import INPUTS, INT8_MODEL, MODEL, OUTPUTS, OnnxModel
 from finetune_pipeline.export.shared import check_out_dir, refuse_machine_paths, save_tokenizer, test_texts
 
 log = logging.getLogger(__name__)
 
 ONNX_DIR = Path("export") / "onnx"  # inside the run folder: also the onnxruntime engine's cache
-MODEL, INT8_MODEL, OLD_INT8_MODEL = "model.onnx", "model_quantized.onnx", "model.int8.onnx"
-OUTPUTS = ("logits", "probabilities")  # optimum reads the first
 TOLERANCE = 1e-4  # largest absolute probability difference against PyTorch (fp32)
 OPSET = 18
-INPUTS = ("input_ids", "attention_mask")
-
-
-def int8_graph(folder: Path) -> Path | None:
-    """The folder's int8 graph under its current or its earlier name; None when it has none."""
-    return next((folder / n for n in (INT8_MODEL, OLD_INT8_MODEL) if (folder / n).is_file()), None)
-
-
-def tokenizer_folder(folder: Path) -> Path:
-    """Where an ONNX export keeps its tokenizer: its root, or tokenizer/ in earlier exports."""
-    return folder / "tokenizer" if (folder / "tokenizer").is_dir() and not (folder / "tokenizer_config.json").is_file() \
-        else folder
 
 
 def export_dir(checkpoint: str) -> Path:
@@ -81,7 +68,8 @@ class LogitsAndProbabilities(torch.nn.Module):
 def export_onnx(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "best_model.pt",
                 quantize: str | None = None, overwrite: bool = False, backbone_path: Path | None = None) -> dict:
     """Export, verify on the run's test texts, then write ``out_dir`` whole. Returns the report."""
-    from finetune_pipeline.inference.predictor import Classifier, read_classes
+    from finetune_pipeline.inference.classes import read_classes
+    from finetune_pipeline.inference.predictor import Classifier
 
     out_dir = out_dir or run_dir / export_dir(checkpoint)
     check_out_dir(out_dir, run_dir, overwrite)
@@ -171,39 +159,6 @@ def quantize_int8(source: Path, target: Path) -> None:
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
-
-
-class OnnxModel:
-    """An exported graph run with onnxruntime on the CPU: batches of token ids -> probabilities."""
-
-    def __init__(self, path: Path, pad_token_id: int, threads: int | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # a truncated or foreign file
-            raise PipelineError(f"{path}: not a readable ONNX graph ({type(e).__name__}: "
-                                f"{str(e).splitlines()[0] if str(e) else ''})") from None
-        inputs = {i.name for i in self.session.get_inputs()}
-        outputs = {o.name: o.shape for o in self.session.get_outputs()}
-        if inputs != set(INPUTS) or "probabilities" not in outputs or len(outputs["probabilities"]) != 2:
-            raise PipelineError(f"{path}: not a classifier graph of this tool (inputs {sorted(inputs)}, outputs "
-                                f"{sorted(outputs)}; expected {list(INPUTS)} -> probabilities (batch, classes))")
-        width = outputs["probabilities"][1]
-        self.classes: int | None = width if isinstance(width, int) else None  # (B, C) output's C
-        self.path, self.pad_token_id = path, pad_token_id
-
-    def __call__(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
-        """A batch of CPU tensors (the classifier's loader) -> (B, C) probabilities."""
-        feed = {name: batch[name].numpy().astype(np.int64) for name in INPUTS}
-        return self.session.run(["probabilities"], feed)[0]  # (B, C)
-
-    def probabilities_of(self, clf, texts: list[str]) -> np.ndarray:
-        """Through ``clf``'s own batching, with this graph as the model."""
-        return clf.probabilities(texts, progress=False, model=self)
 
 
 def accuracy(probs: np.ndarray, y_true: np.ndarray) -> float:

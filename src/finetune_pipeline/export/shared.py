@@ -11,7 +11,7 @@ import numpy as np
 from finetune_pipeline.artifacts.atomic import text_lines, write_json
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.export.local_paths import describe, machine_paths_in_folder, without_machine_paths
-from finetune_pipeline.export.manifest import REPORT, folder_files
+from finetune_pipeline.inference.manifest import REPORT, folder_files
 
 # what an ONNX export wrote before exports listed their files in export.json
 OLD_ONNX_FILES = ("model.onnx", "model.int8.onnx", "tokenizer", "id_to_label.json", "label_to_id.json", REPORT)
@@ -62,7 +62,7 @@ def not_our_export(folder: Path) -> str | None:
 
 def test_texts(run_dir: Path) -> tuple[list[str], np.ndarray | None]:
     """The run's test texts and their true class ids (from evaluation/test/predictions.jsonl)."""
-    from finetune_pipeline.inference.predictor import read_classes
+    from finetune_pipeline.inference.classes import read_classes
 
     path = run_dir / "evaluation" / "test" / "predictions.jsonl"
     try:

@@ -14,14 +14,12 @@ named in it, whose SHA-256 must match; a full checkpoint carries its own encoder
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from filelock import FileLock
 from tqdm import tqdm
 
 from finetune_pipeline.artifacts.checkpoints import load_classifier
@@ -32,6 +30,10 @@ from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.inference.prepacked import prepare_for_inference
 from finetune_pipeline.evaluation.report import prediction_rows
+from finetune_pipeline.inference.classes import read_classes
+from finetune_pipeline.inference.hf_folder import load_pretrained
+from finetune_pipeline.inference.manifest import verify
+from finetune_pipeline.inference.onnx_graph import MODEL, OnnxModel, int8_graph, tokenizer_folder
 from finetune_pipeline.model.classifier import TextClassifier
 from finetune_pipeline.runtime.device import resolve_device
 from finetune_pipeline.runtime.precision import Precision, resolve_precision
@@ -39,9 +41,6 @@ from finetune_pipeline.runtime.precision import Precision, resolve_precision
 log = logging.getLogger(__name__)
 
 PROGRESS_FROM = 1000  # texts; smaller inputs get no progress bar
-
-
-ENGINES = ("torch", "onnxruntime", "onnxruntime-int8")  # the last: the export's dynamically quantized graph
 
 
 class Classifier:
@@ -60,23 +59,10 @@ class Classifier:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best_model.pt", backbone_path: str | Path | None = None,
-                 device: str = "auto", precision: str = "auto", batch_size: int = 64,
-                 engine: str = "torch") -> "Classifier":
-        """Load a run folder's checkpoint (``best_model.pt`` or ``final_model.pt``), tokenizer and labels.
-
-        ``engine="onnxruntime"`` / ``"onnxruntime-int8"``: the run's ONNX export (``<run>/export/onnx*/``;
-        its fp32 or int8 graph), made and verified on the fly when missing, on the CPU."""
-        if engine not in ENGINES:
-            raise PipelineError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
-        writer = writer_of(Path(run_dir))
-        if writer:
-            log.warning("%s is still being trained (PID %s): %s is the best checkpoint so far, not the run's result; "
-                        "its answers will change when training goes on", run_dir, writer, checkpoint)
-        if engine != "torch":
-            check_onnxruntime_options(device, precision)
-            int8 = engine == "onnxruntime-int8"
-            return cls.from_onnx_export(ensure_onnx_export(Path(run_dir), checkpoint, backbone_path, int8), batch_size,
-                                        int8=int8)
+                 device: str = "auto", precision: str = "auto", batch_size: int = 64) -> "Classifier":
+        """Load a run folder's checkpoint (``best_model.pt`` or ``final_model.pt``), tokenizer and labels
+        (the PyTorch engine; ``finetune_pipeline.Classifier.from_run`` also takes ``engine=``)."""
+        warn_if_training(Path(run_dir), checkpoint)
         run = Path(run_dir)
         for needed in (checkpoint, "id_to_label.json", "tokenizer"):
             if not (run / needed).exists():
@@ -98,8 +84,6 @@ class Classifier:
     def from_pretrained(cls, folder: str | Path, device: str = "auto", precision: str = "auto",
                         batch_size: int = 64) -> "Classifier":
         """A folder written by ``finetune-pipeline export RUN --format hf`` (or downloaded from the Hub)."""
-        from finetune_pipeline.export.hf import load_pretrained
-
         folder = Path(folder)
         loaded = load_pretrained(folder)
         tokenizer = read_tokenizer(folder)
@@ -114,9 +98,6 @@ class Classifier:
                          int8: bool = False) -> "Classifier":
         """An ONNX export folder on its own (no run folder, no backbone): graph, tokenizer, labels.
         ``int8``: its dynamically quantized graph (``export --quantize int8``)."""
-        from finetune_pipeline.export.manifest import verify
-        from finetune_pipeline.export.onnx import MODEL, OnnxModel, int8_graph, tokenizer_folder
-
         folder = Path(folder)
         for needed in (MODEL, "id_to_label.json"):
             if not (folder / needed).exists():
@@ -167,56 +148,14 @@ class Classifier:
         return [{k: v for k, v in row.items() if k != "text"} for row in rows]
 
 
+def warn_if_training(run: Path, checkpoint: str) -> None:
+    writer = writer_of(run)
+    if writer:
+        log.warning("%s is still being trained (PID %s): %s is the best checkpoint so far, not the run's result; "
+                    "its answers will change when training goes on", run, writer, checkpoint)
+
+
 def check_onnxruntime_options(device: str, precision: str) -> None:
     if device not in ("auto", "cpu") or precision not in ("auto", "fp32"):
         raise PipelineError(f"the onnxruntime engines run on the CPU (fp32 or int8 graph); drop device={device!r} "
                             f"precision={precision!r} or use the torch engine")
-
-
-def read_classes(path: Path) -> list[dict[str, str]]:
-    """``id_to_label.json``: class id -> {"symbol", "label"}, ids 0..N-1, validated."""
-    try:
-        id_to_label = json.loads(path.read_text(encoding="utf-8"))
-        classes = [id_to_label[str(i)] for i in range(len(id_to_label))]
-        if not classes or not all(isinstance(c, dict) and isinstance(c.get("symbol"), str)
-                                  and isinstance(c.get("label"), str) for c in classes):
-            raise ValueError("not a map of class ids to {symbol, label}")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise PipelineError(f"{path}: unreadable class list ({type(e).__name__}: {e})") from None
-    return classes
-
-
-def ensure_onnx_export(run: Path, checkpoint: str, backbone_path: str | Path | None, int8: bool = False) -> Path:
-    """The run's ONNX export of ``checkpoint`` (with its int8 graph when ``int8``), exported (and
-    verified) now if missing or made from an earlier version of that checkpoint file."""
-    from finetune_pipeline.export.manifest import read_report
-    from finetune_pipeline.export.onnx import MODEL, export_dir, export_onnx, int8_graph, made_from
-
-    folder = run / export_dir(checkpoint)
-    if not (run / checkpoint).is_file():
-        raise PipelineError(f"{run}: not a finished run folder ({checkpoint} is missing)")
-
-    def why_export() -> tuple[int, str] | None:  # (log level, reason); None: the export there is the one wanted
-        if not (folder / MODEL).is_file():
-            return logging.INFO, f"no ONNX export of {run / checkpoint} yet: exporting it to {folder}"
-        if not made_from(folder, run / checkpoint):
-            return logging.WARNING, (f"{folder} was exported from an earlier {checkpoint} (the run went on since): "
-                                     "exporting it again")
-        if not isinstance(read_report(folder).get("files"), dict):
-            return logging.WARNING, f"{folder} was made by an earlier version (no manifest of its files): exporting it again"
-        if int8 and int8_graph(folder) is None:
-            return logging.INFO, f"{folder} has no int8 graph yet: exporting it again with one"
-        return None
-
-    if why_export() is None:  # no lock (and so no write) where the export is there: a read-only run works
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):  # two commands on one run: one exports, the other then uses it
-        reason = why_export()
-        if reason is None:
-            return folder
-        log.log(*reason)
-        keep_int8 = int8 or int8_graph(folder) is not None  # an export made with --quantize keeps its int8 graph
-        export_onnx(run, folder, checkpoint, quantize="int8" if keep_int8 else None, overwrite=True,
-                    backbone_path=Path(backbone_path) if backbone_path else None)
-    return folder

@@ -36,7 +36,7 @@ def engine_for(path: Path, engine: str) -> str:
     """The engine that serves this folder, checked before any model loads."""
     kind = folder_kind(path)
     if kind == "onnx":
-        from finetune_pipeline.export.onnx import int8_graph
+        from finetune_pipeline.inference.onnx_graph import int8_graph
 
         if engine == "onnxruntime-int8" and int8_graph(path) is None:
             raise PipelineError(f"{path}: no int8 graph (model_quantized.onnx); export the run with --quantize int8")
@@ -49,7 +49,7 @@ def engine_for(path: Path, engine: str) -> str:
 
 def load(spec):
     """The classifier behind the server (loaded in each inference process) from a ``worker.EngineSpec``."""
-    from finetune_pipeline.inference.predictor import Classifier
+    from finetune_pipeline.export.engines import Classifier
 
     engine, kind = engine_for(spec.path, spec.engine), folder_kind(spec.path)
     if kind == "onnx":
@@ -123,7 +123,8 @@ def serve(path: Path, host: str, port: int, engine: str = "torch", device: str =
     if run_folder and not (path / checkpoint).is_file():
         raise PipelineError(f"{path}: not a finished run folder ({checkpoint} is missing)")
     if engine != "torch":
-        from finetune_pipeline.inference.predictor import check_onnxruntime_options, ensure_onnx_export
+        from finetune_pipeline.export.engines import ensure_onnx_export
+        from finetune_pipeline.inference.predictor import check_onnxruntime_options
 
         check_onnxruntime_options(device, precision)
     sock = listening_socket(host, port)
