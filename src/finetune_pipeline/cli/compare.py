@@ -24,7 +24,7 @@ from finetune_pipeline.artifacts.atomic import atomic_path, to_json
 from finetune_pipeline.cli.errors import exit_status
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.logs import log_to_stderr
-from finetune_pipeline.sweep.compare import METRICS, compare, sort_jobs, summary_of
+from finetune_pipeline.sweep.compare import METRICS, compare
 from finetune_pipeline.sweep.head_to_head import head_to_head, render, select, side_of_run
 from finetune_pipeline.sweep.jobs import find_job_folders, read_job
 
@@ -55,14 +55,7 @@ def run(args: argparse.Namespace) -> str:
     single_runs = len(args.paths) == 2 and all((p / ".hydra").is_dir() for p in args.paths)  # run folders
     if args.a is not None or single_runs:
         return head_to_head_text(args)
-    out = args.out or (args.paths[0] if args.write else None)
-    if args.json:
-        jobs = sort_jobs([read_job(f) for f in find_job_folders(args.paths)], args.metric)
-        summary = summary_of(jobs, args.paths[0])
-        if out is not None:
-            compare(args.paths, args.metric, out)
-        return to_json(summary, indent=1)
-    return compare(args.paths, args.metric, out)
+    return compare(args.paths, args.metric, args.out or (args.paths[0] if args.write else None), as_json=args.json)
 
 
 def head_to_head_text(args: argparse.Namespace) -> str:

@@ -11,6 +11,7 @@ The loss of a text is -log p(true class): a confident mistake costs most.
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from finetune_pipeline.evaluation.statistics import per_class_f1_intervals
 
 HIGHEST_LOSS = 20  # texts listed in errors.md
 PAIRS = 10  # confused pairs listed
-_MARKDOWN = re.compile(r"([\\`*_\[\]#|~<>])")
+_MARKDOWN = re.compile(r"([\\`*_\[\]#|~])")  # what could end a table cell, start markup or a link
 
 
 def text_losses(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -58,29 +59,30 @@ def write_errors(folder: Path, texts: list[str], y_true: np.ndarray, probs: np.n
     per_class = per_class_f1_intervals(y_true, y_pred, len(labels))
     support = np.bincount(y_true, minlength=len(labels))
     wrong = int(np.sum(y_pred != y_true))
-    lines = [f"# Errors: {_cell(name)}", "",
+    lines = [f"# Errors: {markdown_cell(name)}", "",
              f"{wrong} of {len(texts)} texts misclassified ({wrong / max(len(texts), 1):.1%}); every one is in "
              "errors.jsonl, highest loss first.", "", "## Most confused classes", "",
              "| true | predicted as | texts | share of the true class |", "|---|---|---|---|"]
-    lines += [f"| {_cell(p['true'])} | {_cell(p['predicted'])} | {p['count']} | {p['share_of_true']:.1%} |"
+    lines += [f"| {markdown_cell(p['true'])} | {markdown_cell(p['predicted'])} | {p['count']} | {p['share_of_true']:.1%} |"
               for p in pairs[:PAIRS]] or ["| - | - | 0 | - |"]
     lines += ["", f"## The {min(HIGHEST_LOSS, len(texts))} texts with the highest loss (-log p(true class))", "",
               "| loss | true | predicted (score) | text |", "|---|---|---|---|"]
-    lines += [f"| {losses[i]:.2f} | {_cell(labels[y_true[i]])} | {_cell(labels[y_pred[i]])} ({probs[i, y_pred[i]]:.2f}) "
-              f"| {_cell(_short(texts[i]))} |" for i in order[:HIGHEST_LOSS]]
+    lines += [f"| {losses[i]:.2f} | {markdown_cell(labels[y_true[i]])} | {markdown_cell(labels[y_pred[i]])} ({probs[i, y_pred[i]]:.2f}) "
+              f"| {markdown_cell(one_line(texts[i]))} |" for i in order[:HIGHEST_LOSS]]
     lines += ["", "## Per class (F1 with its 95% bootstrap interval over these texts)", "",
               "| class | symbol | texts | F1 | 95% interval |", "|---|---|---|---|---|"]
-    lines += [f"| {_cell(label)} | {_cell(symbol)} | {int(n)} | {f1:.4f} | "
+    lines += [f"| {markdown_cell(label)} | {markdown_cell(symbol)} | {int(n)} | {f1:.4f} | "
               + (f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-") + " |"
               for label, symbol, n, (f1, ci) in zip(labels, symbols, support, per_class)]
     (folder / "errors.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _cell(text: str) -> str:
-    """Inert inside a Markdown table cell: one line, no markup, no HTML."""
-    return _MARKDOWN.sub(r"\\\1", " ".join(str(text).split()))
+def markdown_cell(text: str) -> str:
+    """Inert inside a Markdown table cell: one line, no markup, no HTML (a label, a text, a name)."""
+    return _MARKDOWN.sub(r"\\\1", html.escape(" ".join(str(text).split()), quote=True))
 
 
-def _short(text: str, limit: int = 160) -> str:
+def one_line(text: str, limit: int = 160) -> str:
+    """A text on one line, cut to ``limit`` characters."""
     one = " ".join(text.split())
     return one if len(one) <= limit else one[:limit - 1] + "…"

@@ -9,22 +9,14 @@ paths cut to their last part. Labels are escaped, so a label cannot become marku
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from pathlib import Path
 
 import yaml
 
+from finetune_pipeline.evaluation.errors import markdown_cell
 from finetune_pipeline.export.local_paths import public_path, without_machine_paths
-
-_MARKDOWN = re.compile(r"([\\`*_\[\]#|~])")  # what could end a table cell, start markup or a link
-
-
-def escape(text: str) -> str:
-    """A label as inert Markdown inside a table cell: one line, no HTML, no markup."""
-    return _MARKDOWN.sub(r"\\\1", html.escape(" ".join(str(text).split()), quote=True))
-
 
 def backbone_name(stored: dict, metrics_backbone: dict) -> str:
     """The Hub id when the config has one, else the backbone folder's name (never its path)."""
@@ -58,7 +50,7 @@ def model_card(run_dir: Path, checkpoint: str, report: dict, max_length: int, ch
     backbone, data = metrics.get("backbone", {}), metrics.get("data", {})
     name = backbone_name(stored, backbone)
     per_class = report["per_class"]
-    labels = "\n".join(f"| {i} | {escape(label)} | {escape(c['symbol'])} | {c['support']} | {c['f1']:.4f} |"
+    labels = "\n".join(f"| {i} | {markdown_cell(label)} | {markdown_cell(c['symbol'])} | {c['support']} | {c['f1']:.4f} |"
                        for i, (label, c) in enumerate(per_class.items()))
     warning = ("\n> **The base model was not pretrained** (a random-init stand-in): this classifier only "
                "demonstrates the pipeline.\n" if not backbone.get("pretrained", True) else "")
@@ -72,10 +64,10 @@ tags: [text-classification, news, finetune-pipeline]
 base_model: {json.dumps(name, ensure_ascii=False)}
 ---
 
-# News-topic classifier ({len(per_class)} classes) over {escape(name)}
+# News-topic classifier ({len(per_class)} classes) over {markdown_cell(name)}
 {warning}
-An MLP head over the pooled states of the encoder, trained with finetune-pipeline (run `{escape(run_dir.name)}`,
-{escape(checkpoint)}). The folder ships its model code (`modeling_finetune_pipeline.py`), so plain
+An MLP head over the pooled states of the encoder, trained with finetune-pipeline (run `{markdown_cell(run_dir.name)}`,
+{markdown_cell(checkpoint)}). The folder ships its model code (`modeling_finetune_pipeline.py`), so plain
 transformers loads it with `trust_remote_code=True` (without it, loading is refused rather than guessed):
 
 ```python
@@ -88,12 +80,12 @@ or, with finetune-pipeline installed, `Classifier.from_pretrained("<this folder>
 
 ## Base model
 
-- {escape(name)}, SHA-256 of its weights `{backbone.get('sha256')}`
+- {markdown_cell(name)}, SHA-256 of its weights `{backbone.get('sha256')}`
 - freeze proof: {proof.get('verdict', 'not recorded')}
 
 ## Data
 
-- {escape(data_name(stored))}: {data.get('records')} records ({data.get('train')} train / {data.get('val')} validation / {data.get('test')} test), {len(per_class)} classes
+- {markdown_cell(data_name(stored))}: {data.get('records')} records ({data.get('train')} train / {data.get('val')} validation / {data.get('test')} test), {len(per_class)} classes
 - raw-data fingerprint (SHA-256): `{data.get('raw_fingerprint')}`
 
 ## Test results of this folder

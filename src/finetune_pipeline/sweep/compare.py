@@ -206,20 +206,23 @@ def plot(summary: dict, keys: list[str], metric: str, path: Path) -> None:
     plt.close(fig)
 
 
-def compare(paths: list[Path], metric: str = "best", out_dir: Path | None = None) -> str:
+def compare(paths: list[Path], metric: str = "best", out_dir: Path | None = None, as_json: bool = False) -> str:
     """Read the jobs under ``paths``; write summary.json / .md / .csv / .png into ``out_dir`` when given
-    (nothing is written otherwise); return the text a person reads."""
+    (nothing is written otherwise); return the text a person reads, or with ``as_json`` summary.json's."""
     jobs = sort_jobs([read_job(f) for f in find_job_folders(paths)], metric)
     root = out_dir or paths[0]
     keys = swept_keys(jobs)
     rows = table_rows(jobs, keys, root)
     summary = summary_of(jobs, root)
+    if out_dir is not None:
+        write_summary(out_dir, summary, rows, keys, metric)
+    if as_json:
+        return to_json(summary, indent=1)
     text = headline(summary) + ["", render_text(config_rows(summary))]
     if summary["comparisons"]:
         text += ["", "against the best:", render_text(comparison_rows(summary))]
     text += ["", "jobs:", render_text(rows)]
     if out_dir is not None:
-        write_summary(out_dir, summary, rows, keys, metric)
         text += ["", f"wrote {out_dir / 'summary.json'}, summary.md, summary.csv, summary.png"]
     return "\n".join(text)
 

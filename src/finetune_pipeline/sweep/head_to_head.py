@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.evaluation.errors import one_line
 from finetune_pipeline.evaluation.statistics import (accuracy, macro_f1, mcnemar_exact, paired_bootstrap,
                                                      per_class_f1, per_class_f1_differences)
 from finetune_pipeline.sweep.configurations import REPEAT_KEYS, Predictions
@@ -136,7 +137,7 @@ def render(report: dict) -> str:
               + (f" [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if c["ci95"] else "") for c in report["per_class_f1"]]
     for key, title in (("a_right_b_wrong", "A right, B wrong"), ("b_right_a_wrong", "B right, A wrong")):
         lines += ["", f"{title} (most confident first, {len(report[key])} shown):"]
-        lines += [f"  [{r['true']}; other said {r['wrong']}; {r['confidence']:.2f}] {_short(r['text'])}"
+        lines += [f"  [{r['true']}; other said {r['wrong']}; {r['confidence']:.2f}] {one_line(r['text'], 100)}"
                   for r in report[key]]
     return "\n".join(lines)
 
@@ -145,11 +146,6 @@ def verdict(difference: float, p_value: float | None) -> str:
     if p_value is None or p_value >= 0.05:
         return "not distinguishable at 95%"
     return "A better" if difference > 0 else "B better"
-
-
-def _short(text: str, limit: int = 100) -> str:
-    one = " ".join(text.split())
-    return one if len(one) <= limit else one[:limit - 1] + "…"
 
 
 def side_of_run(folder: Path, job: Job) -> Side:
