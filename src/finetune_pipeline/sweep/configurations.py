@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -110,7 +110,15 @@ def _changes_no_result(key: str) -> bool:
     return is_how_key(key) or key == "logger"
 
 
-def interval(config: Configuration, metric: str) -> Interval:
+def interval(config: Configuration, metric: str, bounded: bool = True) -> Interval:
+    """``bounded``: a share (accuracy, F1) -- the interval is cut to [0, 1], where such a value can lie."""
+    found = _interval(config, metric)
+    if not bounded or found.ci95 is None:
+        return found
+    return replace(found, ci95=(max(0.0, found.ci95[0]), min(1.0, found.ci95[1])))
+
+
+def _interval(config: Configuration, metric: str) -> Interval:
     if metric == "val":
         values = [r.val for r in config.repeats if r.val is not None]
         return t_interval(values)
@@ -171,7 +179,7 @@ def summarize(configs: list[Configuration], selected_by: str, lower_is_better: b
     """The summary.json contract: ``configs``, ``best_config``, ``comparisons``, ``warnings``."""
     rows = []
     for config in configs:
-        metrics = {selected_by: interval(config, "val").as_dict()}
+        metrics = {selected_by: interval(config, "val", bounded=not selected_by.endswith("loss")).as_dict()}
         metrics.update({m: interval(config, m).as_dict() for m in TEST_METRICS})
         rows.append({"config": config.label, "overrides": config.overrides, "n": len(config.repeats),
                      "jobs": [r.name for r in config.repeats], "metrics": metrics})
