@@ -24,8 +24,8 @@ from common import REPO, machine, run_measured  # noqa: E402
 
 MODES = {
     "frozen head": (["training.freeze_backbone=true"], 5),
-    "top-1 layer": (["adapter=top_layers", "adapter.layers=1"], 3),
-    "top-2 layers": (["adapter=top_layers", "adapter.layers=2"], 3),
+    "top-1 layer": (["adapter=top_layers", "adapter.top_layers.layers=1"], 3),
+    "top-2 layers": (["adapter=top_layers", "adapter.top_layers.layers=2"], 3),
     "LoRA r=8": (["adapter=lora"], 1),
     "full fine-tuning": (["training.freeze_backbone=false"], 1),
     "LoRA r=8, 3 epochs": (["adapter=lora"], 3),

@@ -12,6 +12,7 @@ written to bench/results/lora_checkpoint.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from common import REPO, machine  # noqa: E402
 
 from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, CheckpointIdentity, save_checkpoint  # noqa: E402
 from finetune_pipeline.model.adapters import LoraSpec, add_lora, is_adapter  # noqa: E402
-from finetune_pipeline.model.builders import adapter_weights  # noqa: E402
+from finetune_pipeline.training.builders import adapter_weights  # noqa: E402
 from finetune_pipeline.model.classifier import HeadConfig, TextClassifier  # noqa: E402
 
 
@@ -41,12 +42,12 @@ def main() -> None:
     classes = [{"symbol": chr(ord("a") + i), "label": f"class {i}"} for i in range(16)]
     identity = CheckpointIdentity(BackboneIdentity("stand-in", str(args.config_dir), "0" * 64), classes, "0" * 64, "fp32")
     with tempfile.TemporaryDirectory() as tmp:
-        full = TextClassifier(encoder, head.build(), "mean", frozen=False)
-        save_checkpoint(Path(tmp) / "full.pt", full.state_dict(), identity, head)
+        full = TextClassifier(encoder, head, frozen=False)
+        save_checkpoint(Path(tmp) / "full.pt", full.state_dict(), identity, dataclasses.asdict(head))
         full_bytes = (Path(tmp) / "full.pt").stat().st_size
         spec = LoraSpec(args.rank, 2.0 * args.rank, 0.05, ("Wqkv", "Wo", "Wi"))
-        lora = TextClassifier(add_lora(encoder, spec), head.build(), "mean", frozen=False)
-        save_checkpoint(Path(tmp) / "lora.pt", adapter_weights(lora), identity, head, spec.as_dict())
+        lora = TextClassifier(add_lora(encoder, spec), head, frozen=False)
+        save_checkpoint(Path(tmp) / "lora.pt", adapter_weights(lora), identity, dataclasses.asdict(head), spec.as_dict())
         lora_bytes = (Path(tmp) / "lora.pt").stat().st_size
     adapters = sum(p.numel() for n, p in lora.named_parameters() if is_adapter(n))
     head_params = sum(p.numel() for p in lora.head.parameters())

@@ -37,7 +37,7 @@ def serve_in_process(path: Path, engine: str, port: int) -> None:
     import uvicorn
 
     from finetune_pipeline.serving.app import create_app
-    from finetune_pipeline.serving.server import load
+    from finetune_pipeline.serving.loader import load
     from finetune_pipeline.serving.worker import LoadedModel
 
     clf = load(path, engine, "cpu", "auto", 64)
@@ -95,7 +95,7 @@ def linear_weights_cast_once(run: Path, texts: list[str]) -> dict:
     once, and those packed once for oneDNN as well (shipped)."""
     import torch
 
-    from finetune_pipeline.artifacts.checkpoints import load_classifier
+    from finetune_pipeline.model.loading import load_classifier
 
     shipped = Classifier.from_run(run, device="cpu", precision="bf16")
     per_pass = Classifier.from_run(run, device="cpu", precision="bf16")

@@ -26,7 +26,7 @@ from common import REPO, machine, run_measured  # noqa: E402
 
 MODES = {
     "frozen head": ["training.freeze_backbone=true"],
-    "top-2 layers": ["adapter=top_layers", "adapter.layers=2"],
+    "top-2 layers": ["adapter=top_layers", "adapter.top_layers.layers=2"],
     "LoRA r=8": ["adapter=lora"],
     "full fine-tuning": ["training.freeze_backbone=false"],
 }

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import IN_PROCESS, compose_config
+from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from finetune_pipeline.training.recipe import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -45,7 +46,7 @@ def test_fine_tuning_on_a_gpu_in_each_precision(run_on_gpu, precision):
     assert "gpu_mem=" in log and "peak=" in log
     weights = torch.load(folder / "best_model.pt", weights_only=True)["state_dict"]
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
-    assert json.loads((folder / "freeze_proof.json").read_text())["verdict"].startswith("NOT FROZEN: encoder fine-tuned")
+    assert FreezeProof.read(folder).status == "not_frozen"
 
 
 def test_a_frozen_run_on_a_gpu_encodes_once_and_trains_the_head(run_on_gpu):
@@ -54,7 +55,7 @@ def test_a_frozen_run_on_a_gpu_encodes_once_and_trains_the_head(run_on_gpu):
     assert math.isfinite(metrics["test"]["test/loss"])
 
 
-@pytest.mark.parametrize("adapter", [["adapter=lora"], ["adapter=top_layers", "adapter.layers=1"]],
+@pytest.mark.parametrize("adapter", [["adapter=lora"], ["adapter=top_layers", "adapter.top_layers.layers=1"]],
                          ids=["LoRA", "top layers"])
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_adapters_on_a_gpu_keep_the_base_and_train(run_on_gpu, adapter, precision):
@@ -63,4 +64,4 @@ def test_adapters_on_a_gpu_keep_the_base_and_train(run_on_gpu, adapter, precisio
     assert metrics["device"].startswith("cuda") and metrics["precision"] == precision
     losses = [h["train/loss"] for h in metrics["history"]]
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
-    assert json.loads((folder / "freeze_proof.json").read_text())["verdict"].startswith("PASS")
+    assert FreezeProof.read(folder).status == "pass"

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from helpers import REPO, run_folders, run_train
 
 COMMON = ["data.max_length=32", "model.hidden_dim=16", "model.dropout=0", "precision=fp32", "training.epochs=2", "training.gradient_accumulation_steps=2",
@@ -68,8 +69,8 @@ def test_ranks_share_out_exactly_the_single_process_batches():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ["fine-tuning", "frozen, features encoded by both ranks", "LoRA", "top layers"])
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(project, tiny_cache, path):
-    extra = {"fine-tuning": ["training.freeze_backbone=false"], "LoRA": ["adapter=lora", "adapter.dropout=0"],
-             "top layers": ["adapter=top_layers", "adapter.layers=1", "adapter.cache_dtype=fp32"]}.get(path, [])
+    extra = {"fine-tuning": ["training.freeze_backbone=false"], "LoRA": ["adapter=lora", "adapter.lora.dropout=0"],
+             "top layers": ["adapter=top_layers", "adapter.top_layers.layers=1", "adapter.top_layers.cache_dtype=fp32"]}.get(path, [])
     run_train(project, *COMMON, *extra, "training.batch_size=16", tiny_cache=tiny_cache)
     single = run_folders(project)[0]
     proc = torchrun(project, *COMMON, *extra, "training.batch_size=8", "data.cache_dir=data/cache_ddp",
@@ -83,9 +84,9 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(project
     assert log.count("run folder:") == 1 and "epoch=1 step=4/16" in log and "opt_steps=16" in log  # rank 0 alone writes the log
     assert (ddp / ".hydra" / "config.yaml").is_file() and json.loads((ddp / "freeze_proof.json").read_text())
     if path == "LoRA":
-        assert json.loads((ddp / "freeze_proof.json").read_text())["verdict"].startswith("PASS: base encoder")
+        assert (FreezeProof.read(ddp).status, FreezeProof.read(ddp).adapter) == ("pass", "lora")
     if path == "top layers":
-        assert json.loads((ddp / "freeze_proof.json").read_text())["verdict"].startswith("PASS: only the top layers")
+        assert (FreezeProof.read(ddp).status, FreezeProof.read(ddp).adapter) == ("pass", "top_layers")
     if path.startswith("frozen"):
         assert "encoding sharded over 2 ranks: [160, 160] texts each" in log
         [one] = list((project / "data" / "cache" / "features").glob("*.pt"))
@@ -96,5 +97,5 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(project
         torchrun(project, *COMMON, "training.batch_size=8", "data.cache_dir=data/cache_ddp", tiny_cache=tiny_cache)
         [again] = [f for f in run_folders(project) if f not in folders]
         assert "encoder not loaded" in (again / "train.log").read_text()
-        assert json.loads((again / "freeze_proof.json").read_text())["verdict"].startswith("PASS")
+        assert FreezeProof.read(again).status == "pass"
     assert "Traceback" not in proc.stderr

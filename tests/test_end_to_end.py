@@ -10,6 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.precision import cpu_supports_bf16
 
@@ -52,19 +53,19 @@ def test_run_writes_every_artifact(project, tiny_cache, in_project, frozen, prec
     assert all(torch.equal(head[k], best[f"head.{k}"]) for k in head)
     assert head["4.weight"].shape == (len(mapping), 32)  # last Linear: classes x hidden_dim
 
-    proof = json.loads((run / "freeze_proof.json").read_text())
-    assert proof["freeze_backbone"] is frozen
-    assert best_ckpt["backbone"]["sha256"] == proof["encoder_sha256_before"]
+    proof = FreezeProof.read(run)
+    assert proof.freeze_backbone is frozen
+    assert best_ckpt["backbone"]["sha256"] == proof.encoder_sha256_before
     if frozen:
-        assert proof["verdict"].startswith("PASS") and proof["encoder_unchanged"]
-        assert proof["encoder_sha256_before"] == proof["encoder_sha256_after"]
-        assert proof["trainable_parameters"]["encoder"] == 0
+        assert proof.status == "pass" and proof.encoder_unchanged
+        assert proof.encoder_sha256_before == proof.encoder_sha256_after
+        assert proof.trainable_parameters["encoder"] == 0
         assert best_ckpt["kind"] == "head_only" and not any(k.startswith("encoder.") for k in final)
         assert (run / "best_model.pt").stat().st_size < 1_000_000  # lean: no encoder copy
     else:
         assert best_ckpt["kind"] == "full" and any(k.startswith("encoder.") for k in best)
-        assert proof["verdict"].startswith("NOT FROZEN") and proof["tensors_changed"]
-        assert proof["trainable_parameters"]["encoder"] == proof["trainable_parameters"]["encoder_total"] > 0
+        assert proof.status == "not_frozen" and proof.tensors_changed
+        assert proof.trainable_parameters["encoder"] == proof.trainable_parameters["encoder_total"] > 0
 
     metrics = json.loads((run / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
@@ -107,7 +108,7 @@ def test_freeze_proof_readme_command_checks_runs_independently(in_project):
     def check(run):
         return subprocess.run([sys.executable, "-", str(run)], input=script, capture_output=True, text=True)
 
-    proof = json.loads((lean / "freeze_proof.json").read_text())
+    proof = FreezeProof.read(lean)
     ok = check(lean)
     assert ok.returncode == 0, ok.stderr
     assert f"base model's encoder sha256 now: {proof['encoder_sha256_before']} (same)" in ok.stdout

@@ -27,7 +27,7 @@ LONG = ["The central bank raised interest rates again as inflation stayed high a
 CASES = {  # name: (encoder family, overrides)
     "modernbert frozen mean": ("modernbert", []),
     "modernbert lora": ("modernbert", ["adapter=lora"]),
-    "modernbert top layers cls": ("modernbert", ["adapter=top_layers", "adapter.layers=1", "model.pooling=cls"]),
+    "modernbert top layers cls": ("modernbert", ["adapter=top_layers", "adapter.top_layers.layers=1", "model.pooling=cls"]),
     "modernbert frozen chunked max": ("modernbert", ["data.long_text=chunk", "data.chunk_stride=8",
                                                      "data.chunk_pooling=max"]),
     "bert frozen cls": ("bert", ["model.pooling=cls"]),

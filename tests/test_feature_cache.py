@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from finetune_pipeline.artifacts.checkpoints import load_checkpoint, verify_backbone
 from finetune_pipeline.errors import PipelineError
 
@@ -35,8 +36,8 @@ def test_later_runs_hit_the_cache_without_loading_the_encoder(in_project):
     second, run2, log2 = in_project("second", "model.hidden_dim=32")
     assert "feature cache: miss" in log1 and "encoded" in log1
     assert "feature cache: hit" in log2 and "encoder not loaded" in log2 and "encoded" not in log2
-    proof = json.loads((run2 / "freeze_proof.json").read_text())
-    assert proof["verdict"].startswith("PASS") and "not loaded" in proof["how"]
+    proof = FreezeProof.read(run2)
+    assert proof.status == "pass" and "not loaded" in proof.how
     assert json.loads((run2 / "metrics.json").read_text())["features"]["cache"] == "hit"
     # anything that changes the features is a new entry
     _, _, log3 = in_project("longer", "data.max_length=48")
@@ -104,7 +105,7 @@ def test_concurrent_jobs_compute_an_entry_once(tmp_path):
 def test_checkpoints_load_into_a_classifier_that_reproduces_the_run(in_project, tiny_cache, tmp_path):
     import shutil
 
-    from finetune_pipeline.artifacts.checkpoints import load_classifier
+    from finetune_pipeline.model.loading import load_classifier
     from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
     from finetune_pipeline.training.metrics import predict
     from finetune_pipeline.runtime.precision import Precision
@@ -160,7 +161,7 @@ def test_what_rank_0_broadcasts_under_torchrun_pickles(in_project, monkeypatch):
     _, first, _ = in_project("first")
     _, second, log = in_project("second")
     assert "encoder not loaded" in json.loads((second / "freeze_proof.json").read_text())["how"]
-    assert json.loads((second / "freeze_proof.json").read_text())["verdict"].startswith("PASS")
+    assert FreezeProof.read(second).status == "pass"
 
 
 def test_a_cache_entry_is_trusted_for_what_it_holds_not_for_its_name(tmp_path, caplog):

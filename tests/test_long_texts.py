@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from finetune_pipeline.cli.pipeline import main as pipeline_main
-from finetune_pipeline.config.schema import Pooling
 from finetune_pipeline.data.batches import Chunking, PadCollator, TokenizedTexts, eval_loader
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline import Classifier
-from finetune_pipeline.model.classifier import TextClassifier, build_head, pool_windows
+from finetune_pipeline.model.classifier import HeadConfig, TextClassifier, pool_windows
 from helpers import REPO, write_json
 
 FILLER = ("the a of and to in on for with as by at from this that which it was were is are be been has had "
@@ -103,8 +102,7 @@ class BagEncoder(torch.nn.Module):
 @pytest.mark.parametrize("how", ["mean", "max"])
 def test_a_document_is_its_pooled_windows_whatever_it_is_batched_with(how):
     torch.manual_seed(1)
-    model = TextClassifier(BagEncoder(), build_head(8, 6, 3, 0.0), Pooling.mean, frozen=True,
-                           chunking=Chunking(2, how)).eval()
+    model = TextClassifier(BagEncoder(), HeadConfig(8, 6, 3, "mean", 0.0, 2, how), frozen=True).eval()
     docs = [[[1, 5, 7, 2], [1, 7, 9, 3, 2]], [[1, 4, 2]], [[1, 8, 8, 2], [1, 8, 6, 2], [1, 6, 3, 4, 2]]]
     batch = PadCollator(0)([(i, d, 0) for i, d in enumerate(docs)])
     assert batch["window_doc"].tolist() == [0, 0, 1, 2, 2, 2] and batch["input_ids"].shape[0] == 6
@@ -182,6 +180,6 @@ def test_small_documents_fit_the_eval_loader_token_budget():
     # a document of several windows counts all its tokens against the batch budget
     docs = [[[1] * 30] * 4, [[1] * 30], [[1] * 10]]
     data = TokenizedTexts.__new__(TokenizedTexts)
-    data.input_ids, data.labels, data.chunked = docs, [0, 0, 0], True
+    data.input_ids, data.labels, data.chunking = docs, [0, 0, 0], Chunking(8, "mean")
     batches = list(eval_loader(data, batch_size=8, num_workers=0, pad_token_id=0, max_tokens=100))
     assert sorted(len(b["index"]) for b in batches) == [1, 2]  # 120 tokens alone; 30 + 10 together

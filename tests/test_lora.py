@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from finetune_pipeline.cli.pipeline import main as pipeline_main
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline import Classifier
@@ -22,21 +23,21 @@ def runs(module_project):
 
 def test_a_lora_run_keeps_the_base_bit_identical_and_checkpoints_only_head_and_adapters(runs):
     run = runs["lora"]
-    proof = json.loads((run / "freeze_proof.json").read_text())
-    assert proof["verdict"].startswith("PASS: base encoder bit-identical") and proof["adapter"] == "lora"
-    assert proof["encoder_unchanged"] and proof["tensors_changed"] == []
-    assert proof["encoder_sha256_before"] == proof["encoder_sha256_after"]
-    assert proof["tensor_sha256_before"].keys() == proof["tensor_sha256_after"].keys()  # the base's own names
-    assert not any("lora" in n or "base_layer" in n for n in proof["tensor_sha256_before"])
-    adapters = proof["adapter_tensor_sha256"]
+    proof = FreezeProof.read(run)
+    assert proof.status == "pass" and proof.adapter == "lora"
+    assert proof.encoder_unchanged and proof.tensors_changed == []
+    assert proof.encoder_sha256_before == proof.encoder_sha256_after
+    assert proof.tensor_sha256_before.keys() == proof.tensor_sha256_after.keys()  # the base's own names
+    assert not any("lora" in n or "base_layer" in n for n in proof.tensor_sha256_before)
+    adapters = proof.adapter_tensor_sha256
     assert adapters and all("lora_A" in n or "lora_B" in n for n in adapters)
     # every ModernBERT target of every layer got an adapter
     assert {n.split(".")[-4] for n in adapters} == {"Wqkv", "Wo", "Wi"}
     ckpt = torch.load(run / "best_model.pt", weights_only=True)
     assert ckpt["kind"] == "lora" and ckpt["lora"]["rank"] == 8 and ckpt["lora"]["target_modules"] == ["Wqkv", "Wo", "Wi"]
-    assert ckpt["backbone"]["sha256"] == proof["encoder_sha256_before"]
+    assert ckpt["backbone"]["sha256"] == proof.encoder_sha256_before
     assert all(k.startswith("head.") or "lora_" in k for k in ckpt["state_dict"])
-    trainable = proof["trainable_parameters"]
+    trainable = proof.trainable_parameters
     assert 0 < trainable["encoder"] < 0.2 * trainable["encoder_total"]
     full = 4 * (trainable["encoder_total"] + trainable["head"])  # fp32 bytes a full checkpoint holds at least
     assert (run / "best_model.pt").stat().st_size < 0.3 * full  # tiny encoder; mmBERT-base: docs/benchmarks.md
@@ -65,7 +66,7 @@ def test_lora_runs_export_with_the_adapters_merged(runs, tmp_path):
 
 
 def test_the_lora_verdict_fails_when_a_base_weight_changes(module_project, monkeypatch):
-    import finetune_pipeline.model.builders as builders
+    import finetune_pipeline.training.builders as builders
 
     real = builders.add_lora
 
@@ -77,9 +78,9 @@ def test_the_lora_verdict_fails_when_a_base_weight_changes(module_project, monke
     monkeypatch.setattr(builders, "add_lora", add_lora_and_leak)
     _, train_run = module_project
     run = train_run("leaky", "adapter=lora", "training.epochs=1")
-    proof = json.loads((run / "freeze_proof.json").read_text())
-    assert proof["verdict"].startswith("FAIL: LoRA was to leave the base encoder unchanged, but 1 of")
-    assert len(proof["tensors_changed"]) == 1 and "base_layer" not in proof["tensors_changed"][0]
+    proof = FreezeProof.read(run)
+    assert proof.status == "fail" and proof.verdict.startswith("FAIL: LoRA was to leave the base encoder unchanged")
+    assert len(proof.tensors_changed) == 1 and "base_layer" not in proof.tensors_changed[0]
 
 
 def test_a_lora_checkpoint_refuses_another_backbone(runs, module_project, tmp_path):
@@ -101,10 +102,10 @@ def test_a_lora_checkpoint_refuses_another_backbone(runs, module_project, tmp_pa
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["adapter=lora", "training.freeze_backbone=true"], "must be false with adapter=lora"),
-    (["adapter=lora", "adapter.rank=0"], r"adapter\.rank must be >= 1"),
-    (["adapter=lora", "adapter.dropout=1.5"], r"adapter\.dropout must be in \[0, 1\)"),
-    (["adapter=lora", "adapter.target_modules=[]"], "non-empty list"),
+    (["adapter=lora", "adapter.method=top_layers"], "adapter.top_layers is required when adapter.method=top_layers"),
+    (["adapter=lora", "adapter.lora.rank=0"], r"adapter\.lora\.rank must be >= 1"),
+    (["adapter=lora", "adapter.lora.dropout=1.5"], r"adapter\.lora\.dropout must be in \[0, 1\)"),
+    (["adapter=lora", "adapter.lora.target_modules=[]"], "non-empty list"),
 ])
 def test_bad_lora_settings_fail_before_anything_loads(overrides, message):
     with pytest.raises(PipelineError, match=message):
@@ -118,12 +119,12 @@ def test_unknown_target_modules_and_bert_defaults():
 
     bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                                 intermediate_size=32))
-    spec = lora_spec(compose_config(["backbone=tiny", "adapter=lora"]).adapter, bert)
+    spec = lora_spec(compose_config(["backbone=tiny", "adapter=lora"]).adapter.lora, bert)
     assert spec.target_modules == ("query", "key", "value", "dense")
     adapted = add_lora(bert, spec)
     names = [n for n, p in adapted.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n for n in names)
     assert {n.split(".")[-4] for n in names} == {"query", "key", "value", "dense"}
-    with pytest.raises(PipelineError, match=r"adapter\.target_modules=\['nope'\]"):
+    with pytest.raises(PipelineError, match=r"adapter\.lora\.target_modules=\['nope'\]"):
         add_lora(BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                       intermediate_size=32)), LoraSpec(4, 8, 0.0, ("nope",)))

@@ -184,7 +184,7 @@ def test_preprocess_help_prints_help(capsys):
 
 def test_a_stop_while_encoding_keeps_nothing_half_written(in_project, project, monkeypatch):
     import finetune_pipeline.features.frozen as frozen
-    from finetune_pipeline.training.interrupt import Stopped, raise_on_signals
+    from finetune_pipeline.runtime.signals import Stopped, raise_on_signals
 
     real_encode = frozen.encode
 

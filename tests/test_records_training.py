@@ -13,6 +13,7 @@ import pytest
 import torch
 from transformers import BertConfig, ModernBertConfig, ModernBertForMaskedLM, ModernBertModel
 
+from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from finetune_pipeline.artifacts.atomic import to_json, write_json
 from finetune_pipeline.backbone.load import read_config, read_encoder, read_tokenizer
 from finetune_pipeline.errors import PipelineError
@@ -182,9 +183,9 @@ def test_a_rare_class_is_validated_tested_and_counted_alike_everywhere(in_projec
 def test_the_freeze_proof_of_a_cache_hit_checks_the_weight_files(in_project, project, monkeypatch):
     _, first, _ = in_project("first")
     _, second, log = in_project("second")
-    proof = json.loads((second / "freeze_proof.json").read_text())
-    assert "encoder not loaded" in log and proof["verdict"].startswith("PASS")
-    assert "weight files' bytes was checked" in proof["how"]
+    proof = FreezeProof.read(second)
+    assert "encoder not loaded" in log and proof.status == "pass"
+    assert "weight files' bytes was checked" in proof.how
 
     import finetune_pipeline.training.recipe as recipe
 
@@ -204,8 +205,8 @@ def test_the_freeze_proof_of_a_cache_hit_checks_the_weight_files(in_project, pro
         _, third, log = in_project("third")
     finally:
         config.write_text(original)  # the tiny backbone is shared by the session
-    proof = json.loads((third / "freeze_proof.json").read_text())
-    assert proof["verdict"].startswith("FAIL") and "changed during the run" in log
+    proof = FreezeProof.read(third)
+    assert proof.status == "fail" and "changed during the run" in log
 
 
 def test_an_epochs_last_partial_accumulation_window_is_not_down_weighted(tmp_path, monkeypatch):

@@ -14,8 +14,8 @@ import torch
 
 from helpers import REPO, Killed, run_folders
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.training.interrupt import Interrupted
-from finetune_pipeline.artifacts.run_folder import STATE_FILE
+from finetune_pipeline.runtime.signals import Interrupted
+from finetune_pipeline.artifacts.names import STATE_FILE
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def assert_same(a, b):
 PATHS = {"cached head": [], "fine-tuning, accumulation 2": ["training.freeze_backbone=false",
                                                             "training.gradient_accumulation_steps=2"],
          "LoRA": ["adapter=lora", "training.epochs=2"],
-         "top layers": ["adapter=top_layers", "adapter.layers=1", "training.epochs=2"]}
+         "top layers": ["adapter=top_layers", "adapter.top_layers.layers=1", "training.epochs=2"]}
 # the state is saved at the optimizer step after batch 5: with accumulation 2 that is after batch 6
 STOPS_AFTER = {"cached head": 5, "fine-tuning, accumulation 2": 6, "LoRA": 5, "top layers": 5}
 
@@ -201,9 +201,8 @@ def test_adapter_states_hold_what_trains_and_restore_it():
     exactly the encoder tensors that train, and loading it into a fresh model gives those tensors back."""
     from transformers import BertConfig, BertModel
 
-    from finetune_pipeline.config.schema import Pooling
     from finetune_pipeline.model.adapters import LoraSpec, add_lora
-    from finetune_pipeline.model.classifier import TextClassifier, build_head
+    from finetune_pipeline.model.classifier import HeadConfig, TextClassifier
     from finetune_pipeline.model.top_layers import freeze_all_but_top
     from finetune_pipeline.training.state import trainable_state
 
@@ -215,7 +214,7 @@ def test_adapter_states_hold_what_trains_and_restore_it():
             encoder = add_lora(encoder, LoraSpec(4, 8, 0.0, ("query", "value")))
         else:
             freeze_all_but_top(encoder, 1)
-        return TextClassifier(encoder, build_head(16, 8, 3, 0.0), Pooling.mean, frozen=False)
+        return TextClassifier(encoder, HeadConfig(16, 8, 3, "mean"), frozen=False)
 
     for kind in ("lora", "top"):
         trained = model(kind)

@@ -269,7 +269,7 @@ def test_the_onnxruntime_engine_exports_the_run_once_and_serves_the_same_answers
 
 def test_a_model_that_cannot_load_stops_the_server_in_one_line(run, tmp_path):
     from finetune_pipeline.errors import PipelineError
-    from finetune_pipeline.serving.server import engine_for
+    from finetune_pipeline.serving.loader import engine_for
     from finetune_pipeline.serving.worker import EngineProcess, EngineSpec
 
     with pytest.raises(PipelineError, match="neither a run folder"):  # checked before a process starts
@@ -339,7 +339,7 @@ def test_a_run_is_served_from_the_checkpoint_and_backbone_asked_for(run, tmp_pat
 
     from finetune_pipeline.cli.pipeline import main
     from finetune_pipeline.errors import PipelineError
-    from finetune_pipeline.serving.server import load
+    from finetune_pipeline.serving.loader import load
     from finetune_pipeline.serving.worker import EngineSpec
 
     final = load(EngineSpec(run, "torch", "cpu", "fp32", 8, 1, checkpoint="final_model.pt"))
@@ -420,7 +420,7 @@ def test_a_stop_while_the_model_loads_closes_the_processes_started_and_the_socke
     second of two inference processes loads."""
     import finetune_pipeline.serving.worker as worker
     from finetune_pipeline.serving import server as server_module
-    from finetune_pipeline.training.interrupt import Stopped
+    from finetune_pipeline.runtime.signals import Stopped
 
     started, closed, sockets = [], [], []
 

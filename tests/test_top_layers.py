@@ -7,12 +7,13 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, ModernBertConfig, ModernBertModel
 
+from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline import Classifier
 from finetune_pipeline.model.top_layers import bottom_only, check_layers, top_only, top_parameter_prefixes
 from helpers import compose_config
 
-TOP = ["adapter=top_layers", "adapter.layers=1", "backbone.tiny.num_hidden_layers=3", "training.epochs=2"]
+TOP = ["adapter=top_layers", "adapter.top_layers.layers=1", "backbone.tiny.num_hidden_layers=3", "training.epochs=2"]
 
 
 def tiny_encoders():
@@ -54,13 +55,13 @@ def runs(module_project):
 
 def test_only_the_top_layer_trains_and_the_rest_is_bit_identical(runs):
     run = runs["top"]
-    proof = json.loads((run / "freeze_proof.json").read_text())
-    assert proof["verdict"].startswith("PASS: only the top layers trained") and proof["adapter"] == "top_layers"
-    assert proof["tensors_changed"] and all(n.startswith(("layers.2.", "final_norm.")) for n in proof["tensors_changed"])
-    unchanged = [n for n in proof["tensor_sha256_before"] if n not in proof["tensors_changed"]]
+    proof = FreezeProof.read(run)
+    assert proof.status == "pass" and proof.adapter == "top_layers"
+    assert proof.tensors_changed and all(n.startswith(("layers.2.", "final_norm.")) for n in proof.tensors_changed)
+    unchanged = [n for n in proof.tensor_sha256_before if n not in proof.tensors_changed]
     assert any(n.startswith("embeddings.") for n in unchanged) and any(n.startswith("layers.1.") for n in unchanged)
     ckpt = torch.load(run / "best_model.pt", weights_only=True)
-    assert ckpt["kind"] == "partial" and ckpt["backbone"]["sha256"] == proof["encoder_sha256_before"]
+    assert ckpt["kind"] == "partial" and ckpt["backbone"]["sha256"] == proof.encoder_sha256_before
     assert {k.split(".")[1] for k in ckpt["state_dict"] if k.startswith("encoder.")} == {"layers", "final_norm"}
     assert all(k.startswith(("head.", "encoder.layers.2.", "encoder.final_norm.")) for k in ckpt["state_dict"])
     log = (run / "train.log").read_text()
@@ -100,7 +101,7 @@ def test_a_top_layers_run_exports_as_a_whole_encoder(runs, tmp_path):
 
 
 def test_the_verdict_fails_when_a_bottom_tensor_changes(module_project, monkeypatch):
-    import finetune_pipeline.model.builders as builders
+    import finetune_pipeline.training.builders as builders
 
     real = builders.freeze_all_but_top
 
@@ -112,15 +113,15 @@ def test_the_verdict_fails_when_a_bottom_tensor_changes(module_project, monkeypa
     monkeypatch.setattr(builders, "freeze_all_but_top", leaky)
     _, train_run = module_project
     run = train_run("leaky-top", *TOP, "data.seed=5")  # another seed: another cache entry, another encoder
-    proof = json.loads((run / "freeze_proof.json").read_text())
-    assert proof["verdict"].startswith("FAIL: 1 tensors outside the trained top layers changed")
-    assert "layers.0.attn.Wqkv.weight" in proof["tensors_changed"]
+    proof = FreezeProof.read(run)
+    assert proof.status == "fail" and proof.verdict.startswith("FAIL: 1 tensors outside the trained top layers")
+    assert "layers.0.attn.Wqkv.weight" in proof.tensors_changed
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["adapter=top_layers", "adapter.layers=0"], r"adapter\.layers must be >= 1"),
-    (["adapter=top_layers", "adapter.cache_dtype=int8"], r"adapter\.cache_dtype must be fp16, bf16 or fp32"),
-    (["adapter=top_layers", "training.freeze_backbone=true"], "must be false with adapter=top_layers"),
+    (["adapter=top_layers", "adapter.top_layers.layers=0"], r"adapter\.top_layers\.layers must be >= 1"),
+    (["adapter=top_layers", "adapter.top_layers.cache_dtype=int8"], r"adapter\.top_layers\.cache_dtype must be fp16, bf16 or fp32"),
+    (["adapter=top_layers", "data.long_text=chunk"], "not supported with adapter=top_layers"),
 ])
 def test_bad_top_layer_settings_fail_before_anything_loads(overrides, message):
     with pytest.raises(PipelineError, match=message):

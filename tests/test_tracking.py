@@ -16,7 +16,7 @@ import pytest
 from helpers import Killed, compose_config, run_train
 from finetune_pipeline.sweep.jobs import find_job_folders
 from finetune_pipeline.training.divergence import Diverged
-from finetune_pipeline.training.interrupt import Interrupted
+from finetune_pipeline.runtime.signals import Interrupted
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -300,7 +300,7 @@ def test_the_logger_group_composes_and_refuses_bad_values():
 
 
 def test_resume_and_rerun_sweeps_may_change_where_a_run_is_tracked(tmp_path):
-    from finetune_pipeline.artifacts.run_folder import config_differences
+    from finetune_pipeline.config.differences import config_differences
     from finetune_pipeline.config.load import stored_config
     from finetune_pipeline.errors import PipelineError
 

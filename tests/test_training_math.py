@@ -7,12 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256, module_hashes, tensor_sha256
+from finetune_pipeline.artifacts.freeze_proof import (WholeEncoder, build_freeze_proof, combined_sha256, module_hashes,
+                                                     tensor_sha256)
 from finetune_pipeline.config.schema import BestMetric, MixedPrecision, Pooling
 from finetune_pipeline.data.batches import (FORWARD_OVERHEAD_TOKENS, LengthGroupedBatchSampler, PadCollator,
                                             TokenizedTexts, eval_loader, sorted_batches, train_loader)
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.model.classifier import TextClassifier, build_head, pool
+from finetune_pipeline.model.classifier import HeadConfig, TextClassifier, pool
 from finetune_pipeline.training.loop import fit, is_better
 from finetune_pipeline.training.state import Trainer
 from finetune_pipeline.training.optim import build_optimizer, param_groups
@@ -63,7 +64,7 @@ class FakeEncoder(nn.Module):
 
 def make_model(seed=0, classes=3, frozen=False):
     torch.manual_seed(seed)
-    return TextClassifier(FakeEncoder(), build_head(8, 16, classes, dropout=0.0), Pooling.mean, frozen=frozen)
+    return TextClassifier(FakeEncoder(), HeadConfig(8, 16, classes, "mean"), frozen=frozen)
 
 
 def test_param_groups_split_head_encoder_and_no_decay():
@@ -155,13 +156,13 @@ def test_frozen_encoder_is_bit_identical_and_the_proof_says_so(tmp_path):
     fp32 = resolve_precision(MixedPrecision.fp32, torch.device("cpu"))
     fit(Trainer(model, opt, build_scheduler(opt, 6, 0.0), fp32.grad_scaler()), loader, loader, fp32,
         torch.device("cpu"), cfg, save_best=lambda: None, save_state=lambda progress: "not saved")
-    proof = build_freeze_proof(before, module_hashes(model.encoder), True, model, "x", 100, "test")
-    assert proof["verdict"].startswith("PASS") and proof["trainable_parameters"]["encoder"] == 0
+    proof = build_freeze_proof(before, module_hashes(model.encoder), model, "x", 100, "test", WholeEncoder(frozen=True))
+    assert proof.status == "pass" and proof.trainable_parameters["encoder"] == 0
 
     with torch.no_grad():
         model.encoder.norm.bias[0] += 1e-3
-    tampered = build_freeze_proof(before, module_hashes(model.encoder), True, model, "x", 100, "test")
-    assert tampered["verdict"].startswith("FAIL") and tampered["tensors_changed"] == ["norm.bias"]
+    tampered = build_freeze_proof(before, module_hashes(model.encoder), model, "x", 100, "test", WholeEncoder(frozen=True))
+    assert tampered.status == "fail" and tampered.tensors_changed == ["norm.bias"]
 
 
 def test_the_verdict_follows_what_was_meant_to_train():
@@ -174,18 +175,17 @@ def test_the_verdict_follows_what_was_meant_to_train():
     with torch.no_grad():
         model.encoder.state_dict()[top].add_(1.0)
     after = module_hashes(model.encoder)
-    only_top = build_freeze_proof(before, after, False, model, "x", 100, "test", TopLayers((top,)))
-    assert only_top["verdict"].startswith("PASS: only the top layers trained (1 tensors")
-    assert only_top["trained_tensors"] == [top] and only_top["adapter"] == "top_layers"
-    assert build_freeze_proof(before, after, False, model, "x", 100, "test", TopLayers((other,)))["verdict"] \
-        .startswith("FAIL: 1 tensors outside the trained top layers changed")
+    only_top = build_freeze_proof(before, after, model, "x", 100, "test", TopLayers((top,)))
+    assert only_top.status == "pass" and only_top.verdict.startswith("PASS: only the top layers trained (1 tensors")
+    assert only_top.trained_tensors == [top] and only_top.adapter == "top_layers"
+    outside = build_freeze_proof(before, after, model, "x", 100, "test", TopLayers((other,)))
+    assert outside.status == "fail" and outside.verdict.startswith("FAIL: 1 tensors outside the trained top layers")
     lora = LoraAdapters(lambda: {"lora_A": "h1", "lora_B": "h2"})
-    unchanged = build_freeze_proof(before, before, False, model, "x", 100, "test", lora)
-    assert unchanged["verdict"] == "PASS: base encoder bit-identical, 2 LoRA adapter tensors trained"
-    assert unchanged["adapter_tensor_sha256"] == {"lora_A": "h1", "lora_B": "h2"}
-    assert build_freeze_proof(before, after, False, model, "x", 100, "test", lora)["verdict"].startswith(
-        "FAIL: LoRA was to leave the base encoder unchanged, but 1 of")
-    assert build_freeze_proof(before, after, False, model, "x", 100, "test")["verdict"].startswith("NOT FROZEN")
+    unchanged = build_freeze_proof(before, before, model, "x", 100, "test", lora)
+    assert unchanged.status == "pass" and unchanged.verdict == "PASS: base encoder bit-identical, 2 LoRA adapter tensors trained"
+    assert unchanged.adapter_tensor_sha256 == {"lora_A": "h1", "lora_B": "h2"}
+    assert build_freeze_proof(before, after, model, "x", 100, "test", lora).status == "fail"
+    assert build_freeze_proof(before, after, model, "x", 100, "test", WholeEncoder(frozen=False)).status == "not_frozen"
 
 
 def test_tensor_hash_sees_dtype_shape_and_single_bit_changes():

@@ -7,3 +7,8 @@ class PipelineError(Exception):
 
 class RunFolderRefused(PipelineError):
     """The run folder is another run's, or another process holds it: nothing was written into it."""
+
+
+def error_line(error: BaseException) -> str:
+    """An exception's message on one line (its first), or its type's name when it has none."""
+    return str(error).splitlines()[0] if str(error).strip() else type(error).__name__

@@ -25,10 +25,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from finetune_pipeline.artifacts.names import METRICS_FILE
 from finetune_pipeline.artifacts.atomic import write_json
 from finetune_pipeline.errors import PipelineError
 
-FILE = "metrics.json"
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,12 @@ class RunMetrics:
     provenance: dict = dataclasses.field(default_factory=dict)  # git commit, versions, machine, command
 
     def write(self, run_dir: Path) -> None:
-        write_json(run_dir / FILE, dataclasses.asdict(self))
+        write_json(run_dir / METRICS_FILE, dataclasses.asdict(self))
 
     @classmethod
     def read(cls, run_dir: Path) -> "RunMetrics":
         """The run's record; one line naming the file when it is unreadable or incomplete."""
-        path = run_dir / FILE
+        path = run_dir / METRICS_FILE
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))  # an older bare NaN reads as nan
             fields = {f.name for f in dataclasses.fields(cls)} & (raw.keys() | _REQUIRED)

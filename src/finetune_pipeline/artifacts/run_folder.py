@@ -5,16 +5,14 @@
   process gets;
 - a new run needs an empty folder; ``resume=`` needs a stopped run (``train_state.pt``); a sweep
   job started again in its folder keeps, resumes or retries it only when the stored resolved config
-  equals the new one (``same_config``);
+  equals the new one (``config/differences``);
 - ``.hydra/`` (config.yaml, hydra.yaml, overrides.yaml, as Hydra writes them) is written by the
   run itself once the folder is claimed, so a refused run leaves another run's record untouched.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
-import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,24 +20,9 @@ from typing import Iterator
 
 from omegaconf import OmegaConf
 
-from finetune_pipeline.artifacts.atomic import atomic_path, write_json
+from finetune_pipeline.artifacts.atomic import atomic_path
+from finetune_pipeline.artifacts.names import CONFIG_DIR, LOCK_FILE, METRICS_FILE, STATE_FILE
 from finetune_pipeline.errors import PipelineError, RunFolderRefused
-from finetune_pipeline.paths import project_root
-
-LOCK_FILE = ".lock"
-CONFIG_DIR = ".hydra"
-STATE_FILE = "train_state.pt"
-METRICS_FILE = "metrics.json"
-FAILURE_FILE = "failed.json"  # the one-line error of a run that did not finish
-# how a run goes, not what it computes: these may differ when a run is resumed or a sweep job re-run
-HOW_KEYS = ("training.device", "training.num_workers", "training.progress_bar", "training.log_every_steps",
-            "training.save_every_steps")
-HOW_GROUPS = ("logger.",)  # where a run is tracked changes none of its results
-
-
-def is_how_key(key: str) -> bool:
-    """A key a resumed run or a re-run sweep job may change: how it runs and reports, not what it computes."""
-    return key in HOW_KEYS or key.startswith(HOW_GROUPS)
 
 
 @contextmanager
@@ -112,64 +95,9 @@ def is_failed_attempt(run_dir: Path) -> bool:
     return CONFIG_DIR in held and METRICS_FILE not in held and STATE_FILE not in held
 
 
-def record_failure(run_dir: Path, error: BaseException) -> None:
-    """Mark a run as not finished, with its one-line error: ``failed``, ``diverged`` or ``stopped``."""
-    try:
-        write_json(run_dir / FAILURE_FILE, {"status": failure_status(error), "error": one_line(error),
-                                            "type": type(error).__name__})
-    except PipelineError as e:  # a full disk must not hide the error that ended the run
-        logging.getLogger(__name__).warning("%s", e)
-
-
-def one_line(error: BaseException) -> str:
-    return str(error).splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-def run_name(run_dir: Path) -> str:
-    """How trackers name a run by default: its folder under the project's outputs/ (e.g. 2026-11-26/15-20-21-123456)."""
-    outputs = project_root() / "outputs"
-    try:
-        return str(run_dir.resolve().relative_to(outputs.resolve()))
-    except ValueError:
-        return run_dir.name
-
-
-def failure_status(error: BaseException) -> str:
-    from finetune_pipeline.training.divergence import Diverged
-    from finetune_pipeline.training.interrupt import Interrupted, Stopped
-
-    if isinstance(error, Diverged):
-        return "diverged"
-    if isinstance(error, (Interrupted, Stopped, KeyboardInterrupt)):
-        return "stopped"
-    return "failed"
-
-
 def write_config_record(run_dir: Path, task_cfg, hydra_cfg, overrides: list[str]) -> None:
     """``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, as Hydra itself writes them."""
     for name, node in (("config.yaml", task_cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", overrides)):
         with atomic_path(run_dir / CONFIG_DIR / name) as tmp:
             tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(node) if isinstance(node, list) else node),
                            encoding="utf-8")
-
-
-def config_differences(stored: object, new: object) -> list[str]:
-    """``key: old -> new`` for every leaf of two typed configs that differs, how-keys aside."""
-    old, cur = flatten(dataclasses.asdict(stored)), flatten(dataclasses.asdict(new))
-    keys = sorted(k for k in set(old) | set(cur) if not is_how_key(k) and k != "resume")
-    return [f"{k}: {_shown(old.get(k))} -> {_shown(cur.get(k))}" for k in keys if old.get(k) != cur.get(k)]
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; enums by their value."""
-    out: dict[str, object] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = getattr(value, "value", value)  # enums by their value
-    return out
-
-
-def _shown(value: object) -> str:
-    return "(absent)" if value is None else str(value)

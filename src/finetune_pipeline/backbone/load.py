@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig,
 from finetune_pipeline.backbone.tiny import NOT_PRETRAINED_MARKER, tiny_backbone_folder
 from finetune_pipeline.config.schema import BackboneConfig, BackboneSource
 from finetune_pipeline.backbone.identity import WEIGHT_FILES
-from finetune_pipeline.backbone.positions import check_max_length
+from finetune_pipeline.config.checks import check_max_length
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.paths import resolve_path
 

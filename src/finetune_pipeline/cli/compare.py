@@ -20,6 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from finetune_pipeline.artifacts.names import CONFIG_DIR
 from finetune_pipeline.artifacts.atomic import atomic_path, to_json
 from finetune_pipeline.cli.errors import exit_status
 from finetune_pipeline.errors import PipelineError
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> str:
         raise PipelineError("--write writes into the first folder, --out into another: give one of them")
     if (args.a is None) != (args.b is None):
         raise PipelineError("--a and --b go together: the two configurations to compare")
-    single_runs = len(args.paths) == 2 and all((p / ".hydra").is_dir() for p in args.paths)  # run folders
+    single_runs = len(args.paths) == 2 and all((p / CONFIG_DIR).is_dir() for p in args.paths)  # run folders
     if args.a is not None or single_runs:
         return head_to_head_text(args)
     return compare(args.paths, args.metric, args.out or (args.paths[0] if args.write else None), as_json=args.json)

@@ -13,7 +13,7 @@ import logging
 from typing import Callable
 
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.training.interrupt import Stopped, raise_on_signals
+from finetune_pipeline.runtime.signals import Stopped, raise_on_signals
 
 log = logging.getLogger("finetune_pipeline")
 

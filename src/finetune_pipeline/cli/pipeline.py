@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from finetune_pipeline.artifacts.names import BEST_MODEL_FILE, EVALUATION_DIR, FINAL_MODEL_FILE
 from finetune_pipeline.cli.arguments import OneLineParser, milliseconds, port_number, positive_int, seconds
 from finetune_pipeline.cli.errors import exit_status
 from finetune_pipeline.errors import PipelineError
@@ -72,7 +73,7 @@ def evaluate(args: argparse.Namespace) -> None:
     from finetune_pipeline.inference.inputs import read_labelled
 
     name = report_name(args.name if args.name is not None else args.input.stem, given=args.name is not None)
-    folder = args.run_dir / "evaluation" / name
+    folder = args.run_dir / EVALUATION_DIR / name
     if folder.exists() and not args.overwrite:
         raise PipelineError(f"{folder}: a report of that name exists; pass --overwrite to replace it, or --name NAME")
     texts, labels, where = read_labelled(args.input, input_fields(args))
@@ -159,7 +160,7 @@ def export(args: argparse.Namespace) -> None:
 
 
 def convert_config(args: argparse.Namespace) -> None:
-    from finetune_pipeline.config.convert import check_name, convert, write_experiment
+    from finetune_pipeline.cli.convert_config import check_name, convert, write_experiment
     from finetune_pipeline.paths import project_root
 
     name = check_name(args.name if args.name is not None else args.config.stem)
@@ -201,7 +202,7 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--name", help="report folder name under RUN_DIR/evaluation/ (default: the file's stem; "
                                             "'test' is the training run's own report)")
             sub.add_argument("--overwrite", action="store_true", help="replace an existing report of that name")
-        sub.add_argument("--checkpoint", default="best_model.pt", choices=["best_model.pt", "final_model.pt"],
+        sub.add_argument("--checkpoint", default=BEST_MODEL_FILE, choices=[BEST_MODEL_FILE, FINAL_MODEL_FILE],
                          help="best_model.pt (default) or final_model.pt")
         sub.add_argument("--backbone", type=Path, help="encoder folder, if it moved since training")
         sub.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -220,7 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--quantize", choices=["int8"], help="also write model_quantized.onnx (dynamic int8 quantization)")
     sub.add_argument("--out", type=Path, metavar="DIR", help="default: RUN_DIR/export/<format>/")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
-    sub.add_argument("--checkpoint", default="best_model.pt", choices=["best_model.pt", "final_model.pt"],
+    sub.add_argument("--checkpoint", default=BEST_MODEL_FILE, choices=[BEST_MODEL_FILE, FINAL_MODEL_FILE],
                      help="best_model.pt (default) or final_model.pt")
     sub.add_argument("--backbone", type=Path, help="encoder folder, if it moved since training")
     sub = commands.add_parser("push", help="upload an exported Hugging Face folder to the Hub",
@@ -240,7 +241,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--engine", default="torch", choices=["torch", "onnxruntime", "onnxruntime-int8"],
                      help="torch (default; a run or Hugging Face folder) or onnxruntime / onnxruntime-int8 (a run "
                           "folder, exported when missing, or an ONNX export folder, fp32 unless -int8)")
-    sub.add_argument("--checkpoint", default="best_model.pt", choices=["best_model.pt", "final_model.pt"],
+    sub.add_argument("--checkpoint", default=BEST_MODEL_FILE, choices=[BEST_MODEL_FILE, FINAL_MODEL_FILE],
                      help="of a run folder: best_model.pt (default) or final_model.pt")
     sub.add_argument("--backbone", type=Path, help="a run's encoder folder, if it moved since training")
     sub.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (torch engine)")

@@ -20,7 +20,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from finetune_pipeline.artifacts.run_folder import CONFIG_DIR, HOW_KEYS, flatten
+from finetune_pipeline.artifacts.names import CONFIG_DIR
+from finetune_pipeline.config.differences import HOW_KEYS, flatten
 from finetune_pipeline.config.load import to_config
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.logs import formatter

@@ -22,17 +22,21 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from finetune_pipeline.artifacts.run_folder import (CONFIG_DIR, METRICS_FILE, STATE_FILE, claim, config_differences,
-                                                   contents, record_failure, write_config_record)
+from finetune_pipeline.artifacts.names import CONFIG_DIR, METRICS_FILE, STATE_FILE
+from finetune_pipeline.artifacts.run_folder import claim, contents, write_config_record
+from finetune_pipeline.config.differences import config_differences
+from finetune_pipeline.training.failure import record_failure
 from finetune_pipeline.config.load import register_resolvers, stored_config, to_config
+from finetune_pipeline.config.renamed import check_overrides
 from finetune_pipeline.config.schema import Config, register_configs
 from finetune_pipeline.errors import PipelineError, RunFolderRefused
 from finetune_pipeline.paths import ROOT_ENV
 from finetune_pipeline.runtime import distributed
 from finetune_pipeline.runtime.distributed import Dist
+from finetune_pipeline.runtime.logs import log_to_stderr
 from finetune_pipeline.sweep.jobs import read_job
 from finetune_pipeline.tracking.sweep_runs import job_labels, track_failed_job
-from finetune_pipeline.training.interrupt import Interrupted, Stopped, raise_on_signals
+from finetune_pipeline.runtime.signals import Interrupted, Stopped, raise_on_signals
 
 log = logging.getLogger("train")
 
@@ -42,6 +46,12 @@ def launch(project: Path) -> None:
     relative paths. Under torchrun, the process group is joined here, before Hydra names the run
     folder from the (shared) start time."""
     os.environ.setdefault(ROOT_ENV, str(project))
+    try:
+        check_overrides(sys.argv[1:])
+    except PipelineError as e:
+        log_to_stderr()
+        log.error("%s", e)
+        sys.exit(1)
     register_configs()
     dist, started = distributed.init_from_env()
     register_resolvers(started)

@@ -17,17 +17,21 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from finetune_pipeline.artifacts.run_folder import CONFIG_DIR, HOW_KEYS, is_how_key
+from finetune_pipeline.artifacts.names import EVALUATION_DIR, TOKENIZER_DIR
+from finetune_pipeline.artifacts.names import CONFIG_DIR
+from finetune_pipeline.config.differences import HOW_KEYS, is_how_key
 
-from finetune_pipeline.config.schema import BackboneSource, Config, LoggerConfig, TinyBackboneConfig
+from finetune_pipeline.config.renamed import migrate_stored
+from finetune_pipeline.config.schema import (AdapterMethod, BackboneSource, Config, LoggerConfig, TinyBackboneConfig,
+                                           TrainingPath)
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.backbone.positions import check_max_length
+from finetune_pipeline.config.checks import check_max_length
 from finetune_pipeline.paths import project_root, resolve_path
-from finetune_pipeline.runtime.names import check_device_name, check_precision_for_device
+from finetune_pipeline.config.checks import check_device_name, check_precision_for_device
 
 
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-RUN_FOLDER_NAMES = ("tokenizer", "evaluation", "wandb")  # folders a run writes itself
+RUN_FOLDER_NAMES = (TOKENIZER_DIR, EVALUATION_DIR, "wandb")  # folders a run writes itself
 TINY_MIN_VOCAB = 64  # the tokenizer trainer needs room for special tokens and an alphabet
 
 
@@ -94,7 +98,8 @@ def stored_config(run_dir: Path, overrides: list[str] = ()) -> Config:
     if not path.is_file():
         raise PipelineError(f"{run_dir}: not a run folder (no .hydra/config.yaml to resume with)")
     try:
-        stored = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+        record = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        stored = OmegaConf.merge(OmegaConf.structured(Config), migrate_stored(record))
         for o in parsed:
             OmegaConf.update(stored, o.key_or_group, o.value(), merge=False)
         stored.resume = None
@@ -159,20 +164,41 @@ def validate(cfg: Config) -> None:
     _validate_adapter(cfg)
 
 
+def training_path(cfg: Config) -> TrainingPath:
+    """The one decision of what trains: an adapter's method when one is chosen (then
+    ``training.freeze_backbone`` and ``training.cache_features`` are not consulted), else the two keys."""
+    if cfg.adapter.method == AdapterMethod.lora:
+        return TrainingPath.lora
+    if cfg.adapter.method == AdapterMethod.top_layers:
+        return TrainingPath.top_layers
+    if not cfg.training.freeze_backbone:
+        return TrainingPath.full
+    return TrainingPath.cached_features if cfg.training.cache_features else TrainingPath.frozen_encoder
+
+
 def _validate_adapter(cfg: Config) -> None:
     a = cfg.adapter
-    if a.method.value == "none":
-        return
-    _check(not cfg.training.freeze_backbone, "training.freeze_backbone",
-           f"must be false with adapter={a.method.value} (the encoder runs on every batch; its base weights stay "
-           "frozen all the same); adapter=lora sets it, drop the override")
-    _check(a.rank >= 1, "adapter.rank", f"must be >= 1, got {a.rank}")
-    _check(a.alpha > 0, "adapter.alpha", f"must be > 0, got {a.alpha}")
-    _check(0 <= a.dropout < 1, "adapter.dropout", f"must be in [0, 1), got {a.dropout}")
-    _check(a.layers >= 1, "adapter.layers", f"must be >= 1, got {a.layers}")
-    _check(a.cache_dtype in ("fp16", "bf16", "fp32"), "adapter.cache_dtype", f"must be fp16, bf16 or fp32, got {a.cache_dtype!r}")
-    _check(a.target_modules is None or (len(a.target_modules) > 0 and all(str(t).strip() for t in a.target_modules)),
-           "adapter.target_modules", "must be null (the architecture's defaults) or a non-empty list of layer names")
+    for method, node in ((AdapterMethod.lora, a.lora), (AdapterMethod.top_layers, a.top_layers)):
+        if a.method == method and node is None:
+            raise PipelineError(f"adapter.{method.value} is required when adapter.method={method.value} "
+                                f"(use adapter={method.value})")
+    if a.method == AdapterMethod.lora:
+        lora = a.lora
+        _check(lora.rank >= 1, "adapter.lora.rank", f"must be >= 1, got {lora.rank}")
+        _check(lora.alpha > 0, "adapter.lora.alpha", f"must be > 0, got {lora.alpha}")
+        _check(0 <= lora.dropout < 1, "adapter.lora.dropout", f"must be in [0, 1), got {lora.dropout}")
+        _check(lora.target_modules is None or (len(lora.target_modules) > 0
+                                               and all(str(t).strip() for t in lora.target_modules)),
+               "adapter.lora.target_modules",
+               "must be null (the architecture's defaults) or a non-empty list of layer names")
+    if a.method == AdapterMethod.top_layers:
+        top = a.top_layers
+        _check(top.layers >= 1, "adapter.top_layers.layers", f"must be >= 1, got {top.layers}")
+        _check(top.cache_dtype in ("fp16", "bf16", "fp32"), "adapter.top_layers.cache_dtype",
+               f"must be fp16, bf16 or fp32, got {top.cache_dtype!r}")
+        _check(cfg.data.long_text.value != "chunk", "data.long_text",
+               "=chunk is not supported with adapter=top_layers (it caches one row of token states per text); "
+               "use adapter=lora or training.freeze_backbone=false")
 
 
 def _validate_logger(lg: LoggerConfig) -> None:

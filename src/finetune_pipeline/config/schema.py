@@ -178,16 +178,45 @@ class AdapterMethod(str, Enum):
 
 
 @dataclass
-class AdapterConfig:
-    """Cheaper fine-tuning than the whole encoder (conf/adapter/): ``adapter=lora``."""
+class LoraConfig:
+    """``adapter=lora``: low-rank adapters in the frozen encoder's linear layers."""
 
-    method: AdapterMethod = MISSING
     rank: int = MISSING  # LoRA rank r
     alpha: float = MISSING  # LoRA scaling numerator (the update is alpha / r x B A)
     dropout: float = MISSING  # dropout on the adapter's input
     target_modules: Optional[List[str]] = MISSING  # null: ModernBERT Wqkv, Wo, Wi; BERT-style query, key, value, dense
-    layers: int = MISSING  # top_layers: how many of the encoder's top layers train
-    cache_dtype: str = MISSING  # top_layers: fp16 | bf16 | fp32, the cached token states' storage
+
+
+@dataclass
+class TopLayersConfig:
+    """``adapter=top_layers``: the top layers train over cached token states of the frozen rest."""
+
+    layers: int = MISSING  # how many of the encoder's top layers train
+    cache_dtype: str = MISSING  # fp16 | bf16 | fp32, the cached token states' storage
+
+
+@dataclass
+class AdapterConfig:
+    """Cheaper fine-tuning than the whole encoder (conf/adapter/): ``adapter=lora``, ``adapter=top_layers``."""
+
+    method: AdapterMethod = MISSING
+    lora: Optional[LoraConfig] = None  # set by adapter=lora only
+    top_layers: Optional[TopLayersConfig] = None  # set by adapter=top_layers only
+
+
+class TrainingPath(str, Enum):
+    """What trains and how the encoder runs: decided once from the keys (``config.load.training_path``)."""
+
+    cached_features = "cached_features"  # frozen encoder run once per text; the head trains on cached features
+    frozen_encoder = "frozen_encoder"  # frozen encoder run on every batch (training.cache_features=false)
+    full = "full"  # the whole encoder fine-tuned with the head (training.freeze_backbone=false)
+    lora = "lora"  # adapter=lora: LoRA adapters in the frozen encoder + the head
+    top_layers = "top_layers"  # adapter=top_layers: the top layers + the head over cached lower-layer states
+
+    @property
+    def head_only(self) -> bool:
+        """The encoder stays whole and unchanged: only the head trains."""
+        return self in (TrainingPath.cached_features, TrainingPath.frozen_encoder)
 
 
 @dataclass

@@ -52,7 +52,7 @@ class TokenizedTexts(Dataset):
 
     def __init__(self, texts: list[str], labels: list[int], tokenizer: PreTrainedTokenizerBase, max_length: int,
                  chunking: Chunking | None = None):
-        self.labels, self.chunked = labels, chunking is not None
+        self.labels, self.chunking = labels, chunking
         if chunking is None:
             self.input_ids: list = tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
             return
@@ -70,8 +70,12 @@ class TokenizedTexts(Dataset):
         part = cls.__new__(cls)
         part.input_ids = [data.input_ids[i] for i in indices]
         part.labels = [data.labels[i] for i in indices]
-        part.chunked = data.chunked
+        part.chunking = data.chunking
         return part
+
+    @property
+    def chunked(self) -> bool:
+        return self.chunking is not None
 
     def windows(self) -> int:
         return sum(len(ids) for ids in self.input_ids) if self.chunked else len(self.input_ids)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+from finetune_pipeline.artifacts.names import PREDICTIONS_FILE
 from finetune_pipeline.artifacts.atomic import atomic_dir, atomic_path, write_json, write_jsonl
 from finetune_pipeline.evaluation.errors import write_errors
 
@@ -75,7 +76,7 @@ def write_evaluation(folder: Path, texts: list[str], y_true: np.ndarray, probs: 
         plot_confusion(np.asarray(matrix["matrix"]), [f"{l} ({s})" for l, s in zip(labels, symbols)],
                        tmp / "confusion_matrix.png", f"{folder.name}: accuracy {report['accuracy']:.3f}, "
                        f"macro-F1 {report['macro_f1']:.3f} ({report['texts']} texts)")
-        write_jsonl(tmp / "predictions.jsonl", prediction_rows(texts, probs, symbols, labels, y_true))
+        write_jsonl(tmp / PREDICTIONS_FILE, prediction_rows(texts, probs, symbols, labels, y_true))
         write_errors(tmp, texts, y_true, probs, symbols, labels, folder.name)
     return report
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from finetune_pipeline.artifacts.names import BEST_MODEL_FILE
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.export.onnx import export_dir, export_onnx, made_from
-from finetune_pipeline.inference.manifest import read_report
+from finetune_pipeline.inference.manifest import ExportRecord
 from finetune_pipeline.inference.onnx_graph import MODEL, int8_graph
 from finetune_pipeline.inference.predictor import Classifier as ReadingClassifier
 from finetune_pipeline.inference.predictor import check_onnxruntime_options, warn_if_training
@@ -24,7 +25,7 @@ ENGINES = ("torch", "onnxruntime", "onnxruntime-int8")  # the last: the export's
 
 class Classifier(ReadingClassifier):
     @classmethod
-    def from_run(cls, run_dir: str | Path, checkpoint: str = "best_model.pt", backbone_path: str | Path | None = None,
+    def from_run(cls, run_dir: str | Path, checkpoint: str = BEST_MODEL_FILE, backbone_path: str | Path | None = None,
                  device: str = "auto", precision: str = "auto", batch_size: int = 64,
                  engine: str = "torch") -> "Classifier":
         """Load a run folder's checkpoint (``best_model.pt`` or ``final_model.pt``), tokenizer and labels.
@@ -55,7 +56,7 @@ def ensure_onnx_export(run: Path, checkpoint: str, backbone_path: str | Path | N
         if not made_from(folder, run / checkpoint):
             return logging.WARNING, (f"{folder} was exported from an earlier {checkpoint} (the run went on since): "
                                      "exporting it again")
-        if not isinstance(read_report(folder).get("files"), dict):
+        if ExportRecord.read(folder).files is None:
             return logging.WARNING, f"{folder} was made by an earlier version (no manifest of its files): exporting it again"
         if int8 and int8_graph(folder) is None:
             return logging.INFO, f"{folder} has no int8 graph yet: exporting it again with one"

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from finetune_pipeline.artifacts.names import BEST_MODEL_FILE, ID_TO_LABEL_FILE, LABEL_TO_ID_FILE
 from finetune_pipeline.artifacts.atomic import atomic_dir
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.report import build_report
@@ -44,7 +45,6 @@ from finetune_pipeline.inference.hf_folder import FORMAT, WEIGHTS, load_pretrain
 from finetune_pipeline.inference.manifest import checkpoint_source, write_manifest
 from finetune_pipeline.export.model_card import model_card
 from finetune_pipeline.export.shared import check_out_dir, refuse_machine_paths, save_tokenizer, test_texts
-from finetune_pipeline.model.classifier import head_config_of
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ TOLERANCE = 1e-4  # transformers' run of the folder against finetune-pipeline's 
 LONG_TEXTS = 8  # texts of several test texts each, longer than max_length: the windows are checked too
 
 
-def export_hf(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "best_model.pt", overwrite: bool = False,
+def export_hf(run_dir: Path, out_dir: Path | None = None, checkpoint: str = BEST_MODEL_FILE, overwrite: bool = False,
               backbone_path: Path | None = None) -> Path:
     from safetensors.torch import save_file
 
@@ -65,7 +65,7 @@ def export_hf(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "bes
     check_out_dir(out_dir, run_dir, overwrite)
     texts, y_true = test_texts(run_dir)
     clf = Classifier.from_run(run_dir, checkpoint, backbone_path, device="cpu", precision="fp32")
-    classes = read_classes(run_dir / "id_to_label.json")
+    classes = read_classes(run_dir / ID_TO_LABEL_FILE)
     config = folder_config(clf, classes)
     with atomic_dir(out_dir) as tmp:
         config.save_pretrained(tmp)
@@ -73,7 +73,7 @@ def export_hf(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "bes
         save_file({k: v.detach().contiguous() for k, v in clf.model.state_dict().items()}, str(tmp / WEIGHTS),
                   metadata={"format": "pt"})
         save_tokenizer(clf.tokenizer, tmp)
-        for name in ("id_to_label.json", "label_to_id.json"):
+        for name in (ID_TO_LABEL_FILE, LABEL_TO_ID_FILE):
             shutil.copyfile(run_dir / name, tmp / name)
         long_texts = [" ".join(texts[i::LONG_TEXTS]) for i in range(min(LONG_TEXTS, len(texts)))]
         exported = probabilities_through_transformers(tmp, texts + long_texts)
@@ -106,7 +106,7 @@ def folder_config(clf, classes: list[dict]) -> hf_modeling.FinetunePipelineConfi
                             "Face folder would need that code too -- use --format onnx or the run folder")
     encoder_config = {k: v for k, v in encoder.to_dict().items()
                       if k not in ("_name_or_path", "architectures", "transformers_version", "id2label", "label2id")}
-    head = head_config_of(clf.model)
+    head = clf.model.config
     before, after = special_tokens_around(clf.tokenizer)
     return hf_modeling.FinetunePipelineConfig(
         encoder_config=without_machine_paths(encoder_config),

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from finetune_pipeline.artifacts.freeze_proof import FreezeProof
+from finetune_pipeline.artifacts.metrics_record import RunMetrics
+from finetune_pipeline.artifacts.names import CONFIG_DIR, FREEZE_PROOF_FILE, METRICS_FILE
 from finetune_pipeline.evaluation.errors import markdown_cell
 from finetune_pipeline.export.local_paths import public_path, without_machine_paths
 
@@ -36,7 +39,7 @@ def data_name(stored: dict) -> str:
 
 def stored_config(run_dir: Path) -> dict:
     try:
-        config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text(encoding="utf-8"))
+        config = yaml.safe_load((run_dir / CONFIG_DIR / "config.yaml").read_text(encoding="utf-8"))
         return config if isinstance(config, dict) else {}
     except (OSError, yaml.YAMLError):
         return {}
@@ -44,10 +47,9 @@ def stored_config(run_dir: Path) -> dict:
 
 def model_card(run_dir: Path, checkpoint: str, report: dict, max_length: int, chunking, windows_checked: int) -> str:
     """``report``: ``evaluation.report.build_report`` of the exported folder on the run's test texts."""
-    metrics = _read(run_dir / "metrics.json")
-    proof = _read(run_dir / "freeze_proof.json")
+    metrics, proof = _records(run_dir)
     stored = stored_config(run_dir)
-    backbone, data = metrics.get("backbone", {}), metrics.get("data", {})
+    backbone, data = (metrics.backbone, metrics.data) if metrics else ({}, {})
     name = backbone_name(stored, backbone)
     per_class = report["per_class"]
     labels = "\n".join(f"| {i} | {markdown_cell(label)} | {markdown_cell(c['symbol'])} | {c['support']} | {c['f1']:.4f} |"
@@ -81,7 +83,7 @@ or, with finetune-pipeline installed, `Classifier.from_pretrained("<this folder>
 ## Base model
 
 - {markdown_cell(name)}, SHA-256 of its weights `{backbone.get('sha256')}`
-- freeze proof: {proof.get('verdict', 'not recorded')}
+- freeze proof: {proof.verdict if proof else 'not recorded'}
 
 ## Data
 
@@ -122,9 +124,8 @@ def _reads(max_length: int, chunking) -> str:
             f"{chunking.pooling} of its windows' (the model code does this; pass untruncated token ids).")
 
 
-def _read(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-        return value if isinstance(value, dict) else {}
-    except (OSError, ValueError):
-        return {}
+def _records(run_dir: Path) -> tuple[RunMetrics | None, FreezeProof | None]:
+    """The run's metrics.json and freeze_proof.json; a run without them (a hand-made folder) still exports."""
+    metrics = RunMetrics.read(run_dir) if (run_dir / METRICS_FILE).is_file() else None
+    proof = FreezeProof.read(run_dir) if (run_dir / FREEZE_PROOF_FILE).is_file() else None
+    return metrics, proof

@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from finetune_pipeline.artifacts.names import BEST_MODEL_FILE, ID_TO_LABEL_FILE, LABEL_TO_ID_FILE
 from finetune_pipeline.artifacts.atomic import atomic_dir, write_json
 from finetune_pipeline.export.local_paths import without_machine_paths
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.inference.manifest import REPORT, checkpoint_source, write_manifest
+from finetune_pipeline.inference.manifest import ExportRecord, checkpoint_source, write_manifest
 from finetune_pipeline.inference.onnx_graph import INPUTS, INT8_MODEL, MODEL, OUTPUTS, OnnxModel
 from finetune_pipeline.export.shared import check_out_dir, refuse_machine_paths, save_tokenizer, test_texts
 
@@ -50,7 +51,7 @@ OPSET = 18
 
 def export_dir(checkpoint: str) -> Path:
     """Where a run keeps the export of ``checkpoint``: export/onnx (best_model.pt), export/onnx-final_model."""
-    return ONNX_DIR if checkpoint == "best_model.pt" else ONNX_DIR.with_name(f"onnx-{Path(checkpoint).stem}")
+    return ONNX_DIR if checkpoint == BEST_MODEL_FILE else ONNX_DIR.with_name(f"onnx-{Path(checkpoint).stem}")
 
 
 class LogitsAndProbabilities(torch.nn.Module):
@@ -65,7 +66,7 @@ class LogitsAndProbabilities(torch.nn.Module):
         return logits, logits.softmax(dim=-1)
 
 
-def export_onnx(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "best_model.pt",
+def export_onnx(run_dir: Path, out_dir: Path | None = None, checkpoint: str = BEST_MODEL_FILE,
                 quantize: str | None = None, overwrite: bool = False, backbone_path: Path | None = None) -> dict:
     """Export, verify on the run's test texts, then write ``out_dir`` whole. Returns the report."""
     from finetune_pipeline.inference.classes import read_classes
@@ -98,8 +99,8 @@ def export_onnx(run_dir: Path, out_dir: Path | None = None, checkpoint: str = "b
             report["test_accuracy"]["onnx_int8"] = accuracy(int8, y_true)
             report["int8_accuracy_change"] = report["test_accuracy"]["onnx_int8"] - report["test_accuracy"]["onnx_fp32"]
         save_tokenizer(clf.tokenizer, tmp)
-        write_optimum_config(clf, read_classes(run_dir / "id_to_label.json"), tmp)
-        for name in ("id_to_label.json", "label_to_id.json"):
+        write_optimum_config(clf, read_classes(run_dir / ID_TO_LABEL_FILE), tmp)
+        for name in (ID_TO_LABEL_FILE, LABEL_TO_ID_FILE):
             shutil.copyfile(run_dir / name, tmp / name)
         report["seconds"] = time.perf_counter() - started
         report = write_manifest(tmp, report)
@@ -125,13 +126,15 @@ def made_from(folder: Path, checkpoint: Path) -> bool:
     from finetune_pipeline.backbone.identity import file_sha256
 
     try:
-        source = json.loads((folder / REPORT).read_text(encoding="utf-8"))["source"]
+        source = ExportRecord.read(folder).source
         stat = checkpoint.stat()
-        if source["checkpoint_stat"] == [stat.st_size, stat.st_mtime_ns]:
-            return True
-        return source["checkpoint_sha256"] == file_sha256(checkpoint)
-    except (OSError, ValueError, KeyError, TypeError):  # no record, an old one, or a damaged one
+    except (OSError, PipelineError):  # no record, or a damaged one
         return False
+    if source is None:  # an early export
+        return False
+    if list(source.checkpoint_stat) == [stat.st_size, stat.st_mtime_ns]:
+        return True
+    return source.checkpoint_sha256 == file_sha256(checkpoint)
 
 
 def graph(clf, path: Path) -> None:

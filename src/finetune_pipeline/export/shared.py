@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from finetune_pipeline.artifacts.names import EVALUATION_DIR, ID_TO_LABEL_FILE, LABEL_TO_ID_FILE, PREDICTIONS_FILE, TOKENIZER_DIR
 from finetune_pipeline.artifacts.atomic import text_lines, write_json
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.export.local_paths import describe, machine_paths_in_folder, without_machine_paths
-from finetune_pipeline.inference.manifest import REPORT, folder_files
+from finetune_pipeline.inference.manifest import REPORT, ExportRecord, folder_files
 
 # what an ONNX export wrote before exports listed their files in export.json
-OLD_ONNX_FILES = ("model.onnx", "model.int8.onnx", "tokenizer", "id_to_label.json", "label_to_id.json", REPORT)
+OLD_ONNX_FILES = ("model.onnx", "model.int8.onnx", TOKENIZER_DIR, ID_TO_LABEL_FILE, LABEL_TO_ID_FILE, REPORT)
 TOKENIZER_JSON = ("tokenizer_config.json", "special_tokens_map.json")  # may name the folder it was loaded from
 
 
@@ -42,18 +43,17 @@ def check_out_dir(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
 
 def not_our_export(folder: Path) -> str | None:
     """Why ``folder`` is not an export this tool wrote (None: it is one, and holds nothing else)."""
-    try:
-        report = json.loads((folder / REPORT).read_text(encoding="utf-8"))
-    except OSError:
+    if not (folder / REPORT).is_file():
         return f"holds files but no {REPORT}"
-    except ValueError:
-        return f"its {REPORT} is not JSON"
-    if not isinstance(report, dict) or not isinstance(report.get("source"), dict) \
-            or "checkpoint" not in report["source"]:
+    try:
+        report = ExportRecord.read(folder)
+    except PipelineError:
+        return f"its {REPORT} is not an export record of finetune-pipeline"
+    if report.source is None:
         return f"its {REPORT} is not an export record of finetune-pipeline"
     present = folder_files(folder)
-    listed = report.get("files")
-    if isinstance(listed, dict):
+    listed = report.files
+    if listed is not None:
         others = [name for name in present if name not in listed and not name.endswith(".lock")]
     else:  # an export from before the files were listed: only what such an export held
         others = [name for name in present if name.split("/", 1)[0] not in OLD_ONNX_FILES]
@@ -64,10 +64,10 @@ def test_texts(run_dir: Path) -> tuple[list[str], np.ndarray | None]:
     """The run's test texts and their true class ids (from evaluation/test/predictions.jsonl)."""
     from finetune_pipeline.inference.classes import read_classes
 
-    path = run_dir / "evaluation" / "test" / "predictions.jsonl"
+    path = run_dir / EVALUATION_DIR / "test" / PREDICTIONS_FILE
     try:
         rows = [json.loads(line) for line in text_lines(path.read_text(encoding="utf-8")) if line.strip()]
-        symbols = {c["symbol"]: i for i, c in enumerate(read_classes(run_dir / "id_to_label.json"))}
+        symbols = {c["symbol"]: i for i, c in enumerate(read_classes(run_dir / ID_TO_LABEL_FILE))}
         texts = [str(r["text"]) for r in rows]
         y_true = np.asarray([symbols[r["true_symbol"]] for r in rows])
     except (OSError, ValueError, KeyError, TypeError) as e:

@@ -19,7 +19,7 @@ from finetune_pipeline.backbone.identity import config_sha256, files_sha256, rem
 from finetune_pipeline.artifacts.atomic import save_torch
 from finetune_pipeline.backbone.load import Backbone, load_encoder
 from finetune_pipeline.config.schema import Config
-from finetune_pipeline.data.batches import TokenizedTexts, chunking_of
+from finetune_pipeline.data.batches import TokenizedTexts
 from finetune_pipeline.runtime.distributed import SINGLE, Dist
 from finetune_pipeline.features.cache import FeatureCache, feature_key, texts_sha256, tokenizer_sha256
 from finetune_pipeline.features.encode import EncodeStats, encode
@@ -53,7 +53,7 @@ def frozen_features(cfg: Config, backbone: Backbone, tokenizer: PreTrainedTokeni
     key_parts = {"tokenizer": tokenizer_sha256(backbone.folder), "config": config_sha256(backbone.folder),
                  "max_length": cfg.data.max_length,
                  "pooling": cfg.model.pooling.value, "precision": precision.name, "texts": texts_sha256(texts)}
-    chunking = chunking_of(cfg.data)
+    chunking = tokenized.chunking
     if chunking is not None:  # truncated texts keep the keys they always had
         key_parts["long_text"] = chunking.describe()
 

@@ -3,21 +3,27 @@ and cached (``data/cache/states/<key>.pt``), and the batches the top layers trai
 
 The key is the feature cache's (encoder weights, tokenizer, max_length, precision, texts) plus the
 layer index and the storage dtype. States are stored flat, ``(sum of text lengths, H)``, in
-``adapter.cache_dtype`` (fp16 by default: half of fp32's bytes; bf16 and fp32 are the others).
+``adapter.top_layers.cache_dtype`` (fp16 by default: half of fp32's bytes; bf16 and fp32 are the others).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from finetune_pipeline.backbone.identity import config_sha256
+from finetune_pipeline.config.schema import TrainingConfig
 from finetune_pipeline.data.batches import LengthGroupedBatchSampler, TokenizedTexts, eval_loader, sorted_batches
+from finetune_pipeline.features.cache import TokenStateCache, feature_key, texts_sha256, tokenizer_sha256
 from finetune_pipeline.features.encode import EncodeStats
 from finetune_pipeline.model.top_layers import bottom_only
+from finetune_pipeline.runtime.distributed import Dist
 from finetune_pipeline.runtime.precision import Precision
 
 log = logging.getLogger(__name__)
@@ -90,3 +96,44 @@ def state_loader(data: CachedStates, batch_size: int, train: bool, seed: int = 0
         return DataLoader(data, batch_sampler=sampler, collate_fn=_pad_states)
     batches = sorted_batches(data.lengths(), batch_size)[rank::world_size]
     return DataLoader(data, batch_sampler=batches, collate_fn=_pad_states)
+
+
+@dataclass(frozen=True)
+class BottomStates:
+    states: torch.Tensor  # (sum of text lengths, H) in the cache dtype
+    lengths: torch.Tensor  # (N,) tokens per text
+    info: dict  # cache hit/miss, key, layer, bytes, encoding statistics (metrics.json's features)
+
+
+def bottom_states(encoder: nn.Module, first_top: int, encoder_sha256: str, backbone_folder: Path,
+                  texts: list[str], tokenized: TokenizedTexts, pad_token_id: int, max_length: int,
+                  precision: Precision, device: torch.device, training: TrainingConfig, cache_dir: Path,
+                  cache_dtype: str, dist: Dist) -> BottomStates:
+    """The states entering layer ``first_top`` for every text: from the cache, or encoded once (rank 0
+    under torchrun; the others then read the cache)."""
+    key = feature_key(encoder=encoder_sha256, tokenizer=tokenizer_sha256(backbone_folder),
+                      config=config_sha256(backbone_folder),  # weights alike, config not (eps, RoPE): other states
+                      max_length=max_length, precision=precision.name, texts=texts_sha256(texts),
+                      layer=first_top, dtype=cache_dtype)
+    cache = TokenStateCache(cache_dir / "states", len(texts))
+    info: dict = {"key": key, "layer": first_top}
+
+    def compute():
+        value, stats = encode_bottom(encoder, first_top, tokenized, precision, device, training.encode_batch_size,
+                                     training.encode_max_tokens, pad_token_id, DTYPES[cache_dtype])
+        info["encoding"] = stats.as_dict()
+        log.info("encoded %d texts through the bottom %d layers in %.1f s (%.1f texts/s)", stats.texts, first_top,
+                 stats.seconds, stats.texts / max(stats.seconds, 1e-9))
+        return value, {"layer": first_top, "dtype": cache_dtype, "encoding": stats.as_dict()}
+
+    if dist.is_main:
+        (states, lengths), hit = cache.get_or_compute(key, compute)
+    dist.barrier()
+    if not dist.is_main:
+        states, lengths = cache.load(key)
+        hit = True
+    info["cache"] = "hit" if hit else "miss"
+    info["bytes"] = states.numel() * states.element_size()
+    log.info("token-state cache: %s, %d tokens x %d in %s = %.1f MB", info["cache"], len(states), states.shape[1],
+             cache_dtype, info["bytes"] / 1e6)
+    return BottomStates(states, lengths, info)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from finetune_pipeline.artifacts.names import ID_TO_LABEL_FILE
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.inference.classes import read_classes
 from finetune_pipeline.inference.manifest import REPORT, verify
@@ -41,7 +42,6 @@ def load_pretrained(folder: Path) -> ExportedFolder:
     from transformers import AutoConfig, AutoModel
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    from finetune_pipeline.config.schema import Pooling
     from finetune_pipeline.model.classifier import HeadConfig, TextClassifier
 
     for needed in ("config.json", WEIGHTS):
@@ -62,7 +62,7 @@ def load_pretrained(folder: Path) -> ExportedFolder:
         head = HeadConfig(**{**info["head"], "dropout": 0.0})
         with skipped_initialisation():  # every weight is read from the file next: drawing them first cost 17 s of 23
             encoder = AutoModel.from_config(encoder_config)
-        model = TextClassifier(encoder, head.build(), Pooling(head.pooling), frozen=True, chunking=head.chunking())
+        model = TextClassifier(encoder, head, frozen=True)
         model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
         labels, symbols = check_classes(folder, raw, head.classes)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, SafetensorError) as e:
@@ -95,7 +95,7 @@ def check_classes(folder: Path, raw: dict, classes: int) -> tuple[list[str], lis
     if {label: i for i, label in id2label.items()} != raw.get("label2id"):
         raise PipelineError(f"{folder / 'config.json'}: label2id is not the inverse of id2label")
     labels = [id2label[i] for i in range(classes)]
-    kept = folder / "id_to_label.json"
+    kept = folder / ID_TO_LABEL_FILE
     if kept.is_file():
         if read_classes(kept) != [{"symbol": symbols[i], "label": labels[i]} for i in range(classes)]:
             raise PipelineError(f"{kept}: disagrees with config.json's id2label / symbols; the folder was edited")

@@ -15,6 +15,7 @@ import csv
 import io
 from pathlib import Path
 
+from finetune_pipeline.artifacts.metrics_record import RunMetrics
 from finetune_pipeline.artifacts.atomic import atomic_path, text_lines, to_json, write_jsonl
 from finetune_pipeline.data.raw_reader import RAW_SUFFIXES, check_unicode, decode_utf8, read_items, read_raw_file
 from finetune_pipeline.errors import PipelineError
@@ -70,13 +71,11 @@ def spreadsheet_safe(value):
 def run_fields(run_dir: Path) -> tuple[str, str]:
     """The text and label field a run was trained with (``data`` of its metrics.json); the original
     ``input`` / ``output`` for runs from before those fields were recorded."""
-    import json
-
     try:
-        data = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("data", {})
-        return str(data.get("text_field", "input")), str(data.get("label_field", "output"))
-    except (OSError, ValueError, AttributeError):  # no or unreadable record: loading the run says what is wrong
+        data = RunMetrics.read(run_dir).data
+    except PipelineError:  # no or unreadable record: loading the run says what is wrong
         return "input", "output"
+    return str(data.get("text_field", "input")), str(data.get("label_field", "output"))
 
 
 def _text_of(path: Path, where: str, item: object, text_field: str) -> str:

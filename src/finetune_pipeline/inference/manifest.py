@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
@@ -47,15 +48,42 @@ def write_manifest(folder: Path, report: dict) -> dict:
     return report
 
 
-def read_report(folder: Path) -> dict:
-    path = folder / REPORT
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(report, dict):
-            raise ValueError("not a JSON object")
-        return report
-    except (OSError, ValueError) as e:
-        raise PipelineError(f"{path}: unreadable export record ({type(e).__name__}: {e})") from None
+@dataclass(frozen=True)
+class ExportSource:
+    run: str  # the run folder's name
+    checkpoint: str  # best_model.pt | final_model.pt
+    checkpoint_sha256: str
+    checkpoint_stat: list[int]  # [size, mtime_ns] when exported: a changed checkpoint is seen without hashing
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """``export.json`` as read back. ``files`` is None for exports made before manifests; ``checks``:
+    the rest of the record (what the export measured), as the exporter wrote it."""
+
+    format: str | None  # onnx | hf (None: an early ONNX export)
+    source: ExportSource | None
+    files: dict[str, str] | None
+    checks: dict
+
+    @classmethod
+    def read(cls, folder: Path) -> ExportRecord:
+        path = folder / REPORT
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as e:
+            raise PipelineError(f"{path}: unreadable export record ({type(e).__name__}: {e})") from None
+        files = raw.get("files")
+        if files is not None and (not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values())):
+            raise PipelineError(f"{path}: its files entry is not a map of file names to SHA-256")
+        try:
+            source = ExportSource(**raw["source"]) if raw.get("source") is not None else None
+        except TypeError as e:
+            raise PipelineError(f"{path}: its source entry is not an export's source ({e})") from None
+        checks = {k: v for k, v in raw.items() if k not in ("format", "source", "files")}
+        return cls(raw.get("format"), source, files, checks)
 
 
 def _inside(folder: Path, name: str) -> bool:
@@ -72,18 +100,16 @@ def _stamps(folder: Path, names) -> dict[str, list[int]]:
     return {n: [(folder / n).stat().st_size, (folder / n).stat().st_mtime_ns] for n in names}
 
 
-def verify(folder: Path, cache_dir: Path | None = None) -> dict:
-    """The folder's report, once every file listed in it has the recorded SHA-256 and no file was
+def verify(folder: Path, cache_dir: Path | None = None) -> ExportRecord:
+    """The folder's record, once every file listed in it has the recorded SHA-256 and no file was
     added. A folder made before manifests existed (no ``files``) is accepted with a warning to export
     it again. Mismatch: one line naming the file."""
-    report = read_report(folder)
-    files = report.get("files")
+    report = ExportRecord.read(folder)
+    files = report.files
     if files is None:
         log.warning("%s: an export without a manifest of its files (made by an older version); it cannot be "
                     "checked -- export the run again", folder)
         return report
-    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-        raise PipelineError(f"{folder / REPORT}: its files entry is not a map of file names to SHA-256")
     outside = [n for n in files if not _inside(folder, n)]
     if outside:
         raise PipelineError(f"{folder / REPORT}: lists {outside[0]!r}, which is not a file inside the export folder")

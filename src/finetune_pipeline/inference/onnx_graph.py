@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from finetune_pipeline.artifacts.names import TOKENIZER_DIR
 from finetune_pipeline.errors import PipelineError
 
 INPUTS = ("input_ids", "attention_mask")
@@ -22,7 +23,7 @@ def int8_graph(folder: Path) -> Path | None:
 
 def tokenizer_folder(folder: Path) -> Path:
     """Where an ONNX export keeps its tokenizer: its root, or tokenizer/ in earlier exports."""
-    return folder / "tokenizer" if (folder / "tokenizer").is_dir() and not (folder / "tokenizer_config.json").is_file() \
+    return folder / TOKENIZER_DIR if (folder / TOKENIZER_DIR).is_dir() and not (folder / "tokenizer_config.json").is_file() \
         else folder
 
 

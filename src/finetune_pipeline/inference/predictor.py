@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from finetune_pipeline.artifacts.checkpoints import load_classifier
+from finetune_pipeline.artifacts.names import BEST_MODEL_FILE, ID_TO_LABEL_FILE, TOKENIZER_DIR
+from finetune_pipeline.model.loading import load_classifier
 from finetune_pipeline.artifacts.run_folder import writer_of
 from finetune_pipeline.backbone.load import read_tokenizer
 from finetune_pipeline.config.schema import MixedPrecision
@@ -58,22 +59,22 @@ class Classifier:
         self.chunking = model.chunking if model is not None else None  # the ONNX graph is of truncated runs
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, checkpoint: str = "best_model.pt", backbone_path: str | Path | None = None,
+    def from_run(cls, run_dir: str | Path, checkpoint: str = BEST_MODEL_FILE, backbone_path: str | Path | None = None,
                  device: str = "auto", precision: str = "auto", batch_size: int = 64) -> "Classifier":
         """Load a run folder's checkpoint (``best_model.pt`` or ``final_model.pt``), tokenizer and labels
         (the PyTorch engine; ``finetune_pipeline.Classifier.from_run`` also takes ``engine=``)."""
         warn_if_training(Path(run_dir), checkpoint)
         run = Path(run_dir)
-        for needed in (checkpoint, "id_to_label.json", "tokenizer"):
+        for needed in (checkpoint, ID_TO_LABEL_FILE, TOKENIZER_DIR):
             if not (run / needed).exists():
                 raise PipelineError(f"{run}: not a finished run folder ({needed} is missing)")
-        classes = read_classes(run / "id_to_label.json")
+        classes = read_classes(run / ID_TO_LABEL_FILE)
         model = load_classifier(run / checkpoint, Path(backbone_path) if backbone_path else None, classes,
-                                run / "tokenizer")
+                                run / TOKENIZER_DIR)
         if model.head[-1].out_features != len(classes):
             raise PipelineError(f"{run / checkpoint}: {model.head[-1].out_features} classes, "
                                 f"but id_to_label.json has {len(classes)}")
-        tokenizer = read_tokenizer(run / "tokenizer")
+        tokenizer = read_tokenizer(run / TOKENIZER_DIR)
         dev = resolve_device(device)
         prec = resolve_precision(MixedPrecision(precision), dev)
         log.info("loaded %s (%d classes) on %s, %s", run / checkpoint, len(classes), dev, prec.name)
@@ -99,14 +100,14 @@ class Classifier:
         """An ONNX export folder on its own (no run folder, no backbone): graph, tokenizer, labels.
         ``int8``: its dynamically quantized graph (``export --quantize int8``)."""
         folder = Path(folder)
-        for needed in (MODEL, "id_to_label.json"):
+        for needed in (MODEL, ID_TO_LABEL_FILE):
             if not (folder / needed).exists():
                 raise PipelineError(f"{folder}: not an ONNX export folder ({needed} is missing)")
         verify(folder)
         model_file = int8_graph(folder) if int8 else folder / MODEL
         if model_file is None:
             raise PipelineError(f"{folder}: no int8 graph (model_quantized.onnx); export the run with --quantize int8")
-        classes = read_classes(folder / "id_to_label.json")
+        classes = read_classes(folder / ID_TO_LABEL_FILE)
         tokenizer = read_tokenizer(tokenizer_folder(folder))
         graph = OnnxModel(model_file, tokenizer.pad_token_id, threads)
         if graph.classes is not None and graph.classes != len(classes):

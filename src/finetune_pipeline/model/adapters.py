@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from finetune_pipeline.artifacts.freeze_proof import tensor_sha256
+from finetune_pipeline.config.schema import LoraConfig
 from finetune_pipeline.errors import PipelineError
 
 DEFAULT_TARGETS = {  # config.model_type -> the linear layers LoRA adapts
@@ -39,30 +40,31 @@ class LoraSpec:
         return cls(int(d["rank"]), float(d["alpha"]), float(d["dropout"]), tuple(d["target_modules"]))
 
 
-def lora_spec(adapter_cfg, encoder: nn.Module) -> LoraSpec:
+def lora_spec(lora_cfg: LoraConfig, encoder: nn.Module) -> LoraSpec:
     """The run's LoRA settings, with the default target modules of the encoder's architecture."""
-    targets = adapter_cfg.target_modules
+    targets = lora_cfg.target_modules
     if not targets:
         kind = getattr(encoder.config, "model_type", "?")
         if kind not in DEFAULT_TARGETS:
             raise PipelineError(f"adapter=lora: no default target modules for a {kind!r} encoder; set "
-                                "adapter.target_modules=[...] to the names of its linear layers")
+                                "adapter.lora.target_modules=[...] to the names of its linear layers")
         targets = DEFAULT_TARGETS[kind]
-    return LoraSpec(adapter_cfg.rank, adapter_cfg.alpha, adapter_cfg.dropout, tuple(targets))
+    return LoraSpec(lora_cfg.rank, lora_cfg.alpha, lora_cfg.dropout, tuple(targets))
 
 
 def add_lora(encoder: nn.Module, spec: LoraSpec) -> nn.Module:
     try:
-        from peft import LoraConfig, inject_adapter_in_model
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import inject_adapter_in_model
     except ImportError:
         raise PipelineError("adapter=lora needs peft: pip install 'finetune-pipeline[lora]'") from None
 
-    config = LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+    config = PeftLoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
                         target_modules=list(spec.target_modules), bias="none")
     try:
         encoder = inject_adapter_in_model(config, encoder)
     except ValueError as e:  # no module of those names
-        raise PipelineError(f"adapter.target_modules={list(spec.target_modules)}: {' '.join(str(e).split())[:300]}") from None
+        raise PipelineError(f"adapter.lora.target_modules={list(spec.target_modules)}: {' '.join(str(e).split())[:300]}") from None
     for name, p in encoder.named_parameters():
         p.requires_grad_(ADAPTER_MARK in name)
     return encoder

@@ -31,15 +31,6 @@ class HeadConfig:
         return Chunking(self.chunk_stride, self.chunk_pooling) if self.chunk_pooling else None
 
 
-def head_config_of(model: "TextClassifier") -> HeadConfig:
-    """The shape of a built classifier's head (dropout aside: a loaded classifier runs in eval mode)."""
-    first, last = model.head[1], model.head[-1]  # Linear(in_dim, hidden_dim), Linear(hidden_dim, classes)
-    chunking = model.chunking
-    return HeadConfig(first.in_features, first.out_features, last.out_features, Pooling(model.pooling).value,
-                      chunk_stride=chunking.stride if chunking else None,
-                      chunk_pooling=chunking.pooling if chunking else None)
-
-
 def build_head(in_dim: int, hidden_dim: int, num_classes: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(
         nn.Dropout(dropout),
@@ -80,17 +71,18 @@ def text_vectors(hidden: torch.Tensor, batch: dict[str, torch.Tensor], pooling: 
 
 
 class TextClassifier(nn.Module):
-    """Tokens -> logits. ``state_dict`` keys: ``encoder.*`` (the HF model's own names) and ``head.*``.
+    """Tokens -> logits; ``config`` is the head's (what a checkpoint stores). ``state_dict`` keys: ``encoder.*`` (the HF model's own names) and ``head.*``.
 
     With a frozen encoder, ``train()`` keeps the encoder in eval mode (no dropout) and its
     parameters need no gradients. With ``chunking`` a batch row is a window and the logits are per
     document (``window_doc``, from ``data.batches.PadCollator``).
     """
 
-    def __init__(self, encoder: nn.Module, head: nn.Sequential, pooling: Pooling, frozen: bool,
-                 chunking: Chunking | None = None):
+    def __init__(self, encoder: nn.Module, config: HeadConfig, frozen: bool):
         super().__init__()
-        self.encoder, self.head, self.pooling, self.frozen, self.chunking = encoder, head, pooling, frozen, chunking
+        self.encoder, self.config, self.frozen = encoder, config, frozen
+        self.head = config.build()
+        self.pooling, self.chunking = Pooling(config.pooling), config.chunking()
         self.top_from: int | None = None  # adapter=top_layers: batches of cached states enter this layer
         if frozen:
             for p in encoder.parameters():
@@ -115,9 +107,9 @@ class TextClassifier(nn.Module):
 class FeatureClassifier(nn.Module):
     """Cached pooled features -> logits: the head of a frozen run. ``state_dict`` keys: ``head.*``."""
 
-    def __init__(self, head: nn.Sequential):
+    def __init__(self, config: HeadConfig):
         super().__init__()
-        self.head = head
+        self.config, self.head = config, config.build()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.head(batch["features"])  # (B, H) -> (B, C)

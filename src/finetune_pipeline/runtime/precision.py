@@ -17,7 +17,7 @@ from filelock import FileLock
 from finetune_pipeline.config.schema import MixedPrecision
 from finetune_pipeline.artifacts.atomic import read_memo, write_json
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.runtime.names import check_precision_for_device
+from finetune_pipeline.config.checks import check_precision_for_device
 from finetune_pipeline.runtime.provenance import cpu_model
 
 log = logging.getLogger(__name__)

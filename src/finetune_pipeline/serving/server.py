@@ -15,49 +15,11 @@ import signal
 import socket
 from pathlib import Path
 
+from finetune_pipeline.artifacts.names import BEST_MODEL_FILE
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.serving.loader import engine_for, folder_kind
 
 log = logging.getLogger(__name__)
-
-
-def folder_kind(path: Path) -> str:
-    """What RUN_OR_EXPORT is: "onnx" (an ONNX export), "hf" (a Hugging Face folder) or "run"."""
-    if (path / "model.onnx").is_file():
-        return "onnx"
-    if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
-        return "hf"
-    if (path / "best_model.pt").is_file():
-        return "run"
-    raise PipelineError(f"{path}: neither a run folder (best_model.pt), an ONNX export (model.onnx) nor a "
-                        "Hugging Face folder (model.safetensors)")
-
-
-def engine_for(path: Path, engine: str) -> str:
-    """The engine that serves this folder, checked before any model loads."""
-    kind = folder_kind(path)
-    if kind == "onnx":
-        from finetune_pipeline.inference.onnx_graph import int8_graph
-
-        if engine == "onnxruntime-int8" and int8_graph(path) is None:
-            raise PipelineError(f"{path}: no int8 graph (model_quantized.onnx); export the run with --quantize int8")
-        return "onnxruntime-int8" if engine == "onnxruntime-int8" else "onnxruntime"
-    if kind == "hf" and engine != "torch":
-        raise PipelineError(f"{path}: a Hugging Face folder runs on the torch engine; export the run with "
-                            "--format onnx for onnxruntime")
-    return engine
-
-
-def load(spec):
-    """The classifier behind the server (loaded in each inference process) from a ``worker.EngineSpec``."""
-    from finetune_pipeline.export.engines import Classifier
-
-    engine, kind = engine_for(spec.path, spec.engine), folder_kind(spec.path)
-    if kind == "onnx":
-        return Classifier.from_onnx_export(spec.path, spec.batch_size, spec.threads, int8=engine == "onnxruntime-int8")
-    if kind == "hf":
-        return Classifier.from_pretrained(spec.path, spec.device, spec.precision, spec.batch_size)
-    return Classifier.from_run(spec.path, spec.checkpoint, spec.backbone, spec.device, spec.precision, spec.batch_size,
-                               engine)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -102,7 +64,7 @@ def start_engines(spec, workers: int) -> list:
 
 def serve(path: Path, host: str, port: int, engine: str = "torch", device: str = "auto", precision: str = "auto",
           max_batch_size: int = 64, max_wait_ms: float = 5.0, limits=None, workers: int = 1,
-          threads: int | None = None, checkpoint: str = "best_model.pt", backbone: Path | None = None,
+          threads: int | None = None, checkpoint: str = BEST_MODEL_FILE, backbone: Path | None = None,
           shutdown_timeout: float = 30.0) -> None:
     """``workers`` inference processes of ``threads`` intra-op threads each (default: the usable
     cores shared out); their batches run side by side. ``checkpoint`` and ``backbone``: of a run folder.
@@ -113,11 +75,11 @@ def serve(path: Path, host: str, port: int, engine: str = "torch", device: str =
 
     from finetune_pipeline.serving.app import Limits, create_app
     from finetune_pipeline.serving.worker import EngineSpec
-    from finetune_pipeline.training.interrupt import raise_on_signals
+    from finetune_pipeline.runtime.signals import raise_on_signals
 
     engine, run_folder = engine_for(path, engine), folder_kind(path) == "run"
     source = path / checkpoint if run_folder else path
-    if not run_folder and (checkpoint != "best_model.pt" or backbone is not None):
+    if not run_folder and (checkpoint != BEST_MODEL_FILE or backbone is not None):
         raise PipelineError(f"{path}: an exported folder holds one model; --checkpoint and --backbone apply to a run "
                             "folder")
     if run_folder and not (path / checkpoint).is_file():
@@ -132,7 +94,7 @@ def serve(path: Path, host: str, port: int, engine: str = "torch", device: str =
         with raise_on_signals():  # SIGTERM while loading: Stopped, the processes started so far are closed
             if engine != "torch" and run_folder:  # exported once, here, not by each process
                 path = ensure_onnx_export(path, checkpoint, backbone, int8=engine == "onnxruntime-int8")
-                checkpoint, backbone = "best_model.pt", None
+                checkpoint, backbone = BEST_MODEL_FILE, None
             threads = threads or max(1, len(os.sched_getaffinity(0)) // workers)
             spec = EngineSpec(path, engine, device, precision, max_batch_size, threads, checkpoint, backbone)
             processes = start_engines(spec, workers)

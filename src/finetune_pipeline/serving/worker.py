@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from finetune_pipeline.artifacts.names import BEST_MODEL_FILE
 from finetune_pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class EngineSpec:
     precision: str
     batch_size: int
     threads: int  # intra-op threads of this process (torch and onnxruntime)
-    checkpoint: str = "best_model.pt"  # of a run folder
+    checkpoint: str = BEST_MODEL_FILE  # of a run folder
     backbone: Path | None = None  # a run's encoder folder, if it moved since training
 
 
@@ -127,7 +128,7 @@ def _serve_batches(conn, spec: EngineSpec) -> None:
     from transformers.utils import logging as hf_logging
 
     from finetune_pipeline.runtime.logs import log_to_stderr
-    from finetune_pipeline.serving.server import load
+    from finetune_pipeline.serving.loader import load
 
     for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C reaches the whole process group:
         signal.signal(signum, signal.SIG_IGN)       # the server decides when this process ends

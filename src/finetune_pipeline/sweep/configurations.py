@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from finetune_pipeline.artifacts.names import EVALUATION_DIR, ID_TO_LABEL_FILE, PREDICTIONS_FILE
 from finetune_pipeline.artifacts.atomic import text_lines
-from finetune_pipeline.artifacts.run_folder import is_how_key
+from finetune_pipeline.config.differences import is_how_key
 from finetune_pipeline.evaluation.statistics import (Difference, Interval, accuracy, bootstrap_ci, holm, macro_f1,
                                                      paired_bootstrap, paired_t, t_interval, two_level_bootstrap)
 
@@ -51,10 +52,10 @@ class Predictions:
     @classmethod
     def read(cls, run_dir: Path) -> "Predictions":
         """From ``evaluation/test/predictions.jsonl``, class ids as in the run's ``id_to_label.json``."""
-        id_to_label = json.loads((run_dir / "id_to_label.json").read_text(encoding="utf-8"))
+        id_to_label = json.loads((run_dir / ID_TO_LABEL_FILE).read_text(encoding="utf-8"))
         entries = [id_to_label[str(i)] for i in range(len(id_to_label))]
         ids = {e["symbol"]: i for i, e in enumerate(entries)}
-        path = run_dir / "evaluation" / "test" / "predictions.jsonl"
+        path = run_dir / EVALUATION_DIR / "test" / PREDICTIONS_FILE
         rows = [json.loads(line) for line in text_lines(path.read_text(encoding="utf-8")) if line.strip()]
         return cls([r["text"] for r in rows], np.asarray([ids[r["true_symbol"]] for r in rows]),
                    np.asarray([ids[r["symbol"]] for r in rows]), np.asarray([float(r["score"]) for r in rows]),

@@ -9,8 +9,10 @@ from pathlib import Path
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from finetune_pipeline.artifacts.names import CONFIG_DIR
 from finetune_pipeline.artifacts.metrics_record import RunMetrics
-from finetune_pipeline.artifacts.run_folder import FAILURE_FILE, METRICS_FILE
+from finetune_pipeline.artifacts.failure_record import FailureRecord
+from finetune_pipeline.artifacts.names import METRICS_FILE
 from finetune_pipeline.errors import PipelineError
 
 
@@ -35,7 +37,7 @@ def find_job_folders(paths: list[Path]) -> list[Path]:
     for path in paths:
         if not path.is_dir():
             raise PipelineError(f"{path}: not a folder")
-        found = [path] if (path / ".hydra").is_dir() else sorted(p.parent for p in path.rglob(".hydra") if p.is_dir())
+        found = [path] if (path / CONFIG_DIR).is_dir() else sorted(p.parent for p in path.rglob(CONFIG_DIR) if p.is_dir())
         if not found:
             raise PipelineError(f"{path}: no run folders (folders with .hydra/) inside")
         folders += found
@@ -54,12 +56,10 @@ def read_job(folder: Path) -> Job:
 
 
 def _read_job(folder: Path) -> Job:
-    overrides = _read_overrides(folder / ".hydra" / "overrides.yaml")
-    failure_file = folder / FAILURE_FILE
-    if failure_file.is_file():
-        failure = json.loads(failure_file.read_text(encoding="utf-8"))
-        status = failure.get("status") or ("stopped" if failure.get("type") == "Interrupted" else "failed")
-        return Job(folder, overrides, status, error=str(failure["error"]))
+    overrides = _read_overrides(folder / CONFIG_DIR / "overrides.yaml")
+    failure = FailureRecord.read(folder)
+    if failure is not None:
+        return Job(folder, overrides, failure.status, error=failure.error)
     if not (folder / METRICS_FILE).is_file():
         return Job(folder, overrides, "incomplete")
     m = RunMetrics.read(folder)

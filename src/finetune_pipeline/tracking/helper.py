@@ -20,10 +20,12 @@ import sys
 import threading
 from pathlib import Path
 
+from finetune_pipeline.artifacts.names import TRAIN_LOG_FILE
 from finetune_pipeline.artifacts.atomic import read_memo, write_json
 from finetune_pipeline.config.schema import LoggerConfig
 from finetune_pipeline.runtime.logs import formatter
 from finetune_pipeline.tracking.sweep_runs import close_parent, ensure_parent
+from finetune_pipeline.artifacts.names import TRACKING_FILE
 from finetune_pipeline.tracking.trackers import MODULES, TRACKING_FILE, RunLabels, chosen, describe, typed_logger
 
 log = logging.getLogger("finetune_pipeline.tracking")
@@ -37,7 +39,7 @@ class RunTrackers:
         self.live: dict[str, object] = {}
         self.dropped: dict[str, object] = {}  # trackers given up on mid-run: their tracked run is closed at the end
         self.record: dict[str, dict] = {}
-        self.log_file = logging.FileHandler(run_dir / "train.log", encoding="utf-8")  # appends, as training does
+        self.log_file = logging.FileHandler(run_dir / TRAIN_LOG_FILE, encoding="utf-8")  # appends, as training does
         self.log_file.setFormatter(formatter())
         log.addHandler(self.log_file)
 

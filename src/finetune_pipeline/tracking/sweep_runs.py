@@ -17,9 +17,12 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from finetune_pipeline.artifacts.atomic import read_memo, write_json
-from finetune_pipeline.artifacts.run_folder import FAILURE_FILE, flatten, one_line, run_name
+from finetune_pipeline.artifacts.names import FAILURE_FILE
+from finetune_pipeline.config.differences import flatten
+from finetune_pipeline.errors import error_line
 from finetune_pipeline.config.schema import LoggerConfig
-from finetune_pipeline.tracking.trackers import TRACKING_FILE, Helper, RunLabels, Trackers, chosen, plain, typed_logger
+from finetune_pipeline.artifacts.names import TRACKING_FILE
+from finetune_pipeline.tracking.trackers import Helper, RunLabels, run_name, Trackers, chosen, plain, typed_logger
 
 SUMMARY_FILES = ["summary.json", "summary.md", "summary.csv", "summary.png", "multirun.yaml"]
 LOCK = ".tracking.lock"
@@ -125,4 +128,4 @@ def track_failed_job(config: DictConfig, run_dir: Path, labels: RunLabels, error
     trackers.start(labels, resume=False)
     trackers.log_params(flatten(OmegaConf.to_container(config, resolve=False)))
     trackers.log_artifacts([FAILURE_FILE])
-    trackers.finish("failed", one_line(error))
+    trackers.finish("failed", error_line(error))

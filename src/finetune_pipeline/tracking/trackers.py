@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from finetune_pipeline.artifacts.names import STEP_LOG_FILE, TRACKING_FILE
 from finetune_pipeline.artifacts.atomic import text_lines
 from finetune_pipeline.config.schema import LoggerConfig
+from finetune_pipeline.paths import project_root
 
 log = logging.getLogger(__name__)
 
-TRACKING_FILE = "tracking.json"
 MODULES = {"mlflow": "mlflow_tracker", "tensorboard": "tensorboard_tracker", "wandb": "wandb_tracker"}
 
 
@@ -43,6 +44,15 @@ class RunLabels:
     name: str  # the run folder under outputs/, or "<job>: <swept values>" for a sweep job
     tags: dict[str, str] = field(default_factory=dict)  # sweep job number and overrides
     sweep_dir: str | None = None  # a sweep job: the sweep folder, whose tracking.json holds the parent run
+
+
+def run_name(run_dir: Path) -> str:
+    """How trackers name a run by default: its folder under the project's outputs/ (e.g. 2026-11-26/15-20-21-123456)."""
+    outputs = project_root() / "outputs"
+    try:
+        return str(run_dir.resolve().relative_to(outputs.resolve()))
+    except ValueError:
+        return run_dir.name
 
 
 class Tracker(Protocol):
@@ -82,7 +92,7 @@ class Trackers:
         if self.cfg is None:
             return
         if resume:
-            self._logged = _Watermark.of(self.run_dir / "metrics.jsonl")  # rows already sent before the stop
+            self._logged = _Watermark.of(self.run_dir / STEP_LOG_FILE)  # rows already sent before the stop
         self._helper = Helper.shared()
         self._send("open", run_dir=str(self.run_dir), logger=plain(self.cfg), labels=dataclasses.asdict(labels),
                    resume=resume)

@@ -26,7 +26,7 @@ from finetune_pipeline.config.schema import BestMetric, TrainingConfig
 from finetune_pipeline.runtime.distributed import SINGLE, Dist, unwrap
 from finetune_pipeline.training.divergence import DivergenceCheck
 from finetune_pipeline.training.metrics import gather, predict, scores
-from finetune_pipeline.training.interrupt import Interrupted, stop_on_signals
+from finetune_pipeline.runtime.signals import Interrupted, stop_on_signals
 from finetune_pipeline.training.loss import Loss, training_loss
 from finetune_pipeline.runtime.precision import Precision
 from finetune_pipeline.training.schedule import accumulation_window

@@ -2,7 +2,7 @@
 
     1. data       preprocess if needed, class index, split            (_setup_data)
     2. backbone   locate and check, tokenizer, label maps             (locate_backbone, _setup_tokenizer)
-    3. model      head over cached features, or encoder + head        (model.builders, _setup_model)
+    3. model      one builder per training path                       (training.builders, _setup_model)
     4. optimizer  AdamW, LR schedule, loss scaler, resumed state      (_setup_trainer, _resume_from)
     5. fit        training.loop.fit
     6. test       the best epoch's weights on the test split
@@ -24,33 +24,36 @@ from pathlib import Path
 import torch
 from transformers.utils import logging as hf_logging
 
+from finetune_pipeline.artifacts.names import BEST_MODEL_FILE, STEP_LOG_FILE, EVALUATION_DIR, FINAL_MODEL_FILE, FREEZE_PROOF_FILE, HEAD_FILE, ID_TO_LABEL_FILE, LABEL_TO_ID_FILE, METRICS_FILE, TOKENIZER_DIR, TRAIN_LOG_FILE
 from finetune_pipeline.artifacts.atomic import atomic_dir, remove_orphans, save_torch, write_json
-from finetune_pipeline.artifacts.checkpoints import (BackboneIdentity, CheckpointIdentity, restore_weights,
-                                                     tokenizer_sha256)
+from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, CheckpointIdentity, tokenizer_sha256
 from finetune_pipeline.backbone.identity import config_sha256
 from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256
 from finetune_pipeline.artifacts.metrics_record import BestEpoch, RunMetrics
-from finetune_pipeline.artifacts.run_folder import (FAILURE_FILE, STATE_FILE, claim, failure_status, flatten,
-                                                   is_failed_attempt, one_line, record_failure, require_empty,
-                                                   require_stopped_run, run_name)
+from finetune_pipeline.artifacts.names import FAILURE_FILE, STATE_FILE
+from finetune_pipeline.artifacts.run_folder import claim, is_failed_attempt, require_empty, require_stopped_run
+from finetune_pipeline.config.differences import flatten
+from finetune_pipeline.errors import error_line
+from finetune_pipeline.training.failure import failure_status, record_failure
 from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_backbone
-from finetune_pipeline.config.schema import AdapterMethod, Config, SplitMode, init_seed
+from finetune_pipeline.config.load import training_path
+from finetune_pipeline.config.schema import Config, SplitMode, init_seed
 from finetune_pipeline.data.batches import TokenizedTexts, chunking_of
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.hf_source import keeps_own_split
 from finetune_pipeline.data.preprocess import CombinedDataset, ensure_preprocessed, load_combined, source_name
 from finetune_pipeline.data.split import Split, kfold_split, limit_samples, split_by_files, stratified_split
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.model.loading import restore_weights
 from finetune_pipeline.evaluation.report import write_evaluation
-from finetune_pipeline.model.builders import (BuiltModel, build_encoder_with_head, build_head_over_cached_features,
-                                             build_top_layers)
+from finetune_pipeline.training.builders import BuildInputs, BuiltModel, build
 from finetune_pipeline.paths import resolve_path
 from finetune_pipeline.runtime.device import resolve_device
 from finetune_pipeline.runtime.distributed import SINGLE, Dist, wrap
 from finetune_pipeline.runtime.logs import log_to_file
 from finetune_pipeline.runtime.precision import Precision, resolve_precision
 from finetune_pipeline.runtime.provenance import provenance
-from finetune_pipeline.training.interrupt import Interrupted, Stopped
+from finetune_pipeline.runtime.signals import Interrupted, Stopped
 from finetune_pipeline.training.loop import fit
 from finetune_pipeline.training.loss import class_weights, training_loss
 from finetune_pipeline.training.metrics import gather, predict, scores
@@ -58,15 +61,15 @@ from finetune_pipeline.training.optim import build_optimizer
 from finetune_pipeline.training.schedule import build_scheduler, optimizer_steps
 from finetune_pipeline.training.state import (Progress, Trainer, data_identity, load_state, restore,
                                               save_state)
-from finetune_pipeline.training.step_record import STEP_RECORD, StepRecord
-from finetune_pipeline.tracking.trackers import RunLabels, Trackers
+from finetune_pipeline.training.step_record import StepRecord
+from finetune_pipeline.tracking.trackers import RunLabels, Trackers, run_name
 
 log = logging.getLogger(__name__)
 
 # what a finished run sends to its trackers besides metrics (train.log goes at the very end)
-TRACKED_ARTIFACTS = ["metrics.json", "freeze_proof.json", "label_to_id.json", "id_to_label.json", "evaluation/test",
+TRACKED_ARTIFACTS = [METRICS_FILE, FREEZE_PROOF_FILE, LABEL_TO_ID_FILE, ID_TO_LABEL_FILE, "evaluation/test",
                      ".hydra/config.yaml"]
-CHECKPOINTS = ["best_model.pt", "final_model.pt", "classifier_head.pt"]
+CHECKPOINTS = [BEST_MODEL_FILE, FINAL_MODEL_FILE, HEAD_FILE]
 
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
@@ -93,7 +96,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
                 record(run_dir)
             _remove_orphans(cfg, run_dir)
         hf_logging.disable_progress_bar()  # weight-loading bars would drown the step log
-        handler = log_to_file(run_dir / "train.log") if dist.is_main else None
+        handler = log_to_file(run_dir / TRAIN_LOG_FILE) if dist.is_main else None
         trackers = Trackers(run_dir, cfg.logger) if dist.is_main else Trackers()
         try:
             log.info("%s: %s%s", "resuming run folder" if resume else "run folder", run_dir,
@@ -107,8 +110,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
                 record_failure(run_dir, e)
             if not isinstance(e, (Interrupted, Stopped, KeyboardInterrupt)):
                 log.info("run failed; its log and any artifacts written so far are in %s", run_dir)
-            trackers.log_artifacts(["train.log", FAILURE_FILE])
-            trackers.finish(failure_status(e), one_line(e))
+            trackers.log_artifacts([TRAIN_LOG_FILE, FAILURE_FILE])
+            trackers.finish(failure_status(e), error_line(e))
             raise
         finally:
             if handler is not None:
@@ -116,14 +119,14 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
                 handler.close()
         if dist.is_main:
             (run_dir / FAILURE_FILE).unlink(missing_ok=True)  # an earlier attempt's record
-        trackers.log_artifacts(["train.log"])
+        trackers.log_artifacts([TRAIN_LOG_FILE])
         trackers.finish("finished")
         return summary
 
 
 def _remove_orphans(cfg: Config, run_dir: Path) -> None:
     """Temporary files of writers killed with -9 (or a power cut) in the folders this run writes to."""
-    folders = (run_dir, run_dir / "evaluation", resolve_path(cfg.data.dataset_path).parent,
+    folders = (run_dir, run_dir / EVALUATION_DIR, resolve_path(cfg.data.dataset_path).parent,
                resolve_path(cfg.data.cache_dir), resolve_path(cfg.data.cache_dir) / "features")
     for folder in folders:
         removed = remove_orphans(folder)
@@ -143,7 +146,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
                                                          dataset.fingerprint))
     tokenizer = _setup_tokenizer(cfg, backbone, classes, run_dir, dist)
     device, precision = _setup_device(cfg, dist)
-    # 3. the model and its loaders, one of two ways
+    # 3. the model and its loaders, as the training path builds them
     built = _setup_model(cfg, backbone, tokenizer, dataset.texts, labels, split, len(classes), device, precision, dist)
     identity = BackboneIdentity(cfg.backbone.name, str(backbone.folder), combined_sha256(built.freeze.before),
                                 config_sha256(backbone.folder))
@@ -156,7 +159,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
     trackers.set_tags(_run_tags(identity, dataset.fingerprint, precision, device, dist, origin))
     setup_seconds = time.perf_counter() - started
 
-    facts = CheckpointIdentity(identity, list(classes.id_to_label().values()), tokenizer_sha256(run_dir / "tokenizer")
+    facts = CheckpointIdentity(identity, list(classes.id_to_label().values()), tokenizer_sha256(run_dir / TOKENIZER_DIR)
                                if dist.is_main else "", precision.name)
 
     def checkpoint(name: str) -> None:
@@ -170,12 +173,12 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
 
     # 5. fit
     result = fit(trainer, built.loaders.train, built.loaders.val, precision, device, cfg.training,
-                 save_best=lambda: checkpoint("best_model.pt"), save_state=save_state_file, resume=resumed,
+                 save_best=lambda: checkpoint(BEST_MODEL_FILE), save_state=save_state_file, resume=resumed,
                  loss_fn=training_loss(weights, cfg.training.label_smoothing), dist=dist,
-                 step_record=StepRecord(run_dir / STEP_RECORD, trackers) if dist.is_main else None)
-    checkpoint("final_model.pt")
+                 step_record=StepRecord(run_dir / STEP_LOG_FILE, trackers) if dist.is_main else None)
+    checkpoint(FINAL_MODEL_FILE)
     if dist.is_main:
-        _write_freeze_proof(run_dir, cfg, built, backbone)
+        _write_freeze_proof(run_dir, built, backbone)
 
     # 6. test the best epoch's weights
     test_start = time.perf_counter()
@@ -189,9 +192,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
         return summary
 
     # 7. artifacts
-    save_torch(run_dir / "classifier_head.pt", built.model.head.state_dict())
+    save_torch(run_dir / HEAD_FILE, built.model.head.state_dict())
     test_texts = [dataset.texts[int(split.test[i])] for i in test_predictions.index]
-    full_report = write_evaluation(run_dir / "evaluation" / "test", test_texts, test_predictions.y_true,
+    full_report = write_evaluation(run_dir / EVALUATION_DIR / "test", test_texts, test_predictions.y_true,
                                    test_predictions.probs, classes.symbols, classes.labels)
     RunMetrics(
         summary=summary,
@@ -280,9 +283,9 @@ def _setup_tokenizer(cfg: Config, backbone: Backbone, classes: ClassIndex, run_d
     tokenizer = load_tokenizer(backbone, cfg.backbone)
     tokenizer.model_max_length = cfg.data.max_length  # the saved tokenizer truncates as training did
     if dist.is_main:  # data and backbone checked: from here on the run folder fills with artifacts
-        write_json(run_dir / "label_to_id.json", classes.label_to_id())
-        write_json(run_dir / "id_to_label.json", classes.id_to_label())
-        with atomic_dir(run_dir / "tokenizer") as tmp:
+        write_json(run_dir / LABEL_TO_ID_FILE, classes.label_to_id())
+        write_json(run_dir / ID_TO_LABEL_FILE, classes.id_to_label())
+        with atomic_dir(run_dir / TOKENIZER_DIR) as tmp:
             tokenizer.save_pretrained(tmp)
     log.info("tokenizer: %s, %d tokens, texts truncated to %d", type(tokenizer).__name__, len(tokenizer),
              cfg.data.max_length)
@@ -306,20 +309,18 @@ def _setup_device(cfg: Config, dist: Dist) -> tuple[torch.device, Precision]:
 
 def _setup_model(cfg: Config, backbone: Backbone, tokenizer, texts: list[str], labels: list[int], split: Split,
                  num_classes: int, device: torch.device, precision: Precision, dist: Dist) -> BuiltModel:
-    """The head over cached features of a frozen encoder, or the encoder run on every batch."""
+    """The texts tokenized once (truncated or chunked), then the builder of the run's training path."""
+    path = training_path(cfg)
+    log.info("training path: %s", path.value)
     tokenized = TokenizedTexts(texts, labels, tokenizer, cfg.data.max_length, chunking_of(cfg.data))
-    if cfg.training.freeze_backbone and cfg.training.cache_features:
-        return build_head_over_cached_features(cfg, backbone, tokenizer, tokenized, texts, split, num_classes,
-                                               device, precision, dist)
-    if cfg.adapter.method == AdapterMethod.top_layers:
-        return build_top_layers(cfg, backbone, tokenizer, tokenized, texts, split, num_classes, device, precision, dist)
-    return build_encoder_with_head(cfg, backbone, tokenizer, tokenized, split, num_classes, device, dist)
+    return build(BuildInputs(cfg, path, backbone, tokenizer, texts, tokenized, split, num_classes, device, precision,
+                             dist))
 
 
 def _test_with_best_weights(run_dir: Path, built: BuiltModel, precision: Precision, device: torch.device, dist: Dist):
     """Test predictions of the best epoch's weights, gathered from all ranks."""
     dist.barrier()  # best_model.pt is written by rank 0
-    best = torch.load(run_dir / "best_model.pt", map_location=device, weights_only=True)["state_dict"]
+    best = torch.load(run_dir / BEST_MODEL_FILE, map_location=device, weights_only=True)["state_dict"]
     restore_weights(built.model, best)
     return gather(predict(built.model, built.loaders.test, precision, device), dist)
 
@@ -349,13 +350,13 @@ def _resume_from(state_path: Path, trainer: Trainer, data_id: dict, cfg: Config,
     return progress, saved["rng"]  # the weights are in the model now; keep only the RNG states
 
 
-def _write_freeze_proof(run_dir: Path, cfg: Config, built: BuiltModel, backbone: Backbone) -> None:
+def _write_freeze_proof(run_dir: Path, built: BuiltModel, backbone: Backbone) -> None:
     evidence = built.freeze
-    proof = build_freeze_proof(evidence.before, evidence.after(), cfg.training.freeze_backbone, built.model,
-                               str(backbone.folder), evidence.encoder_parameters, evidence.how, evidence.trained)
-    write_json(run_dir / "freeze_proof.json", proof)
-    log.info("freeze proof: %s (encoder sha256 %s -> %s)", proof["verdict"],
-             proof["encoder_sha256_before"][:12], proof["encoder_sha256_after"][:12])
+    proof = build_freeze_proof(evidence.before, evidence.after(), built.model, str(backbone.folder),
+                               evidence.encoder_parameters, evidence.how, evidence.trained)
+    proof.write(run_dir)
+    log.info("freeze proof: %s (encoder sha256 %s -> %s)", proof.verdict, proof.encoder_sha256_before[:12],
+             proof.encoder_sha256_after[:12])
 
 
 def _main_first(dist: Dist, build):

@@ -19,8 +19,6 @@ from finetune_pipeline.artifacts.atomic import to_json
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.tracking.trackers import Trackers
 
-STEP_RECORD = "metrics.jsonl"
-
 
 class StepRecord:
     """Appends rows to ``path`` and hands each to the run's trackers (``trackers.log_row``)."""
