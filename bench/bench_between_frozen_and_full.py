@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, run_measured  # noqa: E402
+from common import REPO, machine, run_measured
 
 MODES = {
     "frozen head": (["training.freeze_backbone=true"], 5),
@@ -51,20 +51,39 @@ def main() -> None:
     for name in args.modes:
         overrides, epochs = MODES[name]
         run = args.workdir / "runs" / name.replace(" ", "-").replace("=", "").replace(",", "")
-        seconds, rss, _ = run_measured([
-            sys.executable, str(REPO / "bench" / "keep_state.py"), "backbone=local", "backbone.name=all-MiniLM-L6-v2",
-            f"backbone.path={args.model.resolve()}", f"data.raw_dir={args.dataset.resolve()}", "data.split=files",
-            "data.max_length=128", "training.batch_size=32", f"training.epochs={epochs}", "logger=none",
-            "training.progress_bar=false", f"hydra.run.dir={run}", *overrides], env)
+        seconds, rss, _ = run_measured(
+            [
+                sys.executable,
+                str(REPO / "bench" / "keep_state.py"),
+                "backbone=local",
+                "backbone.name=all-MiniLM-L6-v2",
+                f"backbone.path={args.model.resolve()}",
+                f"data.raw_dir={args.dataset.resolve()}",
+                "data.split=files",
+                "data.max_length=128",
+                "training.batch_size=32",
+                f"training.epochs={epochs}",
+                "logger=none",
+                "training.progress_bar=false",
+                f"hydra.run.dir={run}",
+                *overrides,
+            ],
+            env,
+        )
         metrics = json.loads((run / "metrics.json").read_text())
         proof = json.loads((run / "freeze_proof.json").read_text())
         kept = run / "train_state.kept.pt"
         results["modes"][name] = {
-            "epochs": epochs, "test_accuracy": metrics["test"]["test/accuracy"], "wall_seconds": seconds,
-            "peak_rss_mb": rss, "checkpoint_bytes": (run / "best_model.pt").stat().st_size,
+            "epochs": epochs,
+            "test_accuracy": metrics["test"]["test/accuracy"],
+            "wall_seconds": seconds,
+            "peak_rss_mb": rss,
+            "checkpoint_bytes": (run / "best_model.pt").stat().st_size,
             "training_state_bytes": kept.stat().st_size if kept.is_file() else None,
-            "trainable_parameters": proof["trainable_parameters"], "verdict": proof["verdict"],
-            "features": metrics.get("features")}
+            "trainable_parameters": proof["trainable_parameters"],
+            "verdict": proof["verdict"],
+            "features": metrics.get("features"),
+        }
         print(name, {k: v for k, v in results["modes"][name].items() if k != "features"}, flush=True)
         out.write_text(json.dumps(results, indent=2), encoding="utf-8")
     out.write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -73,16 +92,23 @@ def main() -> None:
 
 def markdown(r: dict) -> str:
     full = r["modes"].get("full fine-tuning, 3 epochs") or r["modes"].get("full fine-tuning")
-    rows = [f"Measured {r['date']} on {r['machine']}.", "",
-            "| mode | epochs | test accuracy | wall s | vs full | peak RSS MB | checkpoint | vs full | training state |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        f"Measured {r['date']} on {r['machine']}.",
+        "",
+        "| mode | epochs | test accuracy | wall s | vs full | peak RSS MB | checkpoint | vs full | training state |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, m in r["modes"].items():
         state = f"{m['training_state_bytes'] / 1e6:.1f} MB" if m["training_state_bytes"] else "-"
-        rows.append(f"| {name} | {m['epochs']} | {100 * m['test_accuracy']:.2f}% | {m['wall_seconds']:.0f} | "
-                    f"{m['wall_seconds'] / full['wall_seconds']:.2f}x | {m['peak_rss_mb']:.0f} | "
-                    f"{m['checkpoint_bytes'] / 1e6:.2f} MB | {m['checkpoint_bytes'] / full['checkpoint_bytes']:.2%} | "
-                    f"{state} |" if full else f"| {name} | {m['epochs']} | {100 * m['test_accuracy']:.2f}% | "
-                    f"{m['wall_seconds']:.0f} | - | {m['peak_rss_mb']:.0f} | {m['checkpoint_bytes'] / 1e6:.2f} MB | - | {state} |")
+        rows.append(
+            f"| {name} | {m['epochs']} | {100 * m['test_accuracy']:.2f}% | {m['wall_seconds']:.0f} | "
+            f"{m['wall_seconds'] / full['wall_seconds']:.2f}x | {m['peak_rss_mb']:.0f} | "
+            f"{m['checkpoint_bytes'] / 1e6:.2f} MB | {m['checkpoint_bytes'] / full['checkpoint_bytes']:.2%} | "
+            f"{state} |"
+            if full
+            else f"| {name} | {m['epochs']} | {100 * m['test_accuracy']:.2f}% | "
+            f"{m['wall_seconds']:.0f} | - | {m['peak_rss_mb']:.0f} | {m['checkpoint_bytes'] / 1e6:.2f} MB | - | {state} |"
+        )
     return "\n".join(rows)
 
 

@@ -26,7 +26,7 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine  # noqa: E402
+from common import REPO, machine
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -40,11 +40,11 @@ def matmul_peak(dtype: torch.dtype) -> float:
     for n in (1024, 2048, 4096):
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         torch.matmul(a, b)
-        reps = max(2, int(2e10 / (2 * n ** 3)))
+        reps = max(2, int(2e10 / (2 * n**3)))
         start = time.perf_counter()
         for _ in range(reps):
             torch.matmul(a, b)
-        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - start))
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
     return best
 
 
@@ -70,26 +70,37 @@ def main() -> None:
     ids = torch.randint(5, model.config.vocab_size, (args.batch, args.tokens))
     mask = torch.ones_like(ids)
     tokens = ids.numel()
-    result: dict = {"date": date.today().isoformat(), "machine": machine(), "threads": torch.get_num_threads(),
-                    "backbone": args.config_dir.name, "non_embedding_parameters": dense, "batch": args.batch,
-                    "tokens_per_text": args.tokens, "precisions": {}}
+    result: dict = {
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "threads": torch.get_num_threads(),
+        "backbone": args.config_dir.name,
+        "non_embedding_parameters": dense,
+        "batch": args.batch,
+        "tokens_per_text": args.tokens,
+        "precisions": {},
+    }
     for name, dtype in DTYPES.items():
         peak = matmul_peak(dtype or torch.float32)
         model.eval()
 
-        def encode():
+        def encode(dtype=dtype):
             with torch.inference_mode(), autocast(dtype):
                 model(input_ids=ids, attention_mask=mask)
 
         encode_s = timed(encode, args.repeats)
         model.train()
         encode_flops = 2 * dense * tokens / encode_s
-        result["precisions"][name] = {"matmul_peak_gflops": peak / 1e9, "encode_seconds_per_batch": encode_s,
-                                      "encode_gflops": encode_flops / 1e9, "encode_fraction_of_peak": encode_flops / peak}
+        result["precisions"][name] = {
+            "matmul_peak_gflops": peak / 1e9,
+            "encode_seconds_per_batch": encode_s,
+            "encode_gflops": encode_flops / 1e9,
+            "encode_fraction_of_peak": encode_flops / peak,
+        }
         for label, fused in (("step", False), ("step_fused_adamw", True)):  # the for-loop AdamW, then the fused one
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=fused)
 
-            def step():
+            def step(dtype=dtype, optimizer=optimizer):
                 with autocast(dtype):
                     out = model(input_ids=ids, attention_mask=mask).last_hidden_state
                 out.float().pow(2).mean().backward()
@@ -98,13 +109,19 @@ def main() -> None:
 
             step_s = timed(step, args.repeats)
             step_flops = 6 * dense * tokens / step_s
-            result["precisions"][name].update({f"{label}_seconds": step_s, f"{label}_gflops": step_flops / 1e9,
-                                               f"{label}_fraction_of_peak": step_flops / peak})
+            result["precisions"][name].update(
+                {
+                    f"{label}_seconds": step_s,
+                    f"{label}_gflops": step_flops / 1e9,
+                    f"{label}_fraction_of_peak": step_flops / peak,
+                }
+            )
             del optimizer
         print(name, json.dumps(result["precisions"][name]), flush=True)
     # where one bf16 training step's time goes (the for-loop AdamW, as before the fused switch)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
     def step_once():
         with autocast(torch.bfloat16):
             out = model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -118,11 +135,24 @@ def main() -> None:
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:15]
-    result["bf16_step_profile"] = [{"op": e.key, "self_ms": e.self_cpu_time_total / 1000, "share": e.self_cpu_time_total / total,
-                                    "calls": e.count} for e in top]
-    matmul_ops = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::_scaled_dot_product_flash_attention_for_cpu",
-                  "aten::_scaled_dot_product_flash_attention_for_cpu_backward", "mkldnn", "aten::mkldnn")
-    result["bf16_step_matmul_share"] = sum(e.self_cpu_time_total for e in events if e.key.startswith(matmul_ops)) / total
+    result["bf16_step_profile"] = [
+        {"op": e.key, "self_ms": e.self_cpu_time_total / 1000, "share": e.self_cpu_time_total / total, "calls": e.count}
+        for e in top
+    ]
+    matmul_ops = (
+        "aten::mm",
+        "aten::addmm",
+        "aten::bmm",
+        "aten::matmul",
+        "aten::linear",
+        "aten::_scaled_dot_product_flash_attention_for_cpu",
+        "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+        "mkldnn",
+        "aten::mkldnn",
+    )
+    result["bf16_step_matmul_share"] = (
+        sum(e.self_cpu_time_total for e in events if e.key.startswith(matmul_ops)) / total
+    )
     for row in result["bf16_step_profile"]:
         print(f"{row['share']:6.1%} {row['self_ms']:9.1f} ms {row['calls']:6d}  {row['op']}")
     print("matmul/attention kernels' share of the step:", f"{result['bf16_step_matmul_share']:.1%}")

@@ -42,7 +42,7 @@ from finetune_pipeline.model.classifier import build_head, pool
 from finetune_pipeline.runtime.precision import cpu_supports_bf16, resolve_precision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, run_measured  # noqa: E402
+from common import REPO, machine, run_measured
 
 SWEEP = {"model.hidden_dim": [256, 512], "model.dropout": [0.1, 0.3]}  # 4 head configurations
 EPOCHS, BATCH, MAX_LENGTH, LR = 3, 16, 64, 1e-3
@@ -64,8 +64,15 @@ def main() -> None:
     raw = [{"input": t, "output": y} for t, y in zip(texts, labels)]
     (args.workdir / "data/raw/part-1.json").write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")
 
-    results = {"date": date.today().isoformat(), "machine": machine(), "records": len(texts),
-               "max_length": MAX_LENGTH, "epochs": EPOCHS, "batch_size": BATCH, "sweep": SWEEP}
+    results = {
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "records": len(texts),
+        "max_length": MAX_LENGTH,
+        "epochs": EPOCHS,
+        "batch_size": BATCH,
+        "sweep": SWEEP,
+    }
     print(f"pipeline sweep: {len(texts)} records, 4 configs x {EPOCHS} epochs ...", flush=True)
     results["pipeline"] = pipeline_sweep(args.workdir, args.standin)
     print(f"  {results['pipeline']['seconds']:.0f} s", flush=True)
@@ -89,8 +96,11 @@ def subset(dataset: Path, n: int) -> tuple[list[str], list[str]]:
     for r in records:
         by_label.setdefault(r["output"], []).append(r["input"])
     rnd = random.Random(0)
-    picked = [(t, label) for label, texts in sorted(by_label.items())
-              for t in rnd.sample(texts, max(6, round(n * len(texts) / len(records))))]
+    picked = [
+        (t, label)
+        for label, texts in sorted(by_label.items())
+        for t in rnd.sample(texts, max(6, round(n * len(texts) / len(records))))
+    ]
     rnd.shuffle(picked)
     return [t for t, _ in picked], [label for _, label in picked]
 
@@ -98,15 +108,30 @@ def subset(dataset: Path, n: int) -> tuple[list[str], list[str]]:
 def pipeline_sweep(workdir: Path, standin: Path) -> dict:
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(workdir), "HF_HUB_OFFLINE": "1"}
     sweep = [f"{k}={','.join(map(str, v))}" for k, v in SWEEP.items()]
-    cmd = [sys.executable, "train.py", "-m", f"backbone.path={standin}", f"data.max_length={MAX_LENGTH}",
-           f"training.epochs={EPOCHS}", f"training.batch_size={BATCH}", "training.progress_bar=false", *sweep]
-    seconds, rss, out = run_measured(cmd, env)
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        f"backbone.path={standin}",
+        f"data.max_length={MAX_LENGTH}",
+        f"training.epochs={EPOCHS}",
+        f"training.batch_size={BATCH}",
+        "training.progress_bar=false",
+        *sweep,
+    ]
+    seconds, rss, _out = run_measured(cmd, env)
     runs = sorted((workdir / "outputs/multirun").rglob("metrics.json"))
     metrics = [json.loads(p.read_text()) for p in runs]
     encoding = next(m["features"]["encoding"] for m in metrics if "encoding" in m["features"])
-    return {"seconds": seconds, "peak_rss_mb": rss, "jobs": len(runs), "precision": metrics[0]["precision"],
-            "cache": [m["features"]["cache"] for m in metrics], "encoding": encoding,
-            "test_accuracy": [m["test"]["test/accuracy"] for m in metrics]}
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": rss,
+        "jobs": len(runs),
+        "precision": metrics[0]["precision"],
+        "cache": [m["features"]["cache"] for m in metrics],
+        "encoding": encoding,
+        "test_accuracy": [m["test"]["test/accuracy"] for m in metrics],
+    }
 
 
 class Reference:
@@ -123,9 +148,14 @@ class Reference:
     def batches(self, texts: list[str], labels: list[int], shuffle: bool):
         order = torch.randperm(len(texts)).tolist() if shuffle else list(range(len(texts)))
         for i in range(0, len(order), BATCH):
-            idx = order[i:i + BATCH]
-            enc = self.tokenizer([texts[j] for j in idx], padding="max_length", truncation=True,
-                                 max_length=MAX_LENGTH, return_tensors="pt")
+            idx = order[i : i + BATCH]
+            enc = self.tokenizer(
+                [texts[j] for j in idx],
+                padding="max_length",
+                truncation=True,
+                max_length=MAX_LENGTH,
+                return_tensors="pt",
+            )
             self.real += int(enc["attention_mask"].sum())
             self.padded += enc["attention_mask"].numel()
             yield enc, torch.tensor([labels[j] for j in idx])
@@ -166,8 +196,13 @@ def reference_sweep(standin: Path, texts: list[str], labels: list[str]) -> dict:
             accuracies.append(job.fit((tr_x, tr_y), (va_x, va_y), (te_x, te_y)))
             real, padded = real + job.real, padded + job.padded
             del job
-    return {"seconds": time.perf_counter() - start, "test_accuracy": accuracies,
-            "real_tokens": real, "padded_tokens": padded, "padding_share": 1 - real / padded}
+    return {
+        "seconds": time.perf_counter() - start,
+        "test_accuracy": accuracies,
+        "real_tokens": real,
+        "padded_tokens": padded,
+        "padding_share": 1 - real / padded,
+    }
 
 
 @torch.inference_mode()
@@ -176,8 +211,10 @@ def throughput(standin: Path, texts: list[str]) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(standin)
     encoder = AutoModel.from_pretrained(standin).float().eval()
     data = TokenizedTexts(texts, [0] * len(texts), tokenizer, MAX_LENGTH)
-    batches = [{"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
-               for b in eval_loader(data, 128, 0, tokenizer.pad_token_id, max_tokens=8192)]
+    batches = [
+        {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+        for b in eval_loader(data, 128, 0, tokenizer.pad_token_id, max_tokens=8192)
+    ]
     out = {}
     names = ["fp32", "bf16"] if cpu_supports_bf16() else ["fp32"]
     for name in names:
@@ -190,20 +227,30 @@ def throughput(standin: Path, texts: list[str]) -> dict:
                 for batch in batches:
                     encoder(**batch)
                 raw.append(time.perf_counter() - start)
-            _, stats = encode(encoder, data, Pooling.mean, precision, torch.device("cpu"), 128, 8192,
-                              tokenizer.pad_token_id)
+            _, stats = encode(
+                encoder, data, Pooling.mean, precision, torch.device("cpu"), 128, 8192, tokenizer.pad_token_id
+            )
             piped.append(stats.seconds)
-        out[name] = {"raw_texts_per_second": len(texts) / min(raw), "pipeline_texts_per_second": len(texts) / min(piped),
-                     "pipeline_share_of_raw": min(raw) / min(piped), "padding_share": stats.padding_share,
-                     "batches": len(batches)}
+        out[name] = {
+            "raw_texts_per_second": len(texts) / min(raw),
+            "pipeline_texts_per_second": len(texts) / min(piped),
+            "pipeline_share_of_raw": min(raw) / min(piped),
+            "padding_share": stats.padding_share,
+            "batches": len(batches),
+        }
     return out
 
 
 def single_run_rss(workdir: Path, standin: Path) -> float:
     shutil.rmtree(workdir / "data/cache", ignore_errors=True)  # a cold run: load, hash, encode
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(workdir), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "train.py", f"backbone.path={standin}", f"data.max_length={MAX_LENGTH}",
-           "training.progress_bar=false"]
+    cmd = [
+        sys.executable,
+        "train.py",
+        f"backbone.path={standin}",
+        f"data.max_length={MAX_LENGTH}",
+        "training.progress_bar=false",
+    ]
     return run_measured(cmd, env)[1]
 
 
@@ -224,8 +271,11 @@ def markdown(r: dict) -> str:
         "",
         "| precision | raw `model(**batch)` texts/s | pipeline encoding pass texts/s | pipeline / raw | padding share |",
         "|---|---|---|---|---|",
-        *[f"| {k} | {v['raw_texts_per_second']:.1f} | {v['pipeline_texts_per_second']:.1f} | "
-          f"{100 * v['pipeline_share_of_raw']:.0f}% | {100 * v['padding_share']:.1f}% |" for k, v in t.items()],
+        *[
+            f"| {k} | {v['raw_texts_per_second']:.1f} | {v['pipeline_texts_per_second']:.1f} | "
+            f"{100 * v['pipeline_share_of_raw']:.0f}% | {100 * v['padding_share']:.1f}% |"
+            for k, v in t.items()
+        ],
         "",
         f"Peak RSS of one cold frozen `python train.py` run on the stand-in: {r['single_run_peak_rss_mb']:.0f} MB.",
     ]

@@ -26,7 +26,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, run_measured  # noqa: E402
+from common import REPO, machine, run_measured
 
 PARTS = {"train": "part-1-train.json", "validation": "part-2-validation.json", "test": "part-3-test.json"}
 
@@ -64,30 +64,59 @@ def main() -> None:
     shutil.rmtree(args.workdir, ignore_errors=True)
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(args.workdir), "HF_HUB_OFFLINE": "1"}
     limit = dict(zip(PARTS, args.docs))
-    results: dict = {"date": date.today().isoformat(), "machine": machine(), "texts_per_doc": args.texts_per_doc,
-                     "max_length": args.max_length, "stride": args.stride, "epochs": args.epochs, "docs": limit}
-    settings = {"truncate": [], "chunk mean": ["data.long_text=chunk", "data.chunk_pooling=mean"],
-                "chunk max": ["data.long_text=chunk", "data.chunk_pooling=max"]}
+    results: dict = {
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "texts_per_doc": args.texts_per_doc,
+        "max_length": args.max_length,
+        "stride": args.stride,
+        "epochs": args.epochs,
+        "docs": limit,
+    }
+    settings = {
+        "truncate": [],
+        "chunk mean": ["data.long_text=chunk", "data.chunk_pooling=mean"],
+        "chunk max": ["data.long_text=chunk", "data.chunk_pooling=max"],
+    }
     for kind in ("same_class", "label_at_end"):
         raw = args.workdir / kind / "raw"
         build(args.dataset, raw, kind, args.texts_per_doc, limit, seed=1)
         results[kind] = {}
         for name, extra in settings.items():
             run = args.workdir / kind / "runs" / name.replace(" ", "-")
-            seconds, rss, _ = run_measured([
-                sys.executable, "train.py", "backbone=local", "backbone.name=all-MiniLM-L6-v2",
-                f"backbone.path={args.model.resolve()}", f"data.raw_dir={raw}", "data.split=files",
-                f"data.dataset_path={args.workdir / kind / 'processed' / 'combined.json'}",
-                f"data.label_mapping_path={args.workdir / kind / 'processed' / 'mapping.json'}",
-                f"data.max_length={args.max_length}", f"data.chunk_stride={args.stride}",
-                f"training.epochs={args.epochs}", "training.batch_size=32", "logger=none",
-                "training.progress_bar=false", f"hydra.run.dir={run}", *extra], env)
+            seconds, rss, _ = run_measured(
+                [
+                    sys.executable,
+                    "train.py",
+                    "backbone=local",
+                    "backbone.name=all-MiniLM-L6-v2",
+                    f"backbone.path={args.model.resolve()}",
+                    f"data.raw_dir={raw}",
+                    "data.split=files",
+                    f"data.dataset_path={args.workdir / kind / 'processed' / 'combined.json'}",
+                    f"data.label_mapping_path={args.workdir / kind / 'processed' / 'mapping.json'}",
+                    f"data.max_length={args.max_length}",
+                    f"data.chunk_stride={args.stride}",
+                    f"training.epochs={args.epochs}",
+                    "training.batch_size=32",
+                    "logger=none",
+                    "training.progress_bar=false",
+                    f"hydra.run.dir={run}",
+                    *extra,
+                ],
+                env,
+            )
             metrics = json.loads((run / "metrics.json").read_text())
             encoding = metrics["features"]["encoding"]
-            results[kind][name] = {"test_accuracy": metrics["test"]["test/accuracy"],
-                                   "test_macro_f1": metrics["test"]["test/macro_f1"], "wall_seconds": seconds,
-                                   "peak_rss_mb": rss, "encoded_windows": _windows(encoding),
-                                   "encoding_seconds": encoding["seconds"], "padded_tokens": encoding["padded_tokens"]}
+            results[kind][name] = {
+                "test_accuracy": metrics["test"]["test/accuracy"],
+                "test_macro_f1": metrics["test"]["test/macro_f1"],
+                "wall_seconds": seconds,
+                "peak_rss_mb": rss,
+                "encoded_windows": _windows(encoding),
+                "encoding_seconds": encoding["seconds"],
+                "padded_tokens": encoding["padded_tokens"],
+            }
             print(kind, name, results[kind][name], flush=True)
     out = REPO / "bench" / "results" / "long_texts.json"
     out.write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -99,17 +128,26 @@ def _windows(encoding: dict) -> int:
 
 
 def markdown(r: dict) -> str:
-    rows = [f"Measured {r['date']} on {r['machine']}; documents of {r['texts_per_doc']} AG News texts, "
-            f"max_length {r['max_length']}, stride {r['stride']}, {r['docs']} documents, frozen all-MiniLM-L6-v2, "
-            f"{r['epochs']} epochs.", ""]
+    rows = [
+        f"Measured {r['date']} on {r['machine']}; documents of {r['texts_per_doc']} AG News texts, "
+        f"max_length {r['max_length']}, stride {r['stride']}, {r['docs']} documents, frozen all-MiniLM-L6-v2, "
+        f"{r['epochs']} epochs.",
+        "",
+    ]
     for kind in ("same_class", "label_at_end"):
         base = r[kind]["truncate"]
-        rows += [f"**{kind}**", "", "| setting | test accuracy | macro-F1 | windows encoded | encoding s | wall s | vs truncate |",
-                 "|---|---|---|---|---|---|---|"]
+        rows += [
+            f"**{kind}**",
+            "",
+            "| setting | test accuracy | macro-F1 | windows encoded | encoding s | wall s | vs truncate |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, m in r[kind].items():
-            rows.append(f"| {name} | {100 * m['test_accuracy']:.1f}% | {100 * m['test_macro_f1']:.1f} | "
-                        f"{m['encoded_windows']} | {m['encoding_seconds']:.1f} | {m['wall_seconds']:.1f} | "
-                        f"{m['wall_seconds'] / base['wall_seconds']:.2f}x |")
+            rows.append(
+                f"| {name} | {100 * m['test_accuracy']:.1f}% | {100 * m['test_macro_f1']:.1f} | "
+                f"{m['encoded_windows']} | {m['encoding_seconds']:.1f} | {m['wall_seconds']:.1f} | "
+                f"{m['wall_seconds'] / base['wall_seconds']:.2f}x |"
+            )
         rows.append("")
     return "\n".join(rows)
 

@@ -25,10 +25,10 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, run_measured  # noqa: E402
+from common import REPO, machine, run_measured
 
-from finetune_pipeline.inference.manifest import verify  # noqa: E402
-from finetune_pipeline import Classifier  # noqa: E402
+from finetune_pipeline import Classifier
+from finetune_pipeline.inference.manifest import verify
 
 
 def timed(fn, repeats: int = 3) -> list[float]:
@@ -49,11 +49,30 @@ def main() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     standin, run = args.workdir / "mmbert-standin", args.workdir / "run"
     if not (standin / "config.json").is_file():
-        run_measured([sys.executable, "bench/make_standin.py", str(args.standin_config), str(standin), "--texts",
-                      str(REPO / "data" / "raw")], env)
+        run_measured(
+            [
+                sys.executable,
+                "bench/make_standin.py",
+                str(args.standin_config),
+                str(standin),
+                "--texts",
+                str(REPO / "data" / "raw"),
+            ],
+            env,
+        )
     if not (run / "export" / "hf" / "export.json").is_file():
-        run_measured([sys.executable, "train.py", f"backbone.path={standin}", "training.epochs=1", "logger=none",
-                      "training.progress_bar=false", f"hydra.run.dir={run}"], env)
+        run_measured(
+            [
+                sys.executable,
+                "train.py",
+                f"backbone.path={standin}",
+                "training.epochs=1",
+                "logger=none",
+                "training.progress_bar=false",
+                f"hydra.run.dir={run}",
+            ],
+            env,
+        )
         run_measured([sys.executable, "-m", "finetune_pipeline", "export", str(run), "--format", "hf"], env)
     folder = run / "export" / "hf"
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
@@ -64,14 +83,22 @@ def main() -> None:
     os.environ["FINETUNE_PIPELINE_CACHE"] = tempfile.mkdtemp()
     load_first = timed(lambda: Classifier.from_pretrained(folder, device="cpu", precision="fp32"), repeats=1)
     load_again = timed(lambda: Classifier.from_pretrained(folder, device="cpu", precision="fp32"), repeats=2)
-    result = {"date": str(date.today()), "machine": machine(), "export_bytes": size,
-              "verify_without_memo_seconds": cold, "verify_remembered_seconds": cached,
-              "from_pretrained_first_seconds": load_first, "from_pretrained_again_seconds": load_again}
+    result = {
+        "date": str(date.today()),
+        "machine": machine(),
+        "export_bytes": size,
+        "verify_without_memo_seconds": cold,
+        "verify_remembered_seconds": cached,
+        "from_pretrained_first_seconds": load_first,
+        "from_pretrained_again_seconds": load_again,
+    }
     (REPO / "bench" / "results" / "manifest_check.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    print(f"export {size / 1e9:.2f} GB; verify without memo: median {statistics.median(cold):.2f} s "
-          f"({min(cold):.2f}-{max(cold):.2f}); remembered: median {statistics.median(cached) * 1e3:.2f} ms "
-          f"({min(cached) * 1e3:.2f}-{max(cached) * 1e3:.2f}); from_pretrained first {load_first[0]:.2f} s, "
-          f"again {statistics.median(load_again):.2f} s")
+    print(
+        f"export {size / 1e9:.2f} GB; verify without memo: median {statistics.median(cold):.2f} s "
+        f"({min(cold):.2f}-{max(cold):.2f}); remembered: median {statistics.median(cached) * 1e3:.2f} ms "
+        f"({min(cached) * 1e3:.2f}-{max(cached) * 1e3:.2f}); from_pretrained first {load_first[0]:.2f} s, "
+        f"again {statistics.median(load_again):.2f} s"
+    )
 
 
 if __name__ == "__main__":

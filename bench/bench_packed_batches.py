@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine  # noqa: E402
+from common import REPO, machine
 
-from finetune_pipeline.data.batches import sorted_batches  # noqa: E402
-from finetune_pipeline import Classifier  # noqa: E402
+from finetune_pipeline import Classifier
+from finetune_pipeline.data.batches import sorted_batches
 
 
 def padded_vectors(encoder, ids: list[list[int]]) -> torch.Tensor:
@@ -40,7 +40,7 @@ def padded_vectors(encoder, ids: list[list[int]]) -> torch.Tensor:
         x = torch.zeros(len(rows), longest, dtype=torch.long)  # (B, T)
         mask = torch.zeros(len(rows), longest, dtype=torch.long)
         for r, i in enumerate(rows):
-            x[r, :len(ids[i])], mask[r, :len(ids[i])] = torch.tensor(ids[i]), 1
+            x[r, : len(ids[i])], mask[r, : len(ids[i])] = torch.tensor(ids[i]), 1
         hidden = encoder(input_ids=x, attention_mask=mask).last_hidden_state  # (B, T, H)
         m = mask.unsqueeze(-1).to(hidden.dtype)
         out[rows] = ((hidden * m).sum(1) / m.sum(1)).float()
@@ -66,7 +66,11 @@ def packed_vectors(encoder, ids: list[list[int]], row_tokens: int) -> torch.Tens
         at = 0
         for k, i in enumerate(row):
             n = len(ids[i])
-            x[r, at:at + n], positions[r, at:at + n], segment[r, at:at + n] = torch.tensor(ids[i]), torch.arange(n), k
+            x[r, at : at + n], positions[r, at : at + n], segment[r, at : at + n] = (
+                torch.tensor(ids[i]),
+                torch.arange(n),
+                k,
+            )
             at += n
     block = (segment.unsqueeze(2) == segment.unsqueeze(1)) & (segment.unsqueeze(2) >= 0)  # (R, T, T)
     block |= torch.eye(width, dtype=torch.bool)  # padding attends to itself: no all-masked row
@@ -82,7 +86,7 @@ def texts_per_second(fn, ids: list[list[int]], group: int) -> float:
     fn(ids[:group])  # warm-up
     start = time.perf_counter()
     for i in range(0, len(ids), group):
-        fn(ids[i:i + group])
+        fn(ids[i : i + group])
     return len(ids) / (time.perf_counter() - start)
 
 
@@ -94,20 +98,28 @@ def main() -> None:
     parser.add_argument("--row-tokens", type=int, default=128)
     args = parser.parse_args()
     clf = Classifier.from_run(args.run)
-    texts = [r["input"] for r in json.loads(args.texts.read_text(encoding="utf-8"))][:args.count]
+    texts = [r["input"] for r in json.loads(args.texts.read_text(encoding="utf-8"))][: args.count]
     random.Random(0).shuffle(texts)
     ids = clf.tokenizer(texts, truncation=True, max_length=clf.max_length)["input_ids"]
     encoder = clf.model.encoder
     padded = lambda part: padded_vectors(encoder, part)  # noqa: E731
     packed = lambda part: packed_vectors(encoder, part, args.row_tokens)  # noqa: E731
-    result = {"date": date.today().isoformat(), "machine": machine(), "run": str(args.run),
-              "precision": clf.precision.name, "texts": len(ids), "row_tokens": args.row_tokens}
+    result = {
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "run": str(args.run),
+        "precision": clf.precision.name,
+        "texts": len(ids),
+        "row_tokens": args.row_tokens,
+    }
     with torch.inference_mode(), clf.precision.autocast():
         check = ids[:32]
         result["max_abs_vector_difference"] = float((padded(check) - packed(check)).abs().max())
         for group in (8, 16, 32):
-            result[f"random {group}"] = {"padded": texts_per_second(padded, ids, group),
-                                         "packed": texts_per_second(packed, ids, group)}
+            result[f"random {group}"] = {
+                "padded": texts_per_second(padded, ids, group),
+                "packed": texts_per_second(packed, ids, group),
+            }
         result["all in one call, padded"] = texts_per_second(padded, ids, len(ids))
     print(json.dumps(result, indent=1))
     (REPO / "bench" / "results" / "packed_batches.json").write_text(json.dumps(result, indent=2), encoding="utf-8")

@@ -25,14 +25,26 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, run_measured  # noqa: E402
+from common import REPO, machine, run_measured
 
 RUNS = {
-    "frozen head": ["training.freeze_backbone=true", "training.epochs=30", "training.learning_rate=1e-3",
-                    "training.batch_size=64", "model.hidden_dim=512", "model.dropout=0.1"],
-    "full fine-tuning": ["training.freeze_backbone=false", "training.epochs=3", "training.learning_rate=1e-3",
-                         "training.encoder_learning_rate=5e-5", "training.batch_size=32", "model.hidden_dim=512",
-                         "model.dropout=0.1"],
+    "frozen head": [
+        "training.freeze_backbone=true",
+        "training.epochs=30",
+        "training.learning_rate=1e-3",
+        "training.batch_size=64",
+        "model.hidden_dim=512",
+        "model.dropout=0.1",
+    ],
+    "full fine-tuning": [
+        "training.freeze_backbone=false",
+        "training.epochs=3",
+        "training.learning_rate=1e-3",
+        "training.encoder_learning_rate=5e-5",
+        "training.batch_size=32",
+        "model.hidden_dim=512",
+        "model.dropout=0.1",
+    ],
 }
 
 
@@ -42,8 +54,12 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="e.g. <datasets>/ag_news_test_en")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/finetune-bench-quality"))
     parser.add_argument("--only", choices=sorted(RUNS), help="run one of the two")
-    parser.add_argument("--split", choices=["files", "stratified"], default="files",
-                        help="files: the dataset's own parts (default); stratified: the pipeline's 80/10/10 re-split")
+    parser.add_argument(
+        "--split",
+        choices=["files", "stratified"],
+        default="files",
+        help="files: the dataset's own parts (default); stratified: the pipeline's 80/10/10 re-split",
+    )
     args = parser.parse_args()
     for path in (args.model, args.dataset):
         if not path.is_dir():
@@ -52,20 +68,34 @@ def main() -> None:
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(args.workdir), "HF_HUB_OFFLINE": "1"}
-    common = ["backbone=local", "backbone.name=all-MiniLM-L6-v2", f"backbone.path={args.model.resolve()}",
-              f"data.raw_dir={args.dataset.resolve()}", "data.max_length=128", f"data.split={args.split}", "training.progress_bar=false"]
+    common = [
+        "backbone=local",
+        "backbone.name=all-MiniLM-L6-v2",
+        f"backbone.path={args.model.resolve()}",
+        f"data.raw_dir={args.dataset.resolve()}",
+        "data.max_length=128",
+        f"data.split={args.split}",
+        "training.progress_bar=false",
+    ]
     results = {"date": date.today().isoformat(), "machine": machine(), "split": args.split, "runs": {}}
     for name, overrides in RUNS.items():
         if args.only and name != args.only:
             continue
         print(f"{name} ...", flush=True)
         run_dir = args.workdir / "outputs" / name.replace(" ", "-")
-        seconds, rss, _ = run_measured([sys.executable, "train.py", *common, *overrides, f"hydra.run.dir={run_dir}"], env)
+        seconds, rss, _ = run_measured(
+            [sys.executable, "train.py", *common, *overrides, f"hydra.run.dir={run_dir}"], env
+        )
         metrics = json.loads((run_dir / "metrics.json").read_text())
         results["runs"][name] = {
-            "run": str(run_dir), "overrides": overrides, "wall_seconds": seconds, "peak_rss_mb": rss,
-            "test_accuracy": metrics["test"]["test/accuracy"], "test_macro_f1": metrics["test"]["test/macro_f1"],
-            "best_epoch": metrics["best"]["epoch"], "precision": metrics["precision"],
+            "run": str(run_dir),
+            "overrides": overrides,
+            "wall_seconds": seconds,
+            "peak_rss_mb": rss,
+            "test_accuracy": metrics["test"]["test/accuracy"],
+            "test_macro_f1": metrics["test"]["test/macro_f1"],
+            "best_epoch": metrics["best"]["epoch"],
+            "precision": metrics["precision"],
             "records": metrics["data"],
         }
         print(f"  {seconds:.0f} s, test accuracy {metrics['test']['test/accuracy']:.4f}", flush=True)
@@ -98,21 +128,31 @@ def probe(workdir: Path, key: str, split: str) -> dict:
     x = scaler.transform(features)
     fits = {c: LogisticRegression(C=c, max_iter=3000).fit(x[tr], y[tr]) for c in (0.01, 0.1, 1.0)}
     c, clf = max(fits.items(), key=lambda kv: (kv[1].predict(x[va]) == y[va]).mean())
-    return {"C": c, "val_accuracy": float((clf.predict(x[va]) == y[va]).mean()),
-            "test_accuracy": float((clf.predict(x[te]) == y[te]).mean())}
+    return {
+        "C": c,
+        "val_accuracy": float((clf.predict(x[va]) == y[va]).mean()),
+        "test_accuracy": float((clf.predict(x[te]) == y[te]).mean()),
+    }
 
 
 def markdown(r: dict) -> str:
-    rows = [f"Measured {r['date']} on {r['machine']}; split: {r['split']}.", "",
-            "| run | test accuracy | test macro-F1 | best epoch | wall time | peak RSS | precision |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [
+        f"Measured {r['date']} on {r['machine']}; split: {r['split']}.",
+        "",
+        "| run | test accuracy | test macro-F1 | best epoch | wall time | peak RSS | precision |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, v in r["runs"].items():
-        rows.append(f"| {name} | {100 * v['test_accuracy']:.1f}% | {100 * v['test_macro_f1']:.1f} | {v['best_epoch']} | "
-                    f"{v['wall_seconds']:.0f} s | {v['peak_rss_mb']:.0f} MB | {v['precision']} |")
+        rows.append(
+            f"| {name} | {100 * v['test_accuracy']:.1f}% | {100 * v['test_macro_f1']:.1f} | {v['best_epoch']} | "
+            f"{v['wall_seconds']:.0f} s | {v['peak_rss_mb']:.0f} MB | {v['precision']} |"
+        )
     if "logistic_regression_probe" in r:
         p = r["logistic_regression_probe"]
-        rows.append(f"| baseline: logistic regression on the same cached features (C={p['C']}) | "
-                    f"{100 * p['test_accuracy']:.1f}% | | | | | |")
+        rows.append(
+            f"| baseline: logistic regression on the same cached features (C={p['C']}) | "
+            f"{100 * p['test_accuracy']:.1f}% | | | | | |"
+        )
     return "\n".join(rows)
 
 

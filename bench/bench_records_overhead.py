@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 
 import torch
+from common import REPO, machine
 
 from finetune_pipeline.artifacts.atomic import save_torch
 from finetune_pipeline.backbone.identity import files_sha256
 from finetune_pipeline.training import loop
-
-from common import REPO, machine
 
 
 def seconds(fn, repeats: int) -> float:
@@ -78,7 +77,11 @@ def main() -> None:
     for max_norm in (1.0, 0.0):  # the default clips at 1.0; 0 turns clipping off
         for check in (False, True):
             key = f"head_step_ms_max_grad_norm_{max_norm:g}_{'with' if check else 'without'}_check"
-            results[key] = 1000 * seconds(lambda: [step(check, max_norm) for _ in range(200)], 5) / 200
+            results[key] = (
+                1000
+                * seconds(lambda check=check, max_norm=max_norm: [step(check, max_norm) for _ in range(200)], 5)
+                / 200
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

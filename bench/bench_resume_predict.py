@@ -28,9 +28,19 @@ SAVED = re.compile(r"training state saved \((.+?)\): .* \(([\d.]+) MB in ([\d.]+
 
 
 def stop_and_resume(standin: Path, env: dict) -> dict:
-    args = [sys.executable, "train.py", "backbone=local", f"backbone.path={standin}", "data=lenta_small",
-            "training.freeze_backbone=false", "training.epochs=1", "training.batch_size=8",
-            "training.save_every_steps=4", "training.progress_bar=false", "precision=fp32"]
+    args = [
+        sys.executable,
+        "train.py",
+        "backbone=local",
+        f"backbone.path={standin}",
+        "data=lenta_small",
+        "training.freeze_backbone=false",
+        "training.epochs=1",
+        "training.batch_size=8",
+        "training.save_every_steps=4",
+        "training.progress_bar=false",
+        "precision=fp32",
+    ]
     started = time.perf_counter()
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
@@ -48,18 +58,36 @@ def stop_and_resume(standin: Path, env: dict) -> dict:
     seconds, rss, resumed_out = run_measured([sys.executable, "train.py", f"resume={run_dir}"], env)
     metrics = json.loads((REPO / run_dir / "metrics.json").read_text())
     resumed_at = re.search(r"resuming at (epoch \d+, batch \d+/\d+)", resumed_out).group(1)
-    return {"exit_status_after_sigterm": status, "seconds_until_stopped": stopped_after, "saves": saves,
-            "resumed_at": resumed_at, "resume_run_seconds": seconds, "resume_run_peak_rss_mb": rss,
-            "finished_epochs": len(metrics["history"]), "state_left": (REPO / run_dir / "train_state.pt").exists()}
+    return {
+        "exit_status_after_sigterm": status,
+        "seconds_until_stopped": stopped_after,
+        "saves": saves,
+        "resumed_at": resumed_at,
+        "resume_run_seconds": seconds,
+        "resume_run_peak_rss_mb": rss,
+        "finished_epochs": len(metrics["history"]),
+        "state_left": (REPO / run_dir / "train_state.pt").exists(),
+    }
 
 
 def predict_speed(standin: Path, env: dict) -> dict:
-    args = [sys.executable, "train.py", "backbone=local", f"backbone.path={standin}", "data=lenta_small",
-            "training.epochs=1", "training.progress_bar=false", "precision=fp32"]
+    args = [
+        sys.executable,
+        "train.py",
+        "backbone=local",
+        f"backbone.path={standin}",
+        "data=lenta_small",
+        "training.epochs=1",
+        "training.progress_bar=false",
+        "precision=fp32",
+    ]
     _, _, out = run_measured(args, env)
     run_dir = REPO / re.search(r"artifacts written to (\S+)", out).group(1)
-    texts = [r["input"] for p in sorted((REPO / "data/bench/lenta_small/raw").glob("*.json"))
-             for r in json.loads(p.read_text(encoding="utf-8"))]
+    texts = [
+        r["input"]
+        for p in sorted((REPO / "data/bench/lenta_small/raw").glob("*.json"))
+        for r in json.loads(p.read_text(encoding="utf-8"))
+    ]
     from finetune_pipeline import Classifier
 
     started = time.perf_counter()
@@ -70,10 +98,14 @@ def predict_speed(standin: Path, env: dict) -> dict:
         started = time.perf_counter()
         predictions = clf.predict(texts)
         calls.append(time.perf_counter() - started)
-    return {"texts": len(predictions), "load_seconds": loaded, "predict_seconds_per_call": calls,
-            "texts_per_second_first_call": len(texts) / calls[0],
-            "texts_per_second_best_of_later_calls": len(texts) / min(calls[1:]),
-            "checkpoint": "head_only (hash verified on load)"}
+    return {
+        "texts": len(predictions),
+        "load_seconds": loaded,
+        "predict_seconds_per_call": calls,
+        "texts_per_second_first_call": len(texts) / calls[0],
+        "texts_per_second_best_of_later_calls": len(texts) / min(calls[1:]),
+        "checkpoint": "head_only (hash verified on load)",
+    }
 
 
 def main() -> None:
@@ -84,8 +116,11 @@ def main() -> None:
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = {"date": dt.date.today().isoformat(), "machine": machine()}
-    result["resume"] = (json.loads(args.out.read_text())["resume"] if args.predict_only
-                        else stop_and_resume(args.standin.resolve(), env))
+    result["resume"] = (
+        json.loads(args.out.read_text())["resume"]
+        if args.predict_only
+        else stop_and_resume(args.standin.resolve(), env)
+    )
     result["predict"] = predict_speed(args.standin.resolve(), env)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -42,21 +42,28 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine  # noqa: E402
+from common import REPO, machine
 
-from finetune_pipeline.backbone.load import read_encoder, read_tokenizer  # noqa: E402
-from finetune_pipeline.config.schema import LrSchedule, Pooling  # noqa: E402
-from finetune_pipeline.data.batches import TokenizedTexts  # noqa: E402
-from finetune_pipeline.features.encode import encode  # noqa: E402
-from finetune_pipeline.model.classifier import HeadConfig  # noqa: E402
-from finetune_pipeline.runtime.precision import Precision, resolve_precision  # noqa: E402
-from finetune_pipeline.config.schema import MixedPrecision  # noqa: E402
-from finetune_pipeline.sweep.configurations import Configuration, Predictions, Repeat, summarize  # noqa: E402
-from finetune_pipeline.training.optim import build_optimizer  # noqa: E402
-from finetune_pipeline.training.schedule import build_scheduler  # noqa: E402
+from finetune_pipeline.backbone.load import read_encoder, read_tokenizer
+from finetune_pipeline.config.schema import (
+    LrSchedule,
+    MixedPrecision,
+    Pooling,
+)
+from finetune_pipeline.data.batches import TokenizedTexts
+from finetune_pipeline.features.encode import encode
+from finetune_pipeline.model.classifier import HeadConfig
+from finetune_pipeline.runtime.precision import Precision, resolve_precision
+from finetune_pipeline.sweep.configurations import Configuration, Predictions, Repeat, summarize
+from finetune_pipeline.training.optim import build_optimizer
+from finetune_pipeline.training.schedule import build_scheduler
 
-CONFIGS = [{"model.hidden_dim": h, "training.learning_rate": lr, "model.dropout": d}
-           for h in (64, 512) for lr in (3e-4, 3e-3) for d in (0.0, 0.3)]
+CONFIGS = [
+    {"model.hidden_dim": h, "training.learning_rate": lr, "model.dropout": d}
+    for h in (64, 512)
+    for lr in (3e-4, 3e-3)
+    for d in (0.0, 0.3)
+]
 EPOCHS, BATCH = 5, 16
 
 
@@ -65,14 +72,23 @@ def features_of(model: Path, texts: list[str], cache: Path) -> torch.Tensor:
         return torch.load(cache)
     encoder, tokenizer = read_encoder(model), read_tokenizer(model)
     precision: Precision = resolve_precision(MixedPrecision.fp32, torch.device("cpu"))
-    features, _ = encode(encoder, TokenizedTexts(texts, [0] * len(texts), tokenizer, 128), Pooling.mean, precision,
-                         torch.device("cpu"), 128, 8192, tokenizer.pad_token_id)
+    features, _ = encode(
+        encoder,
+        TokenizedTexts(texts, [0] * len(texts), tokenizer, 128),
+        Pooling.mean,
+        precision,
+        torch.device("cpu"),
+        128,
+        8192,
+        tokenizer.pad_token_id,
+    )
     torch.save(features, cache)
     return features
 
 
-def train_head(x: torch.Tensor, y: torch.Tensor, rows: dict[str, np.ndarray], config: dict, seed: int,
-               classes: int) -> torch.nn.Module:
+def train_head(
+    x: torch.Tensor, y: torch.Tensor, rows: dict[str, np.ndarray], config: dict, seed: int, classes: int
+) -> torch.nn.Module:
     """A frozen run's head: seeded initialisation and order, best epoch by validation macro-F1."""
     torch.manual_seed(seed)
     head = HeadConfig(x.shape[1], config["model.hidden_dim"], classes, "mean", config["model.dropout"]).build()
@@ -133,8 +149,9 @@ def split_budget(drawn: np.ndarray, y_all: torch.Tensor, seed: int) -> dict[str,
     return {"train": train, "val": val, "test": test}
 
 
-def resamplings(mode: str, args, x_all: torch.Tensor, y_all: torch.Tensor, labels: list[str], train_file: np.ndarray,
-                total: int) -> dict:
+def resamplings(
+    mode: str, args, x_all: torch.Tensor, y_all: torch.Tensor, labels: list[str], train_file: np.ndarray, total: int
+) -> dict:
     results = []
     for r in range(args.resamplings):
         drawn, _ = train_test_split(train_file, train_size=1400, stratify=y_all[train_file].numpy(), random_state=r)
@@ -151,12 +168,26 @@ def resamplings(mode: str, args, x_all: torch.Tensor, y_all: torch.Tensor, label
                     test_pred = head(x_all[test]).argmax(1).numpy()
                     held_acc = float((head(x_all[held]).argmax(1) == y_all[held]).float().mean())
                 test_true = y_all[test].numpy()
-                predictions = Predictions([str(i) for i in test], test_true, test_pred, np.ones(len(test)), labels,
-                                          [str(i) for i in range(len(labels))])
-                configuration.repeats.append(Repeat(f"{c}/{seed}", (str(seed), None, None), head.best_val,
-                                                    {"test/accuracy": float((test_pred == test_true).mean()),
-                                                     "test/macro_f1": float(f1_score(test_true, test_pred,
-                                                                                     average="macro"))}, predictions))
+                predictions = Predictions(
+                    [str(i) for i in test],
+                    test_true,
+                    test_pred,
+                    np.ones(len(test)),
+                    labels,
+                    [str(i) for i in range(len(labels))],
+                )
+                configuration.repeats.append(
+                    Repeat(
+                        f"{c}/{seed}",
+                        (str(seed), None, None),
+                        head.best_val,
+                        {
+                            "test/accuracy": float((test_pred == test_true).mean()),
+                            "test/macro_f1": float(f1_score(test_true, test_pred, average="macro")),
+                        },
+                        predictions,
+                    )
+                )
                 jobs.append((head.best_val, configuration.label))
                 scores.append((seed, held_acc))
             configurations.append(configuration)
@@ -175,22 +206,40 @@ def resamplings(mode: str, args, x_all: torch.Tensor, y_all: torch.Tensor, label
             compared += 1
             verdicts.append(comparison["verdict"])
             tests.add(comparison["test"])
-        results.append({"resampling": r, "pick_single_job": pick_single, "pick_mean_validation": pick_mean,
-                        "regret_single_job": best_truth - truth[pick_single],
-                        "regret_mean_validation": best_truth - truth[pick_mean],
-                        "heldout_accuracy": truth, "covered": covered, "compared": compared, "verdicts": verdicts,
-                        "warnings": summary["warnings"], "tests": sorted(tests)})
-        print(f"{mode} resampling {r}: regret single job {results[-1]['regret_single_job']:.4f}, mean validation "
-              f"{results[-1]['regret_mean_validation']:.4f}; intervals covering {covered}/{compared}", flush=True)
+        results.append(
+            {
+                "resampling": r,
+                "pick_single_job": pick_single,
+                "pick_mean_validation": pick_mean,
+                "regret_single_job": best_truth - truth[pick_single],
+                "regret_mean_validation": best_truth - truth[pick_mean],
+                "heldout_accuracy": truth,
+                "covered": covered,
+                "compared": compared,
+                "verdicts": verdicts,
+                "warnings": summary["warnings"],
+                "tests": sorted(tests),
+            }
+        )
+        print(
+            f"{mode} resampling {r}: regret single job {results[-1]['regret_single_job']:.4f}, mean validation "
+            f"{results[-1]['regret_mean_validation']:.4f}; intervals covering {covered}/{compared}",
+            flush=True,
+        )
     single = [x["regret_single_job"] for x in results]
     mean = [x["regret_mean_validation"] for x in results]
-    return {"resamplings": results, "test": summary_test(results),
-            "mean_regret_single_job": statistics.mean(single), "mean_regret_mean_validation": statistics.mean(mean),
-            "regret_single_minus_mean_paired": _paired(single, mean),
-            "coverage": sum(x["covered"] for x in results) / max(sum(x["compared"] for x in results), 1),
-            "comparisons": sum(x["compared"] for x in results),
-            "verdict_counts": {v: sum(x["verdicts"].count(v) for x in results)
-                               for v in sorted({v for x in results for v in x["verdicts"]})}}
+    return {
+        "resamplings": results,
+        "test": summary_test(results),
+        "mean_regret_single_job": statistics.mean(single),
+        "mean_regret_mean_validation": statistics.mean(mean),
+        "regret_single_minus_mean_paired": _paired(single, mean),
+        "coverage": sum(x["covered"] for x in results) / max(sum(x["compared"] for x in results), 1),
+        "comparisons": sum(x["compared"] for x in results),
+        "verdict_counts": {
+            v: sum(x["verdicts"].count(v) for x in results) for v in sorted({v for x in results for v in x["verdicts"]})
+        },
+    }
 
 
 def summary_test(results: list[dict]) -> str:
@@ -201,8 +250,7 @@ def _paired(a: list[float], b: list[float]) -> dict:
     from finetune_pipeline.evaluation.statistics import paired_t
 
     d = paired_t(a, b)
-    return {"mean": d.mean_difference, "ci95": list(d.ci95) if d.ci95 else None, "p_value": d.p_value,
-            "test": d.test}
+    return {"mean": d.mean_difference, "ci95": list(d.ci95) if d.ci95 else None, "p_value": d.p_value, "test": d.test}
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference_engines import free_port, load_test, random_groups_per_second, texts_per_second  # noqa: E402
-from common import REPO, machine  # noqa: E402
+from bench_inference_engines import free_port, load_test, random_groups_per_second, texts_per_second
+from common import REPO, machine
 
-from finetune_pipeline import Classifier  # noqa: E402
+from finetune_pipeline import Classifier
 
 
 def cpu_seconds(pid: int) -> float:
@@ -47,9 +47,25 @@ def health(port: int) -> dict:
 
 def serve_rounds(run: Path, engine: str, texts: list[str], rounds: int, seconds: float) -> list[dict]:
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "finetune_pipeline", "serve", str(run), "--port", str(port),
-                               "--engine", engine, "--max-wait-ms", "5", "--max-batch-size", "64"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "finetune_pipeline",
+            "serve",
+            str(run),
+            "--port",
+            str(port),
+            "--engine",
+            engine,
+            "--max-wait-ms",
+            "5",
+            "--max-batch-size",
+            "64",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -63,17 +79,26 @@ def serve_rounds(run: Path, engine: str, texts: list[str], rounds: int, seconds:
         load_test(port, texts, 8, 2.0)  # warm-up
         results = []
         for _ in range(rounds):
-            batches, own, http_cpu, child_cpu = health(port)["batches"], own_cpu_seconds(), cpu_seconds(server.pid), \
-                cpu_seconds(child)
+            batches, own, http_cpu, child_cpu = (
+                health(port)["batches"],
+                own_cpu_seconds(),
+                cpu_seconds(server.pid),
+                cpu_seconds(child),
+            )
             start = time.perf_counter()
             point = load_test(port, texts, 32, seconds)
             wall = time.perf_counter() - start
             ran = health(port)["batches"] - batches
-            results.append({"texts_per_second": point["texts_per_second"], "batches": ran,
-                            "mean_batch": point["requests"] / ran,
-                            "cores_load_generator": (own_cpu_seconds() - own) / wall,
-                            "cores_http_process": (cpu_seconds(server.pid) - http_cpu) / wall,
-                            "cores_inference_process": (cpu_seconds(child) - child_cpu) / wall})
+            results.append(
+                {
+                    "texts_per_second": point["texts_per_second"],
+                    "batches": ran,
+                    "mean_batch": point["requests"] / ran,
+                    "cores_load_generator": (own_cpu_seconds() - own) / wall,
+                    "cores_http_process": (cpu_seconds(server.pid) - http_cpu) / wall,
+                    "cores_inference_process": (cpu_seconds(child) - child_cpu) / wall,
+                }
+            )
         return results
     finally:
         server.terminate()
@@ -89,14 +114,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     texts = [r["input"] for r in json.loads(args.texts.read_text(encoding="utf-8"))]
-    result = {"date": date.today().isoformat(), "machine": machine(), "run": str(args.run), "engine": args.engine,
-              "server_32_clients_x_1_text": serve_rounds(args.run, args.engine, texts, args.rounds, args.seconds)}
+    result = {
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "run": str(args.run),
+        "engine": args.engine,
+        "server_32_clients_x_1_text": serve_rounds(args.run, args.engine, texts, args.rounds, args.seconds),
+    }
     clf = Classifier.from_run(args.run, engine=args.engine)
-    result["offline"] = {"sorted": texts_per_second(clf, texts),
-                         **{f"random {g}": random_groups_per_second(clf, texts, g) for g in (8, 16, 32)}}
+    result["offline"] = {
+        "sorted": texts_per_second(clf, texts),
+        **{f"random {g}": random_groups_per_second(clf, texts, g) for g in (8, 16, 32)},
+    }
     print(json.dumps(result, indent=1))
-    (REPO / "bench" / "results" / f"server_cpu_{args.engine}.json").write_text(json.dumps(result, indent=2),
-                                                                                encoding="utf-8")
+    (REPO / "bench" / "results" / f"server_cpu_{args.engine}.json").write_text(
+        json.dumps(result, indent=2), encoding="utf-8"
+    )
 
 
 if __name__ == "__main__":

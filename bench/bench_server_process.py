@@ -24,11 +24,11 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_inference_engines import free_port, load_test, random_groups_per_second, texts_per_second  # noqa: E402
-from common import REPO, machine  # noqa: E402
+from bench_inference_engines import free_port, load_test, random_groups_per_second, texts_per_second
+from common import REPO, machine
 
-from finetune_pipeline.export.shared import test_texts  # noqa: E402
-from finetune_pipeline import Classifier  # noqa: E402
+from finetune_pipeline import Classifier
+from finetune_pipeline.export.shared import test_texts
 
 
 def serve_in_process(path: Path, engine: str, port: int) -> None:
@@ -53,13 +53,15 @@ def serve_in_process(path: Path, engine: str, port: int) -> None:
         def close():
             pass
 
-    uvicorn.Server(uvicorn.Config(create_app([InProcess()], 64, 5.0), host="127.0.0.1", port=port,
-                                  log_level="warning")).run()
+    uvicorn.Server(
+        uvicorn.Config(create_app([InProcess()], 64, 5.0), host="127.0.0.1", port=port, log_level="warning")
+    ).run()
 
 
 def started(command: list[str], port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
@@ -75,12 +77,26 @@ def started(command: list[str], port: int) -> subprocess.Popen:
 
 def server_point(variant: str, path: Path, engine: str, texts: list[str], seconds: float) -> dict:
     port = free_port()
-    serve = [sys.executable, "-m", "finetune_pipeline", "serve", str(path), "--port", str(port), "--engine", engine,
-             "--max-wait-ms", "5", "--max-batch-size", "64"]
-    command = {"one inference process (shipped)": serve,
-               "two inference processes x 1 thread": [*serve, "--workers", "2", "--threads", "1"],
-               "model in the server process": [sys.executable, __file__, "--serve-in-process", str(path), engine,
-                                               str(port)]}[variant]
+    serve = [
+        sys.executable,
+        "-m",
+        "finetune_pipeline",
+        "serve",
+        str(path),
+        "--port",
+        str(port),
+        "--engine",
+        engine,
+        "--max-wait-ms",
+        "5",
+        "--max-batch-size",
+        "64",
+    ]
+    command = {
+        "one inference process (shipped)": serve,
+        "two inference processes x 1 thread": [*serve, "--workers", "2", "--threads", "1"],
+        "model in the server process": [sys.executable, __file__, "--serve-in-process", str(path), engine, str(port)],
+    }[variant]
     proc = started(command, port)
     try:
         load_test(port, texts, 8, 2.0)  # warm-up
@@ -105,10 +121,19 @@ def linear_weights_cast_once(run: Path, texts: list[str]) -> dict:
     for module in bf16_once.model.modules():
         if isinstance(module, torch.nn.Linear):
             module.to(torch.bfloat16)
-    variants = (("autocast over fp32 weights", per_pass), ("linear weights in bf16 once", bf16_once),
-                ("bf16 once and packed for oneDNN (shipped)", shipped))
-    return {name: {"sorted": texts_per_second(clf, texts), "random_groups_of_32": random_groups_per_second(clf, texts, 32),
-                   "random_groups_of_4": random_groups_per_second(clf, texts, 4)} for name, clf in variants}
+    variants = (
+        ("autocast over fp32 weights", per_pass),
+        ("linear weights in bf16 once", bf16_once),
+        ("bf16 once and packed for oneDNN (shipped)", shipped),
+    )
+    return {
+        name: {
+            "sorted": texts_per_second(clf, texts),
+            "random_groups_of_32": random_groups_per_second(clf, texts, 32),
+            "random_groups_of_4": random_groups_per_second(clf, texts, 4),
+        }
+        for name, clf in variants
+    }
 
 
 def main() -> None:
@@ -131,11 +156,16 @@ def main() -> None:
         points = {}
         for engine, path in (("torch", run), ("onnxruntime", run / "export" / "onnx")):
             clf = Classifier.from_run(run, device="cpu", engine=engine)
-            points[engine] = {"offline_sorted": texts_per_second(clf, texts),
-                              "offline_random_groups_of_32": random_groups_per_second(clf, texts, 32)}
+            points[engine] = {
+                "offline_sorted": texts_per_second(clf, texts),
+                "offline_random_groups_of_32": random_groups_per_second(clf, texts, 32),
+            }
             del clf
-            for variant in ("one inference process (shipped)", "model in the server process",
-                            "two inference processes x 1 thread"):
+            for variant in (
+                "one inference process (shipped)",
+                "model in the server process",
+                "two inference processes x 1 thread",
+            ):
                 points[engine][variant] = server_point(variant, path, engine, texts, args.seconds)
         results["rounds"].append(points)
         print(json.dumps(points, indent=1), flush=True)
@@ -145,19 +175,37 @@ def main() -> None:
 
 
 def markdown(r: dict) -> str:
-    rows = [f"Measured {r['date']} on {r['machine']}.", "",
-            "| bf16 engine, MiniLM | sorted | random 32 | random 4 |", "|---|---|---|---|"]
-    rows += [f"| {name} | {v['sorted']:.0f} | {v['random_groups_of_32']:.0f} | {v['random_groups_of_4']:.0f} |"
-             for name, v in r["bf16_weights"].items()]
-    rows += ["", "| round | engine | offline sorted | offline random 32 | one inference process | model in the "
-             "server process | two processes x 1 thread |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        f"Measured {r['date']} on {r['machine']}.",
+        "",
+        "| bf16 engine, MiniLM | sorted | random 32 | random 4 |",
+        "|---|---|---|---|",
+    ]
+    rows += [
+        f"| {name} | {v['sorted']:.0f} | {v['random_groups_of_32']:.0f} | {v['random_groups_of_4']:.0f} |"
+        for name, v in r["bf16_weights"].items()
+    ]
+    rows += [
+        "",
+        "| round | engine | offline sorted | offline random 32 | one inference process | model in the "
+        "server process | two processes x 1 thread |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for i, points in enumerate(r["rounds"], 1):
         for engine, p in points.items():
-            cells = [f"{p[v]['texts_per_second']:.0f} ({p[v]['texts_per_second'] / p['offline_sorted']:.0%})"
-                     for v in ("one inference process (shipped)", "model in the server process",
-                               "two inference processes x 1 thread")]
-            rows.append(f"| {i} | {engine} | {p['offline_sorted']:.0f} | {p['offline_random_groups_of_32']:.0f} | "
-                        + " | ".join(cells) + " |")
+            cells = [
+                f"{p[v]['texts_per_second']:.0f} ({p[v]['texts_per_second'] / p['offline_sorted']:.0%})"
+                for v in (
+                    "one inference process (shipped)",
+                    "model in the server process",
+                    "two inference processes x 1 thread",
+                )
+            ]
+            rows.append(
+                f"| {i} | {engine} | {p['offline_sorted']:.0f} | {p['offline_random_groups_of_32']:.0f} | "
+                + " | ".join(cells)
+                + " |"
+            )
     return "\n".join(rows)
 
 

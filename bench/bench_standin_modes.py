@@ -22,7 +22,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, run_measured  # noqa: E402
+from common import REPO, machine, run_measured
 
 MODES = {
     "frozen head": ["training.freeze_backbone=true"],
@@ -43,31 +43,61 @@ def main() -> None:
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(args.workdir), "HF_HUB_OFFLINE": "1"}
     standin = args.stand_in or args.workdir / "mmbert-standin"
     if not args.stand_in:
-        run_measured([sys.executable, "bench/make_standin.py", str(args.config_dir), str(standin), "--texts",
-                      str(REPO / "data" / "raw")], env)
+        run_measured(
+            [
+                sys.executable,
+                "bench/make_standin.py",
+                str(args.config_dir),
+                str(standin),
+                "--texts",
+                str(REPO / "data" / "raw"),
+            ],
+            env,
+        )
     results: dict = {"date": date.today().isoformat(), "machine": machine(), "modes": {}}
     for name, overrides in MODES.items():
         run = args.workdir / "runs" / name.replace(" ", "-").replace("=", "")
-        seconds, rss, _ = run_measured([
-            sys.executable, str(REPO / "bench" / "keep_state.py"), f"backbone.path={standin}", "data.max_length=64",
-            "training.batch_size=16", "training.epochs=1", "logger=none", "training.progress_bar=false",
-            f"hydra.run.dir={run}", *overrides], env)
+        seconds, rss, _ = run_measured(
+            [
+                sys.executable,
+                str(REPO / "bench" / "keep_state.py"),
+                f"backbone.path={standin}",
+                "data.max_length=64",
+                "training.batch_size=16",
+                "training.epochs=1",
+                "logger=none",
+                "training.progress_bar=false",
+                f"hydra.run.dir={run}",
+                *overrides,
+            ],
+            env,
+        )
         metrics = json.loads((run / "metrics.json").read_text())
         epoch = metrics["history"][0]
         kept = run / "train_state.kept.pt"
         results["modes"][name] = {
-            "seconds_per_optimizer_step": epoch["epoch_seconds"] / epoch["opt_steps"], "opt_steps": epoch["opt_steps"],
-            "wall_seconds": seconds, "peak_rss_mb": rss, "checkpoint_bytes": (run / "best_model.pt").stat().st_size,
+            "seconds_per_optimizer_step": epoch["epoch_seconds"] / epoch["opt_steps"],
+            "opt_steps": epoch["opt_steps"],
+            "wall_seconds": seconds,
+            "peak_rss_mb": rss,
+            "checkpoint_bytes": (run / "best_model.pt").stat().st_size,
             "training_state_bytes": kept.stat().st_size if kept.is_file() else None,
-            "verdict": json.loads((run / "freeze_proof.json").read_text())["verdict"]}
+            "verdict": json.loads((run / "freeze_proof.json").read_text())["verdict"],
+        }
         print(name, results["modes"][name], flush=True)
     (REPO / "bench" / "results" / "standin_modes.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    rows = [f"Measured {results['date']} on {results['machine']}.", "",
-            "| mode | s per optimizer step | wall s | peak RSS MB | checkpoint | training state |", "|---|---|---|---|---|---|"]
+    rows = [
+        f"Measured {results['date']} on {results['machine']}.",
+        "",
+        "| mode | s per optimizer step | wall s | peak RSS MB | checkpoint | training state |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, m in results["modes"].items():
         state = f"{m['training_state_bytes'] / 1e6:.0f} MB" if m["training_state_bytes"] else "-"
-        rows.append(f"| {name} | {m['seconds_per_optimizer_step']:.2f} | {m['wall_seconds']:.0f} | {m['peak_rss_mb']:.0f} | "
-                    f"{m['checkpoint_bytes'] / 1e6:.1f} MB | {state} |")
+        rows.append(
+            f"| {name} | {m['seconds_per_optimizer_step']:.2f} | {m['wall_seconds']:.0f} | {m['peak_rss_mb']:.0f} | "
+            f"{m['checkpoint_bytes'] / 1e6:.1f} MB | {state} |"
+        )
     print("\n".join(rows))
 
 

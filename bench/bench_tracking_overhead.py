@@ -25,13 +25,27 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, run_measured  # noqa: E402
+from common import REPO, machine, run_measured
 
 LOGGERS = ("none", "mlflow")
-SWEEP = ["-m", "backbone=tiny", "model.hidden_dim=8,16,32,64", "training.epochs=3", "data.max_length=64",
-         "precision=fp32", "training.progress_bar=false"]
-MINILM = ["training.freeze_backbone=true", "training.epochs=5", "training.batch_size=64", "data.max_length=128",
-          "data.split=files", "precision=fp32", "training.progress_bar=false"]
+SWEEP = [
+    "-m",
+    "backbone=tiny",
+    "model.hidden_dim=8,16,32,64",
+    "training.epochs=3",
+    "data.max_length=64",
+    "precision=fp32",
+    "training.progress_bar=false",
+]
+MINILM = [
+    "training.freeze_backbone=true",
+    "training.epochs=5",
+    "training.batch_size=64",
+    "data.max_length=128",
+    "data.split=files",
+    "precision=fp32",
+    "training.progress_bar=false",
+]
 
 
 def main() -> None:
@@ -55,12 +69,21 @@ def main() -> None:
             if repeat:
                 sweep_seconds[name].append(seconds)
     median = {name: statistics.median(v) for name, v in sweep_seconds.items()}
-    results["sweep"] = {"jobs": 4, "seconds": sweep_seconds, "median_seconds": median,
-                        "overhead_seconds_per_job": (median["mlflow"] - median["none"]) / 4}
+    results["sweep"] = {
+        "jobs": 4,
+        "seconds": sweep_seconds,
+        "median_seconds": median,
+        "overhead_seconds_per_job": (median["mlflow"] - median["none"]) / 4,
+    }
 
     if args.model and args.dataset:
-        common = ["backbone=local", "backbone.name=all-MiniLM-L6-v2", f"backbone.path={args.model.resolve()}",
-                  f"data.raw_dir={args.dataset.resolve()}", *MINILM]
+        common = [
+            "backbone=local",
+            "backbone.name=all-MiniLM-L6-v2",
+            f"backbone.path={args.model.resolve()}",
+            f"data.raw_dir={args.dataset.resolve()}",
+            *MINILM,
+        ]
         for name in LOGGERS:
             cache = args.workdir / f"cache-{name}"  # each run encodes: the same work on both sides
             seconds, rss, _ = run_measured([*train, *common, f"data.cache_dir={cache}", f"logger={name}"], env)
@@ -77,16 +100,22 @@ def main() -> None:
 
 def markdown(r: dict) -> str:
     s = r["sweep"]
-    rows = [f"Measured {r['date']} on {r['machine']}.", "",
-            "| workload | logger=none | logger=mlflow | overhead |", "|---|---|---|---|",
-            f"| frozen tiny-backbone sweep, 4 jobs, median of {len(s['seconds']['none'])} | "
-            f"{s['median_seconds']['none']:.2f} s | {s['median_seconds']['mlflow']:.2f} s | "
-            f"{s['overhead_seconds_per_job']:+.2f} s per job |"]
+    rows = [
+        f"Measured {r['date']} on {r['machine']}.",
+        "",
+        "| workload | logger=none | logger=mlflow | overhead |",
+        "|---|---|---|---|",
+        f"| frozen tiny-backbone sweep, 4 jobs, median of {len(s['seconds']['none'])} | "
+        f"{s['median_seconds']['none']:.2f} s | {s['median_seconds']['mlflow']:.2f} s | "
+        f"{s['overhead_seconds_per_job']:+.2f} s per job |",
+    ]
     if r["minilm"]:
         m = r["minilm"]
-        rows.append(f"| frozen all-MiniLM-L6-v2 run on AG News (7,600 texts encoded, 5 epochs) | "
-                    f"{m['none']['wall_seconds']:.1f} s | {m['mlflow']['wall_seconds']:.1f} s | "
-                    f"{100 * m['overhead_fraction']:+.1f}% |")
+        rows.append(
+            f"| frozen all-MiniLM-L6-v2 run on AG News (7,600 texts encoded, 5 epochs) | "
+            f"{m['none']['wall_seconds']:.1f} s | {m['mlflow']['wall_seconds']:.1f} s | "
+            f"{100 * m['overhead_fraction']:+.1f}% |"
+        )
     return "\n".join(rows)
 
 

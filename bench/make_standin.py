@@ -20,15 +20,17 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel
 
-from finetune_pipeline.backbone.tiny import NOT_PRETRAINED_MARKER
 from finetune_pipeline.backbone.bpe_trainer import train_bpe_tokenizer
+from finetune_pipeline.backbone.tiny import NOT_PRETRAINED_MARKER
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config_dir", type=Path, help="folder with the backbone's config.json")
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--texts", type=Path, required=True, help="folder of raw *.json parts to train the tokenizer on")
+    parser.add_argument(
+        "--texts", type=Path, required=True, help="folder of raw *.json parts to train the tokenizer on"
+    )
     parser.add_argument("--vocab-size", type=int, default=32000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -36,16 +38,21 @@ def main() -> None:
     started = time.perf_counter()
     texts = [r["input"] for p in sorted(args.texts.glob("*.json")) for r in json.loads(p.read_text(encoding="utf-8"))]
     config = AutoConfig.from_pretrained(args.config_dir)
-    tokenizer = train_bpe_tokenizer(texts, min(args.vocab_size, config.vocab_size), model_max_length=config.max_position_embeddings)
+    tokenizer = train_bpe_tokenizer(
+        texts, min(args.vocab_size, config.vocab_size), model_max_length=config.max_position_embeddings
+    )
     torch.manual_seed(args.seed)
     model = AutoModel.from_config(config)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.out_dir)
     tokenizer.save_pretrained(args.out_dir)
     (args.out_dir / NOT_PRETRAINED_MARKER).write_text(
-        f"Random-init stand-in built from {args.config_dir}/config.json by bench/make_standin.py.\n", encoding="utf-8")
+        f"Random-init stand-in built from {args.config_dir}/config.json by bench/make_standin.py.\n", encoding="utf-8"
+    )
     n = sum(p.numel() for p in model.parameters())
-    print(f"{args.out_dir}: {n / 1e6:.1f}M parameters, tokenizer {len(tokenizer)} tokens, {time.perf_counter() - started:.0f} s")
+    print(
+        f"{args.out_dir}: {n / 1e6:.1f}M parameters, tokenizer {len(tokenizer)} tokens, {time.perf_counter() - started:.0f} s"
+    )
 
 
 if __name__ == "__main__":

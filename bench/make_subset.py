@@ -1,6 +1,6 @@
 """Write a stratified subset of a dataset folder as raw parts for the pipeline (never committed).
 
-    python bench/make_subset.py <datasets>/lenta_headlines_ru data/bench/lenta_small/raw --per-class 20
+python bench/make_subset.py <datasets>/lenta_headlines_ru data/bench/lenta_small/raw --per-class 20
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def main() -> None:
         for record in json.loads(part.read_text(encoding="utf-8")):
             by_label[record["output"]].append(record)
     rnd = random.Random(args.seed)
-    subset = [r for label in sorted(by_label) for r in rnd.sample(by_label[label], min(args.per_class, len(by_label[label])))]
+    subset = [
+        r for label in sorted(by_label) for r in rnd.sample(by_label[label], min(args.per_class, len(by_label[label])))
+    ]
     rnd.shuffle(subset)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     half = len(subset) // 2

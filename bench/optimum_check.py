@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from importlib.metadata import version
+from pathlib import Path
 
 
 def probabilities(folder: str, texts: list[str], file_name: str) -> tuple[list[list[float]], list[str]]:
@@ -28,15 +29,19 @@ def probabilities(folder: str, texts: list[str], file_name: str) -> tuple[list[l
 
 
 def main(folder: str, texts_path: str, out_path: str) -> None:
-    texts = json.loads(open(texts_path, encoding="utf-8").read())
+    texts = json.loads(Path(texts_path).read_text(encoding="utf-8"))
     fp32, outputs = probabilities(folder, texts, "model.onnx")
     try:
         int8, _ = probabilities(folder, texts, "model_quantized.onnx")
-    except Exception as e:  # noqa: BLE001 -- reported, the fp32 result still stands
+    except Exception as e:
         int8 = f"{type(e).__name__}: {e}"
-    result = {"versions": {p: version(p) for p in ("optimum", "optimum-onnx", "transformers", "onnxruntime", "torch")},
-              "fp32": fp32, "int8": int8, "outputs": outputs}
-    open(out_path, "w", encoding="utf-8").write(json.dumps(result))
+    result = {
+        "versions": {p: version(p) for p in ("optimum", "optimum-onnx", "transformers", "onnxruntime", "torch")},
+        "fp32": fp32,
+        "int8": int8,
+        "outputs": outputs,
+    }
+    Path(out_path).write_text(json.dumps(result), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest
 
 from helpers import IN_PROCESS, REPO, StopAt, compose_config
 
+
 def pytest_configure(config):
     """Under pytest-xdist the cores are shared out among the workers: one thread each (tiny models;
     the variable reaches the runs the tests start in subprocesses)."""

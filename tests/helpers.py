@@ -45,12 +45,19 @@ def write_json(path: Path, obj) -> Path:
     return path
 
 
-IN_PROCESS = ["backbone=tiny", "training.epochs=2", "data.max_length=32", "model.hidden_dim=16", "precision=fp32",
-              "training.progress_bar=false"]
+IN_PROCESS = [
+    "backbone=tiny",
+    "training.epochs=2",
+    "data.max_length=32",
+    "model.hidden_dim=16",
+    "precision=fp32",
+    "training.progress_bar=false",
+]
 
 
-def run_train(project: Path, *overrides: str, tiny_cache: Path | None = None, check: bool = True,
-              timeout: int = 300) -> subprocess.CompletedProcess:
+def run_train(
+    project: Path, *overrides: str, tiny_cache: Path | None = None, check: bool = True, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """``python train.py backbone=tiny <overrides>`` with the temporary project as its root."""
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
     args = [sys.executable, str(REPO / "train.py"), "backbone=tiny", "training.progress_bar=false"]
@@ -71,10 +78,20 @@ def run_folders(project: Path) -> list[Path]:
 
 def write_run_metrics(folder: Path, best: float, test_acc: float, seconds: float = 3.5) -> None:
     """A metrics.json as a finished run writes it, with the given headline numbers."""
-    RunMetrics(summary={}, history=[], best=BestEpoch("val/macro_f1", best, 2),
-               test={"test/loss": 0.5, "test/accuracy": test_acc, "test/macro_f1": test_acc - 0.01},
-               data={}, backbone={}, features={}, loss={}, device="cpu", processes=1, precision="fp32",
-               timings={"total_seconds": seconds}).write(folder)
+    RunMetrics(
+        summary={},
+        history=[],
+        best=BestEpoch("val/macro_f1", best, 2),
+        test={"test/loss": 0.5, "test/accuracy": test_acc, "test/macro_f1": test_acc - 0.01},
+        data={},
+        backbone={},
+        features={},
+        loss={},
+        device="cpu",
+        processes=1,
+        precision="fp32",
+        timings={"total_seconds": seconds},
+    ).write(folder)
 
 
 class Killed(BaseException):
@@ -109,6 +126,14 @@ def build_tiny_bert(folder: Path, texts: list[str]) -> Path:
     tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(folder)
+    BertModel(
+        BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        )
+    ).save_pretrained(folder)
     return folder

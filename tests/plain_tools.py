@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -46,12 +47,14 @@ def without_trust(folder: str) -> dict:
     from transformers import AutoModelForSequenceClassification, pipeline
 
     outcome = {}
-    for name, load in (("auto_model", lambda: AutoModelForSequenceClassification.from_pretrained(folder)),
-                       ("pipeline", lambda: pipeline("text-classification", model=folder))):
+    for name, load in (
+        ("auto_model", lambda: AutoModelForSequenceClassification.from_pretrained(folder)),
+        ("pipeline", lambda: pipeline("text-classification", model=folder)),
+    ):
         try:
             load()
             outcome[name] = "loaded"
-        except Exception as e:  # noqa: BLE001 -- the refusal is what we look for
+        except Exception as e:
             outcome[name] = f"refused: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
     return outcome
 
@@ -66,12 +69,15 @@ def through_onnxruntime(folder: str, texts: list[str]) -> dict:
     feed = {i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()}
     outputs = session.run(None, feed)
     names = [o.name for o in session.get_outputs()]
-    return {"outputs": names, "from_logits": softmax(outputs[0]).tolist(),
-            "probabilities": outputs[names.index("probabilities")].tolist()}
+    return {
+        "outputs": names,
+        "from_logits": softmax(outputs[0]).tolist(),
+        "probabilities": outputs[names.index("probabilities")].tolist(),
+    }
 
 
 def main(path: str) -> dict:
-    job = json.loads(open(path, encoding="utf-8").read())
+    job = json.loads(Path(path).read_text(encoding="utf-8"))
     results = []
     for case in job["cases"]:
         texts, result = case["texts"], {}
@@ -85,9 +91,12 @@ def main(path: str) -> dict:
         if case.get("onnx"):
             result["onnxruntime"] = through_onnxruntime(case["onnx"], texts)
         results.append(result)
-    return {"results": results, "imported_finetune_pipeline": any(m.startswith("finetune_pipeline") for m in sys.modules)}
+    return {
+        "results": results,
+        "imported_finetune_pipeline": any(m.startswith("finetune_pipeline") for m in sys.modules),
+    }
 
 
 if __name__ == "__main__":
     result = main(sys.argv[1])  # into a file: transformers' trust prompt writes to stdout
-    open(sys.argv[2], "w", encoding="utf-8").write(json.dumps(result))
+    Path(sys.argv[2]).write_text(json.dumps(result), encoding="utf-8")

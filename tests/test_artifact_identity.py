@@ -10,10 +10,10 @@ import shutil
 import pytest
 import torch
 
+from finetune_pipeline import Classifier
 from finetune_pipeline.artifacts.checkpoints import load_checkpoint
 from finetune_pipeline.cli.pipeline import main
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline import Classifier
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from transformers import AutoConfig
 from finetune_pipeline.backbone.load import load_encoder, load_tokenizer, locate_backbone
 from finetune_pipeline.backbone.tiny import NOT_PRETRAINED_MARKER, tiny_backbone_folder
 from finetune_pipeline.errors import PipelineError
-
 from helpers import compose_config
 
 TEXTS = ["The match ended in a draw", "Центробанк повысил ставку", "New exoplanet found"] * 20
@@ -59,19 +58,21 @@ def test_download_disabled_explains_how_to_get_the_model(tmp_path):
 def test_a_backbone_without_a_hub_id_never_suggests_downloading_none(tmp_path):
     cfg = compose_config(["backbone=local", f"backbone.path={tmp_path / 'empty'}"]).backbone
     (tmp_path / "empty").mkdir()
-    with pytest.raises(PipelineError, match="backbone.hub_id is not set") as error:
+    with pytest.raises(PipelineError, match=r"backbone.hub_id is not set") as error:
         locate_backbone(cfg, 128, [], "")
     assert "None" not in str(error.value) and "hf download" not in str(error.value)
 
 
 def test_shape_mismatch_names_the_config_file(tiny_folder):
-    with pytest.raises(PipelineError, match=r"config.json: hidden_size=64, but backbone.hidden_size=768 for mmBERT-base"):
+    with pytest.raises(
+        PipelineError, match=r"config.json: hidden_size=64, but backbone.hidden_size=768 for mmBERT-base"
+    ):
         locate_backbone(local_cfg(tiny_folder), 128, [], "")
 
 
 def test_max_length_is_checked_against_the_folders_positions(tiny_folder):
     cfg = compose_config(["backbone=local", f"backbone.path={tiny_folder}"]).backbone
-    with pytest.raises(PipelineError, match="data.max_length=1000 exceeds local's max_position_embeddings=512"):
+    with pytest.raises(PipelineError, match=r"data.max_length=1000 exceeds local's max_position_embeddings=512"):
         locate_backbone(cfg, 1000, [], "")
 
 
@@ -82,5 +83,5 @@ def test_tokenizer_larger_than_the_embedding_is_rejected(tiny_folder, tmp_path):
     (folder / "config.json").write_text(config.replace('"vocab_size": 2000', '"vocab_size": 10'))
     cfg = compose_config(["backbone=local", f"backbone.path={folder}"]).backbone
     backbone = locate_backbone(cfg, 128, [], "")
-    with pytest.raises(PipelineError, match="tokenizer has .* tokens but the encoder's embedding has vocab_size=10"):
+    with pytest.raises(PipelineError, match=r"tokenizer has .* tokens but the encoder's embedding has vocab_size=10"):
         load_tokenizer(backbone, cfg)

@@ -31,9 +31,15 @@ def runs(module_project):
 
 def test_kfold_tests_every_record_exactly_once_and_encodes_once(runs):
     project, _, folds = runs
-    tested = [json.loads(line)["text"] for run in folds
-              for line in (run / "evaluation" / "test" / "predictions.jsonl").read_text(encoding="utf-8").split("\n") if line]
-    records = json.loads((project / "data" / "combined_processed" / "combined_dataset.json").read_text(encoding="utf-8"))
+    tested = [
+        json.loads(line)["text"]
+        for run in folds
+        for line in (run / "evaluation" / "test" / "predictions.jsonl").read_text(encoding="utf-8").split("\n")
+        if line
+    ]
+    records = json.loads(
+        (project / "data" / "combined_processed" / "combined_dataset.json").read_text(encoding="utf-8")
+    )
     assert sorted(tested) == sorted({r["input"] for r in records}) and len(tested) == len(set(tested))
     logs = [(run / "train.log").read_text() for run in folds]
     assert "fold 0 of 3" in logs[0] and "fold 2 of 3" in logs[2]
@@ -52,7 +58,9 @@ def test_two_runs_head_to_head(runs, capsys):
     assert report["ci95"][0] <= report["difference"] <= report["ci95"][1] and 0 <= report["p_value"] <= 1
     assert report["accuracy"]["a_right_b_wrong"] == int(np.sum(right_a & ~right_b))
     assert len(report["a_right_b_wrong"]) == min(20, int(np.sum(right_a & ~right_b)))
-    assert all(r["confidence"] >= s["confidence"] for r, s in zip(report["a_right_b_wrong"], report["a_right_b_wrong"][1:]))
+    assert all(
+        r["confidence"] >= s["confidence"] for r, s in zip(report["a_right_b_wrong"], report["a_right_b_wrong"][1:])
+    )
     assert [c["label"] for c in report["per_class_f1"]] == pa.labels
     assert compare_main([str(a), str(b)]) == 0
     text = capsys.readouterr().out
@@ -67,12 +75,27 @@ def test_runs_tested_on_different_texts_are_refused(runs, caplog, tmp_path):
 
 
 def test_configurations_of_a_folder_head_to_head_pair_by_seed(runs, capsys, tmp_path):
-    project, made, _ = runs
+    _project, made, _ = runs
     sweep = made[(8, 1)].parent
-    assert compare_main([str(sweep), "--a", "model.hidden_dim=32", "--b", "model.hidden_dim=8", "--json",
-                         "--out", str(tmp_path / "h2h")]) == 0
+    assert (
+        compare_main(
+            [
+                str(sweep),
+                "--a",
+                "model.hidden_dim=32",
+                "--b",
+                "model.hidden_dim=8",
+                "--json",
+                "--out",
+                str(tmp_path / "h2h"),
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
-    assert len(report["pairs"]) == 2 and report["texts"] == sum(len(Predictions.read(made[(32, s)]).texts) for s in (1, 2))
+    assert len(report["pairs"]) == 2 and report["texts"] == sum(
+        len(Predictions.read(made[(32, s)]).texts) for s in (1, 2)
+    )
     assert {p[0].rsplit("seed", 1)[1] == p[1].rsplit("seed", 1)[1] for p in report["pairs"]} == {True}
     assert (tmp_path / "h2h" / "head_to_head.json").is_file() and (tmp_path / "h2h" / "head_to_head.md").is_file()
 
@@ -113,23 +136,38 @@ def test_repeats_in_process_train_each_seed_into_its_folder_and_return_the_mean(
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=with_logger(overrides))
     run_dir = project / "runs" / "repeated"
-    hydra_cfg = SimpleNamespace(runtime=SimpleNamespace(output_dir=str(run_dir)), mode=RunMode.RUN,
-                                sweep=SimpleNamespace(dir=str(project)), job=SimpleNamespace(num=0))
+    hydra_cfg = SimpleNamespace(
+        runtime=SimpleNamespace(output_dir=str(run_dir)),
+        mode=RunMode.RUN,
+        sweep=SimpleNamespace(dir=str(project)),
+        job=SimpleNamespace(num=0),
+    )
     written = {}
-    mean = run_repeats(cfg, to_config(cfg), SINGLE, hydra_cfg, overrides,
-                       lambda c, o: (lambda folder: written.setdefault(folder.name, (c.data.seed, o))))
+    mean = run_repeats(
+        cfg,
+        to_config(cfg),
+        SINGLE,
+        hydra_cfg,
+        overrides,
+        lambda c, o: lambda folder: written.setdefault(folder.name, (c.data.seed, o)),
+    )
     values = [json.loads((run_dir / f"seed-{s}" / "metrics.json").read_text())["best"]["value"] for s in (3, 4)]
     assert mean == pytest.approx(sum(values) / 2)
     assert json.loads((run_dir / "repeats.json").read_text())["values"] == pytest.approx(values)
-    assert written["seed-3"][0] == 3 and written["seed-3"][1][-1] == "data.seed=3" and "repeats=[3,4]" not in written["seed-3"][1]
+    assert (
+        written["seed-3"][0] == 3
+        and written["seed-3"][1][-1] == "data.seed=3"
+        and "repeats=[3,4]" not in written["seed-3"][1]
+    )
 
 
 @pytest.mark.slow
 def test_repeats_train_once_per_seed_and_return_the_mean(project, tiny_cache):
     from helpers import run_folders, run_train
 
-    run_train(project, "repeats=[1,2]", "training.epochs=1", "data.max_length=32", "model.hidden_dim=8",
-              tiny_cache=tiny_cache)
+    run_train(
+        project, "repeats=[1,2]", "training.epochs=1", "data.max_length=32", "model.hidden_dim=8", tiny_cache=tiny_cache
+    )
     folders = run_folders(project)
     assert [f.name for f in folders] == ["seed-1", "seed-2"] and folders[0].parent == folders[1].parent
     record = json.loads((folders[0].parent / "repeats.json").read_text())

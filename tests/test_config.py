@@ -7,7 +7,6 @@ from hydra.errors import ConfigCompositionException
 
 from finetune_pipeline.config.schema import BackboneSource, MixedPrecision, Pooling
 from finetune_pipeline.errors import PipelineError
-
 from helpers import REPO, compose_config
 
 
@@ -22,8 +21,18 @@ def test_default_config_has_every_seed_option():
     assert cfg.precision.mixed_precision == MixedPrecision.auto
     for key in ("max_length", "train_ratio", "val_ratio", "seed"):
         assert hasattr(cfg.data, key)
-    for key in ("epochs", "batch_size", "gradient_accumulation_steps", "num_workers", "learning_rate",
-                "encoder_learning_rate", "weight_decay", "max_grad_norm", "freeze_backbone", "warmup_ratio"):
+    for key in (
+        "epochs",
+        "batch_size",
+        "gradient_accumulation_steps",
+        "num_workers",
+        "learning_rate",
+        "encoder_learning_rate",
+        "weight_decay",
+        "max_grad_norm",
+        "freeze_backbone",
+        "warmup_ratio",
+    ):
         assert hasattr(cfg.training, key)
 
 
@@ -34,29 +43,35 @@ def test_groups_compose():
     assert compose_config(["backbone=tiny"]).backbone.tiny.hidden_size == 64
 
 
-@pytest.mark.parametrize("override", [
-    "training.lerning_rate=1e-3",  # misspelled key
-    "data.max_length=abc",  # wrong type
-    "model.pooling=max",  # not an enum value
-    "precision=fp8",  # no such group option
-    "training.freeze_backbone=maybe",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "training.lerning_rate=1e-3",  # misspelled key
+        "data.max_length=abc",  # wrong type
+        "model.pooling=max",  # not an enum value
+        "precision=fp8",  # no such group option
+        "training.freeze_backbone=maybe",
+    ],
+)
 def test_bad_overrides_fail_at_composition(override):
     with pytest.raises(ConfigCompositionException):
         compose_config([override])
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["data.train_ratio=1.2"], "data.train_ratio must be in (0, 1)"),
-    (["data.val_ratio=0"], "data.val_ratio must be in (0, 1)"),
-    (["data.train_ratio=0.8", "data.val_ratio=0.2"], "must be < 1 to leave a test split"),
-    (["data.max_length=9000"], "exceeds mmBERT-base's max_position_embeddings=8192"),
-    (["backbone=tiny", "data.max_length=1024"], "max_position_embeddings=512"),
-    (["training.epochs=0"], "training.epochs must be >= 1"),
-    (["model.dropout=1.0"], "model.dropout must be in [0, 1)"),
-    (["training.device=tpu"], "training.device must be auto, cpu"),
-    (["precision=fp16", "training.device=cpu"], "fp16 needs CUDA"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.train_ratio=1.2"], "data.train_ratio must be in (0, 1)"),
+        (["data.val_ratio=0"], "data.val_ratio must be in (0, 1)"),
+        (["data.train_ratio=0.8", "data.val_ratio=0.2"], "must be < 1 to leave a test split"),
+        (["data.max_length=9000"], "exceeds mmBERT-base's max_position_embeddings=8192"),
+        (["backbone=tiny", "data.max_length=1024"], "max_position_embeddings=512"),
+        (["training.epochs=0"], "training.epochs must be >= 1"),
+        (["model.dropout=1.0"], "model.dropout must be in [0, 1)"),
+        (["training.device=tpu"], "training.device must be auto, cpu"),
+        (["precision=fp16", "training.device=cpu"], "fp16 needs CUDA"),
+    ],
+)
 def test_invalid_values_fail_before_anything_loads(overrides, message):
     with pytest.raises(PipelineError) as err:
         compose_config(overrides)
@@ -68,8 +83,13 @@ def test_misspelled_override_fails_on_the_command_line(tmp_path):
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(tmp_path)}
     # a plain misspelled key fails at composition (test_bad_overrides_fail_at_composition); one added
     # with + passes Hydra and must be refused by the schema check, in one line
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "+training.lerning_rate=1e-3"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "+training.lerning_rate=1e-3"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
     [error] = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "training.lerning_rate is not a config key (did you mean training.learning_rate?)" in error
@@ -78,8 +98,13 @@ def test_misspelled_override_fails_on_the_command_line(tmp_path):
 
 def test_invalid_value_exits_with_one_line_before_loading(tmp_path):
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(tmp_path)}
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "data.train_ratio=0.95", "data.val_ratio=0.1"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "data.train_ratio=0.95", "data.val_ratio=0.1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 1
     errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "leave a test split" in errors[0]

@@ -15,13 +15,28 @@ from finetune_pipeline.config.load import to_config
 from helpers import REPO
 
 ORIGINAL = {
-    "paths": {"base_model_dir": "base_models/mmBERT-base", "dataset_path": "data/combined_processed/combined_dataset.json",
-              "label_mapping_path": "data/combined_processed/output_to_symbol.json", "output_dir": "artifacts"},
+    "paths": {
+        "base_model_dir": "base_models/mmBERT-base",
+        "dataset_path": "data/combined_processed/combined_dataset.json",
+        "label_mapping_path": "data/combined_processed/output_to_symbol.json",
+        "output_dir": "artifacts",
+    },
     "data": {"max_length": 48, "train_ratio": 0.7, "val_ratio": 0.15, "seed": 7},
     "model": {"hidden_dim": 24, "dropout": 0.05},
-    "training": {"epochs": 1, "batch_size": 8, "gradient_accumulation_steps": 2, "num_workers": 0,
-                 "learning_rate": 0.002, "encoder_learning_rate": 3e-5, "weight_decay": 0.02, "max_grad_norm": 0.5,
-                 "freeze_backbone": True, "mixed_precision": "bf16", "log_every_steps": 3, "warmup_steps": 10},
+    "training": {
+        "epochs": 1,
+        "batch_size": 8,
+        "gradient_accumulation_steps": 2,
+        "num_workers": 0,
+        "learning_rate": 0.002,
+        "encoder_learning_rate": 3e-5,
+        "weight_decay": 0.02,
+        "max_grad_norm": 0.5,
+        "freeze_backbone": True,
+        "mixed_precision": "bf16",
+        "log_every_steps": 3,
+        "warmup_steps": 10,
+    },
     "wandb": {"project": "x"},
 }
 
@@ -32,8 +47,14 @@ def original(tmp_path):
     order of its own), a backbone folder."""
     root = tmp_path / "old_pipeline"
     shutil.copytree(REPO / "data" / "raw", root / "data" / "raw")
-    labels = sorted({r["output"] for p in (root / "data" / "raw").glob("*.json")
-                     for r in json.loads(p.read_text(encoding="utf-8"))}, reverse=True)
+    labels = sorted(
+        {
+            r["output"]
+            for p in (root / "data" / "raw").glob("*.json")
+            for r in json.loads(p.read_text(encoding="utf-8"))
+        },
+        reverse=True,
+    )
     mapping = {label: "abcdefghij"[i] for i, label in enumerate(labels)}
     (root / "data" / "combined_processed").mkdir(parents=True)
     (root / "data" / "combined_processed" / "output_to_symbol.json").write_text(json.dumps(mapping), encoding="utf-8")
@@ -58,9 +79,18 @@ def test_every_original_key_is_converted_or_reported(original, tmp_path, monkeyp
     assert (cfg.data.max_length, cfg.data.train_ratio, cfg.data.val_ratio, cfg.data.seed) == (48, 0.7, 0.15, 7)
     assert (cfg.model.hidden_dim, cfg.model.dropout) == (24, 0.05)
     t = cfg.training
-    assert (t.epochs, t.batch_size, t.gradient_accumulation_steps, t.num_workers, t.learning_rate,
-            t.encoder_learning_rate, t.weight_decay, t.max_grad_norm, t.freeze_backbone, t.log_every_steps) == (
-        1, 8, 2, 0, 0.002, 3e-5, 0.02, 0.5, True, 3)
+    assert (
+        t.epochs,
+        t.batch_size,
+        t.gradient_accumulation_steps,
+        t.num_workers,
+        t.learning_rate,
+        t.encoder_learning_rate,
+        t.weight_decay,
+        t.max_grad_norm,
+        t.freeze_backbone,
+        t.log_every_steps,
+    ) == (1, 8, 2, 0, 0.002, 3e-5, 0.02, 0.5, True, 3)
     assert cfg.precision.mixed_precision.value == "bf16"
     # paths resolved from the original repository's root, written absolute
     assert cfg.backbone.path == str(root / "base_models" / "mmBERT-base") and cfg.backbone.name == "mmBERT-base"
@@ -77,12 +107,15 @@ def test_every_original_key_is_converted_or_reported(original, tmp_path, monkeyp
     assert not (tmp_path / "project" / "data" / "new").exists()
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"{broken", "line 1 column 2: broken JSON"),
-    (b"[1, 2]", "expected a JSON object"),
-    (b'{"training": [1]}', "training: expected an object"),
-    (b"\xff\xfe", "not valid UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"{broken", "line 1 column 2: broken JSON"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b'{"training": [1]}', "training: expected an object"),
+        (b"\xff\xfe", "not valid UTF-8"),
+    ],
+)
 def test_bad_original_configs_fail_in_one_line(tmp_path, caplog, monkeypatch, content, message):
     monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(tmp_path))
     config = tmp_path / "train_config.json"
@@ -97,16 +130,26 @@ def test_the_converted_experiment_trains_and_keeps_the_original_symbols(original
     """In-process: convert, compose with the experiment, train; the command-line version is slow."""
     from finetune_pipeline.training.recipe import train
 
-    root, config, mapping = original
+    _root, config, mapping = original
     project = tmp_path / "project"
     monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     shutil.copytree(REPO / "conf", tmp_path / "conf")
     assert pipeline_main(["convert-config", str(config), "--name", "old", "--conf-dir", str(tmp_path / "conf")]) == 0
     with initialize_config_dir(config_dir=str(tmp_path / "conf"), version_base="1.3"):
-        cfg = to_config(compose(config_name="config", overrides=[
-            "+experiment=old", "backbone=tiny", f"backbone.path={tiny_cache}", "precision=fp32", "logger=none",
-            "training.progress_bar=false"]))
+        cfg = to_config(
+            compose(
+                config_name="config",
+                overrides=[
+                    "+experiment=old",
+                    "backbone=tiny",
+                    f"backbone.path={tiny_cache}",
+                    "precision=fp32",
+                    "logger=none",
+                    "training.progress_bar=false",
+                ],
+            )
+        )
     train(cfg, project / "runs" / "old")
     id_to_label = json.loads((project / "runs" / "old" / "id_to_label.json").read_text())
     assert {c["label"]: c["symbol"] for c in id_to_label.values()} == mapping  # the original symbols
@@ -120,11 +163,40 @@ def test_the_converted_experiment_runs_and_keeps_the_original_symbols(original, 
     project.mkdir()
     conf = tmp_path / "conf_extra"
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
-    subprocess.run([sys.executable, "-m", "finetune_pipeline", "convert-config", str(config), "--name", "old",
-                    "--conf-dir", str(conf)], env=env, check=True, capture_output=True)
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "--config-dir", str(conf), "+experiment=old",
-                           "backbone=tiny", f"backbone.path={tiny_cache}", "precision=fp32", "logger=none",
-                           "training.progress_bar=false"], env=env, cwd=project, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "finetune_pipeline",
+            "convert-config",
+            str(config),
+            "--name",
+            "old",
+            "--conf-dir",
+            str(conf),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "train.py"),
+            "--config-dir",
+            str(conf),
+            "+experiment=old",
+            "backbone=tiny",
+            f"backbone.path={tiny_cache}",
+            "precision=fp32",
+            "logger=none",
+            "training.progress_bar=false",
+        ],
+        env=env,
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = sorted(p.parent for p in (root / "artifacts").rglob("metrics.json"))
     assert len(runs) == 1  # the original's output_dir, one folder per run
@@ -146,18 +218,22 @@ def hostile(config_path, change):
     config_path.write_text(json.dumps(data))
 
 
-@pytest.mark.parametrize("case, message", [
-    ("repeated section", "key 'data' appears 2 times in one object"),
-    ("NaN", "NaN is not a number a setting can have"),
-    ("1e400", "1e400 is too large to be a number a setting can have"),
-    ("wrong type", "training.epochs='many': cannot become training.epochs"),
-    ("out of range", "the converted settings are not valid here: data.train_ratio must be in (0, 1), got 7"),
-    ("comma in output_dir", "paths.output_dir: not usable as a run folder pattern"),
-    ("deep nesting", "nested too deeply"),
-    ("mapping is not a mapping", "/etc/passwd is not a label mapping"),
-])
-def test_hostile_originals_are_refused_in_one_line_and_nothing_is_written(original, tmp_path, caplog, monkeypatch,
-                                                                         case, message):
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("repeated section", "key 'data' appears 2 times in one object"),
+        ("NaN", "NaN is not a number a setting can have"),
+        ("1e400", "1e400 is too large to be a number a setting can have"),
+        ("wrong type", "training.epochs='many': cannot become training.epochs"),
+        ("out of range", "the converted settings are not valid here: data.train_ratio must be in (0, 1), got 7"),
+        ("comma in output_dir", "paths.output_dir: not usable as a run folder pattern"),
+        ("deep nesting", "nested too deeply"),
+        ("mapping is not a mapping", "/etc/passwd is not a label mapping"),
+    ],
+)
+def test_hostile_originals_are_refused_in_one_line_and_nothing_is_written(
+    original, tmp_path, caplog, monkeypatch, case, message
+):
     project = tmp_path / "project"
     monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
     _, config, _ = original
@@ -197,4 +273,4 @@ def test_keys_cannot_inject_yaml_and_comments_stay_comments(original, tmp_path, 
     data = yaml.safe_load(text)
     assert "/tmp/owned" not in json.dumps(data) and "/tmp/owned" not in data["hydra"]["run"]["dir"]
     assert "epochs\\nhydra:\\n  run:" in text  # listed as unconverted, escaped on its comment line
-    assert all(line.startswith("#") for line in text.split("\n")[:text.split("\n").index("defaults:")])
+    assert all(line.startswith("#") for line in text.split("\n")[: text.split("\n").index("defaults:")])

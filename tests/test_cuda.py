@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from helpers import IN_PROCESS, compose_config
 from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from finetune_pipeline.training.recipe import train
+from helpers import IN_PROCESS, compose_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -23,8 +23,10 @@ def run_on_gpu(project, tiny_cache, monkeypatch):
 
     def run(name, *overrides):
         overrides = [*IN_PROCESS, f"backbone.path={tiny_cache}", "training.device=cuda", *overrides]
-        cfg = compose_config([o for o in overrides if not o.startswith("precision=")] +
-                             [o for o in overrides if o.startswith("precision=")][-1:])
+        cfg = compose_config(
+            [o for o in overrides if not o.startswith("precision=")]
+            + [o for o in overrides if o.startswith("precision=")][-1:]
+        )
         folder = project / "runs" / name
         train(cfg, folder)
         return folder, json.loads((folder / "metrics.json").read_text())
@@ -34,8 +36,9 @@ def run_on_gpu(project, tiny_cache, monkeypatch):
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16", "auto"])
 def test_fine_tuning_on_a_gpu_in_each_precision(run_on_gpu, precision):
-    folder, metrics = run_on_gpu(precision, f"precision={precision}", "training.freeze_backbone=false",
-                                 "training.log_every_steps=1")
+    folder, metrics = run_on_gpu(
+        precision, f"precision={precision}", "training.freeze_backbone=false", "training.log_every_steps=1"
+    )
     assert metrics["device"].startswith("cuda")
     assert metrics["precision"] == ("bf16" if precision == "auto" and torch.cuda.is_bf16_supported() else precision)
     losses = [h["train/loss"] for h in metrics["history"]]
@@ -50,13 +53,14 @@ def test_fine_tuning_on_a_gpu_in_each_precision(run_on_gpu, precision):
 
 
 def test_a_frozen_run_on_a_gpu_encodes_once_and_trains_the_head(run_on_gpu):
-    folder, metrics = run_on_gpu("frozen", "precision=auto")
+    _folder, metrics = run_on_gpu("frozen", "precision=auto")
     assert metrics["device"].startswith("cuda") and metrics["features"]["cache"] in ("miss", "hit")
     assert math.isfinite(metrics["test"]["test/loss"])
 
 
-@pytest.mark.parametrize("adapter", [["adapter=lora"], ["adapter=top_layers", "adapter.top_layers.layers=1"]],
-                         ids=["LoRA", "top layers"])
+@pytest.mark.parametrize(
+    "adapter", [["adapter=lora"], ["adapter=top_layers", "adapter.top_layers.layers=1"]], ids=["LoRA", "top layers"]
+)
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_adapters_on_a_gpu_keep_the_base_and_train(run_on_gpu, adapter, precision):
     """LoRA and top layers with CUDA autocast (fp16 with a GradScaler and the fused AdamW, bf16)."""

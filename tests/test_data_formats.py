@@ -56,8 +56,9 @@ def mixed_project(tmp_path, monkeypatch):
     write_csv(raw / "news-a.CSV", rows[:100])
     write_csv(raw / "news-b.tsv", rows[100:180], delimiter="\t")
     write_parquet(raw / "news-c.parquet", rows[180:260])
-    (raw / "news-d.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[260:]),
-                                      encoding="utf-8")
+    (raw / "news-d.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[260:]), encoding="utf-8"
+    )
     return tmp_path
 
 
@@ -115,7 +116,7 @@ BAD_TABLES = [
     ("news.csv", b"text,topic\nfine text,sport\na,b,c\n", r"news\.csv: line 3: 3 fields, but the header has 2"),
     ("news.csv", b"headline,topic\nfine,sport\n", r"news\.csv: no column 'text' \(columns: 'headline', 'topic'\)"),
     ("news.csv", b"text,topic\nfine,sport\nbad \xff byte,sport\n", r"news\.csv: line 3: not valid UTF-8"),
-    ("news.csv", b"text,topic\n\"never closed,sport\n", r"news\.csv: line \d+: broken CSV"),
+    ("news.csv", b'text,topic\n"never closed,sport\n', r"news\.csv: line \d+: broken CSV"),
     ("news.csv", b"", r"news\.csv: file is empty"),
     ("news.csv", b"text,topic\n", r"news\.csv: contains no records"),
     ("news.tsv", b"text\ttopic\nfine\t \n", r"news\.tsv: line 2: empty label in \"topic\""),
@@ -131,12 +132,15 @@ def test_bad_tables_fail_in_one_line_naming_file_and_row(tmp_path, name, data, m
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("rows,message", [
-    ([{"text": "a", "topic": 0}, {"text": "b", "topic": 3}], r"row 1: field \"topic\" must be a string, got int"),
-    ([{"text": "a", "topic": "x"}, {"text": None, "topic": "x"}], r"row 2: field \"text\" is empty \(null\)"),
-    ([{"body": "a", "topic": "x"}], r"no column 'text'"),
-    ([{"text": b"bytes", "topic": "x"}], r"row 1: field \"text\" must be a string, got bytes"),
-])
+@pytest.mark.parametrize(
+    "rows,message",
+    [
+        ([{"text": "a", "topic": 0}, {"text": "b", "topic": 3}], r"row 1: field \"topic\" must be a string, got int"),
+        ([{"text": "a", "topic": "x"}, {"text": None, "topic": "x"}], r"row 2: field \"text\" is empty \(null\)"),
+        ([{"body": "a", "topic": "x"}], r"no column 'text'"),
+        ([{"text": b"bytes", "topic": "x"}], r"row 1: field \"text\" must be a string, got bytes"),
+    ],
+)
 def test_bad_parquet_rows_fail_in_one_line(tmp_path, rows, message):
     path = write_parquet(tmp_path / "p.parquet", rows)
     with pytest.raises(PipelineError, match=message):
@@ -151,6 +155,7 @@ def test_a_bad_part_stops_preprocessing_and_nothing_is_written(mixed_project):
 
 
 # -- train, predict and evaluate on tables --------------------------------------------------------
+
 
 def test_train_predict_and_evaluate_on_csv_and_parquet(mixed_project, tiny_cache, tmp_path, caplog):
     from finetune_pipeline.training.recipe import train
@@ -177,7 +182,9 @@ def test_train_predict_and_evaluate_on_csv_and_parquet(mixed_project, tiny_cache
     report = json.loads((run / "evaluation" / "held" / "report.json").read_text())
     assert report["texts"] == 12
     other = write_csv(tmp_path / "other.csv", [{"body": r["text"], "y": r["topic"]} for r in rows])
-    assert pipeline_main(["evaluate", str(run), "--input", str(other), "--text-field", "body", "--label-field", "y"]) == 0
+    assert (
+        pipeline_main(["evaluate", str(run), "--input", str(other), "--text-field", "body", "--label-field", "y"]) == 0
+    )
     assert json.loads((run / "evaluation" / "other" / "report.json").read_text())["accuracy"] == report["accuracy"]
     # a table without the column: one line, nothing written
     caplog.clear()
@@ -189,25 +196,34 @@ def test_train_predict_and_evaluate_on_csv_and_parquet(mixed_project, tiny_cache
 
 # -- a Hugging Face dataset as the source ---------------------------------------------------------
 
+
 def save_hf_dataset(folder, splits=("train", "validation", "test"), label_type="classlabel"):
     datasets = pytest.importorskip("datasets")
     records = original_records()
     names = sorted({r["output"] for r in records})
     rng = np.random.RandomState(0)
     order = rng.permutation(len(records))
-    parts = {name: [records[i] for i in order[k::len(splits)]] for k, name in enumerate(splits)}
-    features = datasets.Features({
-        "sentence": datasets.Value("string"),
-        "label": datasets.ClassLabel(names=names) if label_type == "classlabel" else datasets.Value(label_type)})
+    parts = {name: [records[i] for i in order[k :: len(splits)]] for k, name in enumerate(splits)}
+    features = datasets.Features(
+        {
+            "sentence": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=names) if label_type == "classlabel" else datasets.Value(label_type),
+        }
+    )
 
     def column(rows):
         if label_type == "classlabel":
             return [names.index(r["output"]) for r in rows]
         return [float(names.index(r["output"])) for r in rows]
 
-    dd = datasets.DatasetDict({name: datasets.Dataset.from_dict(
-        {"sentence": [r["input"] for r in rows], "label": column(rows)}, features=features)
-        for name, rows in parts.items()})
+    dd = datasets.DatasetDict(
+        {
+            name: datasets.Dataset.from_dict(
+                {"sentence": [r["input"] for r in rows], "label": column(rows)}, features=features
+            )
+            for name, rows in parts.items()
+        }
+    )
     dd.save_to_disk(str(folder))
     return {name: len(rows) for name, rows in parts.items()}
 
@@ -217,10 +233,13 @@ HF = ["data.hf.path=hf/news", "data.text_field=sentence", "data.label_field=labe
 
 def test_a_saved_hugging_face_dataset_trains_with_its_own_split(in_project, project):
     sizes = save_hf_dataset(project / "hf" / "news")
-    summary, run, log = in_project("hf", *HF, "training.epochs=1")
+    _summary, run, log = in_project("hf", *HF, "training.epochs=1")
     metrics = json.loads((run / "metrics.json").read_text())
     assert (metrics["data"]["train"], metrics["data"]["val"], metrics["data"]["test"]) == (
-        sizes["train"], sizes["validation"], sizes["test"])
+        sizes["train"],
+        sizes["validation"],
+        sizes["test"],
+    )
     labels = {c["label"] for c in json.loads((run / "id_to_label.json").read_text()).values()}
     assert labels == {r["output"] for r in original_records()}  # class names, not ClassLabel ids
     assert "data.hf.path=hf/news" in log
@@ -230,8 +249,10 @@ def test_a_saved_hugging_face_dataset_trains_with_its_own_split(in_project, proj
     assert pipeline_main(["evaluate", str(run), "--input", str(held)]) == 0
     assert json.loads((run / "evaluation" / "held" / "report.json").read_text())["texts"] == 10
     out = project / "p.csv"
-    assert pipeline_main(["predict", str(run), "--input", str(write_csv(project / "in.csv", rows)),
-                          "--output", str(out)]) == 0
+    assert (
+        pipeline_main(["predict", str(run), "--input", str(write_csv(project / "in.csv", rows)), "--output", str(out)])
+        == 0
+    )
     assert len(out.read_text(encoding="utf-8").splitlines()) == 11
 
 
@@ -249,8 +270,15 @@ def test_a_hub_dataset_id_loads_through_datasets_when_online(in_project, project
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    _, run, _ = in_project("hub", "data.hf.path=someone/news", "data.hf.name=en", "data.hf.revision=v1",
-                           "data.text_field=sentence", "data.label_field=label", "training.epochs=1")
+    _, run, _ = in_project(
+        "hub",
+        "data.hf.path=someone/news",
+        "data.hf.name=en",
+        "data.hf.revision=v1",
+        "data.text_field=sentence",
+        "data.label_field=label",
+        "training.epochs=1",
+    )
     assert calls and set(calls) == {("someone/news", "en", "v1")}
     data = json.loads((run / "metrics.json").read_text())["data"]
     assert data["source"] == "data.hf.path=someone/news" and len(data["raw_fingerprint"]) == 64
@@ -267,8 +295,10 @@ def test_hugging_face_dataset_problems_are_one_line(project, monkeypatch):
         (["data.hf.path=someone/news-dataset"], r"a Hub dataset, but the Hub is switched off here"),
         (["data.hf.path=./nowhere"], r"no such folder"),
         (["data.hf.path=held.txt"], r"held\.txt is a file, not a folder written by save_to_disk"),
-        ([*HF, "data.hf.splits.train=null", "data.hf.splits.val=null", "data.hf.splits.test=null"],
-         r"map at least one of train, val, test"),
+        (
+            [*HF, "data.hf.splits.train=null", "data.hf.splits.val=null", "data.hf.splits.test=null"],
+            r"map at least one of train, val, test",
+        ),
     ]
     for overrides, message in cases:
         with pytest.raises(PipelineError, match=message) as e:
@@ -276,19 +306,25 @@ def test_hugging_face_dataset_problems_are_one_line(project, monkeypatch):
         assert "\n" not in str(e.value)
     save_hf_dataset(project / "hf" / "floats", label_type="float32")
     with pytest.raises(PipelineError, match=r"hf/floats\[train\]: row 1: field \"label\" must be a string, got float"):
-        preprocess(compose_config(["data.hf.path=hf/floats", "data.text_field=sentence", "data.label_field=label"]).data)
+        preprocess(
+            compose_config(["data.hf.path=hf/floats", "data.text_field=sentence", "data.label_field=label"]).data
+        )
 
 
 def test_a_dataset_with_only_a_train_split_is_split_stratified(in_project, project):
     save_hf_dataset(project / "hf" / "news", splits=("train",))
-    _, run, _ = in_project("hf-train-only", *HF, "data.hf.splits.val=null", "data.hf.splits.test=null",
-                           "training.epochs=1")
+    _, run, _ = in_project(
+        "hf-train-only", *HF, "data.hf.splits.val=null", "data.hf.splits.test=null", "training.epochs=1"
+    )
     data = json.loads((run / "metrics.json").read_text())["data"]
     assert data["train"] + data["val"] + data["test"] == data["records"]
-    assert data["test"] == pytest.approx(0.1 * data["records"], abs=len(json.loads((run / "id_to_label.json").read_text())))
+    assert data["test"] == pytest.approx(
+        0.1 * data["records"], abs=len(json.loads((run / "id_to_label.json").read_text()))
+    )
 
 
 # -- max_train_samples / max_eval_samples ---------------------------------------------------------
+
 
 def test_sample_limits_keep_class_shares_and_never_move_records_between_splits():
     y = [0] * 600 + [1] * 300 + [2] * 100
@@ -313,11 +349,14 @@ def test_sample_limits_apply_to_a_run(in_project):
     assert (data["train"], data["val"], data["test"]) == (40, 12, 12)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["data.text_field=label", "data.label_field=label"], "name the same field 'label'"),
-    (["data.text_field= "], "must name a key or column"),
-    (["data.max_train_samples=0"], r"data\.max_train_samples must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["data.text_field=label", "data.label_field=label"], "name the same field 'label'"),
+        (["data.text_field= "], "must name a key or column"),
+        (["data.max_train_samples=0"], r"data\.max_train_samples must be >= 1"),
+    ],
+)
 def test_field_and_limit_settings_are_checked_before_anything_loads(overrides, message):
     from finetune_pipeline.config.load import validate
 
@@ -330,6 +369,7 @@ def test_kfold_over_a_dataset_that_keeps_its_own_split_is_one_line(in_project, p
     with pytest.raises(PipelineError, match=r"data\.split=kfold: data\.hf\.splits maps train, val and test") as e:
         in_project("hf-kfold", *HF, "data.split=kfold", "data.folds=3")
     assert "\n" not in str(e.value)
-    _, run, _ = in_project("hf-kfold-ok", *HF, "data.split=kfold", "data.folds=3", "data.hf.splits.test=null",
-                           "training.epochs=1")
+    _, run, _ = in_project(
+        "hf-kfold-ok", *HF, "data.split=kfold", "data.folds=3", "data.hf.splits.test=null", "training.epochs=1"
+    )
     assert "fold 0 of 3" in (run / "train.log").read_text()

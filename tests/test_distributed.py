@@ -13,17 +13,33 @@ import torch
 from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from helpers import REPO, run_folders, run_train
 
-COMMON = ["data.max_length=32", "model.hidden_dim=16", "model.dropout=0", "precision=fp32", "training.epochs=2", "training.gradient_accumulation_steps=2",
-          "training.log_every_steps=4"]
+COMMON = [
+    "data.max_length=32",
+    "model.hidden_dim=16",
+    "model.dropout=0",
+    "precision=fp32",
+    "training.epochs=2",
+    "training.gradient_accumulation_steps=2",
+    "training.log_every_steps=4",
+]
 # single process: 16 texts per step; torchrun: 2 ranks x 8 texts per step, the same 16 texts
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
 
 
 def torchrun(project, *overrides, tiny_cache):
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-            str(REPO / "train.py"), "backbone=tiny", "training.progress_bar=false", f"backbone.path={tiny_cache}",
-            *overrides]
+    args = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(REPO / "train.py"),
+        "backbone=tiny",
+        "training.progress_bar=false",
+        f"backbone.path={tiny_cache}",
+        *overrides,
+    ]
     proc = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -69,19 +85,25 @@ def test_ranks_share_out_exactly_the_single_process_batches():
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ["fine-tuning", "frozen, features encoded by both ranks", "LoRA", "top layers"])
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(project, tiny_cache, path):
-    extra = {"fine-tuning": ["training.freeze_backbone=false"], "LoRA": ["adapter=lora", "adapter.lora.dropout=0"],
-             "top layers": ["adapter=top_layers", "adapter.top_layers.layers=1", "adapter.top_layers.cache_dtype=fp32"]}.get(path, [])
+    extra = {
+        "fine-tuning": ["training.freeze_backbone=false"],
+        "LoRA": ["adapter=lora", "adapter.lora.dropout=0"],
+        "top layers": ["adapter=top_layers", "adapter.top_layers.layers=1", "adapter.top_layers.cache_dtype=fp32"],
+    }.get(path, [])
     run_train(project, *COMMON, *extra, "training.batch_size=16", tiny_cache=tiny_cache)
     single = run_folders(project)[0]
-    proc = torchrun(project, *COMMON, *extra, "training.batch_size=8", "data.cache_dir=data/cache_ddp",
-                    tiny_cache=tiny_cache)
+    proc = torchrun(
+        project, *COMMON, *extra, "training.batch_size=8", "data.cache_dir=data/cache_ddp", tiny_cache=tiny_cache
+    )
     folders = run_folders(project)
     assert len(folders) == 2  # one folder for both ranks
     ddp = next(f for f in folders if f != single)
     assert_close_runs(single, ddp)
     log = (ddp / "train.log").read_text()
     assert "(2 processes, DistributedDataParallel)" in log
-    assert log.count("run folder:") == 1 and "epoch=1 step=4/16" in log and "opt_steps=16" in log  # rank 0 alone writes the log
+    assert (
+        log.count("run folder:") == 1 and "epoch=1 step=4/16" in log and "opt_steps=16" in log
+    )  # rank 0 alone writes the log
     assert (ddp / ".hydra" / "config.yaml").is_file() and json.loads((ddp / "freeze_proof.json").read_text())
     if path == "LoRA":
         assert (FreezeProof.read(ddp).status, FreezeProof.read(ddp).adapter) == ("pass", "lora")
@@ -91,8 +113,12 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(project
         assert "encoding sharded over 2 ranks: [160, 160] texts each" in log
         [one] = list((project / "data" / "cache" / "features").glob("*.pt"))
         [two] = list((project / "data" / "cache_ddp" / "features").glob("*.pt"))  # written once, by rank 0
-        torch.testing.assert_close(torch.load(two, weights_only=True)["features"],
-                                   torch.load(one, weights_only=True)["features"], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            torch.load(two, weights_only=True)["features"],
+            torch.load(one, weights_only=True)["features"],
+            rtol=1e-5,
+            atol=1e-6,
+        )
         # again: rank 0 finds the features and the encoder's hash, and sends them to rank 1
         torchrun(project, *COMMON, "training.batch_size=8", "data.cache_dir=data/cache_ddp", tiny_cache=tiny_cache)
         [again] = [f for f in run_folders(project) if f not in folders]

@@ -13,20 +13,34 @@ from transformers import AutoTokenizer
 from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.precision import cpu_supports_bf16
-
 from helpers import REPO, run_folders, run_train
 
-ARTIFACTS = ["best_model.pt", "final_model.pt", "classifier_head.pt", "label_to_id.json", "id_to_label.json",
-             "metrics.json", "freeze_proof.json", "tokenizer", "train.log", ".hydra"]
+ARTIFACTS = [
+    "best_model.pt",
+    "final_model.pt",
+    "classifier_head.pt",
+    "label_to_id.json",
+    "id_to_label.json",
+    "metrics.json",
+    "freeze_proof.json",
+    "tokenizer",
+    "train.log",
+    ".hydra",
+]
 FAST = ["training.epochs=2", "data.max_length=32", "model.hidden_dim=32"]
 
 needs_bf16 = pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16")
 
 
-@pytest.mark.parametrize("frozen, precision, via", [
-    (True, "fp32", "train.py"), (False, "fp32", "train()"),
-    pytest.param(True, "bf16", "train()", marks=needs_bf16), pytest.param(False, "bf16", "train()", marks=needs_bf16),
-])
+@pytest.mark.parametrize(
+    "frozen, precision, via",
+    [
+        (True, "fp32", "train.py"),
+        (False, "fp32", "train()"),
+        pytest.param(True, "bf16", "train()", marks=needs_bf16),
+        pytest.param(False, "bf16", "train()", marks=needs_bf16),
+    ],
+)
 def test_run_writes_every_artifact(project, tiny_cache, in_project, frozen, precision, via):
     overrides = [f"training.freeze_backbone={str(frozen).lower()}", f"precision={precision}", *FAST]
     if via == "train.py":
@@ -74,7 +88,8 @@ def test_run_writes_every_artifact(project, tiny_cache, in_project, frozen, prec
     assert metrics["best"]["metric"] == "val/macro_f1" and metrics["best"]["epoch"] in (1, 2)
     assert 0 <= metrics["test"]["test/accuracy"] <= 1 and "per_class" in metrics["test"]
     assert {(label, c["symbol"]) for label, c in metrics["test"]["per_class"].items()} == {
-        (e["label"], e["symbol"]) for e in id_to_label.values()}
+        (e["label"], e["symbol"]) for e in id_to_label.values()
+    }
     assert metrics["precision"] == precision and metrics["backbone"]["pretrained"] is False
     assert metrics["timings"]["train_seconds"] > 0
 
@@ -89,8 +104,15 @@ def test_run_writes_every_artifact(project, tiny_cache, in_project, frozen, prec
 
 
 def test_learnable_dataset_clearly_beats_chance(in_project):
-    _, run, _ = in_project("learn", "training.freeze_backbone=false", "precision=fp32", "training.epochs=4",
-                           "training.encoder_learning_rate=1e-3", "training.learning_rate=3e-3", "data.max_length=64")
+    _, run, _ = in_project(
+        "learn",
+        "training.freeze_backbone=false",
+        "precision=fp32",
+        "training.epochs=4",
+        "training.encoder_learning_rate=1e-3",
+        "training.learning_rate=3e-3",
+        "data.max_length=64",
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     classes = len(json.loads((run / "label_to_id.json").read_text()))
     assert classes == 5
@@ -145,10 +167,18 @@ def test_runs_started_together_get_separate_folders(project, tiny_cache):
     # preprocess and build the tiny backbone first, so both runs only race for their run folder
     run_train(project, "training.epochs=1", "data.max_length=16", tiny_cache=tiny_cache)
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project)}
-    args = [sys.executable, str(REPO / "train.py"), "backbone=tiny", f"backbone.path={tiny_cache}",
-            "training.epochs=1", "data.max_length=16"]
-    procs = [subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for _ in range(2)]
+    args = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "backbone=tiny",
+        f"backbone.path={tiny_cache}",
+        "training.epochs=1",
+        "data.max_length=16",
+    ]
+    procs = [
+        subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
     assert all(p.wait(timeout=300) == 0 for p in procs)
     assert len(run_folders(project)) == 3
 
@@ -180,14 +210,25 @@ def test_missing_mmbert_offline_says_how_to_get_it(project):
     """The default command without the weights; with logger=none, which must import no tracker
     (``-X importtime`` lists every module the run imported up to the error, past the trackers' start)."""
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-X", "importtime", str(REPO / "train.py"), "logger=none"], cwd=project,
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", str(REPO / "train.py"), "logger=none"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
     [error] = [line for line in proc.stdout.splitlines() if "ERROR" in line]  # one line, nothing else
     assert "base_models/mmBERT-base: no model weights" in error
     assert "hf download jhu-clsp/mmBERT-base --local-dir" in error
     [run] = [p.parent for p in (project / "outputs").glob("*/*/train.log")]
-    assert {p.name for p in run.iterdir()} == {"train.log", ".hydra", ".lock", "failed.json"}  # no half-written artifacts
+    assert {p.name for p in run.iterdir()} == {
+        "train.log",
+        ".hydra",
+        ".lock",
+        "failed.json",
+    }  # no half-written artifacts
     failure = json.loads((run / "failed.json").read_text())
     assert failure["status"] == "failed" and "no model weights" in failure["error"]
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "|" in line}

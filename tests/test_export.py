@@ -10,15 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from finetune_pipeline import Classifier
 from finetune_pipeline.cli.pipeline import main
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline import Classifier
 
 pytest.importorskip("onnxruntime")
 
 # the tiny backbone attends 32 tokens to each side (local_attention 64): these run past the window
-LONG = ["The central bank raised interest rates again as inflation stayed high. " * 6,
-        "Сборная выиграла матч в дополнительное время, и болельщики праздновали победу до утра. " * 4]
+LONG = [
+    "The central bank raised interest rates again as inflation stayed high. " * 6,
+    "Сборная выиграла матч в дополнительное время, и болельщики праздновали победу до утра. " * 4,
+]
 SHORT = ["Stocks fell", "Новый смартфон", "a"]
 RUNS = {"frozen (head-only checkpoint)": [], "fine-tuned": ["training.freeze_backbone=false"]}
 
@@ -26,7 +28,10 @@ RUNS = {"frozen (head-only checkpoint)": [], "fine-tuned": ["training.freeze_bac
 @pytest.fixture(scope="module")
 def runs(module_project):
     _, train_run = module_project
-    return {name: train_run(f"export-{i}", "data.max_length=160", *overrides) for i, (name, overrides) in enumerate(RUNS.items())}
+    return {
+        name: train_run(f"export-{i}", "data.max_length=160", *overrides)
+        for i, (name, overrides) in enumerate(RUNS.items())
+    }
 
 
 @pytest.mark.parametrize("kind", RUNS)
@@ -34,14 +39,22 @@ def test_the_onnx_graph_matches_pytorch_and_int8_is_reported(runs, kind):
     run = runs[kind]
     assert main(["export", str(run), "--quantize", "int8"]) == 0
     folder = run / "export" / "onnx"
-    assert {p.name for p in folder.iterdir()} == {"model.onnx", "model_quantized.onnx", "config.json", "tokenizer.json",
-                                                   "tokenizer_config.json", "id_to_label.json", "label_to_id.json",
-                                                   "export.json"}
+    assert {p.name for p in folder.iterdir()} == {
+        "model.onnx",
+        "model_quantized.onnx",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "id_to_label.json",
+        "label_to_id.json",
+        "export.json",
+    }
     report = json.loads((folder / "export.json").read_text())
     assert report["max_abs_probability_difference"] <= 1e-4 and report["test_texts"] >= 10
     assert set(report["test_accuracy"]) == {"pytorch", "onnx_fp32", "onnx_int8"}
-    assert report["int8_accuracy_change"] == pytest.approx(report["test_accuracy"]["onnx_int8"]
-                                                           - report["test_accuracy"]["onnx_fp32"])
+    assert report["int8_accuracy_change"] == pytest.approx(
+        report["test_accuracy"]["onnx_int8"] - report["test_accuracy"]["onnx_fp32"]
+    )
 
     torch_clf = Classifier.from_run(run, device="cpu", precision="fp32")
     onnx_clf = Classifier.from_onnx_export(folder)  # the folder alone: no run folder, no backbone
@@ -57,17 +70,36 @@ def test_the_onnx_graph_matches_pytorch_and_int8_is_reported(runs, kind):
 def test_predict_with_the_onnxruntime_engine_exports_once_and_agrees(runs, tmp_path, capsys):
     run = runs["fine-tuned"]
     (tmp_path / "texts.txt").write_text("\n".join(LONG + SHORT), encoding="utf-8")
-    assert main(["predict", str(run), "--input", str(tmp_path / "texts.txt"), "--precision", "fp32", "--top-k", "1"]) == 0
+    assert (
+        main(["predict", str(run), "--input", str(tmp_path / "texts.txt"), "--precision", "fp32", "--top-k", "1"]) == 0
+    )
     by_torch = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     final = run / "export" / "onnx-final_model"
     assert not final.exists()
-    assert main(["predict", str(run), "--input", str(tmp_path / "texts.txt"), "--engine", "onnxruntime",
-                 "--checkpoint", "final_model.pt", "--top-k", "1"]) == 0  # exported on the fly, for that checkpoint
+    assert (
+        main(
+            [
+                "predict",
+                str(run),
+                "--input",
+                str(tmp_path / "texts.txt"),
+                "--engine",
+                "onnxruntime",
+                "--checkpoint",
+                "final_model.pt",
+                "--top-k",
+                "1",
+            ]
+        )
+        == 0
+    )  # exported on the fly, for that checkpoint
     assert (final / "model.onnx").is_file()
     assert json.loads((final / "export.json").read_text())["source"]["checkpoint"] == "final_model.pt"
     capsys.readouterr()
-    assert main(["predict", str(run), "--input", str(tmp_path / "texts.txt"), "--engine", "onnxruntime",
-                 "--top-k", "1"]) == 0
+    assert (
+        main(["predict", str(run), "--input", str(tmp_path / "texts.txt"), "--engine", "onnxruntime", "--top-k", "1"])
+        == 0
+    )
     by_onnx = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["label"] for r in by_onnx] == [r["label"] for r in by_torch]
     assert max(abs(a["score"] - b["score"]) for a, b in zip(by_onnx, by_torch)) <= 1e-4
@@ -98,8 +130,10 @@ def test_a_cached_export_of_an_earlier_checkpoint_is_made_again(runs, tmp_path, 
     caplog.clear()
     again = Classifier.from_run(run, engine="onnxruntime").probabilities(texts)
     assert "was exported from an earlier best_model.pt" in caplog.text
-    assert json.loads((run / "export" / "onnx" / "export.json").read_text())["source"]["checkpoint_sha256"] != \
-        report["source"]["checkpoint_sha256"]
+    assert (
+        json.loads((run / "export" / "onnx" / "export.json").read_text())["source"]["checkpoint_sha256"]
+        != report["source"]["checkpoint_sha256"]
+    )
     expected = Classifier.from_run(run, device="cpu", precision="fp32").probabilities(texts)
     assert np.abs(again - expected).max() <= 1e-4 and np.abs(again - first).max() > 0.1
 
@@ -126,7 +160,9 @@ def test_the_int8_engine_uses_the_quantized_graph_and_exports_it_when_missing(ru
     caplog.clear()
     exported = tmp_path / "fp32-only"
     assert main(["export", str(run), "--out", str(exported)]) == 0
-    with pytest.raises(PipelineError, match="no int8 graph \(model_quantized.onnx\); export the run with --quantize int8"):
+    with pytest.raises(
+        PipelineError, match=r"no int8 graph \(model_quantized.onnx\); export the run with --quantize int8"
+    ):
         Classifier.from_onnx_export(exported, int8=True)
     assert main(["serve", str(exported), "--engine", "onnxruntime-int8", "--port", "0"]) == 1
     assert "no int8 graph (model_quantized.onnx)" in caplog.text
@@ -159,20 +195,21 @@ def test_an_existing_export_is_kept_and_a_broken_graph_is_one_line(runs, tmp_pat
     assert "an export is already there; pass --overwrite" in caplog.text
     assert (out / "model.onnx").read_bytes() == before
     (out / "model.onnx").write_bytes(before[: len(before) // 2])  # truncated: the manifest says so
-    with pytest.raises(PipelineError, match="model.onnx: its SHA-256 differs from the one export.json records"):
+    with pytest.raises(PipelineError, match=r"model.onnx: its SHA-256 differs from the one export.json records"):
         Classifier.from_onnx_export(out)
     with pytest.raises(PipelineError, match="not an ONNX export folder"):
         Classifier.from_onnx_export(tmp_path)
     report = json.loads((out / "export.json").read_text())
     del report["files"]  # as an export made before manifests: the graph's own checks still hold
     (out / "export.json").write_text(json.dumps(report))
-    with pytest.raises(PipelineError, match="model.onnx: not a readable ONNX graph"):
+    with pytest.raises(PipelineError, match=r"model.onnx: not a readable ONNX graph"):
         Classifier.from_onnx_export(out)
     (out / "model.onnx").write_bytes(before)
     classes = json.loads((out / "id_to_label.json").read_text())
     (out / "id_to_label.json").write_text(json.dumps({k: v for k, v in classes.items() if k != str(len(classes) - 1)}))
-    with pytest.raises(PipelineError, match=f"id_to_label.json: {len(classes) - 1} classes, but .*model.onnx gives "
-                                            f"{len(classes)}"):
+    with pytest.raises(
+        PipelineError, match=f"id_to_label.json: {len(classes) - 1} classes, but .*model.onnx gives {len(classes)}"
+    ):
         Classifier.from_onnx_export(out)
 
 
@@ -180,16 +217,24 @@ def test_a_hugging_face_folder_stands_alone_and_carries_a_model_card(runs, tmp_p
     run = runs["frozen (head-only checkpoint)"]  # its checkpoint holds the head only: the folder gets the encoder too
     out = tmp_path / "hf"
     assert main(["export", str(run), "--format", "hf", "--out", str(out)]) == 0
-    assert {"model.safetensors", "config.json", "README.md", "tokenizer.json", "id_to_label.json"} <= {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "README.md", "tokenizer.json", "id_to_label.json"} <= {
+        p.name for p in out.iterdir()
+    }
     config = json.loads((out / "config.json").read_text())
     labels = [c["label"] for c in json.loads((run / "id_to_label.json").read_text()).values()]
     assert [config["id2label"][str(i)] for i in range(len(labels))] == labels
     assert config["label2id"] == {label: i for i, label in enumerate(labels)}
     metrics = json.loads((run / "metrics.json").read_text())
     card = (out / "README.md").read_text()
-    for fact in (metrics["backbone"]["sha256"], metrics["data"]["raw_fingerprint"], *labels,
-                 json.loads((run / "freeze_proof.json").read_text())["verdict"], f"{metrics['test']['test/accuracy']:.4f}",
-                 "not pretrained", "## Training config"):
+    for fact in (
+        metrics["backbone"]["sha256"],
+        metrics["data"]["raw_fingerprint"],
+        *labels,
+        json.loads((run / "freeze_proof.json").read_text())["verdict"],
+        f"{metrics['test']['test/accuracy']:.4f}",
+        "not pretrained",
+        "## Training config",
+    ):
         assert fact in card, fact
 
     import finetune_pipeline.backbone.load as backbone_load
@@ -205,12 +250,15 @@ def test_a_hugging_face_folder_stands_alone_and_carries_a_model_card(runs, tmp_p
     assert np.abs(reloaded.probabilities(LONG + SHORT) - original.probabilities(LONG + SHORT)).max() <= 1e-5
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("truncated weights", r"not a readable exported model \(SafetensorError"),
-    ("id2label of fewer classes", "config.json: id2label has 1 classes and symbols"),
-    ("label2id edited", "config.json: label2id is not the inverse of id2label"),
-    ("id_to_label.json edited", "id_to_label.json: disagrees with config.json"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncated weights", r"not a readable exported model \(SafetensorError"),
+        ("id2label of fewer classes", "config.json: id2label has 1 classes and symbols"),
+        ("label2id edited", "config.json: label2id is not the inverse of id2label"),
+        ("id_to_label.json edited", "id_to_label.json: disagrees with config.json"),
+    ],
+)
 def test_a_damaged_hugging_face_folder_is_refused_in_one_line(runs, tmp_path, damage, message):
     out = tmp_path / "hf"
     assert main(["export", str(runs["frozen (head-only checkpoint)"]), "--format", "hf", "--out", str(out)]) == 0
@@ -229,8 +277,9 @@ def test_a_damaged_hugging_face_folder_is_refused_in_one_line(runs, tmp_path, da
         (out / "id_to_label.json").write_text(json.dumps(classes))
     if damage in ("id2label of fewer classes", "label2id edited"):
         (out / "config.json").write_text(json.dumps(config))
-    changed = {"truncated weights": "model.safetensors", "id_to_label.json edited": "id_to_label.json"}.get(damage,
-                                                                                                          "config.json")
+    changed = {"truncated weights": "model.safetensors", "id_to_label.json edited": "id_to_label.json"}.get(
+        damage, "config.json"
+    )
     with pytest.raises(PipelineError, match=f"{changed}: its SHA-256 differs from the one export.json records"):
         Classifier.from_pretrained(out, device="cpu", precision="fp32")  # the manifest names the edited file
     (out / "export.json").unlink()  # as a folder exported before manifests: the folder's own checks still hold
@@ -276,7 +325,9 @@ def test_push_uploads_the_folder_and_an_offline_hub_is_one_line(runs, tmp_path, 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     (out / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes()[:4096])  # damaged since export
     assert main(["push", str(out), "--repo-id", "me/news-topics"]) == 1
-    assert "model.safetensors: its SHA-256 differs" in caplog.text and calls == []  # refused before the Hub is contacted
+    assert (
+        "model.safetensors: its SHA-256 differs" in caplog.text and calls == []
+    )  # refused before the Hub is contacted
 
 
 def test_the_onnxruntime_engine_refuses_a_gpu_or_a_half_precision(runs):
@@ -288,7 +339,6 @@ def test_the_onnxruntime_engine_refuses_a_gpu_or_a_half_precision(runs):
         Classifier.from_run(runs["fine-tuned"], engine="tensorrt")
 
 
-
 def test_an_export_never_replaces_the_run_or_a_folder_that_is_no_export(runs, tmp_path, caplog):
     run = runs["fine-tuned"]
     before = sorted(p.relative_to(run) for p in run.rglob("*") if "export" not in p.parts)
@@ -296,10 +346,14 @@ def test_an_export_never_replaces_the_run_or_a_folder_that_is_no_export(runs, tm
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")
     (tmp_path / "file").write_text("keep")
-    for out, message in ((run, "is or holds the run folder"), (run.parent, "is or holds the run folder"),
-                         (run / "tokenizer", "inside the run folder only under"),
-                         (run / "export" / ".." / "evaluation", "inside the run folder only under"),
-                         (mine, "holds files but no export"), (tmp_path / "file", "is a file")):
+    for out, message in (
+        (run, "is or holds the run folder"),
+        (run.parent, "is or holds the run folder"),
+        (run / "tokenizer", "inside the run folder only under"),
+        (run / "export" / ".." / "evaluation", "inside the run folder only under"),
+        (mine, "holds files but no export"),
+        (tmp_path / "file", "is a file"),
+    ):
         for fmt in ("onnx", "hf"):
             caplog.clear()
             assert main(["export", str(run), "--format", fmt, "--out", str(out), "--overwrite"]) == 1
@@ -326,9 +380,11 @@ def test_overwrite_replaces_only_an_export_this_tool_wrote(runs, tmp_path, caplo
     assert main(["export", str(run), "--format", "hf", "--out", str(ours)]) == 0
     (ours / "notes.txt").write_text("mine")  # an export, plus a file of the user's
     snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    for out, message in ((foreign_model, "holds files but no export.json"),
-                         (thesis, "its export.json is not an export record of finetune-pipeline"),
-                         (ours, "holds notes.txt, which no export wrote")):
+    for out, message in (
+        (foreign_model, "holds files but no export.json"),
+        (thesis, "its export.json is not an export record of finetune-pipeline"),
+        (ours, "holds notes.txt, which no export wrote"),
+    ):
         for fmt in ("hf", "onnx"):
             caplog.clear()
             assert main(["export", str(run), "--format", fmt, "--out", str(out), "--overwrite"]) == 1

@@ -2,18 +2,16 @@
 
 import json
 import shutil
-from pathlib import Path
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from finetune_pipeline.artifacts.checkpoints import load_checkpoint, verify_backbone
+from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from finetune_pipeline.errors import PipelineError
-
-
 
 
 def test_cached_and_uncached_frozen_paths_give_the_same_metrics(in_project):
@@ -32,8 +30,8 @@ def test_cached_and_uncached_frozen_paths_give_the_same_metrics(in_project):
 
 
 def test_later_runs_hit_the_cache_without_loading_the_encoder(in_project):
-    first, _, log1 = in_project("first")
-    second, run2, log2 = in_project("second", "model.hidden_dim=32")
+    _first, _, log1 = in_project("first")
+    _second, run2, log2 = in_project("second", "model.hidden_dim=32")
     assert "feature cache: miss" in log1 and "encoded" in log1
     assert "feature cache: hit" in log2 and "encoder not loaded" in log2 and "encoded" not in log2
     proof = FreezeProof.read(run2)
@@ -46,7 +44,7 @@ def test_later_runs_hit_the_cache_without_loading_the_encoder(in_project):
 
 
 def test_a_backbone_whose_config_changed_gets_new_features(in_project, tiny_cache, tmp_path):
-    _, first, log1 = in_project("original")
+    _, first, _log1 = in_project("original")
     folder = Path(json.loads((first / "metrics.json").read_text())["backbone"]["path"])  # the tiny encoder it used
     changed = tmp_path / "changed-config"
     shutil.copytree(folder, changed)
@@ -61,7 +59,9 @@ def test_full_checkpoints_switch_and_lean_checkpoint_verification(in_project, ti
     _, lean_dir, _ = in_project("lean")
     _, full_dir, _ = in_project("full", "training.full_checkpoints=true")
     lean, full = load_checkpoint(lean_dir / "best_model.pt"), load_checkpoint(full_dir / "best_model.pt")
-    assert lean["kind"] == "head_only" and set(lean["state_dict"]) == {f"head.{k}" for k in ("1.weight", "1.bias", "4.weight", "4.bias")}
+    assert lean["kind"] == "head_only" and set(lean["state_dict"]) == {
+        f"head.{k}" for k in ("1.weight", "1.bias", "4.weight", "4.bias")
+    }
     assert full["kind"] == "full" and any(k.startswith("encoder.") for k in full["state_dict"])
     assert lean["backbone"] == full["backbone"] and len(lean["backbone"]["sha256"]) == 64
     assert (full_dir / "best_model.pt").stat().st_size > 5 * (lean_dir / "best_model.pt").stat().st_size
@@ -74,7 +74,7 @@ def test_full_checkpoints_switch_and_lean_checkpoint_verification(in_project, ti
 
 def test_unreadable_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "best_model.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(PipelineError, match="best_model.pt: not a readable checkpoint"):
+    with pytest.raises(PipelineError, match=r"best_model.pt: not a readable checkpoint"):
         load_checkpoint(tmp_path / "best_model.pt")
 
 
@@ -95,8 +95,12 @@ print("hit" if hit else "miss")
 
 def test_concurrent_jobs_compute_an_entry_once(tmp_path):
     marker = tmp_path / "computed.txt"
-    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(tmp_path / "cache"), str(marker)],
-                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT, str(tmp_path / "cache"), str(marker)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outputs = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
     assert outputs == ["hit", "miss"]
     assert marker.read_text().count("computed") == 1
@@ -105,13 +109,14 @@ def test_concurrent_jobs_compute_an_entry_once(tmp_path):
 def test_checkpoints_load_into_a_classifier_that_reproduces_the_run(in_project, tiny_cache, tmp_path):
     import shutil
 
-    from finetune_pipeline.model.loading import load_classifier
-    from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
-    from finetune_pipeline.training.metrics import predict
-    from finetune_pipeline.runtime.precision import Precision
     from transformers import AutoTokenizer
 
-    summary, run, _ = in_project("lean")
+    from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
+    from finetune_pipeline.model.loading import load_classifier
+    from finetune_pipeline.runtime.precision import Precision
+    from finetune_pipeline.training.metrics import predict
+
+    _summary, run, _ = in_project("lean")
     _, full_run, _ = in_project("full", "training.full_checkpoints=true")
     texts = ["Сборная России выиграла финал чемпионата", "The central bank raised the key interest rate"]
     tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
@@ -126,6 +131,7 @@ def test_checkpoints_load_into_a_classifier_that_reproduces_the_run(in_project, 
     ckpt = load_checkpoint(run / "best_model.pt")
     shutil.copytree(ckpt["backbone"]["path"], tampered)
     from transformers import AutoModel
+
     encoder = AutoModel.from_pretrained(tampered)
     with torch.no_grad():
         next(encoder.parameters())[0, 0] += 1.0
@@ -142,7 +148,11 @@ def test_data_split_files_trains_on_the_parts_own_split(in_project, project):
     records = [r for p in sorted(raw.glob("*.json")) for r in json.loads(p.read_text(encoding="utf-8"))]
     shutil.rmtree(raw)
     raw.mkdir()
-    for name, chunk in (("a-train.json", records[:200]), ("b-valid.json", records[200:240]), ("c-test.json", records[240:])):
+    for name, chunk in (
+        ("a-train.json", records[:200]),
+        ("b-valid.json", records[200:240]),
+        ("c-test.json", records[240:]),
+    ):
         (raw / name).write_text(json.dumps(chunk, ensure_ascii=False), encoding="utf-8")
     _, run, log = in_project("files", "data.split=files")
     data = json.loads((run / "metrics.json").read_text())["data"]
@@ -158,8 +168,8 @@ def test_what_rank_0_broadcasts_under_torchrun_pickles(in_project, monkeypatch):
     from finetune_pipeline.runtime.distributed import Dist
 
     monkeypatch.setattr(Dist, "broadcast", lambda self, obj: pickle.loads(pickle.dumps(obj)))
-    _, first, _ = in_project("first")
-    _, second, log = in_project("second")
+    _, _first, _ = in_project("first")
+    _, second, _log = in_project("second")
     assert "encoder not loaded" in json.loads((second / "freeze_proof.json").read_text())["how"]
     assert FreezeProof.read(second).status == "pass"
 
@@ -174,6 +184,7 @@ def test_a_cache_entry_is_trusted_for_what_it_holds_not_for_its_name(tmp_path, c
         def run():
             computed.append(value)
             return torch.full((3, 2), value), {}
+
         return run
 
     assert cache.get_or_compute("a", compute(1.0))[1] is False

@@ -4,11 +4,12 @@ import json
 import unicodedata
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from finetune_pipeline.data.raw_reader import normalise_label, read_raw_file
-from helpers import compose_config
 from finetune_pipeline.errors import PipelineError
+from helpers import compose_config
 
 
 def outcome(tmp_path, data: bytes):
@@ -26,7 +27,9 @@ def test_garbage_bytes_never_crash(tmp_path, data):
     outcome(tmp_path, data)
 
 
-records = st.lists(st.fixed_dictionaries({"input": st.text(min_size=1), "output": st.text(min_size=1)}), min_size=1, max_size=20)
+records = st.lists(
+    st.fixed_dictionaries({"input": st.text(min_size=1), "output": st.text(min_size=1)}), min_size=1, max_size=20
+)
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -96,8 +99,9 @@ def replace_raw(project, records):
 
 def test_thousands_of_classes_train_and_keep_their_labels(project, in_project):
     classes = 1200  # symbols run a..z, aa..zz, aaa..: past two letters
-    replace_raw(project, [{"input": f"topic {c} item {i}", "output": f"label {c}"}
-                          for c in range(classes) for i in range(10)])
+    replace_raw(
+        project, [{"input": f"topic {c} item {i}", "output": f"label {c}"} for c in range(classes) for i in range(10)]
+    )
     summary, run, _ = in_project("many", "training.epochs=1", "data.max_length=16")
     id_to_label = json.loads((run / "id_to_label.json").read_text())
     assert len(id_to_label) == classes and len({e["symbol"] for e in id_to_label.values()}) == classes
@@ -157,8 +161,10 @@ def test_a_full_disk_fails_naming_the_file_and_leaves_no_temporary_files(project
     import torch
 
     def disk_full(obj, f, *args, **kwargs):
-        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
-                           "data/0: file write failed\nmore C++ context")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+            "data/0: file write failed\nmore C++ context"
+        )
 
     monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(PipelineError, match=r"cannot write \(.*file write failed\); nothing was replaced") as error:

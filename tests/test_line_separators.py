@@ -30,8 +30,12 @@ def test_text_lines_splits_at_newlines_only(texts):
 def run(module_project):
     """A run whose data, and so its test texts, hold every separator inside texts."""
     project, train_run = module_project
-    records = [{"input": f"Record {i}{SEPARATORS[i % len(SEPARATORS)]}about {topic} and more {topic}",
-                "output": topic} for i in range(60) for topic in ("sport", "economy") if i % 2 == (topic == "sport")]
+    records = [
+        {"input": f"Record {i}{SEPARATORS[i % len(SEPARATORS)]}about {topic} and more {topic}", "output": topic}
+        for i in range(60)
+        for topic in ("sport", "economy")
+        if i % 2 == (topic == "sport")
+    ]
     part = project / "data" / "raw" / "separators.jsonl"
     part.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     assert "\u2028" in part.read_text(encoding="utf-8")  # raw in the file: valid JSON, one record per line
@@ -42,8 +46,11 @@ def run(module_project):
 
 
 def test_a_run_trains_predicts_evaluates_and_exports_texts_with_separators(run, tmp_path, capsys):
-    rows = [json.loads(line) for line in text_lines((run / "evaluation" / "test" / "predictions.jsonl")
-                                                     .read_text(encoding="utf-8")) if line]
+    rows = [
+        json.loads(line)
+        for line in text_lines((run / "evaluation" / "test" / "predictions.jsonl").read_text(encoding="utf-8"))
+        if line
+    ]
     held = [r["text"] for r in rows if any(s in r["text"] for s in SEPARATORS)]
     assert held, "the test split holds texts with separators"
     texts_file = tmp_path / "texts.txt"
@@ -53,8 +60,10 @@ def test_a_run_trains_predicts_evaluates_and_exports_texts_with_separators(run, 
     predicted = [json.loads(line) for line in text_lines(out.read_text(encoding="utf-8")) if line]
     assert [p["text"] for p in predicted] == held[:5]  # one prediction per line, texts intact
     labelled = tmp_path / "held.jsonl"
-    labelled.write_text("".join(json.dumps({"input": r["text"], "output": r["true_label"]}, ensure_ascii=False) + "\n"
-                                for r in rows), encoding="utf-8")
+    labelled.write_text(
+        "".join(json.dumps({"input": r["text"], "output": r["true_label"]}, ensure_ascii=False) + "\n" for r in rows),
+        encoding="utf-8",
+    )
     assert main(["evaluate", str(run), "--input", str(labelled)]) == 0
     assert json.loads((run / "evaluation" / "held" / "report.json").read_text())["texts"] == len(rows)
     assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "onnx")]) == 0
@@ -77,9 +86,13 @@ def test_csv_output_cannot_run_as_a_spreadsheet_formula(run, tmp_path):
 
 def test_tsv_has_no_quoting(run, tmp_path):
     labelled = tmp_path / "quoted.tsv"
-    labelled.write_text('input\toutput\n"Quoted title" of a match\tsport\n"unbalanced quote on taxes\teconomy\n',
-                        encoding="utf-8")
+    labelled.write_text(
+        'input\toutput\n"Quoted title" of a match\tsport\n"unbalanced quote on taxes\teconomy\n', encoding="utf-8"
+    )
     assert main(["evaluate", str(run), "--input", str(labelled)]) == 0
-    texts = [json.loads(line)["text"] for line in
-             text_lines((run / "evaluation" / "quoted" / "predictions.jsonl").read_text(encoding="utf-8")) if line]
+    texts = [
+        json.loads(line)["text"]
+        for line in text_lines((run / "evaluation" / "quoted" / "predictions.jsonl").read_text(encoding="utf-8"))
+        if line
+    ]
     assert texts == ['"Quoted title" of a match', '"unbalanced quote on taxes']

@@ -1,21 +1,67 @@
 """data.long_text=chunk: overlapping windows, pooled per document, on every path (frozen with and
 without the feature cache, fine-tuning, predict, evaluate, the exports)."""
 
+import itertools
 import json
 import random
 
 import pytest
 import torch
 
+from finetune_pipeline import Classifier
 from finetune_pipeline.cli.pipeline import main as pipeline_main
 from finetune_pipeline.data.batches import Chunking, PadCollator, TokenizedTexts, eval_loader
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline import Classifier
 from finetune_pipeline.model.classifier import HeadConfig, TextClassifier, pool_windows
 from helpers import REPO, write_json
 
-FILLER = ("the a of and to in on for with as by at from this that which it was were is are be been has had "
-          "have not but or if so then than also more most some any each other such only over into after").split()
+FILLER = [
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "on",
+    "for",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "this",
+    "that",
+    "which",
+    "it",
+    "was",
+    "were",
+    "is",
+    "are",
+    "be",
+    "been",
+    "has",
+    "had",
+    "have",
+    "not",
+    "but",
+    "or",
+    "if",
+    "so",
+    "then",
+    "than",
+    "also",
+    "more",
+    "most",
+    "some",
+    "any",
+    "each",
+    "other",
+    "such",
+    "only",
+    "over",
+    "into",
+    "after",
+]
 
 
 def long_documents(per_class: int = 80, filler_words: int = 90, seed: int = 0) -> list[dict]:
@@ -25,7 +71,9 @@ def long_documents(per_class: int = 80, filler_words: int = 90, seed: int = 0) -
     by_label: dict[str, list[str]] = {}
     for path in sorted((REPO / "data" / "raw").iterdir()):
         lines = path.read_text(encoding="utf-8")
-        records = json.loads(lines) if path.suffix == ".json" else [json.loads(x) for x in lines.splitlines() if x.strip()]
+        records = (
+            json.loads(lines) if path.suffix == ".json" else [json.loads(x) for x in lines.splitlines() if x.strip()]
+        )
         for r in records:
             by_label.setdefault(r["output"], []).append(r["input"])
     docs = []
@@ -50,8 +98,19 @@ def long_project(tmp_path_factory):
             patch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
             patch.setenv("HF_HUB_OFFLINE", "1")
             run = project / "runs" / name
-            summary = train(compose_config([*IN_PROCESS, f"backbone.path={project / 'tiny'}", "data.max_length=32",
-                                            "training.epochs=20", "training.learning_rate=1e-2", *overrides]), run)
+            summary = train(
+                compose_config(
+                    [
+                        *IN_PROCESS,
+                        f"backbone.path={project / 'tiny'}",
+                        "data.max_length=32",
+                        "training.epochs=20",
+                        "training.learning_rate=1e-2",
+                        *overrides,
+                    ]
+                ),
+                run,
+            )
         return summary, run
 
     return project, train_run
@@ -78,7 +137,7 @@ def test_windows_cover_the_whole_text_and_overlap_by_the_stride(truncated):
     assert len(full) > 3 * 32 and len(windows) >= len(full) // 32  # several times max_length: several windows
     bodies = [w[1:-1] for w in windows]  # without the special tokens each window starts and ends with
     assert all(len(w) <= 32 for w in windows) and all(w[0] == windows[0][0] for w in windows)
-    for a, b in zip(bodies, bodies[1:]):
+    for a, b in itertools.pairwise(bodies):
         assert a[-8:] == b[:8]  # consecutive windows share stride tokens
     rebuilt = bodies[0] + [t for b in bodies[1:] for t in b[8:]]
     assert rebuilt == full  # nothing lost, nothing repeated beyond the overlap
@@ -109,7 +168,7 @@ def test_a_document_is_its_pooled_windows_whatever_it_is_batched_with(how):
     together = model(batch)
     for i, doc in enumerate(docs):
         alone = model(PadCollator(0)([(i, doc, 0)]))
-        torch.testing.assert_close(together[i:i + 1], alone)
+        torch.testing.assert_close(together[i : i + 1], alone)
         vectors = torch.stack([model.encoder.emb(torch.tensor(w)).mean(0) for w in doc])  # (windows, H)
         pooled = vectors.mean(0) if how == "mean" else vectors.max(0).values
         torch.testing.assert_close(alone[0], model.head(pooled))
@@ -137,8 +196,9 @@ def test_chunking_works_on_every_path_and_predict_matches_the_run(long_project, 
         assert cached[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-5), key
     keys = [json.loads((r / "metrics.json").read_text())["features"]["key"] for r in (cached_run, truncated[1])]
     assert keys[0] != keys[1]  # chunked features are another cache entry
-    finetuned, tuned_run = train_run("chunk-finetune", *chunk, "training.freeze_backbone=false",
-                                     "training.batch_size=4", "training.epochs=1")
+    _finetuned, tuned_run = train_run(
+        "chunk-finetune", *chunk, "training.freeze_backbone=false", "training.batch_size=4", "training.epochs=1"
+    )
     ckpt = torch.load(tuned_run / "best_model.pt", weights_only=True)
     assert ckpt["head"]["chunk_stride"] == 8 and ckpt["head"]["chunk_pooling"] == "mean"
     for run in (cached_run, tuned_run):  # predict reproduces the run's own test predictions
@@ -147,7 +207,8 @@ def test_chunking_works_on_every_path_and_predict_matches_the_run(long_project, 
             patch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
             probs = Classifier.from_run(run, device="cpu", precision="fp32").probabilities([r["text"] for r in rows])
         assert [r["label"] for r in rows] == [
-            json.loads((run / "id_to_label.json").read_text())[str(int(i))]["label"] for i in probs.argmax(1)]
+            json.loads((run / "id_to_label.json").read_text())[str(int(i))]["label"] for i in probs.argmax(1)
+        ]
         assert max(abs(r["score"] - float(p.max())) for r, p in zip(rows, probs)) < 1e-4
     # evaluate on the long documents; the ONNX export refuses in one line, the HF export documents the windows
     held = write_json(tmp_path / "held.json", long_documents(per_class=3, seed=5))
@@ -168,12 +229,13 @@ def test_chunking_works_on_every_path_and_predict_matches_the_run(long_project, 
 
 
 def test_a_stride_that_would_not_move_on_is_refused_before_anything_loads():
-    from helpers import compose_config
     from finetune_pipeline.config.load import validate
+    from helpers import compose_config
 
     with pytest.raises(PipelineError, match=r"data\.chunk_stride must be in \[0, data\.max_length / 2 = 16\]"):
-        validate(compose_config(["backbone=tiny", "data.max_length=32", "data.long_text=chunk",
-                                 "data.chunk_stride=20"]))
+        validate(
+            compose_config(["backbone=tiny", "data.max_length=32", "data.long_text=chunk", "data.chunk_stride=20"])
+        )
 
 
 def test_small_documents_fit_the_eval_loader_token_budget():

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
+from finetune_pipeline import Classifier
 from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from finetune_pipeline.cli.pipeline import main as pipeline_main
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline import Classifier
 from helpers import compose_config
 
 pytest.importorskip("peft")
@@ -17,7 +17,7 @@ pytest.importorskip("peft")
 
 @pytest.fixture(scope="module")
 def runs(module_project):
-    project, train_run = module_project
+    _project, train_run = module_project
     return {"lora": train_run("lora", "adapter=lora", "training.epochs=2")}
 
 
@@ -34,7 +34,9 @@ def test_a_lora_run_keeps_the_base_bit_identical_and_checkpoints_only_head_and_a
     # every ModernBERT target of every layer got an adapter
     assert {n.split(".")[-4] for n in adapters} == {"Wqkv", "Wo", "Wi"}
     ckpt = torch.load(run / "best_model.pt", weights_only=True)
-    assert ckpt["kind"] == "lora" and ckpt["lora"]["rank"] == 8 and ckpt["lora"]["target_modules"] == ["Wqkv", "Wo", "Wi"]
+    assert (
+        ckpt["kind"] == "lora" and ckpt["lora"]["rank"] == 8 and ckpt["lora"]["target_modules"] == ["Wqkv", "Wo", "Wi"]
+    )
     assert ckpt["backbone"]["sha256"] == proof.encoder_sha256_before
     assert all(k.startswith("head.") or "lora_" in k for k in ckpt["state_dict"])
     trainable = proof.trainable_parameters
@@ -61,8 +63,12 @@ def test_lora_runs_export_with_the_adapters_merged(runs, tmp_path):
     assert pipeline_main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     texts = ["The national currency announced new tax cuts", "Сборная вышла в финал"]
     again = Classifier.from_pretrained(tmp_path / "hf", device="cpu", precision="fp32").probabilities(texts)
-    torch.testing.assert_close(torch.tensor(again), torch.tensor(
-        Classifier.from_run(run, device="cpu", precision="fp32").probabilities(texts)), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        torch.tensor(again),
+        torch.tensor(Classifier.from_run(run, device="cpu", precision="fp32").probabilities(texts)),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_the_lora_verdict_fails_when_a_base_weight_changes(module_project, monkeypatch):
@@ -88,7 +94,7 @@ def test_a_lora_checkpoint_refuses_another_backbone(runs, module_project, tmp_pa
 
     from safetensors.torch import load_file, save_file
 
-    project, _ = module_project
+    _project, _ = module_project
     ckpt = torch.load(runs["lora"] / "best_model.pt", weights_only=True)
     other = tmp_path / "other"
     shutil.copytree(ckpt["backbone"]["path"], other)
@@ -101,12 +107,18 @@ def test_a_lora_checkpoint_refuses_another_backbone(runs, module_project, tmp_pa
         Classifier.from_run(runs["lora"], backbone_path=other)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["adapter=lora", "adapter.method=top_layers"], "adapter.top_layers is required when adapter.method=top_layers"),
-    (["adapter=lora", "adapter.lora.rank=0"], r"adapter\.lora\.rank must be >= 1"),
-    (["adapter=lora", "adapter.lora.dropout=1.5"], r"adapter\.lora\.dropout must be in \[0, 1\)"),
-    (["adapter=lora", "adapter.lora.target_modules=[]"], "non-empty list"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["adapter=lora", "adapter.method=top_layers"],
+            "adapter.top_layers is required when adapter.method=top_layers",
+        ),
+        (["adapter=lora", "adapter.lora.rank=0"], r"adapter\.lora\.rank must be >= 1"),
+        (["adapter=lora", "adapter.lora.dropout=1.5"], r"adapter\.lora\.dropout must be in \[0, 1\)"),
+        (["adapter=lora", "adapter.lora.target_modules=[]"], "non-empty list"),
+    ],
+)
 def test_bad_lora_settings_fail_before_anything_loads(overrides, message):
     with pytest.raises(PipelineError, match=message):
         compose_config(["backbone=tiny", *overrides])
@@ -117,8 +129,9 @@ def test_unknown_target_modules_and_bert_defaults():
 
     from finetune_pipeline.model.adapters import LoraSpec, add_lora, lora_spec
 
-    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=32))
+    bert = BertModel(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    )
     spec = lora_spec(compose_config(["backbone=tiny", "adapter=lora"]).adapter.lora, bert)
     assert spec.target_modules == ("query", "key", "value", "dense")
     adapted = add_lora(bert, spec)
@@ -126,5 +139,11 @@ def test_unknown_target_modules_and_bert_defaults():
     assert names and all("lora_" in n for n in names)
     assert {n.split(".")[-4] for n in names} == {"query", "key", "value", "dense"}
     with pytest.raises(PipelineError, match=r"adapter\.lora\.target_modules=\['nope'\]"):
-        add_lora(BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                      intermediate_size=32)), LoraSpec(4, 8, 0.0, ("nope",)))
+        add_lora(
+            BertModel(
+                BertConfig(
+                    vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+                )
+            ),
+            LoraSpec(4, 8, 0.0, ("nope",)),
+        )

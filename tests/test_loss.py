@@ -42,25 +42,30 @@ def test_a_run_with_balanced_weights_and_smoothing_uses_them(in_project, project
     lines = raw.read_text().splitlines()
     sport = [line for line in lines if json.loads(line)["output"] == "sport"]
     raw.write_text("\n".join([line for line in lines if line not in sport[3:]]) + "\n")
-    plain, run_plain, _ = in_project("plain")
-    weighted, run, log = in_project("weighted", "training.class_weights=balanced", "training.label_smoothing=0.1")
+    _plain, run_plain, _ = in_project("plain")
+    _weighted, run, log = in_project("weighted", "training.class_weights=balanced", "training.label_smoothing=0.1")
     metrics = json.loads((run / "metrics.json").read_text())
     id_to_label = json.loads((run / "id_to_label.json").read_text())
     assert metrics["loss"]["label_smoothing"] == 0.1
     weights = metrics["loss"]["class_weights"]
     assert set(weights) == {e["label"] for e in id_to_label.values()}
     assert weights["sport"] == max(weights.values())  # the rare class weighs most
-    counts = Counter(json.loads(line)["output"] for line in raw.parent.joinpath("part-3.jsonl").read_text().splitlines())
+    counts = Counter(
+        json.loads(line)["output"] for line in raw.parent.joinpath("part-3.jsonl").read_text().splitlines()
+    )
     assert counts["sport"] == 3
     assert "loss: class weights (balanced) culture=" in log
     plain_history = json.loads((run_plain / "metrics.json").read_text())["history"]
     assert [h["train/loss"] for h in metrics["history"]] != [h["train/loss"] for h in plain_history]
-    assert json.loads((run_plain / "metrics.json").read_text())["loss"] == {"class_weights": None, "label_smoothing": 0.0}
+    assert json.loads((run_plain / "metrics.json").read_text())["loss"] == {
+        "class_weights": None,
+        "label_smoothing": 0.0,
+    }
 
 
 def test_label_smoothing_outside_zero_one_is_refused():
-    from helpers import compose_config
     from finetune_pipeline.errors import PipelineError
+    from helpers import compose_config
 
     with pytest.raises(PipelineError, match=r"training.label_smoothing must be in \[0, 1\), got 1.0"):
         compose_config(["training.label_smoothing=1.0"])

@@ -20,7 +20,9 @@ CHECKPOINTS = {"head-only (frozen)": [], "full (fine-tuned)": ["training.freeze_
 def runs(module_project):
     """One frozen and one fine-tuned tiny run, shared by this module's tests."""
     _, train_run = module_project
-    return {name: train_run(name.split()[0], "training.epochs=3", *overrides) for name, overrides in CHECKPOINTS.items()}
+    return {
+        name: train_run(name.split()[0], "training.epochs=3", *overrides) for name, overrides in CHECKPOINTS.items()
+    }
 
 
 def read_jsonl(path):
@@ -52,8 +54,8 @@ def test_bf16_inference_packs_its_linear_weights_once_with_autocasts_exact_outpu
     oneDNN (where the build can); autocast over the fp32 checkpoint gives the very same probabilities."""
     import torch
 
-    from finetune_pipeline.model.loading import load_classifier
     from finetune_pipeline.inference.prepacked import PrepackedLinear, prepacking_available
+    from finetune_pipeline.model.loading import load_classifier
 
     run = runs[kind]
     texts = [row["text"] for row in read_jsonl(run / "evaluation" / "test" / "predictions.jsonl")]
@@ -120,7 +122,10 @@ def test_predict_command_reads_every_input_format(runs, tmp_path, capsys):
         rows = read_jsonl(out)
         assert [r["text"] for r in rows] == texts and [r["label"] for r in rows] == expected, path.name
     as_array = tmp_path / "out.json"
-    assert main(["predict", str(run), "--input", str(tmp_path / "lines.txt"), "--output", str(as_array), "--top-k", "2"]) == 0
+    assert (
+        main(["predict", str(run), "--input", str(tmp_path / "lines.txt"), "--output", str(as_array), "--top-k", "2"])
+        == 0
+    )
     rows = json.loads(as_array.read_text())
     assert [r["label"] for r in rows] == expected and all(len(r["top_k"]) == 2 for r in rows)
     capsys.readouterr()
@@ -131,7 +136,7 @@ def test_predict_command_reads_every_input_format(runs, tmp_path, capsys):
 BAD_INPUTS = {
     "broken.json": ('[{"input": "a"', "line 1 column 15: broken JSON: Expecting ',' delimiter"),
     "numbers.json": ("[1, 2]", "record 1: expected a text (string), got int"),
-    "noinput.jsonl": ('{"text": "a"}\n', "line 1: no \"input\" field (--text-field names the text's field)"),
+    "noinput.jsonl": ('{"text": "a"}\n', 'line 1: no "input" field (--text-field names the text\'s field)'),
     "blank.jsonl": ('"ok"\n""\n', "line 2: empty text"),
     "empty.txt": ("\n\n", "no texts to classify"),
 }
@@ -142,7 +147,9 @@ def test_bad_predict_inputs_fail_in_one_line_and_write_nothing(runs, tmp_path, c
     content, message = BAD_INPUTS[name]
     (tmp_path / name).write_text(content)
     out = tmp_path / "out.jsonl"
-    assert main(["predict", str(runs["head-only (frozen)"]), "--input", str(tmp_path / name), "--output", str(out)]) == 1
+    assert (
+        main(["predict", str(runs["head-only (frozen)"]), "--input", str(tmp_path / name), "--output", str(out)]) == 1
+    )
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and errors[0] == f"{tmp_path / name}: {message}" and "\n" not in errors[0]
     assert not out.exists()
@@ -155,21 +162,33 @@ def test_predict_refuses_non_utf8_and_missing_files_and_non_runs(runs, tmp_path,
     (tmp_path / "ok.txt").write_text("text\n")
     assert main(["predict", str(tmp_path), "--input", str(tmp_path / "ok.txt")]) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert errors == [f"{tmp_path / 'latin1.txt'}: line 1: not valid UTF-8 (byte offset 3)",
-                      f"{tmp_path / 'absent.txt'}: cannot read (No such file or directory)",
-                      f"{tmp_path}: not a finished run folder (best_model.pt is missing)"]
+    assert errors == [
+        f"{tmp_path / 'latin1.txt'}: line 1: not valid UTF-8 (byte offset 3)",
+        f"{tmp_path / 'absent.txt'}: cannot read (No such file or directory)",
+        f"{tmp_path}: not a finished run folder (best_model.pt is missing)",
+    ]
 
 
 def test_evaluate_writes_the_report_into_the_run_folder(runs, tmp_path, caplog):
     run = runs["full (fine-tuned)"]
     test_rows = read_jsonl(run / "evaluation" / "test" / "predictions.jsonl")
     labelled = tmp_path / "holdout.jsonl"
-    labelled.write_text("".join(json.dumps({"input": r["text"], "output": r["true_label"]}, ensure_ascii=False) + "\n"
-                                for r in test_rows), encoding="utf-8")
+    labelled.write_text(
+        "".join(
+            json.dumps({"input": r["text"], "output": r["true_label"]}, ensure_ascii=False) + "\n" for r in test_rows
+        ),
+        encoding="utf-8",
+    )
     assert main(["evaluate", str(run), "--input", str(labelled)]) == 0
     folder = run / "evaluation" / "holdout"
-    assert sorted(p.name for p in folder.iterdir()) == ["confusion_matrix.json", "confusion_matrix.png", "errors.jsonl",
-                                                        "errors.md", "predictions.jsonl", "report.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "confusion_matrix.json",
+        "confusion_matrix.png",
+        "errors.jsonl",
+        "errors.md",
+        "predictions.jsonl",
+        "report.json",
+    ]
     report = json.loads((folder / "report.json").read_text())
     test_report = json.loads((run / "evaluation" / "test" / "report.json").read_text())
     assert report["texts"] == len(test_rows)
@@ -189,8 +208,20 @@ def test_evaluate_refuses_unknown_labels_naming_the_record(runs, tmp_path, caplo
 @pytest.mark.slow  # the module entry point also runs in every test_serve.py server
 def test_console_script_runs(runs, tmp_path):
     (tmp_path / "in.txt").write_text("Central bank raises rates\n")
-    proc = subprocess.run([sys.executable, "-m", "finetune_pipeline", "predict", str(runs["head-only (frozen)"]),
-                           "--input", str(tmp_path / "in.txt")], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "finetune_pipeline",
+            "predict",
+            str(runs["head-only (frozen)"]),
+            "--input",
+            str(tmp_path / "in.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     row = json.loads(proc.stdout)
     assert row["text"] == "Central bank raises rates" and 0 < row["score"] <= 1
@@ -207,17 +238,20 @@ def test_every_evaluation_report_has_an_error_analysis(runs, tmp_path):
     assert len(errors) == len(wrong) and {e["text"] for e in errors} == {r["text"] for r in wrong}
     assert [e["loss"] for e in errors] == sorted((e["loss"] for e in errors), reverse=True)
     for e in errors:
-        assert e["loss"] == pytest.approx(-np.log(e["true_probability"]), rel=1e-6) and e["score"] >= e["true_probability"]
+        assert (
+            e["loss"] == pytest.approx(-np.log(e["true_probability"]), rel=1e-6) and e["score"] >= e["true_probability"]
+        )
     md = (folder / "errors.md").read_text()
     assert md.startswith("# Errors: test\n") and f"{len(wrong)} of {len(rows)} texts misclassified" in md
     assert "## Most confused classes" in md and "## Per class (F1 with its 95% bootstrap interval" in md
     report = json.loads((folder / "report.json").read_text())
-    for label, entry in report["per_class"].items():
+    for entry in report["per_class"].values():
         assert f"| {entry['f1']:.4f} | [" in md  # each class's F1 with an interval
     y = np.array([0, 0, 0, 1, 1, 2])
     p = np.array([1, 1, 0, 0, 1, 2])
     assert confused_pairs(y, p, ["a", "b", "c"]) == [
         {"true": "a", "predicted": "b", "count": 2, "share_of_true": 2 / 3},
-        {"true": "b", "predicted": "a", "count": 1, "share_of_true": 0.5}]
+        {"true": "b", "predicted": "a", "count": 1, "share_of_true": 0.5},
+    ]
     probs = np.array([[0.5, 0.5], [0.0, 1.0]])
     assert text_losses(np.array([0, 0]), probs) == pytest.approx([np.log(2), -np.log(1e-18)])

@@ -6,7 +6,6 @@ import pytest
 
 from finetune_pipeline.data.preprocess import META_NAME, load_combined, preprocess, stale_reason
 from finetune_pipeline.errors import PipelineError
-
 from helpers import REPO, compose_config, write_json
 
 GOOD = [{"input": "Match won", "output": "Sport"}, {"input": "Rates rise", "output": "Economy"}]
@@ -15,11 +14,13 @@ GOOD = [{"input": "Match won", "output": "Sport"}, {"input": "Rates rise", "outp
 @pytest.fixture
 def cfg(tmp_path):
     out = tmp_path / "processed"
-    return compose_config([
-        f"data.raw_dir={tmp_path / 'raw'}",
-        f"data.dataset_path={out / 'combined_dataset.json'}",
-        f"data.label_mapping_path={out / 'output_to_symbol.json'}",
-    ]).data
+    return compose_config(
+        [
+            f"data.raw_dir={tmp_path / 'raw'}",
+            f"data.dataset_path={out / 'combined_dataset.json'}",
+            f"data.label_mapping_path={out / 'output_to_symbol.json'}",
+        ]
+    ).data
 
 
 def outputs(tmp_path):
@@ -28,9 +29,11 @@ def outputs(tmp_path):
 
 
 def test_merges_json_array_and_json_lines_into_symbols(tmp_path, cfg):
-    write_json(tmp_path / "raw" / "part-1.json", GOOD + [GOOD[0]])  # one exact duplicate
+    write_json(tmp_path / "raw" / "part-1.json", [*GOOD, GOOD[0]])  # one exact duplicate
     lines = [{"input": "Новый фильм вышел", "output": "Культура"}, {"input": "Match won", "output": "Economy"}]
-    (tmp_path / "raw" / "part-2.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in lines) + "\n", encoding="utf-8")
+    (tmp_path / "raw" / "part-2.jsonl").write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in lines) + "\n", encoding="utf-8"
+    )
 
     summary = preprocess(cfg)
 
@@ -49,7 +52,7 @@ def test_merges_json_array_and_json_lines_into_symbols(tmp_path, cfg):
 
 
 def test_conflicting_labels_are_reported(tmp_path, cfg, caplog):
-    write_json(tmp_path / "raw" / "a.json", GOOD + [{"input": "Match won", "output": "Economy"}])
+    write_json(tmp_path / "raw" / "a.json", [*GOOD, {"input": "Match won", "output": "Economy"}])
     preprocess(cfg)
     assert "1 texts appear under more than one label" in caplog.text
     assert "Match won" in caplog.text
@@ -58,7 +61,9 @@ def test_conflicting_labels_are_reported(tmp_path, cfg, caplog):
 def test_symbols_stay_stable_when_new_labels_arrive(tmp_path, cfg):
     write_json(tmp_path / "raw" / "a.json", GOOD)
     preprocess(cfg)
-    write_json(tmp_path / "raw" / "b.json", [{"input": "Art show", "output": "Arts"}, {"input": "Goal!", "output": "Sport"}])
+    write_json(
+        tmp_path / "raw" / "b.json", [{"input": "Art show", "output": "Arts"}, {"input": "Goal!", "output": "Sport"}]
+    )
     preprocess(cfg)
     mapping = json.loads((tmp_path / "processed" / "output_to_symbol.json").read_text())
     # "Arts" sorts first but old labels keep their symbols; the new label is appended
@@ -72,7 +77,7 @@ def test_staleness_follows_the_raw_files(tmp_path, cfg):
     assert "missing" in stale_reason(cfg)
     preprocess(cfg)
     assert stale_reason(cfg) is None
-    write_json(tmp_path / "raw" / "a.json", GOOD + [{"input": "More", "output": "Sport"}])
+    write_json(tmp_path / "raw" / "a.json", [*GOOD, {"input": "More", "output": "Sport"}])
     assert "changed" in stale_reason(cfg)
     assert (tmp_path / "processed" / META_NAME).is_file()
 
@@ -81,8 +86,14 @@ BAD_INPUTS = {
     "broken JSON": (b'[{"input": "a", "output": "b"},\n {"input": ', "line 2"),
     "broken JSON line": (b'{"input": "a", "output": "b"}\n{"input": "c" "output": "d"}\n', "line 2"),
     "missing field": (json.dumps([GOOD[0], {"input": "x"}]).encode(), 'record 2: missing field "output"'),
-    "non-string field": (json.dumps([{"input": 5, "output": "b"}]).encode(), 'record 1: field "input" must be a string'),
-    "non-string label": (json.dumps([{"input": "t", "output": ["b"]}]).encode(), 'record 1: field "output" must be a string'),
+    "non-string field": (
+        json.dumps([{"input": 5, "output": "b"}]).encode(),
+        'record 1: field "input" must be a string',
+    ),
+    "non-string label": (
+        json.dumps([{"input": "t", "output": ["b"]}]).encode(),
+        'record 1: field "output" must be a string',
+    ),
     "empty text": (json.dumps([GOOD[0], GOOD[1], {"input": "  ", "output": "b"}]).encode(), "record 3: empty text"),
     "empty file": (b"", "file is empty"),
     "whitespace file": (b"  \n\n", "file is empty"),
@@ -126,25 +137,39 @@ def test_missing_raw_folder_is_an_error(tmp_path, cfg):
 def test_corrupt_existing_mapping_is_an_error(tmp_path, cfg):
     write_json(tmp_path / "raw" / "a.json", GOOD)
     write_json(tmp_path / "processed" / "output_to_symbol.json", {"Sport": "A1"})
-    with pytest.raises(PipelineError, match="output_to_symbol.json: label 'Sport'"):
+    with pytest.raises(PipelineError, match=r"output_to_symbol.json: label 'Sport'"):
         preprocess(cfg)
 
 
 def test_cli_runs_alone_with_the_same_config_and_fails_in_one_line(tmp_path):
     write_json(tmp_path / "raw" / "a.json", GOOD)
     out = tmp_path / "processed"
-    overrides = [f"data.raw_dir={tmp_path / 'raw'}", f"data.dataset_path={out / 'c.json'}",
-                 f"data.label_mapping_path={out / 'm.json'}"]
-    ok = subprocess.run([sys.executable, "-X", "importtime", "-m", "finetune_pipeline.cli.preprocess", *overrides],
-                        capture_output=True, text=True, cwd=tmp_path)
+    overrides = [
+        f"data.raw_dir={tmp_path / 'raw'}",
+        f"data.dataset_path={out / 'c.json'}",
+        f"data.label_mapping_path={out / 'm.json'}",
+    ]
+    ok = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "finetune_pipeline.cli.preprocess", *overrides],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads((out / "m.json").read_text()) == {"Economy": "a", "Sport": "b"}
     imported = {line.split("|")[-1].strip().split(".")[0] for line in ok.stderr.splitlines() if "|" in line}
-    assert "finetune_pipeline" in imported and not imported & {"torch", "transformers"}  # preprocessing loads no model library
+    assert "finetune_pipeline" in imported and not imported & {
+        "torch",
+        "transformers",
+    }  # preprocessing loads no model library
 
     (tmp_path / "raw" / "b.json").write_text('[{"input": "x"}]')
-    bad = subprocess.run([sys.executable, "-m", "finetune_pipeline.cli.preprocess", *overrides],
-                         capture_output=True, text=True, cwd=tmp_path)
+    bad = subprocess.run(
+        [sys.executable, "-m", "finetune_pipeline.cli.preprocess", *overrides],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert bad.returncode == 1
     errors = [line for line in (bad.stdout + bad.stderr).splitlines() if "ERROR" in line]
     assert len(errors) == 1 and 'b.json: record 1: missing field "output"' in errors[0]

@@ -45,8 +45,15 @@ def test_metrics_jsonl_holds_every_logged_step_and_the_epochs(in_project):
 def test_checkpoints_carry_the_heads_config(in_project):
     _, run, _ = in_project("head", "model.hidden_dim=24", "model.pooling=cls")
     ckpt = torch.load(run / "best_model.pt", weights_only=True)
-    assert ckpt["head"] == {"in_dim": 64, "hidden_dim": 24, "classes": 5, "pooling": "cls", "dropout": 0.1,
-                           "chunk_stride": None, "chunk_pooling": None}  # truncated texts
+    assert ckpt["head"] == {
+        "in_dim": 64,
+        "hidden_dim": 24,
+        "classes": 5,
+        "pooling": "cls",
+        "dropout": 0.1,
+        "chunk_stride": None,
+        "chunk_pooling": None,
+    }  # truncated texts
     from finetune_pipeline import Classifier
 
     clf = Classifier.from_run(run, precision="fp32")

@@ -19,17 +19,21 @@ from finetune_pipeline.artifacts.atomic import remove_orphans, write_json
 from finetune_pipeline.cli.pipeline import main
 from finetune_pipeline.data.preprocess import preprocess
 from finetune_pipeline.errors import PipelineError
-
-from helpers import REPO, compose_config
-from helpers import write_run_metrics
+from helpers import REPO, compose_config, write_run_metrics
 
 GOOD = [{"input": "Stocks rose", "output": "Economy"}, {"input": "Cup final tonight", "output": "Sport"}]
 
 
 def data_config(tmp_path: Path):
     out = tmp_path / "processed"
-    return compose_config([f"data.raw_dir={tmp_path / 'raw'}", f"data.dataset_path={out / 'c.json'}",
-                           f"data.label_mapping_path={out / 'm.json'}", f"data.cache_dir={tmp_path / 'cache'}"]).data
+    return compose_config(
+        [
+            f"data.raw_dir={tmp_path / 'raw'}",
+            f"data.dataset_path={out / 'c.json'}",
+            f"data.label_mapping_path={out / 'm.json'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ]
+    ).data
 
 
 def errors(caplog) -> list[str]:
@@ -43,6 +47,7 @@ def dead_pid() -> int:
 
 
 # -- 6. the raw reader never silently drops or mis-assigns data ------------------------------------
+
 
 def test_extensions_are_case_insensitive_and_hidden_files_are_skipped_and_named(tmp_path, caplog):
     write_json(tmp_path / "raw" / "part-1.JSON", GOOD)
@@ -59,20 +64,36 @@ def test_extensions_are_case_insensitive_and_hidden_files_are_skipped_and_named(
 
 
 def test_labels_differing_only_in_surrounding_whitespace_are_one_class(tmp_path, caplog):
-    write_json(tmp_path / "raw" / "a.json", [{"input": "a", "output": "sport"}, {"input": "b", "output": "sport "},
-                                             {"input": "c", "output": "\tsport"}, {"input": "d", "output": "news"}])
+    write_json(
+        tmp_path / "raw" / "a.json",
+        [
+            {"input": "a", "output": "sport"},
+            {"input": "b", "output": "sport "},
+            {"input": "c", "output": "\tsport"},
+            {"input": "d", "output": "news"},
+        ],
+    )
     with caplog.at_level(logging.WARNING):
         preprocess(data_config(tmp_path))
     assert json.loads((tmp_path / "processed" / "m.json").read_text()) == {"news": "a", "sport": "b"}
     assert "2 label spelling(s) normalised" in caplog.text and "'sport ' -> 'sport'" in caplog.text
 
 
-@pytest.mark.parametrize("content, message", [
-    ('[{"input": "bad \\ud800 text", "output": "x"}]', r"a.json: record 1: field \"input\" holds an invalid character "
-                                                       r"\(a lone surrogate \\ud800 at character 5\)"),
-    ('{"input": "ok", "output": "\\udfff"}\n', r"a.json: line 1: field \"output\" holds an invalid character"),
-    ('{\n  "records": [],\n  "version": 2\n}\n', r"a.json: a JSON object with keys 'records', 'version', not records"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (
+            '[{"input": "bad \\ud800 text", "output": "x"}]',
+            r"a.json: record 1: field \"input\" holds an invalid character "
+            r"\(a lone surrogate \\ud800 at character 5\)",
+        ),
+        ('{"input": "ok", "output": "\\udfff"}\n', r"a.json: line 1: field \"output\" holds an invalid character"),
+        (
+            '{\n  "records": [],\n  "version": 2\n}\n',
+            r"a.json: a JSON object with keys 'records', 'version', not records",
+        ),
+    ],
+)
 def test_bad_raw_content_is_one_accurate_line(tmp_path, content, message):
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "a.json").write_text(content)
@@ -88,13 +109,19 @@ def test_raw_folder_problems_are_named_accurately(tmp_path, monkeypatch):
     (tmp_path / "raw").unlink()
     write_json(tmp_path / "raw" / "a.json", GOOD)
     real = Path.read_bytes
-    monkeypatch.setattr(Path, "read_bytes", lambda self: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
-                        if self.name == "a.json" else real(self))
+    monkeypatch.setattr(
+        Path,
+        "read_bytes",
+        lambda self: (
+            (_ for _ in ()).throw(PermissionError(13, "Permission denied")) if self.name == "a.json" else real(self)
+        ),
+    )
     with pytest.raises(PipelineError, match=r"a.json: cannot read \(Permission denied\)$"):
         preprocess(data_config(tmp_path))
 
 
 # -- 8. one line, not a traceback ------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def finished(module_project):
@@ -103,14 +130,21 @@ def finished(module_project):
     return project, train_run("done", "training.freeze_backbone=false")
 
 
-@pytest.mark.parametrize("piece, damage, message", [
-    ("id_to_label.json", b"{not json", "id_to_label.json: unreadable class list"),
-    ("id_to_label.json", b'{"0": "sport"}', "id_to_label.json: unreadable class list"),
-    ("tokenizer/tokenizer.json", b"{broken", "tokenizer: differs from the tokenizer best_model.pt was trained with"),
-    ("best_model.pt", b"PK\x03\x04 truncated", "best_model.pt: not a readable checkpoint"),
-    ("best_model.pt", None, "not a finished run folder (best_model.pt is missing)"),
-    ("tokenizer", None, "not a finished run folder (tokenizer is missing)"),
-])
+@pytest.mark.parametrize(
+    "piece, damage, message",
+    [
+        ("id_to_label.json", b"{not json", "id_to_label.json: unreadable class list"),
+        ("id_to_label.json", b'{"0": "sport"}', "id_to_label.json: unreadable class list"),
+        (
+            "tokenizer/tokenizer.json",
+            b"{broken",
+            "tokenizer: differs from the tokenizer best_model.pt was trained with",
+        ),
+        ("best_model.pt", b"PK\x03\x04 truncated", "best_model.pt: not a readable checkpoint"),
+        ("best_model.pt", None, "not a finished run folder (best_model.pt is missing)"),
+        ("tokenizer", None, "not a finished run folder (tokenizer is missing)"),
+    ],
+)
 def test_corrupt_or_missing_run_pieces_are_one_line(finished, tmp_path, caplog, piece, damage, message):
     import shutil
 
@@ -139,7 +173,7 @@ def test_a_corrupt_stored_config_or_state_is_one_line_on_resume(tmp_path):
     with pytest.raises(PipelineError, match=r"config.yaml: not a valid stored config"):
         stored_config(tmp_path)
     (tmp_path / "train_state.pt").write_bytes(b"\x80\x04 not a state")
-    with pytest.raises(PipelineError, match="train_state.pt: not a readable training state"):
+    with pytest.raises(PipelineError, match=r"train_state.pt: not a readable training state"):
         load_state(tmp_path / "train_state.pt")
 
 
@@ -152,8 +186,10 @@ def test_corrupt_cache_entries_and_hash_memos_are_rebuilt(in_project, project, c
     with caplog.at_level(logging.WARNING):
         _, second, log = in_project("second")
     assert "is corrupt" in caplog.text and "feature cache: miss" in log
-    assert json.loads((second / "metrics.json").read_text())["summary"] == json.loads(
-        (first / "metrics.json").read_text())["summary"]
+    assert (
+        json.loads((second / "metrics.json").read_text())["summary"]
+        == json.loads((first / "metrics.json").read_text())["summary"]
+    )
     assert json.loads((cache / "backbone_sha256.json").read_text())  # rebuilt, valid
 
 
@@ -169,7 +205,9 @@ def test_compare_flags_a_corrupt_job_and_still_prints_the_others(tmp_path, capsy
     out = capsys.readouterr().out
     assert "corrupt: PipelineError" in out and "unreadable run record" in out
     assert "Best configuration by val/macro_f1 mean over 1 repeat(s): model.hidden_dim=0 " in out
-    assert len([line for line in out.splitlines() if line.startswith(("1 ", "2 "))]) == 2  # job 0 given twice: listed once
+    assert (
+        len([line for line in out.splitlines() if line.startswith(("1 ", "2 "))]) == 2
+    )  # job 0 given twice: listed once
 
 
 def test_preprocess_help_prints_help(capsys):
@@ -181,6 +219,7 @@ def test_preprocess_help_prints_help(capsys):
 
 
 # -- 9. interruptions outside the training loop ----------------------------------------------------
+
 
 def test_a_stop_while_encoding_keeps_nothing_half_written(in_project, project, monkeypatch):
     import finetune_pipeline.features.frozen as frozen
@@ -208,8 +247,11 @@ def test_predict_stopped_by_a_signal_writes_nothing(finished, tmp_path, caplog, 
 
     _, run = finished
     (tmp_path / "t.txt").write_text("a\nb\n")
-    monkeypatch.setattr(Classifier, "probabilities",
-                        lambda self, texts, progress=True: (os.kill(os.getpid(), signal.SIGINT), time.sleep(1)))
+    monkeypatch.setattr(
+        Classifier,
+        "probabilities",
+        lambda self, texts, progress=True: (os.kill(os.getpid(), signal.SIGINT), time.sleep(1)),
+    )
     out = tmp_path / "p.jsonl"
     assert main(["predict", str(run), "--input", str(tmp_path / "t.txt"), "--output", str(out)]) == 130
     assert errors(caplog) == ["stopped by SIGINT; nothing was written (outputs are replaced whole or not at all)"]
@@ -237,8 +279,10 @@ def test_a_run_removes_temporaries_left_by_kill_9_where_it_writes(in_project, pr
     dead = dead_pid()
     processed = project / "data" / "combined_processed"
     processed.mkdir(parents=True)
-    orphans = [processed / f".combined_dataset.json.tmp-{host}-{dead}-a1",
-               project / "data" / "cache" / "features" / f".x.pt.tmp-{host}-{dead}-b2"]
+    orphans = [
+        processed / f".combined_dataset.json.tmp-{host}-{dead}-a1",
+        project / "data" / "cache" / "features" / f".x.pt.tmp-{host}-{dead}-b2",
+    ]
     for path in orphans:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half")
@@ -250,9 +294,16 @@ def test_a_run_removes_temporaries_left_by_kill_9_where_it_writes(in_project, pr
 def test_sigterm_at_any_point_of_a_command_line_run_is_one_line_and_cleans_up(project, tiny_cache):
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
     for wait_for in ("data:", "model:", "epoch 1/"):
-        args = [sys.executable, str(REPO / "train.py"), "backbone=tiny", f"backbone.path={tiny_cache}",
-                "training.progress_bar=false", "training.epochs=30", "training.freeze_backbone=false",
-                "data.max_length=32"]
+        args = [
+            sys.executable,
+            str(REPO / "train.py"),
+            "backbone=tiny",
+            f"backbone.path={tiny_cache}",
+            "training.progress_bar=false",
+            "training.epochs=30",
+            "training.freeze_backbone=false",
+            "data.max_length=32",
+        ]
         proc = subprocess.Popen(args, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines = []
         for line in proc.stdout:
@@ -269,8 +320,12 @@ def test_sigterm_at_any_point_of_a_command_line_run_is_one_line_and_cleans_up(pr
 
 
 def test_python_train_py_prints_its_resolved_hydra_config():
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "--cfg", "hydra", "--resolve"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--cfg", "hydra", "--resolve"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "run:" in proc.stdout and "/outputs/" in proc.stdout and "output_subdir: null" in proc.stdout
 

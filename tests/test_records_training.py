@@ -13,19 +13,17 @@ import pytest
 import torch
 from transformers import BertConfig, ModernBertConfig, ModernBertForMaskedLM, ModernBertModel
 
-from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from finetune_pipeline.artifacts.atomic import to_json, write_json
+from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from finetune_pipeline.backbone.load import read_config, read_encoder, read_tokenizer
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.sweep.compare import compare
 from finetune_pipeline.sweep.jobs import read_job
 from finetune_pipeline.training.divergence import MAX_SKIPPED_STEPS, Diverged, DivergenceCheck
-
-from helpers import compose_config
-from helpers import write_run_metrics
-
+from helpers import compose_config, write_run_metrics
 
 # -- 4. a diverging run never ends as a success -----------------------------------------------------
+
 
 def test_a_diverging_run_fails_in_one_line_and_keeps_no_nan_checkpoint(in_project):
     with pytest.raises(Diverged) as err:
@@ -74,9 +72,18 @@ def test_fp16_tolerates_skipped_steps_but_not_a_run_of_them():
         DivergenceCheck(uses_grad_scaler=False, hint="lower it").step(3, 4, 9, float("nan"), 1.0)
 
 
-@pytest.mark.parametrize("override", ["training.learning_rate=inf", "training.learning_rate=nan",
-                                      "model.dropout=-inf", "training.max_grad_norm=inf", "data.train_ratio=nan",
-                                      "training.label_smoothing=nan", "training.weight_decay=inf"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "training.learning_rate=inf",
+        "training.learning_rate=nan",
+        "model.dropout=-inf",
+        "training.max_grad_norm=inf",
+        "data.train_ratio=nan",
+        "training.label_smoothing=nan",
+        "training.weight_decay=inf",
+    ],
+)
 def test_non_finite_config_numbers_are_refused(override):
     with pytest.raises(PipelineError, match=f"{override.split('=')[0]} must be a finite number"):
         compose_config([override])
@@ -85,17 +92,31 @@ def test_non_finite_config_numbers_are_refused(override):
 def test_every_json_the_project_writes_is_strict_json(tmp_path):
     write_json(tmp_path / "m.json", {"loss": float("nan"), "rows": [float("inf"), -float("inf"), 1.5]})
     text = (tmp_path / "m.json").read_text()
-    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON")) == {"loss": None,
-                                                                                      "rows": [None, None, 1.5]}
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON")) == {
+        "loss": None,
+        "rows": [None, None, 1.5],
+    }
     assert to_json({"score": float("nan")}) == '{"score": null}'
 
 
 # -- 5. "pretrained" means pretrained --------------------------------------------------------------
 
+
 def tiny_modernbert(layers: int = 2) -> ModernBertConfig:
-    return ModernBertConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                            num_attention_heads=2, max_position_embeddings=64, local_attention=16, pad_token_id=0,
-                            eos_token_id=1, bos_token_id=2, cls_token_id=2, sep_token_id=1)
+    return ModernBertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        max_position_embeddings=64,
+        local_attention=16,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        cls_token_id=2,
+        sep_token_id=1,
+    )
 
 
 def test_weights_of_another_architecture_are_refused_with_counts(tmp_path):
@@ -105,10 +126,14 @@ def test_weights_of_another_architecture_are_refused_with_counts(tmp_path):
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     shutil.copy(tmp_path / "mlm" / "model.safetensors", wrong)
-    BertConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-               num_attention_heads=2).save_pretrained(wrong)
-    with pytest.raises(PipelineError, match=r"do not fit the architecture in config.json \(BertModel\): "
-                                            r"\d+ of \d+ tensors missing, \d+ unexpected"):
+    BertConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2
+    ).save_pretrained(wrong)
+    with pytest.raises(
+        PipelineError,
+        match=r"do not fit the architecture in config.json \(BertModel\): "
+        r"\d+ of \d+ tensors missing, \d+ unexpected",
+    ):
         read_encoder(wrong)
 
 
@@ -119,10 +144,13 @@ def test_weights_with_more_layers_than_the_config_are_refused(tmp_path):
         read_encoder(tmp_path / "deep")
 
 
-@pytest.mark.parametrize("config, message", [
-    ('{"model_type": "no-such-model"}', "not a usable model config"),
-    ('{"model_type": "modernbert", ', "not a usable model config"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ('{"model_type": "no-such-model"}', "not a usable model config"),
+        ('{"model_type": "modernbert", ', "not a usable model config"),
+    ],
+)
 def test_broken_config_json_is_one_line(tmp_path, config, message):
     (tmp_path / "config.json").write_text(config)
     with pytest.raises(PipelineError, match=message) as err:
@@ -143,20 +171,24 @@ def test_a_local_backbone_with_mismatched_weights_stops_the_run(in_project, proj
     folder.mkdir(parents=True)
     ModernBertForMaskedLM(tiny_modernbert()).save_pretrained(tmp_path / "mlm")
     shutil.copy(tmp_path / "mlm" / "model.safetensors", folder)
-    BertConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-               num_attention_heads=2).save_pretrained(folder)
+    BertConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2
+    ).save_pretrained(folder)
     (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefgh"]))
     with pytest.raises(PipelineError, match="tensors missing"):
         in_project("wrong", "backbone=local", f"backbone.path={folder}", "training.freeze_backbone=false")
 
 
-@pytest.mark.parametrize("override, message", [
-    ("backbone.tiny.hidden_size=63", "must be divisible by backbone.tiny.num_attention_heads"),
-    ("backbone.tiny.num_hidden_layers=0", "backbone.tiny.num_hidden_layers must be >= 1"),
-    ("backbone.tiny.vocab_size=3", "backbone.tiny.vocab_size must be >= 64"),
-    ("backbone.tiny.local_attention=7", "backbone.tiny.local_attention must be an even number"),
-    ("backbone.tiny.hidden_size=6", "must be even (rotary"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("backbone.tiny.hidden_size=63", "must be divisible by backbone.tiny.num_attention_heads"),
+        ("backbone.tiny.num_hidden_layers=0", "backbone.tiny.num_hidden_layers must be >= 1"),
+        ("backbone.tiny.vocab_size=3", "backbone.tiny.vocab_size must be >= 64"),
+        ("backbone.tiny.local_attention=7", "backbone.tiny.local_attention must be an even number"),
+        ("backbone.tiny.hidden_size=6", "must be even (rotary"),
+    ],
+)
 def test_invalid_tiny_shapes_are_one_line(override, message):
     with pytest.raises(PipelineError, match=message.replace("(", r"\(")):
         compose_config(["backbone=tiny", override])
@@ -164,12 +196,13 @@ def test_invalid_tiny_shapes_are_one_line(override, message):
 
 # -- 7. rare classes are tested, and every report agrees ------------------------------------------
 
+
 def test_a_rare_class_is_validated_tested_and_counted_alike_everywhere(in_project, project):
     shutil.rmtree(project / "data" / "raw")
     common = [{"input": f"market report number {i} on prices", "output": "economy"} for i in range(300)]
     rare = [{"input": f"match {i} ended in a draw", "output": "sport"} for i in range(3)]
     write_json(project / "data" / "raw" / "part.json", common + rare)
-    summary, run, _ = in_project("rare", "training.epochs=1")
+    _summary, run, _ = in_project("rare", "training.epochs=1")
     metrics = json.loads((run / "metrics.json").read_text())
     report = json.loads((run / "evaluation" / "test" / "report.json").read_text())
     assert report["per_class"]["sport"]["support"] >= 1 and metrics["data"]["val"] >= 2
@@ -180,8 +213,9 @@ def test_a_rare_class_is_validated_tested_and_counted_alike_everywhere(in_projec
 
 # -- 10. the freeze proof can fail; accumulation; precision -----------------------------------------
 
+
 def test_the_freeze_proof_of_a_cache_hit_checks_the_weight_files(in_project, project, monkeypatch):
-    _, first, _ = in_project("first")
+    _, _first, _ = in_project("first")
     _, second, log = in_project("second")
     proof = FreezeProof.read(second)
     assert "encoder not loaded" in log and proof.status == "pass"
@@ -212,7 +246,8 @@ def test_the_freeze_proof_of_a_cache_hit_checks_the_weight_files(in_project, pro
 def test_an_epochs_last_partial_accumulation_window_is_not_down_weighted(tmp_path, monkeypatch):
     """12 texts, batches of 4, accumulation 2: windows of 2 and 1 micro-batches. The second optimizer
     step must use the third batch's mean loss, as batches of 8 then 4 without accumulation do."""
-    import test_training_math as math_helpers  # noqa: the module's fit helper, not a conftest import
+    import test_training_math as math_helpers  # the module's fit helper, not a conftest import
+
     import finetune_pipeline.training.loop as loop
 
     texts = [f"w{i} w{i + 1} w{i + 2}" for i in range(12)]

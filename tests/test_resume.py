@@ -12,10 +12,10 @@ import time
 import pytest
 import torch
 
-from helpers import REPO, Killed, run_folders
+from finetune_pipeline.artifacts.names import STATE_FILE
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.signals import Interrupted
-from finetune_pipeline.artifacts.names import STATE_FILE
+from helpers import REPO, Killed, run_folders
 
 
 @pytest.fixture
@@ -29,8 +29,10 @@ def run(stoppable):
 def outcome(run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     history = [{k: v for k, v in h.items() if "second" not in k} for h in metrics["history"]]
-    weights = {name: torch.load(run_dir / name, weights_only=True)["state_dict"]
-               for name in ("best_model.pt", "final_model.pt")}
+    weights = {
+        name: torch.load(run_dir / name, weights_only=True)["state_dict"]
+        for name in ("best_model.pt", "final_model.pt")
+    }
     return metrics["summary"], history, weights
 
 
@@ -41,10 +43,12 @@ def assert_same(a, b):
         assert all(torch.equal(a[2][name][k], b[2][name][k]) for k in a[2][name]), name
 
 
-PATHS = {"cached head": [], "fine-tuning, accumulation 2": ["training.freeze_backbone=false",
-                                                            "training.gradient_accumulation_steps=2"],
-         "LoRA": ["adapter=lora", "training.epochs=2"],
-         "top layers": ["adapter=top_layers", "adapter.top_layers.layers=1", "training.epochs=2"]}
+PATHS = {
+    "cached head": [],
+    "fine-tuning, accumulation 2": ["training.freeze_backbone=false", "training.gradient_accumulation_steps=2"],
+    "LoRA": ["adapter=lora", "training.epochs=2"],
+    "top layers": ["adapter=top_layers", "adapter.top_layers.layers=1", "training.epochs=2"],
+}
 # the state is saved at the optimizer step after batch 5: with accumulation 2 that is after batch 6
 STOPS_AFTER = {"cached head": 5, "fine-tuning, accumulation 2": 6, "LoRA": 5, "top layers": 5}
 
@@ -52,8 +56,9 @@ STOPS_AFTER = {"cached head": 5, "fine-tuning, accumulation 2": 6, "LoRA": 5, "t
 SLOW_PATHS = {"LoRA", "top layers"}  # fast equivalent: test_adapter_states_hold_what_trains_and_restore_it
 
 
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_PATHS else p for p in PATHS],
-                         ids=list(PATHS))
+@pytest.mark.parametrize(
+    "path", [pytest.param(p, marks=pytest.mark.slow) if p in SLOW_PATHS else p for p in PATHS], ids=list(PATHS)
+)
 def test_sigint_mid_epoch_then_resume_equals_an_uninterrupted_run(run, project, path):
     run("whole", *PATHS[path])
     with pytest.raises(Interrupted) as stopped:
@@ -71,16 +76,24 @@ def test_sigint_mid_epoch_then_resume_equals_an_uninterrupted_run(run, project, 
 def test_after_kill_9_resume_loses_only_the_steps_since_the_last_save(run, project):
     run("whole", "training.freeze_backbone=false")
     with pytest.raises(Killed):  # dies at batch 10 of epoch 2; the last save was after batch 8
-        run("killed", "training.freeze_backbone=false", "training.save_every_steps=4", stop_at=("epoch=2 step=10/", "kill -9"))
+        run(
+            "killed",
+            "training.freeze_backbone=false",
+            "training.save_every_steps=4",
+            stop_at=("epoch=2 step=10/", "kill -9"),
+        )
     run("killed", "training.freeze_backbone=false", "training.save_every_steps=4", resume=True)
     assert "resuming at epoch 2, batch 8/16" in (project / "runs" / "killed" / "train.log").read_text()
     assert_same(outcome(project / "runs" / "whole"), outcome(project / "runs" / "killed"))
 
 
-@pytest.mark.parametrize("signal_at, resumes_at", [
-    ("epoch=1 step=16/", "epoch 1, batch 16/16"),  # at the last batch: validation is still to do
-    ("epoch 1/3:", "epoch 2, batch 0/16"),  # during validation: saved at the epoch end
-])
+@pytest.mark.parametrize(
+    "signal_at, resumes_at",
+    [
+        ("epoch=1 step=16/", "epoch 1, batch 16/16"),  # at the last batch: validation is still to do
+        ("epoch 1/3:", "epoch 2, batch 0/16"),  # during validation: saved at the epoch end
+    ],
+)
 def test_an_interrupt_at_an_epoch_end_resumes_there(run, project, signal_at, resumes_at):
     run("whole")
     with pytest.raises(Interrupted):
@@ -105,8 +118,15 @@ def test_resume_refuses_changed_data_and_a_finished_run(run, project):
 @pytest.mark.slow
 def test_sigterm_and_kill_9_through_train_py_then_resume(project, tiny_cache):
     """The real command line: SIGTERM exits 143 printing the resume command; kill -9 loses little."""
-    args = ["training.freeze_backbone=false", "training.epochs=30", "training.save_every_steps=1",
-            "data.max_length=32", "model.hidden_dim=16", "precision=fp32", f"backbone.path={tiny_cache}"]
+    args = [
+        "training.freeze_backbone=false",
+        "training.epochs=30",
+        "training.save_every_steps=1",
+        "data.max_length=32",
+        "model.hidden_dim=16",
+        "precision=fp32",
+        f"backbone.path={tiny_cache}",
+    ]
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, str(REPO / "train.py"), "backbone=tiny", "training.progress_bar=false", *args]
     proc = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -118,16 +138,21 @@ def test_sigterm_and_kill_9_through_train_py_then_resume(project, tiny_cache):
 
     resume = [sys.executable, str(REPO / "train.py"), f"resume={run_dir}"]
     proc = subprocess.Popen(resume, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    wait_for(lambda: "resuming at epoch" in (run_dir / "train.log").read_text() and
-             (run_dir / "train.log").read_text().count("training state saved") >= 3)
+    wait_for(
+        lambda: (
+            "resuming at epoch" in (run_dir / "train.log").read_text()
+            and (run_dir / "train.log").read_text().count("training state saved") >= 3
+        )
+    )
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=60)[0]
     assert proc.returncode == 143, out[-2000:]
     assert "stopped by SIGTERM; training state saved in" in out and f"resume={run_dir.relative_to(project)}" in out
     assert "Traceback" not in out
 
-    finished = subprocess.run([*resume, "training.log_every_steps=50"], cwd=project, env=env, capture_output=True,
-                              text=True, timeout=120)
+    finished = subprocess.run(
+        [*resume, "training.log_every_steps=50"], cwd=project, env=env, capture_output=True, text=True, timeout=120
+    )
     assert finished.returncode == 0, finished.stdout[-2000:]
     assert (run_dir / ".hydra" / "config.yaml").read_text() == stored_config  # the stored config is kept
     assert (run_dir / "metrics.json").is_file() and not (run_dir / STATE_FILE).exists()
@@ -140,9 +165,20 @@ def test_a_sweep_job_started_again_in_its_folder_resumes(project, tiny_cache):
     """What a SLURM requeue does: the same job, same folder, after a SIGTERM saved its state."""
     sweep = project / "sweep"
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, str(REPO / "train.py"), "-m", "backbone=tiny", "training.progress_bar=false",
-               f"backbone.path={tiny_cache}", f"hydra.sweep.dir={sweep}", "training.freeze_backbone=false",
-               "training.epochs=10", "training.save_every_steps=1", "data.max_length=32", "model.hidden_dim=16,17"]
+    command = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        "backbone=tiny",
+        "training.progress_bar=false",
+        f"backbone.path={tiny_cache}",
+        f"hydra.sweep.dir={sweep}",
+        "training.freeze_backbone=false",
+        "training.epochs=10",
+        "training.save_every_steps=1",
+        "data.max_length=32",
+        "model.hidden_dim=16,17",
+    ]
     proc = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     job = sweep / "0"
     wait_for(lambda: (job / STATE_FILE).is_file() and "epoch 2/10" in (job / "train.log").read_text())
@@ -208,8 +244,9 @@ def test_adapter_states_hold_what_trains_and_restore_it():
 
     def model(kind):
         torch.manual_seed(0)
-        encoder = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
-                                       intermediate_size=32))
+        encoder = BertModel(
+            BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32)
+        )
         if kind == "lora":
             encoder = add_lora(encoder, LoraSpec(4, 8, 0.0, ("query", "value")))
         else:

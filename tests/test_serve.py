@@ -32,10 +32,25 @@ def free_port() -> int:
 class Server:
     def __init__(self, path, *options: str):
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "finetune_pipeline", "serve", str(path), "--port",
-                                      str(self.port), "--precision", "fp32", *options],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "finetune_pipeline",
+                "serve",
+                str(path),
+                "--port",
+                str(self.port),
+                "--precision",
+                "fp32",
+                *options,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -57,8 +72,9 @@ class Server:
             conn.close()
 
     def predict(self, texts, top_k=3):
-        return self.request("POST", "/predict", json.dumps({"texts": texts, "top_k": top_k}),
-                            {"Content-Type": "application/json"})
+        return self.request(
+            "POST", "/predict", json.dumps({"texts": texts, "top_k": top_k}), {"Content-Type": "application/json"}
+        )
 
     def stop(self, signum=signal.SIGTERM, group: bool = False) -> int:
         """SIGTERM to the server (what a process manager sends), or ``group``: to the server and its
@@ -98,8 +114,25 @@ def run(module_project):
 
 @pytest.fixture(scope="module")
 def server(run):
-    server = Server(run, "--max-wait-ms", "30", "--max-batch-size", "64", "--max-texts", "8", "--max-body-bytes", "4096",
-                    "--max-text-chars", "1000", "--max-request-chars", "2000", "--body-timeout", "2", "--workers", "2")
+    server = Server(
+        run,
+        "--max-wait-ms",
+        "30",
+        "--max-batch-size",
+        "64",
+        "--max-texts",
+        "8",
+        "--max-body-bytes",
+        "4096",
+        "--max-text-chars",
+        "1000",
+        "--max-request-chars",
+        "2000",
+        "--body-timeout",
+        "2",
+        "--workers",
+        "2",
+    )
     yield server
     if server.proc.poll() is None:
         server.stop()
@@ -162,32 +195,42 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(server):
     for texts, (status, body) in zip(requests, answers):
         assert status == 200 and len(body["predictions"]) == 2
         for text, got in zip(texts, body["predictions"]):
-            assert got["label"] == alone[text]["label"] and got["score"] == pytest.approx(alone[text]["score"], abs=1e-5)
+            assert got["label"] == alone[text]["label"] and got["score"] == pytest.approx(
+                alone[text]["score"], abs=1e-5
+            )
     batches = server.request("GET", "/health")[1]["batches"] - before
     assert 1 <= batches < len(requests)  # requests arriving within 30 ms shared forward passes
 
 
-@pytest.mark.parametrize("body, headers, status, message", [
-    ("{not json", {}, 400, "invalid JSON"),
-    ("{}", {}, 422, "texts: Field required"),
-    ('{"texts": []}', {}, 422, "texts: List should have at least 1 item"),
-    ('{"texts": ["ok", 3]}', {}, 422, "texts.1: Input should be a valid string"),
-    ('{"texts": "one string"}', {}, 422, "texts: Input should be a valid array"),
-    (json.dumps({"texts": ["t"] * 9}), {}, 422, "texts: 9 texts, at most 8 per request"),
-    ('{"texts": ["ok"], "top_k": 0}', {}, 422, "top_k: Input should be greater than or equal to 1"),
-    (json.dumps({"texts": ["x" * 5000]}), {}, 413, "over the limit of 4096"),
-    ('[1, 2]', {"Content-Type": "text/plain"}, 422, "the body: Input should be an object"),
-    ('{"texts": ["ok"], "top_k": true}', {}, 422, "top_k: Input should be a valid integer"),
-    ('{"texts": ["ok"], "top_k": "2"}', {}, 422, "top_k: Input should be a valid integer"),
-    ('{"texts": ["ok"], "topk": 2}', {}, 422, "topk: Extra inputs are not permitted"),
-    pytest.param('{"texts": [' + "[" * 1500 + "]" * 1500 + ']}', {}, 400, "invalid JSON: recursion limit exceeded",
-                 id="deeply nested"),
-    ('{"texts": ["ok", ""]}', {}, 422, "texts[1]: an empty or blank text"),
-    ('{"texts": [" \\n\\t "]}', {}, 422, "texts[0]: an empty or blank text"),
-    ('{"texts": ["sport"], "texts": ["economy"]}', {}, 400, "invalid JSON: key 'texts' given more than once"),
-    (json.dumps({"texts": ["x" * 1500]}), {}, 422, "texts[0]: 1500 characters, over the server's limit of 1000"),
-    (json.dumps({"texts": ["x" * 900] * 3}), {}, 413, "2700 characters together, over the server's limit of 2000"),
-])
+@pytest.mark.parametrize(
+    "body, headers, status, message",
+    [
+        ("{not json", {}, 400, "invalid JSON"),
+        ("{}", {}, 422, "texts: Field required"),
+        ('{"texts": []}', {}, 422, "texts: List should have at least 1 item"),
+        ('{"texts": ["ok", 3]}', {}, 422, "texts.1: Input should be a valid string"),
+        ('{"texts": "one string"}', {}, 422, "texts: Input should be a valid array"),
+        (json.dumps({"texts": ["t"] * 9}), {}, 422, "texts: 9 texts, at most 8 per request"),
+        ('{"texts": ["ok"], "top_k": 0}', {}, 422, "top_k: Input should be greater than or equal to 1"),
+        (json.dumps({"texts": ["x" * 5000]}), {}, 413, "over the limit of 4096"),
+        ("[1, 2]", {"Content-Type": "text/plain"}, 422, "the body: Input should be an object"),
+        ('{"texts": ["ok"], "top_k": true}', {}, 422, "top_k: Input should be a valid integer"),
+        ('{"texts": ["ok"], "top_k": "2"}', {}, 422, "top_k: Input should be a valid integer"),
+        ('{"texts": ["ok"], "topk": 2}', {}, 422, "topk: Extra inputs are not permitted"),
+        pytest.param(
+            '{"texts": [' + "[" * 1500 + "]" * 1500 + "]}",
+            {},
+            400,
+            "invalid JSON: recursion limit exceeded",
+            id="deeply nested",
+        ),
+        ('{"texts": ["ok", ""]}', {}, 422, "texts[1]: an empty or blank text"),
+        ('{"texts": [" \\n\\t "]}', {}, 422, "texts[0]: an empty or blank text"),
+        ('{"texts": ["sport"], "texts": ["economy"]}', {}, 400, "invalid JSON: key 'texts' given more than once"),
+        (json.dumps({"texts": ["x" * 1500]}), {}, 422, "texts[0]: 1500 characters, over the server's limit of 1000"),
+        (json.dumps({"texts": ["x" * 900] * 3}), {}, 413, "2700 characters together, over the server's limit of 2000"),
+    ],
+)
 def test_bad_requests_get_a_one_line_4xx(server, body, headers, status, message):
     got_status, got = server.request("POST", "/predict", body, headers)
     assert got_status == status and set(got) == {"error"} and message in got["error"] and "\n" not in got["error"]
@@ -206,8 +249,11 @@ def test_a_client_that_disconnects_does_not_disturb_the_others(server):
     for partial in (True, False):
         with socket.create_connection(("127.0.0.1", server.port)) as s:  # gone mid-body, or before the answer
             body = json.dumps({"texts": ["bye"] * 4}).encode()
-            s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      + f"Content-Length: {len(body)}\r\n\r\n".encode() + (body[:10] if partial else body))
+            s.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + (body[:10] if partial else body)
+            )
     others.join()
     assert len(results) == 15 and all(status == 200 for status, _ in results)
     assert server.predict(["still fine"])[0] == 200
@@ -216,8 +262,10 @@ def test_a_client_that_disconnects_does_not_disturb_the_others(server):
 def test_a_client_that_stalls_mid_body_gets_408_and_holds_nothing(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
         started = time.monotonic()
-        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
-                  b'{"texts": [')  # and then nothing
+        s.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            b'{"texts": ['
+        )  # and then nothing
         answer = s.recv(4096).decode()
     assert answer.startswith("HTTP/1.1 408") and "--body-timeout" in answer and time.monotonic() - started < 10
     assert server.predict(["still fine"])[0] == 200
@@ -299,8 +347,13 @@ def test_a_taken_port_or_bad_address_fails_in_one_line_before_any_model_loads(ru
     caplog.clear()
     assert main(["serve", str(run), "--host", "no-such-host.invalid"]) == 1
     assert "--host 'no-such-host.invalid': not an address this machine can listen on" in caplog.text
-    for option, value in (("--port", "65536"), ("--port", "-1"), ("--max-wait-ms", "nan"), ("--max-wait-ms", "-5"),
-                          ("--max-wait-ms", "inf")):
+    for option, value in (
+        ("--port", "65536"),
+        ("--port", "-1"),
+        ("--max-wait-ms", "nan"),
+        ("--max-wait-ms", "-5"),
+        ("--max-wait-ms", "inf"),
+    ):
         with pytest.raises(SystemExit) as stop:  # argparse: usage line, exit 2
             main(["serve", str(run), option, value])
         assert stop.value.code == 2, (option, value)
@@ -352,7 +405,9 @@ def test_a_run_is_served_from_the_checkpoint_and_backbone_asked_for(run, tmp_pat
     assert main(["serve", str(export), "--checkpoint", "final_model.pt"]) == 1
     quantized = tmp_path / "onnx-int8"
     assert main(["export", str(run), "--out", str(quantized), "--quantize", "int8"]) == 0
-    assert load(EngineSpec(quantized, "onnxruntime-int8", "cpu", "auto", 8, 1)).graph.path.name == "model_quantized.onnx"
+    assert (
+        load(EngineSpec(quantized, "onnxruntime-int8", "cpu", "auto", 8, 1)).graph.path.name == "model_quantized.onnx"
+    )
     assert load(EngineSpec(quantized, "torch", "cpu", "auto", 8, 1)).graph.path.name == "model.onnx"
     assert "an exported folder holds one model; --checkpoint and --backbone apply to a run folder" in caplog.text
     empty = tmp_path / "no-final"
@@ -419,8 +474,8 @@ def test_a_stop_while_the_model_loads_closes_the_processes_started_and_the_socke
     """Fast equivalent of the next test (slow: a real server process): SIGTERM arrives while the
     second of two inference processes loads."""
     import finetune_pipeline.serving.worker as worker
-    from finetune_pipeline.serving import server as server_module
     from finetune_pipeline.runtime.signals import Stopped
+    from finetune_pipeline.serving import server as server_module
 
     started, closed, sockets = [], [], []
 
@@ -438,8 +493,9 @@ def test_a_stop_while_the_model_loads_closes_the_processes_started_and_the_socke
 
     real_socket = server_module.listening_socket
     monkeypatch.setattr(worker, "EngineProcess", Loading)
-    monkeypatch.setattr(server_module, "listening_socket",
-                        lambda host, port: sockets.append(real_socket(host, port)) or sockets[-1])
+    monkeypatch.setattr(
+        server_module, "listening_socket", lambda host, port: sockets.append(real_socket(host, port)) or sockets[-1]
+    )
     with pytest.raises(Stopped) as stop:
         server_module.serve(run, "127.0.0.1", 0, workers=2)
     assert stop.value.exit_code == 143 and closed == started and len(started) == 2
@@ -448,9 +504,14 @@ def test_a_stop_while_the_model_loads_closes_the_processes_started_and_the_socke
 
 @pytest.mark.slow
 def test_sigterm_while_the_model_loads_ends_in_one_line_and_leaves_no_process(run):
-    proc = subprocess.Popen([sys.executable, "-m", "finetune_pipeline", "serve", str(run), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "finetune_pipeline", "serve", str(run), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
 
     def inference_children() -> list[int]:  # spawned processes (multiprocessing's spawn_main), not other children

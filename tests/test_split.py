@@ -44,22 +44,32 @@ def test_split_by_files_keeps_the_parts_own_split():
     assert train.tolist() == [0, 3] and val.tolist() == [2, 4] and test.tolist() == [1]
 
 
-@pytest.mark.parametrize("name, split", [
-    ("news.train.jsonl", "train"), ("train_intervals.json", "train"), ("part-1_DEV.JSON", "val"),
-    ("valid.jsonl", "val"), ("my test set.json", "test"), ("training-2024.json", "train"),
-])
+@pytest.mark.parametrize(
+    "name, split",
+    [
+        ("news.train.jsonl", "train"),
+        ("train_intervals.json", "train"),
+        ("part-1_DEV.JSON", "val"),
+        ("valid.jsonl", "val"),
+        ("my test set.json", "test"),
+        ("training-2024.json", "train"),
+    ],
+)
 def test_split_words_are_whole_words_of_the_name(name, split):
     from finetune_pipeline.data.split import split_of_file
 
     assert split_of_file(name) == split
 
 
-@pytest.mark.parametrize("name, message", [
-    ("latest.json", "latest.json has no split word"),  # "test" inside a word does not count
-    ("intervals.json", "intervals.json has no split word"),  # nor "val"
-    ("contest_devices.json", "has no split word"),
-    ("train_test.json", "train_test.json names several splits (train, test)"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("latest.json", "latest.json has no split word"),  # "test" inside a word does not count
+        ("intervals.json", "intervals.json has no split word"),  # nor "val"
+        ("contest_devices.json", "has no split word"),
+        ("train_test.json", "train_test.json names several splits (train, test)"),
+    ],
+)
 def test_names_without_exactly_one_split_word_are_refused(name, message):
     from finetune_pipeline.data.split import split_of_file
 
@@ -67,10 +77,13 @@ def test_names_without_exactly_one_split_word_are_refused(name, message):
         split_of_file(name)
 
 
-@pytest.mark.parametrize("files, message", [
-    (["train.json", "test.json"], "no raw file for the val split"),
-    (["train.json", "val.json", "extra.json"], "extra.json has no split word"),
-])
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        (["train.json", "test.json"], "no raw file for the val split"),
+        (["train.json", "val.json", "extra.json"], "extra.json has no split word"),
+    ],
+)
 def test_split_by_files_errors_name_the_files(files, message):
     from finetune_pipeline.data.split import split_by_files
 

@@ -8,8 +8,17 @@ import pytest
 from scipy import stats
 from sklearn.metrics import f1_score
 
-from finetune_pipeline.evaluation.statistics import (accuracy, bootstrap_ci, holm, macro_f1, mcnemar_exact,
-                                                     paired_bootstrap, paired_t, per_class_f1_intervals, t_interval)
+from finetune_pipeline.evaluation.statistics import (
+    accuracy,
+    bootstrap_ci,
+    holm,
+    macro_f1,
+    mcnemar_exact,
+    paired_bootstrap,
+    paired_t,
+    per_class_f1_intervals,
+    t_interval,
+)
 
 
 def test_t_interval_is_the_student_interval():
@@ -50,8 +59,9 @@ def test_holm_by_hand():
 def test_macro_f1_equals_scikit_learn_with_absent_classes():
     rng = np.random.default_rng(1)
     y, p = rng.integers(0, 3, 300), rng.integers(0, 3, 300)  # class 3 never occurs
-    assert macro_f1(y, p, classes=4) == pytest.approx(f1_score(y, p, labels=[0, 1, 2, 3], average="macro",
-                                                               zero_division=0))
+    assert macro_f1(y, p, classes=4) == pytest.approx(
+        f1_score(y, p, labels=[0, 1, 2, 3], average="macro", zero_division=0)
+    )
     batch = np.stack([y, p])
     assert macro_f1(batch, batch[::-1], classes=4).shape == (2,)  # vectorised over leading axes
 
@@ -69,8 +79,9 @@ def test_bootstrap_intervals_cover_the_true_accuracy_about_95_percent_of_the_tim
 
 def test_t_intervals_cover_the_true_mean_about_95_percent_of_the_time():
     rng = np.random.default_rng(3)
-    covered = sum(lo <= 0.85 <= hi for lo, hi in (t_interval(list(rng.normal(0.85, 0.02, 5))).ci95
-                                                  for _ in range(2000)))
+    covered = sum(
+        lo <= 0.85 <= hi for lo, hi in (t_interval(list(rng.normal(0.85, 0.02, 5))).ci95 for _ in range(2000))
+    )
     assert 0.93 <= covered / 2000 <= 0.97
 
 
@@ -80,7 +91,11 @@ def test_paired_bootstrap_sees_a_real_difference_and_not_a_null_one():
     better = np.where(rng.random(2000) < 0.90, y, (y + 1) % 4)
     worse = np.where(rng.random(2000) < 0.85, y, (y + 1) % 4)
     d = paired_bootstrap(y, better, worse, accuracy)
-    assert d.ci95[0] > 0 and d.p_value < 0.01 and d.mean_difference == pytest.approx(accuracy(y, better) - accuracy(y, worse))
+    assert (
+        d.ci95[0] > 0
+        and d.p_value < 0.01
+        and d.mean_difference == pytest.approx(accuracy(y, better) - accuracy(y, worse))
+    )
     twin = np.where(rng.random(2000) < 0.90, y, (y + 1) % 4)
     null = paired_bootstrap(y, better, twin, accuracy)
     assert null.ci95[0] <= 0 <= null.ci95[1] or null.p_value >= 0.01
@@ -104,9 +119,12 @@ def test_two_level_bootstrap_covers_what_a_t_interval_over_seeds_on_one_test_set
     for i in range(100):
         y = np.zeros(200, dtype=int)
         hard = rng.random(200) < 0.2  # texts both systems tend to get wrong: shared by every seed
-        def system():  # noqa: E306
-            return np.stack([np.where(hard, rng.random(200) < 0.3, rng.random(200) < 0.95).astype(int) ^ 1
-                             for _ in range(5)])
+
+        def system(hard=hard):
+            return np.stack(
+                [np.where(hard, rng.random(200) < 0.3, rng.random(200) < 0.95).astype(int) ^ 1 for _ in range(5)]
+            )
+
         a, b = system(), system()
         t = paired_t(list(accuracy(y, a)), list(accuracy(y, b))).ci95
         two = two_level_bootstrap(y, a, b, accuracy, seed=i).ci95

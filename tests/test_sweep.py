@@ -8,12 +8,10 @@ import sys
 
 import pytest
 
-from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.cli.compare import main as compare_main
+from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.sweep.compare import compare
-
-from helpers import REPO, run_train, write_json
-from helpers import write_run_metrics
+from helpers import REPO, run_train, write_json, write_run_metrics
 
 FAST = ["training.epochs=2", "data.max_length=32", "training.learning_rate=3e-3"]
 
@@ -62,13 +60,15 @@ def test_compare_groups_repeats_into_configurations_with_intervals_and_verdicts(
     by_config = {c["config"]: c for c in summary["configs"]}
     big = by_config["model.hidden_dim=512"]["metrics"]["test/accuracy"]
     assert by_config["model.hidden_dim=512"]["n"] == 3 and big["mean"] == pytest.approx(0.91)
-    assert big["std"] == pytest.approx(0.01) and big["ci95"] == pytest.approx([0.91 - 4.302653 * 0.01 / 3 ** 0.5,
-                                                                              0.91 + 4.302653 * 0.01 / 3 ** 0.5])
+    assert big["std"] == pytest.approx(0.01) and big["ci95"] == pytest.approx(
+        [0.91 - 4.302653 * 0.01 / 3**0.5, 0.91 + 4.302653 * 0.01 / 3**0.5]
+    )
     assert summary["best_config"]["config"] == "model.hidden_dim=512"
     [vs] = [c for c in summary["comparisons"] if c["metric"] == "test/accuracy"]
     assert vs["config"] == "model.hidden_dim=256" and vs["against"] == "model.hidden_dim=512"
     assert vs["n_pairs"] == 3 and vs["mean_difference"] == pytest.approx((-0.10 - 0.08 - 0.10) / 3)
     from scipy import stats
+
     expected = stats.ttest_rel([0.80, 0.84, 0.81], [0.90, 0.92, 0.91])
     assert vs["p_value"] == pytest.approx(expected.pvalue) and vs["verdict"] == "worse"
     md = (tmp_path / "summary.md").read_text()
@@ -86,8 +86,15 @@ def test_compare_command_line_errors_are_one_line(tmp_path, caplog):
 
 @pytest.mark.slow
 def test_sweep_over_lr_and_head_size_writes_a_summary(project, tiny_cache):
-    proc = run_train(project, "-m", "training.learning_rate=1e-3,3e-3", "model.hidden_dim=8,16",
-                     "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)
+    proc = run_train(
+        project,
+        "-m",
+        "training.learning_rate=1e-3,3e-3",
+        "model.hidden_dim=8,16",
+        "training.epochs=1",
+        "data.max_length=32",
+        tiny_cache=tiny_cache,
+    )
     [sweep] = [p.parent for p in (project / "outputs/multirun").rglob("multirun.yaml")]
     jobs = sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir())
     assert len(jobs) == 4
@@ -98,7 +105,11 @@ def test_sweep_over_lr_and_head_size_writes_a_summary(project, tiny_cache):
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
     assert {(r["training.learning_rate"], r["model.hidden_dim"]) for r in rows} == {
-        ("0.001", "8"), ("0.001", "16"), ("0.003", "8"), ("0.003", "16")}  # as Hydra writes them
+        ("0.001", "8"),
+        ("0.001", "16"),
+        ("0.003", "8"),
+        ("0.003", "16"),
+    }  # as Hydra writes them
     best = json.loads((sweep / rows[0]["job"] / "metrics.json").read_text())["best"]["value"]
     assert float(rows[0]["best val"]) == pytest.approx(best, abs=1e-4)
     assert all(float(rows[0]["best val"]) >= float(r["best val"]) for r in rows)
@@ -113,8 +124,21 @@ def test_compare_console_script_on_a_real_sweep(project, tiny_cache):
     run_train(project, "-m", "model.hidden_dim=8,16", "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)
     [sweep] = [p.parent for p in (project / "outputs/multirun").rglob("multirun.yaml")]
     out = project / "report"
-    proc = subprocess.run([sys.executable, "-m", "finetune_pipeline.cli.compare", str(sweep), str(sweep / "0"),
-                           "--metric", "test/macro_f1", "--out", str(out)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "finetune_pipeline.cli.compare",
+            str(sweep),
+            str(sweep / "0"),
+            "--metric",
+            "test/macro_f1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Best configuration by val/macro_f1 mean" in proc.stdout
     assert len(list(csv.DictReader((out / "summary.csv").open()))) == 2  # job 0, given twice, is listed once
@@ -147,8 +171,17 @@ def test_optuna_search_runs_three_trials_and_continues_its_study(project, tiny_c
 def test_optuna_with_repeats_maximises_the_mean_over_seeds(project, tiny_cache):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     optuna = pytest.importorskip("optuna")
-    run_train(project, "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=repeated",
-              "repeats=[1,2]", "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)
+    run_train(
+        project,
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.study_name=repeated",
+        "repeats=[1,2]",
+        "training.epochs=1",
+        "data.max_length=32",
+        tiny_cache=tiny_cache,
+    )
     search = project / "outputs/optuna/repeated"
     study = optuna.load_study(study_name="repeated", storage=f"sqlite:///{search / 'optuna.db'}")
     trials = sorted(t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
@@ -164,8 +197,16 @@ def test_optuna_with_repeats_maximises_the_mean_over_seeds(project, tiny_cache):
 def test_joblib_launcher_runs_two_jobs_in_parallel_processes(project, tiny_cache):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     run_train(project, "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)  # warm the caches
-    run_train(project, "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.hidden_dim=8,16",
-              "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)
+    run_train(
+        project,
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model.hidden_dim=8,16",
+        "training.epochs=1",
+        "data.max_length=32",
+        tiny_cache=tiny_cache,
+    )
     [sweep] = [p.parent for p in (project / "outputs/multirun").rglob("multirun.yaml")]
     rows = list(csv.DictReader((sweep / "summary.csv").open(encoding="utf-8")))
     assert sorted(r["model.hidden_dim"] for r in rows) == ["16", "8"] and all(r["status"] == "ok" for r in rows)
@@ -174,8 +215,16 @@ def test_joblib_launcher_runs_two_jobs_in_parallel_processes(project, tiny_cache
 @pytest.mark.slow  # ~16 s: submitit's local executor
 def test_submitit_local_launcher_runs_the_sweep(project, tiny_cache):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    run_train(project, "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "model.hidden_dim=8,16",
-              "training.epochs=1", "data.max_length=32", tiny_cache=tiny_cache)
+    run_train(
+        project,
+        "-m",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "model.hidden_dim=8,16",
+        "training.epochs=1",
+        "data.max_length=32",
+        tiny_cache=tiny_cache,
+    )
     [sweep] = [p.parent for p in (project / "outputs/multirun").rglob("multirun.yaml")]
     rows = list(csv.DictReader((sweep / "summary.csv").open(encoding="utf-8")))
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
@@ -186,18 +235,31 @@ def test_submitit_local_launcher_runs_the_sweep(project, tiny_cache):
 def test_slurm_launcher_config_composes(project):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project)}
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "--cfg", "hydra", "hydra/launcher=slurm",
-                           "model.hidden_dim=8"], cwd=project, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--cfg", "hydra", "hydra/launcher=slurm", "model.hidden_dim=8"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "partition: gpu" in proc.stdout and "max_num_timeout: 3" in proc.stdout
     assert "submitit_slurm" in proc.stdout or "SlurmLauncher" in proc.stdout
 
 
-@pytest.mark.parametrize("overrides, check", [
-    (["hparams_search=optuna"], lambda h: h.sweeper.direction == "maximize"
-     and set(h.sweeper.params) == {"training.learning_rate", "model.hidden_dim", "model.dropout"}),
-    (["hydra/launcher=slurm"], lambda h: h.launcher.partition == "gpu" and h.launcher.max_num_timeout == 3),
-])
+@pytest.mark.parametrize(
+    "overrides, check",
+    [
+        (
+            ["hparams_search=optuna"],
+            lambda h: (
+                h.sweeper.direction == "maximize"
+                and set(h.sweeper.params) == {"training.learning_rate", "model.hidden_dim", "model.dropout"}
+            ),
+        ),
+        (["hydra/launcher=slurm"], lambda h: h.launcher.partition == "gpu" and h.launcher.max_num_timeout == 3),
+    ],
+)
 def test_search_and_launcher_configs_compose(overrides, check):
     """The fast in-process equivalent of the slow Optuna and SLURM command-line tests."""
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
@@ -225,12 +287,17 @@ def test_the_sweeps_parent_run_gets_the_best_configurations_interval_and_the_ver
 
 
 def test_configurations_are_named_by_what_varies_and_how_keys_do_not_split_them(tmp_path):
-    jobs = [(["backbone=tiny", "model.hidden_dim=8", "data.seed=1", "logger=none"], 0.5),
-            (["backbone=tiny", "model.hidden_dim=8", "data.seed=2", "logger=mlflow", "training.device=cpu"], 0.6),
-            (["backbone=tiny", "model.hidden_dim=16", "data.seed=1", "logger=none"], 0.7)]
+    jobs = [
+        (["backbone=tiny", "model.hidden_dim=8", "data.seed=1", "logger=none"], 0.5),
+        (["backbone=tiny", "model.hidden_dim=8", "data.seed=2", "logger=mlflow", "training.device=cpu"], 0.6),
+        (["backbone=tiny", "model.hidden_dim=16", "data.seed=1", "logger=none"], 0.7),
+    ]
     for i, (overrides, acc) in enumerate(jobs):
         fake_job(tmp_path / str(i), overrides, best=acc, test_acc=acc)
     compare([tmp_path], out_dir=tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert sorted((c["config"], c["n"]) for c in summary["configs"]) == [("model.hidden_dim=16", 1), ("model.hidden_dim=8", 2)]
+    assert sorted((c["config"], c["n"]) for c in summary["configs"]) == [
+        ("model.hidden_dim=16", 1),
+        ("model.hidden_dim=8", 2),
+    ]
     assert summary["best_config"]["overrides"] == {"backbone": "tiny", "model.hidden_dim": "16"}

@@ -1,13 +1,22 @@
-from hypothesis import given, strategies as st
-
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from finetune_pipeline.data.symbols import extend_mapping, index_to_symbol, symbol_order, symbol_to_index
 
 
 def test_first_symbols_follow_the_alphabet_then_two_letters():
     assert [index_to_symbol(i) for i in (0, 1, 25, 26, 27, 51, 52, 701, 702)] == [
-        "a", "b", "z", "aa", "ab", "az", "ba", "zz", "aaa"]
+        "a",
+        "b",
+        "z",
+        "aa",
+        "ab",
+        "az",
+        "ba",
+        "zz",
+        "aaa",
+    ]
 
 
 @given(st.integers(min_value=0, max_value=10**6))

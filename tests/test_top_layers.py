@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, ModernBertConfig, ModernBertModel
 
+from finetune_pipeline import Classifier
 from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline import Classifier
 from finetune_pipeline.model.top_layers import bottom_only, check_layers, top_only, top_parameter_prefixes
 from helpers import compose_config
 
@@ -18,12 +18,26 @@ TOP = ["adapter=top_layers", "adapter.top_layers.layers=1", "backbone.tiny.num_h
 
 def tiny_encoders():
     torch.manual_seed(0)
-    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
-                                intermediate_size=32))
-    modern = ModernBertModel(ModernBertConfig(
-        vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
-        local_attention=4, global_attn_every_n_layers=3, max_position_embeddings=64, pad_token_id=0,
-        bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2))
+    bert = BertModel(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32)
+    )
+    modern = ModernBertModel(
+        ModernBertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            intermediate_size=32,
+            local_attention=4,
+            global_attn_every_n_layers=3,
+            max_position_embeddings=64,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+            cls_token_id=1,
+            sep_token_id=2,
+        )
+    )
     return {"BERT": bert, "ModernBERT (local + global attention)": modern}
 
 
@@ -118,11 +132,17 @@ def test_the_verdict_fails_when_a_bottom_tensor_changes(module_project, monkeypa
     assert "layers.0.attn.Wqkv.weight" in proof.tensors_changed
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["adapter=top_layers", "adapter.top_layers.layers=0"], r"adapter\.top_layers\.layers must be >= 1"),
-    (["adapter=top_layers", "adapter.top_layers.cache_dtype=int8"], r"adapter\.top_layers\.cache_dtype must be fp16, bf16 or fp32"),
-    (["adapter=top_layers", "data.long_text=chunk"], "not supported with adapter=top_layers"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["adapter=top_layers", "adapter.top_layers.layers=0"], r"adapter\.top_layers\.layers must be >= 1"),
+        (
+            ["adapter=top_layers", "adapter.top_layers.cache_dtype=int8"],
+            r"adapter\.top_layers\.cache_dtype must be fp16, bf16 or fp32",
+        ),
+        (["adapter=top_layers", "data.long_text=chunk"], "not supported with adapter=top_layers"),
+    ],
+)
 def test_bad_top_layer_settings_fail_before_anything_loads(overrides, message):
     with pytest.raises(PipelineError, match=message):
         compose_config(["backbone=tiny", *overrides])

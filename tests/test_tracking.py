@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Killed, compose_config, run_train
+from finetune_pipeline.runtime.signals import Interrupted
 from finetune_pipeline.sweep.jobs import find_job_folders
 from finetune_pipeline.training.divergence import Diverged
-from finetune_pipeline.runtime.signals import Interrupted
+from helpers import Killed, compose_config, run_train
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -54,6 +54,7 @@ def step_rows(run_dir: Path) -> list[dict]:
 @pytest.fixture
 def run(stoppable):
     """``run(name, *overrides, resume=False, stop_at=None)``: train() in this process; MLflow unless told otherwise."""
+
     def start(name, *overrides, **how):
         logger = [] if any(o.startswith("logger") for o in overrides) else ["logger=mlflow"]
         return stoppable(name, *logger, *overrides, **how)
@@ -63,8 +64,17 @@ def run(stoppable):
 
 def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_a_failing_job_is_recorded_and_failed(project, tiny_cache):
     # max_length=1024 exceeds the tiny backbone's 512 positions: that job fails at validation
-    proc = run_train(project, "-m", "logger=mlflow", "data.max_length=32,1024,48", "training.epochs=2",
-                     "model.hidden_dim=16", "precision=fp32", tiny_cache=tiny_cache, check=False)
+    proc = run_train(
+        project,
+        "-m",
+        "logger=mlflow",
+        "data.max_length=32,1024,48",
+        "training.epochs=2",
+        "model.hidden_dim=16",
+        "precision=fp32",
+        tiny_cache=tiny_cache,
+        check=False,
+    )
     assert proc.returncode == 1 and "1 job(s) did not finish" in proc.stdout
     [sweep] = [p.parent for p in (project / "outputs" / "multirun").rglob("multirun.yaml")]
     with open(sweep / "summary.csv", encoding="utf-8") as f:  # the job after the failure ran
@@ -74,7 +84,9 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_a_failing_job_is_recor
     c = client(project)
     runs = all_runs(project)
     [parent] = [r for r in runs if r.data.tags.get("sweep") == "parent"]
-    children = {r.data.tags["sweep.job"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    children = {
+        r.data.tags["sweep.job"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
     assert len(runs) == 4 and sorted(children) == ["0", "1", "2"]
     assert parent.info.status == "FAILED" and "1 job(s) did not finish: 1 (failed)" in parent.data.tags["error"]
     assert {"summary.csv", "summary.md", "summary.png", "multirun.yaml"} <= artifacts(c, parent.info.run_id)
@@ -86,10 +98,13 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_a_failing_job_is_recor
         assert child.info.status == "FINISHED" and child.info.run_name == f"{job}: data.max_length={max_length}"
         assert child.data.params["data.max_length"] == str(max_length)
         assert child.data.params["model.hidden_dim"] == "16" and child.data.params["backbone.source"] == "tiny"
-        assert history(c, child.info.run_id, "val/accuracy") == [(h["opt_steps"], h["val/accuracy"])
-                                                                 for h in metrics["history"]]
+        assert history(c, child.info.run_id, "val/accuracy") == [
+            (h["opt_steps"], h["val/accuracy"]) for h in metrics["history"]
+        ]
         assert len(metrics["history"]) == 2
-        assert [s for s, _ in history(c, child.info.run_id, "train/loss_step")] == [r["opt_steps"] for r in step_rows(folder)]
+        assert [s for s, _ in history(c, child.info.run_id, "train/loss_step")] == [
+            r["opt_steps"] for r in step_rows(folder)
+        ]
         for key in ("test/accuracy", "test/macro_f1", "test/loss"):
             assert child.data.metrics[key] == pytest.approx(metrics["test"][key])
         tags = child.data.tags
@@ -97,8 +112,14 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_a_failing_job_is_recor
         assert tags["data.raw_fingerprint"] == metrics["data"]["raw_fingerprint"]
         assert (tags["precision"], tags["device"], tags["world_size"]) == ("fp32", "cpu", "1")
         assert tags["git.commit"] == (metrics["provenance"]["git"] or {}).get("commit", "unknown")
-        assert {"metrics.json", "freeze_proof.json", "evaluation/test/confusion_matrix.png",
-                "evaluation/test/report.json", "train.log", "hydra/config.yaml"} <= artifacts(c, child.info.run_id)
+        assert {
+            "metrics.json",
+            "freeze_proof.json",
+            "evaluation/test/confusion_matrix.png",
+            "evaluation/test/report.json",
+            "train.log",
+            "hydra/config.yaml",
+        } <= artifacts(c, child.info.run_id)
     # the copies are no run folders: finetune-compare over all of outputs/ finds the 3 jobs only
     assert sorted(p.name for p in find_job_folders([project / "outputs"])) == ["0", "1", "2"]
 
@@ -113,7 +134,9 @@ def test_a_diverged_run_is_failed_with_its_one_line_error(run, project):
     [tracked] = all_runs(project)
     failure = read_json(project / "runs" / "bad" / "failed.json")
     assert failure["status"] == "diverged" and tracked.info.status == "FAILED"
-    assert tracked.data.tags["error"] == failure["error"] and "train.log" in artifacts(client(project), tracked.info.run_id)
+    assert tracked.data.tags["error"] == failure["error"] and "train.log" in artifacts(
+        client(project), tracked.info.run_id
+    )
     assert read_json(project / "runs" / "bad" / "tracking.json")["mlflow"]["status"] == "diverged"
 
 
@@ -136,7 +159,12 @@ def test_tensorboard_event_files_hold_the_runs_scalars_and_hparams(run, project)
 
 
 def test_a_resumed_run_continues_its_tracked_run_without_logging_a_step_twice(run, project):
-    args = ("logger=[mlflow,tensorboard]", "training.epochs=3", "training.log_every_steps=1", "training.save_every_steps=4")
+    args = (
+        "logger=[mlflow,tensorboard]",
+        "training.epochs=3",
+        "training.log_every_steps=1",
+        "training.save_every_steps=4",
+    )
     with pytest.raises(Interrupted):  # SIGINT: the state is saved at the step it stops
         run("split", *args, stop_at=("epoch=1 step=5/", "SIGINT"))
     [stopped] = all_runs(project)
@@ -152,10 +180,12 @@ def test_a_resumed_run_continues_its_tracked_run_without_logging_a_step_twice(ru
     every_step = sorted({r["opt_steps"] for r in step_rows(folder)})
     assert len(step_rows(folder)) == len(every_step) + 1  # metrics.jsonl holds the redone step 25 twice
     assert logged == every_step == list(range(1, 49))  # the tracker: each step once, none missing
-    assert [s for s, _ in history(c, resumed.info.run_id, "val/accuracy")] == \
-        [h["opt_steps"] for h in read_json(folder / "metrics.json")["history"]]
+    assert [s for s, _ in history(c, resumed.info.run_id, "val/accuracy")] == [
+        h["opt_steps"] for h in read_json(folder / "metrics.json")["history"]
+    ]
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     steps = [e.step for e in EventAccumulator(str(folder / "tensorboard")).Reload().Scalars("train/loss_step")]
     assert sorted(steps) == every_step
 
@@ -187,7 +217,13 @@ def test_a_tracker_that_fails_never_stops_training(run, project, failure):
     assert "database is locked" in warnings[0] if lock else "Connection refused" in warnings[0]
     record = read_json(folder / "tracking.json")
     assert record["mlflow"]["error"] in warnings[0] and record["tensorboard"]["status"] == "finished"
-    for artifact in ("metrics.json", "best_model.pt", "final_model.pt", "freeze_proof.json", "evaluation/test/report.json"):
+    for artifact in (
+        "metrics.json",
+        "best_model.pt",
+        "final_model.pt",
+        "freeze_proof.json",
+        "evaluation/test/report.json",
+    ):
         assert (folder / artifact).is_file(), artifact
     assert not (folder / "failed.json").exists()
 
@@ -219,8 +255,16 @@ def test_two_processes_at_once_share_one_new_sqlite_store(tmp_path):
     """Parallel jobs (joblib, two train.py) against one store that does not exist yet: both create it,
     both write every step (the full joblib sweep: test_joblib_jobs_in_parallel_share_one_store, slow)."""
     uri = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path / name), uri], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, cwd=tmp_path) for name in ("job-a", "job-b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(tmp_path / name), uri],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=tmp_path,
+        )
+        for name in ("job-a", "job-b")
+    ]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert not any("logger mlflow" in out for out in outputs), outputs
@@ -236,12 +280,25 @@ def test_two_processes_at_once_share_one_new_sqlite_store(tmp_path):
 @pytest.mark.slow  # ~30 s: Hydra's joblib plugin spawning worker processes
 def test_joblib_jobs_in_parallel_share_one_store(project, tiny_cache):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    run_train(project, "-m", "logger=mlflow", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.hidden_dim=8,16",
-              "training.epochs=2", "data.max_length=32", "training.log_every_steps=1", tiny_cache=tiny_cache)
+    run_train(
+        project,
+        "-m",
+        "logger=mlflow",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "model.hidden_dim=8,16",
+        "training.epochs=2",
+        "data.max_length=32",
+        "training.log_every_steps=1",
+        tiny_cache=tiny_cache,
+    )
     runs = all_runs(project)
     [parent] = [r for r in runs if r.data.tags.get("sweep") == "parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert parent.info.status == "FINISHED" and sorted(r.data.params["model.hidden_dim"] for r in children) == ["16", "8"]
+    assert parent.info.status == "FINISHED" and sorted(r.data.params["model.hidden_dim"] for r in children) == [
+        "16",
+        "8",
+    ]
     c = client(project)
     for r in children:  # every logged step arrived, none twice
         assert r.info.status == "FINISHED"
@@ -251,10 +308,25 @@ def test_joblib_jobs_in_parallel_share_one_store(project, tiny_cache):
 
 def test_importing_the_package_imports_no_optional_library_nor_torch():
     """(``python train.py logger=none`` imports none either: test_missing_mmbert_offline_says_how_to_get_it.)"""
-    light = subprocess.run([sys.executable, "-X", "importtime", "-c", "import finetune_pipeline"],
-                           capture_output=True, text=True, check=True)
+    light = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import finetune_pipeline"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     imported = {line.split("|")[-1].strip().split(".")[0] for line in light.stderr.splitlines() if "|" in line}
-    optional = {"mlflow", "tensorboard", "wandb", "peft", "datasets", "pyarrow", "onnx", "onnxruntime", "fastapi", "torch"}
+    optional = {
+        "mlflow",
+        "tensorboard",
+        "wandb",
+        "peft",
+        "datasets",
+        "pyarrow",
+        "onnx",
+        "onnxruntime",
+        "fastapi",
+        "torch",
+    }
     assert "finetune_pipeline" in imported and not imported & optional
 
 
@@ -269,33 +341,41 @@ def test_wandb_runs_offline_in_the_run_folder(run, project, monkeypatch):
     for name in ("metrics.json", "freeze_proof.json", "evaluation/test/confusion_matrix.png", "train.log"):
         assert (offline / "files" / name).read_bytes() == (folder / name).read_bytes(), name
     log = (offline / f"run-{record['id']}.wandb").read_bytes()  # W&B's own record of the run, for `wandb sync`
-    for key in (b"train/loss_step", b"lr/head", b"val/macro_f1", b"test/accuracy", b"model.hidden_dim",
-                b"backbone.sha256"):
+    for key in (
+        b"train/loss_step",
+        b"lr/head",
+        b"val/macro_f1",
+        b"test/accuracy",
+        b"model.hidden_dim",
+        b"backbone.sha256",
+    ):
         assert key in log, key
 
 
 def test_the_logger_group_composes_and_refuses_bad_values():
     from hydra import compose, initialize_config_dir
 
-    from helpers import REPO
     from finetune_pipeline.config.load import to_config
     from finetune_pipeline.errors import PipelineError
+    from helpers import REPO
 
     def logger(*overrides):
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             return to_config(compose(config_name="config", overrides=list(overrides))).logger
 
     default = logger()  # the shipped default: MLflow in a SQLite file under outputs/
-    assert default.mlflow.tracking_uri.startswith("sqlite:///") and default.mlflow.tracking_uri.endswith("/outputs/mlflow.db")
+    assert default.mlflow.tracking_uri.startswith("sqlite:///") and default.mlflow.tracking_uri.endswith(
+        "/outputs/mlflow.db"
+    )
     assert default.tensorboard is None and default.wandb is None
     both = logger("logger=[mlflow,tensorboard]")
     assert both.mlflow is not None and both.tensorboard.log_dir == "tensorboard" and both.wandb is None
     none = logger("logger=none")
     assert (none.mlflow, none.tensorboard, none.wandb) == (None, None, None)
     for bad in ("../elsewhere", "/tmp/x", "evaluation", "a/b", ".hidden", ""):
-        with pytest.raises(PipelineError, match="logger.tensorboard.log_dir"):
+        with pytest.raises(PipelineError, match=r"logger.tensorboard.log_dir"):
             logger("logger=tensorboard", f"logger.tensorboard.log_dir='{bad}'")
-    with pytest.raises(PipelineError, match="logger.mlflow.http_retries must be >= 0"):
+    with pytest.raises(PipelineError, match=r"logger.mlflow.http_retries must be >= 0"):
         logger("logger.mlflow.http_retries=-1")
 
 
@@ -311,15 +391,22 @@ def test_resume_and_rerun_sweeps_may_change_where_a_run_is_tracked(tmp_path):
     a = compose_config(["logger=mlflow"])
     b = compose_config(["logger=[mlflow,tensorboard]", "logger.mlflow.experiment_name=other"])
     assert config_differences(a, b) == []  # a sweep job keeps its results whatever it is tracked in
-    assert config_differences(a, compose_config(["logger=mlflow", "model.hidden_dim=8"])) == \
-        [f"model.hidden_dim: {a.model.hidden_dim} -> 8"]
+    assert config_differences(a, compose_config(["logger=mlflow", "model.hidden_dim=8"])) == [
+        f"model.hidden_dim: {a.model.hidden_dim} -> 8"
+    ]
 
 
 @pytest.mark.slow  # ~40 s: two Optuna invocations
 def test_optuna_trials_are_children_of_one_parent_across_invocations(project, tiny_cache):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    args = ["-m", "logger=mlflow", "hparams_search=optuna", "hydra.sweeper.n_trials=2", "training.epochs=1",
-            "data.max_length=32"]
+    args = [
+        "-m",
+        "logger=mlflow",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "training.epochs=1",
+        "data.max_length=32",
+    ]
     run_train(project, *args, tiny_cache=tiny_cache)
     run_train(project, *args, tiny_cache=tiny_cache)  # the same command continues the study, and its parent
     runs = all_runs(project)
@@ -353,9 +440,18 @@ def test_a_tracker_that_fails_mid_run_has_its_run_closed_as_failed_at_the_end(tm
             finished.append((status, message))
 
     monkeypatch.setattr(helper, "tracker_class", lambda name: Flaky)
-    cfg = LoggerConfig(mlflow=MlflowConfig(tracking_uri="sqlite:///x.db", experiment_name="e", run_name=None, tags={},
-                                           artifact_location=None, log_checkpoints=False, http_timeout_seconds=10,
-                                           http_retries=0))
+    cfg = LoggerConfig(
+        mlflow=MlflowConfig(
+            tracking_uri="sqlite:///x.db",
+            experiment_name="e",
+            run_name=None,
+            tags={},
+            artifact_location=None,
+            log_checkpoints=False,
+            http_timeout_seconds=10,
+            http_retries=0,
+        )
+    )
     run = helper.RunTrackers(tmp_path, cfg)
     run.open(RunLabels("flaky"), resume=False)
     run.call("log_metrics", [{"a": 1.0}, 1])
@@ -365,8 +461,9 @@ def test_a_tracker_that_fails_mid_run_has_its_run_closed_as_failed_at_the_end(tm
     run.close("finished", None)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "database is locked" in warnings[0] and "closed as failed at the end" in warnings[0]
-    assert finished == [("failed", "tracking stopped mid-run: RuntimeError: (sqlite3.OperationalError) database is "
-                                   "locked")]
+    assert finished == [
+        ("failed", "tracking stopped mid-run: RuntimeError: (sqlite3.OperationalError) database is locked")
+    ]
     assert read_json(tmp_path / "tracking.json")["mlflow"]["status"] == "failed"
 
 
@@ -383,9 +480,18 @@ def test_a_store_locked_mid_run_is_one_warning_and_the_tracked_run_is_closed_whe
     uri = f"sqlite:///{db}"
     folder = tmp_path / "run"
     folder.mkdir()
-    cfg = LoggerConfig(mlflow=MlflowConfig(tracking_uri=uri, experiment_name="finetune-pipeline", run_name=None,
-                                           tags={}, artifact_location=None, log_checkpoints=False,
-                                           http_timeout_seconds=10, http_retries=0))
+    cfg = LoggerConfig(
+        mlflow=MlflowConfig(
+            tracking_uri=uri,
+            experiment_name="finetune-pipeline",
+            run_name=None,
+            tags={},
+            artifact_location=None,
+            log_checkpoints=False,
+            http_timeout_seconds=10,
+            http_retries=0,
+        )
+    )
     run = RunTrackers(folder, cfg)
     run.open(RunLabels("locked"), resume=False)
     run.call("log_metrics", [{"train/loss": 1.0}, 1])

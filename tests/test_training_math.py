@@ -7,20 +7,30 @@ import pytest
 import torch
 from torch import nn
 
-from finetune_pipeline.artifacts.freeze_proof import (WholeEncoder, build_freeze_proof, combined_sha256, module_hashes,
-                                                     tensor_sha256)
+from finetune_pipeline.artifacts.freeze_proof import (
+    WholeEncoder,
+    build_freeze_proof,
+    combined_sha256,
+    module_hashes,
+    tensor_sha256,
+)
 from finetune_pipeline.config.schema import BestMetric, MixedPrecision, Pooling
-from finetune_pipeline.data.batches import (FORWARD_OVERHEAD_TOKENS, LengthGroupedBatchSampler, PadCollator,
-                                            TokenizedTexts, eval_loader, sorted_batches, train_loader)
+from finetune_pipeline.data.batches import (
+    FORWARD_OVERHEAD_TOKENS,
+    LengthGroupedBatchSampler,
+    PadCollator,
+    TokenizedTexts,
+    eval_loader,
+    sorted_batches,
+    train_loader,
+)
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.model.classifier import HeadConfig, TextClassifier, pool
+from finetune_pipeline.runtime.precision import cpu_auto_precision, cpu_supports_bf16, resolve_precision
 from finetune_pipeline.training.loop import fit, is_better
-from finetune_pipeline.training.state import Trainer
 from finetune_pipeline.training.optim import build_optimizer, param_groups
-from finetune_pipeline.runtime.precision import (cpu_auto_precision, cpu_supports_bf16,
-                                                  resolve_precision)
 from finetune_pipeline.training.schedule import build_scheduler, lr_multiplier, optimizer_steps
-
+from finetune_pipeline.training.state import Trainer
 from helpers import compose_config
 
 
@@ -120,17 +130,33 @@ class WordTokenizer:
 
 def run_fit(tmp_path, batch_size, accumulation, texts, labels):
     model = make_model(seed=3)
-    cfg = compose_config([f"training.batch_size={batch_size}", f"training.gradient_accumulation_steps={accumulation}",
-                          "training.epochs=1", "training.max_grad_norm=0", "training.warmup_ratio=0",
-                          "training.freeze_backbone=false", "training.progress_bar=false"]).training
+    cfg = compose_config(
+        [
+            f"training.batch_size={batch_size}",
+            f"training.gradient_accumulation_steps={accumulation}",
+            "training.epochs=1",
+            "training.max_grad_norm=0",
+            "training.warmup_ratio=0",
+            "training.freeze_backbone=false",
+            "training.progress_bar=false",
+        ]
+    ).training
     data = TokenizedTexts(texts, labels, WordTokenizer(), max_length=16)
     loader = eval_loader(data, batch_size, num_workers=0, pad_token_id=0)  # equal lengths: dataset order
     opt = build_optimizer(model, 1e-2, 1e-2, 0.0)
     sched = build_scheduler(opt, total_steps=optimizer_steps(len(loader), accumulation, 1), warmup_ratio=0.0)
     precision = resolve_precision(MixedPrecision.fp32, torch.device("cpu"))
     saved = []
-    result = fit(Trainer(model, opt, sched, precision.grad_scaler()), loader, loader, precision, torch.device("cpu"), cfg,
-                 save_best=lambda: saved.append(1), save_state=lambda progress: "not saved")
+    result = fit(
+        Trainer(model, opt, sched, precision.grad_scaler()),
+        loader,
+        loader,
+        precision,
+        torch.device("cpu"),
+        cfg,
+        save_best=lambda: saved.append(1),
+        save_state=lambda progress: "not saved",
+    )
     assert saved  # the first epoch is always the best so far
     return model, result
 
@@ -154,14 +180,24 @@ def test_frozen_encoder_is_bit_identical_and_the_proof_says_so(tmp_path):
     loader = train_loader(TokenizedTexts(texts, labels, WordTokenizer(), 16), 4, seed=0, num_workers=0, pad_token_id=0)
     opt = build_optimizer(model, 1e-2, 1e-2, 0.01)
     fp32 = resolve_precision(MixedPrecision.fp32, torch.device("cpu"))
-    fit(Trainer(model, opt, build_scheduler(opt, 6, 0.0), fp32.grad_scaler()), loader, loader, fp32,
-        torch.device("cpu"), cfg, save_best=lambda: None, save_state=lambda progress: "not saved")
+    fit(
+        Trainer(model, opt, build_scheduler(opt, 6, 0.0), fp32.grad_scaler()),
+        loader,
+        loader,
+        fp32,
+        torch.device("cpu"),
+        cfg,
+        save_best=lambda: None,
+        save_state=lambda progress: "not saved",
+    )
     proof = build_freeze_proof(before, module_hashes(model.encoder), model, "x", 100, "test", WholeEncoder(frozen=True))
     assert proof.status == "pass" and proof.trainable_parameters["encoder"] == 0
 
     with torch.no_grad():
         model.encoder.norm.bias[0] += 1e-3
-    tampered = build_freeze_proof(before, module_hashes(model.encoder), model, "x", 100, "test", WholeEncoder(frozen=True))
+    tampered = build_freeze_proof(
+        before, module_hashes(model.encoder), model, "x", 100, "test", WholeEncoder(frozen=True)
+    )
     assert tampered.status == "fail" and tampered.tensors_changed == ["norm.bias"]
 
 
@@ -182,7 +218,10 @@ def test_the_verdict_follows_what_was_meant_to_train():
     assert outside.status == "fail" and outside.verdict.startswith("FAIL: 1 tensors outside the trained top layers")
     lora = LoraAdapters(lambda: {"lora_A": "h1", "lora_B": "h2"})
     unchanged = build_freeze_proof(before, before, model, "x", 100, "test", lora)
-    assert unchanged.status == "pass" and unchanged.verdict == "PASS: base encoder bit-identical, 2 LoRA adapter tensors trained"
+    assert (
+        unchanged.status == "pass"
+        and unchanged.verdict == "PASS: base encoder bit-identical, 2 LoRA adapter tensors trained"
+    )
     assert unchanged.adapter_tensor_sha256 == {"lora_A": "h1", "lora_B": "h2"}
     assert build_freeze_proof(before, after, model, "x", 100, "test", lora).status == "fail"
     assert build_freeze_proof(before, after, model, "x", 100, "test", WholeEncoder(frozen=False)).status == "not_frozen"
@@ -221,9 +260,14 @@ def test_sorted_batches_cost_the_least_of_all_cuts():
         lengths = [rnd.choice((8, 30, 31, 60, 200, 400)) + rnd.randint(0, 5) for _ in range(n)]
         batch_size, max_tokens = rnd.choice((2, 4, 64)), rnd.choice((0, 500, 2000))
         order = sorted(range(n), key=lambda i: -lengths[i])
-        least = min(_cost(lengths, cut) for cut in _cuts(order)
-                    if all(len(b) <= batch_size and (len(b) == 1 or not max_tokens
-                                                     or len(b) * lengths[b[0]] <= max_tokens) for b in cut))
+        least = min(
+            _cost(lengths, cut)
+            for cut in _cuts(order)
+            if all(
+                len(b) <= batch_size and (len(b) == 1 or not max_tokens or len(b) * lengths[b[0]] <= max_tokens)
+                for b in cut
+            )
+        )
         assert _cost(lengths, sorted_batches(lengths, batch_size, max_tokens)) == least
 
 
@@ -235,7 +279,7 @@ def _cuts(order):
                 cut.append(current)
                 current = []
             current.append(i)
-        yield cut + [current]
+        yield [*cut, current]
 
 
 def test_a_dozen_mixed_length_texts_are_not_cut_into_a_batch_per_length():

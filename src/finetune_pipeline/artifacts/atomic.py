@@ -18,10 +18,10 @@ import re
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
-
+from typing import Any
 
 from finetune_pipeline.errors import PipelineError
 
@@ -123,8 +123,14 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-_WRITE_FAILURES = ("No space left on device", "Disk quota exceeded", "Read-only file system", "os error 28",
-                   "file write failed", "I/O error")
+_WRITE_FAILURES = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "Read-only file system",
+    "os error 28",
+    "file write failed",
+    "I/O error",
+)
 
 
 @contextmanager
@@ -207,14 +213,14 @@ def text_lines(text: str) -> list[str]:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        with tmp.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(to_json(row) + "\n")
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(to_json(row) + "\n")
 
 
 def save_torch(path: Path, obj: Any) -> None:
     import torch  # here: the tracker helper and light commands import this module without torch
+
     with atomic_path(path) as tmp:
         try:
             torch.save(obj, tmp)

@@ -32,6 +32,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
 import torch
 
 from finetune_pipeline.artifacts.atomic import save_torch
@@ -61,8 +62,12 @@ class CheckpointIdentity:
     precision: str
 
     def as_dict(self) -> dict:
-        return {"backbone": self.backbone.as_dict(), "classes": classes_record(self.classes),
-                "tokenizer_sha256": self.tokenizer_sha256, "precision": self.precision}
+        return {
+            "backbone": self.backbone.as_dict(),
+            "classes": classes_record(self.classes),
+            "tokenizer_sha256": self.tokenizer_sha256,
+            "precision": self.precision,
+        }
 
 
 def classes_record(classes: list[dict]) -> dict:
@@ -79,13 +84,26 @@ def tokenizer_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], identity: CheckpointIdentity, head: dict,
-                    lora: dict | None = None, kind: str | None = None) -> None:
+def save_checkpoint(
+    path: Path,
+    state_dict: dict[str, torch.Tensor],
+    identity: CheckpointIdentity,
+    head: dict,
+    lora: dict | None = None,
+    kind: str | None = None,
+) -> None:
     """``head``: the head's config as a dict (``model.classifier.HeadConfig``'s fields)."""
     kind = kind or ("lora" if lora else "full" if any(k.startswith("encoder.") for k in state_dict) else "head_only")
-    save_torch(path, {"kind": kind, **identity.as_dict(), "head": head,
-                      **({"lora": lora} if lora else {}),
-                      "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}})
+    save_torch(
+        path,
+        {
+            "kind": kind,
+            **identity.as_dict(),
+            "head": head,
+            **({"lora": lora} if lora else {}),
+            "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        },
+    )
 
 
 def verify_run_files(ckpt: dict, path: Path, classes: list[dict], tokenizer_folder: Path) -> None:
@@ -95,14 +113,19 @@ def verify_run_files(ckpt: dict, path: Path, classes: list[dict], tokenizer_fold
         theirs = list(zip(recorded.get("symbols") or [], recorded.get("labels") or []))
         ours = [(c["symbol"], c["label"]) for c in classes]
         first = next((i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b), min(len(theirs), len(ours)))
-        shown = (f"class {first}: {'='.join(theirs[first]) if first < len(theirs) else 'none'} in the checkpoint, "
-                 f"{'='.join(ours[first]) if first < len(ours) else 'none'} in id_to_label.json")
-        raise PipelineError(f"{path}: trained for another label set ({len(theirs)} classes; {shown}); it belongs to "
-                            "another run")
+        shown = (
+            f"class {first}: {'='.join(theirs[first]) if first < len(theirs) else 'none'} in the checkpoint, "
+            f"{'='.join(ours[first]) if first < len(ours) else 'none'} in id_to_label.json"
+        )
+        raise PipelineError(
+            f"{path}: trained for another label set ({len(theirs)} classes; {shown}); it belongs to another run"
+        )
     recorded = ckpt.get("tokenizer_sha256")
     if recorded and tokenizer_folder.is_dir() and recorded != tokenizer_sha256(tokenizer_folder):
-        raise PipelineError(f"{tokenizer_folder}: differs from the tokenizer {path.name} was trained with (its files "
-                            "were changed or replaced)")
+        raise PipelineError(
+            f"{tokenizer_folder}: differs from the tokenizer {path.name} was trained with (its files "
+            "were changed or replaced)"
+        )
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -110,8 +133,13 @@ def load_checkpoint(path: Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle or zip errors of a truncated or foreign file
         raise PipelineError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-    if (not isinstance(ckpt, dict) or ckpt.get("kind") not in KINDS or not isinstance(ckpt.get("state_dict"), dict)
-            or not isinstance(ckpt.get("backbone"), dict) or "sha256" not in ckpt["backbone"]):
+    if (
+        not isinstance(ckpt, dict)
+        or ckpt.get("kind") not in KINDS
+        or not isinstance(ckpt.get("state_dict"), dict)
+        or not isinstance(ckpt.get("backbone"), dict)
+        or "sha256" not in ckpt["backbone"]
+    ):
         raise PipelineError(f"{path}: not a finetune-pipeline checkpoint (no kind/state_dict)")
     return ckpt
 

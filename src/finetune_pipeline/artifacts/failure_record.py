@@ -1,6 +1,6 @@
 """``failed.json``: the record of a run that did not finish, with its one-line error.
 
-    {"status": "failed" | "diverged" | "stopped", "error": str, "type": str}   # type: the exception's class
+{"status": "failed" | "diverged" | "stopped", "error": str, "type": str}   # type: the exception's class
 """
 
 from __future__ import annotations

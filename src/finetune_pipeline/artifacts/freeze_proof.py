@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -41,18 +41,21 @@ def combined_sha256(hashes: dict[str, str]) -> str:
 @dataclass(frozen=True)
 class WholeEncoder:
     """No adapter: the encoder is frozen (nothing may change) or fine-tuned (anything may)."""
+
     frozen: bool
 
 
 @dataclass(frozen=True)
 class TopLayers:
     """adapter=top_layers: only the tensors under these name prefixes may change."""
+
     prefixes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class LoraAdapters:
     """adapter=lora: the base tensors (``before``/``after``) must not change; the adapters train."""
+
     adapter_hashes: Callable[[], dict[str, str]]  # taken when called: after training
 
 
@@ -93,15 +96,23 @@ class FreezeProof:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             known = {f.name for f in dataclasses.fields(cls)}
-            status = raw.get("status") or {"PASS": "pass", "FAIL": "fail"}.get(raw["verdict"].split(":")[0],
-                                                                                "not_frozen")
+            status = raw.get("status") or {"PASS": "pass", "FAIL": "fail"}.get(
+                raw["verdict"].split(":")[0], "not_frozen"
+            )
             return cls(**{**{k: v for k, v in raw.items() if k in known}, "status": status})
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise PipelineError(f"{path}: not a readable freeze proof ({type(e).__name__}: {e})") from None
 
 
-def build_freeze_proof(before: dict[str, str], after: dict[str, str], model: nn.Module, backbone_path: str,
-                       encoder_total: int, how: str, trained: Trained) -> FreezeProof:
+def build_freeze_proof(
+    before: dict[str, str],
+    after: dict[str, str],
+    model: nn.Module,
+    backbone_path: str,
+    encoder_total: int,
+    how: str,
+    trained: Trained,
+) -> FreezeProof:
     """``how`` says when the hashes were taken (they differ between the cached and end-to-end paths);
     ``trained``: what was meant to change, which decides the verdict."""
     changed = sorted(n for n in before if before[n] != after.get(n))
@@ -115,27 +126,47 @@ def build_freeze_proof(before: dict[str, str], after: dict[str, str], model: nn.
         outside = [n for n in changed if not n.startswith(trained.prefixes)]
         layers = sorted({p.rstrip(".") for p in trained.prefixes})
         status = "pass" if not outside and before.keys() == after.keys() else "fail"
-        verdict = (f"PASS: only the top layers trained ({len(changed)} tensors of {', '.join(layers)} changed); "
-                   f"the other {len(before) - len(changed)} tensors bit-identical" if status == "pass" else
-                   f"FAIL: {len(outside)} tensors outside the trained top layers changed (e.g. {outside[:1]})")
+        verdict = (
+            f"PASS: only the top layers trained ({len(changed)} tensors of {', '.join(layers)} changed); "
+            f"the other {len(before) - len(changed)} tensors bit-identical"
+            if status == "pass"
+            else f"FAIL: {len(outside)} tensors outside the trained top layers changed (e.g. {outside[:1]})"
+        )
     elif adapter is not None:
         status = "pass" if unchanged else "fail"
-        verdict = (f"PASS: base encoder bit-identical, {len(adapter)} LoRA adapter tensors trained" if unchanged
-                   else f"FAIL: LoRA was to leave the base encoder unchanged, but {len(changed)} of {len(before)} "
-                        "base tensors changed")
+        verdict = (
+            f"PASS: base encoder bit-identical, {len(adapter)} LoRA adapter tensors trained"
+            if unchanged
+            else f"FAIL: LoRA was to leave the base encoder unchanged, but {len(changed)} of {len(before)} "
+            "base tensors changed"
+        )
     elif trained.frozen:
         status = "pass" if unchanged else "fail"
-        verdict = ("PASS: encoder frozen, all tensors bit-identical" if unchanged
-                   else "FAIL: encoder was meant to be frozen but changed")
+        verdict = (
+            "PASS: encoder frozen, all tensors bit-identical"
+            if unchanged
+            else "FAIL: encoder was meant to be frozen but changed"
+        )
     else:
-        status, verdict = "not_frozen", f"NOT FROZEN: encoder fine-tuned, {len(changed)} of {len(before)} tensors changed"
+        status, verdict = (
+            "not_frozen",
+            f"NOT FROZEN: encoder fine-tuned, {len(changed)} of {len(before)} tensors changed",
+        )
     return FreezeProof(
-        status=status, verdict=verdict, freeze_backbone=isinstance(trained, WholeEncoder) and trained.frozen,
-        encoder_unchanged=unchanged, how=how, backbone_path=backbone_path,
-        encoder_sha256_before=combined_sha256(before), encoder_sha256_after=combined_sha256(after),
-        tensors_total=len(before), tensors_changed=changed,
+        status=status,
+        verdict=verdict,
+        freeze_backbone=isinstance(trained, WholeEncoder) and trained.frozen,
+        encoder_unchanged=unchanged,
+        how=how,
+        backbone_path=backbone_path,
+        encoder_sha256_before=combined_sha256(before),
+        encoder_sha256_after=combined_sha256(after),
+        tensors_total=len(before),
+        tensors_changed=changed,
         trainable_parameters={**trainable, "encoder_total": encoder_total},
-        tensor_sha256_before=before, tensor_sha256_after=after,
+        tensor_sha256_before=before,
+        tensor_sha256_after=after,
         adapter="lora" if adapter is not None else "top_layers" if isinstance(trained, TopLayers) else None,
         adapter_tensor_sha256=adapter,
-        trained_tensors=list(trained.prefixes) if isinstance(trained, TopLayers) else None)
+        trained_tensors=list(trained.prefixes) if isinstance(trained, TopLayers) else None,
+    )

@@ -25,10 +25,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune_pipeline.artifacts.names import METRICS_FILE
 from finetune_pipeline.artifacts.atomic import write_json
+from finetune_pipeline.artifacts.names import METRICS_FILE
 from finetune_pipeline.errors import PipelineError
-
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class RunMetrics:
         write_json(run_dir / METRICS_FILE, dataclasses.asdict(self))
 
     @classmethod
-    def read(cls, run_dir: Path) -> "RunMetrics":
+    def read(cls, run_dir: Path) -> RunMetrics:
         """The run's record; one line naming the file when it is unreadable or incomplete."""
         path = run_dir / METRICS_FILE
         try:
@@ -96,8 +95,11 @@ class RunMetrics:
         return any(v is None for v in needed) or any(v is not None and finite(v) is None for v in losses)
 
 
-_REQUIRED = {f.name for f in dataclasses.fields(RunMetrics) if f.default is dataclasses.MISSING
-             and f.default_factory is dataclasses.MISSING}
+_REQUIRED = {
+    f.name
+    for f in dataclasses.fields(RunMetrics)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+}
 
 
 def finite(value: object) -> float | None:

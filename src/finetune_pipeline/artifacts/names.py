@@ -1,20 +1,20 @@
 """The names of what a run folder holds: the one place they are spelled.
 
-    <run>/
-      best_model.pt, final_model.pt    checkpoints (artifacts/checkpoints)
-      classifier_head.pt               the head's state_dict alone
-      label_to_id.json, id_to_label.json
-      tokenizer/                       the run's tokenizer (truncates at data.max_length)
-      metrics.json                     artifacts/metrics_record.RunMetrics
-      metrics.jsonl                    the step log (training/step_record)
-      freeze_proof.json                artifacts/freeze_proof.FreezeProof
-      train.log
-      train_state.pt                   while the run can be resumed (training/state)
-      failed.json                      a run that did not finish (artifacts/failure_record)
-      tracking.json                    where its trackers logged it (tracking/trackers)
-      evaluation/<name>/               report, predictions.jsonl, errors (evaluation/report)
-      .hydra/                          config.yaml, hydra.yaml, overrides.yaml
-      .lock                            held by the one process writing the folder
+<run>/
+  best_model.pt, final_model.pt    checkpoints (artifacts/checkpoints)
+  classifier_head.pt               the head's state_dict alone
+  label_to_id.json, id_to_label.json
+  tokenizer/                       the run's tokenizer (truncates at data.max_length)
+  metrics.json                     artifacts/metrics_record.RunMetrics
+  metrics.jsonl                    the step log (training/step_record)
+  freeze_proof.json                artifacts/freeze_proof.FreezeProof
+  train.log
+  train_state.pt                   while the run can be resumed (training/state)
+  failed.json                      a run that did not finish (artifacts/failure_record)
+  tracking.json                    where its trackers logged it (tracking/trackers)
+  evaluation/<name>/               report, predictions.jsonl, errors (evaluation/report)
+  .hydra/                          config.yaml, hydra.yaml, overrides.yaml
+  .lock                            held by the one process writing the folder
 """
 
 BEST_MODEL_FILE = "best_model.pt"

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from omegaconf import OmegaConf
 
@@ -38,8 +38,10 @@ def claim(run_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise RunFolderRefused(f"{run_dir}: another process (PID {holder}) is writing to this run folder; "
-                                "wait for it to finish or stop it first") from None
+            raise RunFolderRefused(
+                f"{run_dir}: another process (PID {holder}) is writing to this run folder; "
+                "wait for it to finish or stop it first"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
@@ -79,8 +81,10 @@ def require_empty(run_dir: Path) -> None:
     if held:
         shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
         finished = "a finished run" if METRICS_FILE in held else "earlier results"
-        raise RunFolderRefused(f"{run_dir}: already holds {finished} ({shown}); a new run needs an empty folder: "
-                            "leave hydra.run.dir unset for a new one, or continue a stopped run with resume=<folder>")
+        raise RunFolderRefused(
+            f"{run_dir}: already holds {finished} ({shown}); a new run needs an empty folder: "
+            "leave hydra.run.dir unset for a new one, or continue a stopped run with resume=<folder>"
+        )
 
 
 def require_stopped_run(run_dir: Path) -> None:
@@ -99,5 +103,6 @@ def write_config_record(run_dir: Path, task_cfg, hydra_cfg, overrides: list[str]
     """``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, as Hydra itself writes them."""
     for name, node in (("config.yaml", task_cfg), ("hydra.yaml", hydra_cfg), ("overrides.yaml", overrides)):
         with atomic_path(run_dir / CONFIG_DIR / name) as tmp:
-            tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(node) if isinstance(node, list) else node),
-                           encoding="utf-8")
+            tmp.write_text(
+                OmegaConf.to_yaml(OmegaConf.create(node) if isinstance(node, list) else node), encoding="utf-8"
+            )

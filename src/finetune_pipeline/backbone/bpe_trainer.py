@@ -6,7 +6,7 @@ vocabulary, and the real Gemma-2 tokenizer cannot be downloaded here.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -28,7 +28,12 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, model_max_length:
     )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>", mask_token="<mask>",
-        cls_token="<bos>", sep_token="<eos>",
+        pad_token="<pad>",
+        eos_token="<eos>",
+        bos_token="<bos>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        cls_token="<bos>",
+        sep_token="<eos>",
         model_max_length=model_max_length,
     )

@@ -23,7 +23,12 @@ from finetune_pipeline.errors import PipelineError
 log = logging.getLogger(__name__)
 
 MEMO_NAME = "backbone_sha256.json"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def weight_files(folder: Path) -> list[str]:
@@ -49,8 +54,11 @@ def config_sha256(folder: Path) -> str:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise PipelineError(f"{folder / 'config.json'}: unreadable ({type(e).__name__}: {e})") from None
-    values = {k: v for k, v in config.items() if k not in ("_name_or_path", "transformers_version")} \
-        if isinstance(config, dict) else config
+    values = (
+        {k: v for k, v in config.items() if k not in ("_name_or_path", "transformers_version")}
+        if isinstance(config, dict)
+        else config
+    )
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
 
@@ -88,6 +96,10 @@ def remember_hashes(folder: Path, cache_dir: Path, tensor_hashes: dict[str, str]
     memo = cache_dir / MEMO_NAME
     with FileLock(str(memo) + ".lock"):
         entries = read_memo(memo)
-        entries[str(folder.resolve())] = {"files": _files_stat(folder), "file_sha256": files_sha256(folder),
-                                        "tensor_sha256": tensor_hashes, "parameters": parameters}
+        entries[str(folder.resolve())] = {
+            "files": _files_stat(folder),
+            "file_sha256": files_sha256(folder),
+            "tensor_sha256": tensor_hashes,
+            "parameters": parameters,
+        }
         write_json(memo, entries)

@@ -11,20 +11,36 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
-from finetune_pipeline.backbone.tiny import NOT_PRETRAINED_MARKER, tiny_backbone_folder
-from finetune_pipeline.config.schema import BackboneConfig, BackboneSource
 from finetune_pipeline.backbone.identity import WEIGHT_FILES
+from finetune_pipeline.backbone.tiny import NOT_PRETRAINED_MARKER, tiny_backbone_folder
 from finetune_pipeline.config.checks import check_max_length
+from finetune_pipeline.config.schema import BackboneConfig, BackboneSource
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.paths import resolve_path
 
 log = logging.getLogger(__name__)
 
 HARMLESS_MISSING = ("pooler.",)  # BERT's pooler: the classifier pools token states itself
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "merges.txt", "vocab.json", "tokenizer.model", "sentencepiece.bpe.model", "spiece.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "merges.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+)
 
 
 @dataclass
@@ -62,8 +78,10 @@ def load_tokenizer(backbone: Backbone, cfg: BackboneConfig) -> PreTrainedTokeniz
 
 def read_tokenizer(folder: Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise PipelineError(f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); copy the "
-                            "tokenizer that belongs to the model into the folder")
+        raise PipelineError(
+            f"{folder}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); copy the "
+            "tokenizer that belongs to the model into the folder"
+        )
     # a folder whose config.json needs model code (our Hugging Face exports): the tokenizer needs none of it,
     # and reading that config without the code only warns about an unknown model type
     config = {"config": PretrainedConfig()} if not trust_remote_code and _needs_model_code(folder) else {}
@@ -97,8 +115,11 @@ def load_encoder(backbone: Backbone, cfg: BackboneConfig) -> PreTrainedModel:
     n_params = sum(p.numel() for p in encoder.parameters())
     log.info(
         "backbone %s: %s, %.1fM parameters, hidden %d, from %s",
-        cfg.name, "pretrained" if backbone.pretrained else "NOT pretrained (random init)",
-        n_params / 1e6, backbone.config.hidden_size, backbone.folder,
+        cfg.name,
+        "pretrained" if backbone.pretrained else "NOT pretrained (random init)",
+        n_params / 1e6,
+        backbone.config.hidden_size,
+        backbone.folder,
     )
     return encoder
 
@@ -113,8 +134,7 @@ def read_encoder(folder: Path, trust_remote_code: bool = False) -> PreTrainedMod
     pooler or position-id buffers (missing).
     """
     try:
-        encoder, info = AutoModel.from_pretrained(folder, trust_remote_code=trust_remote_code,
-                                                  output_loading_info=True)
+        encoder, info = AutoModel.from_pretrained(folder, trust_remote_code=trust_remote_code, output_loading_info=True)
     except Exception as e:  # shape mismatches, truncated safetensors, unknown architectures
         raise PipelineError(f"{folder}: cannot load the encoder's weights ({_first_line(e)})") from None
     own_modules = {k.split(".", 1)[0] for k in encoder.state_dict()}
@@ -145,9 +165,9 @@ def _download(cfg: BackboneConfig, folder: Path) -> None:
     how = (
         f"on a machine with internet run `hf download {cfg.hub_id} --local-dir {folder}` and copy the folder here, "
         "or point backbone.path at a folder that has it (see base_models/README.md)"
-        if cfg.hub_id else
-        "point backbone.path at a folder holding the encoder's config.json and weights (backbone.hub_id is not set, "
-        "so there is nothing to download)"
+        if cfg.hub_id
+        else "point backbone.path at a folder holding the encoder's config.json and weights (backbone.hub_id is not "
+        "set, so there is nothing to download)"
     )
     if not cfg.hub_id or not cfg.download:
         raise PipelineError(f"{folder}: no model weights (config.json + model.safetensors or pytorch_model.bin); {how}")
@@ -158,7 +178,9 @@ def _download(cfg: BackboneConfig, folder: Path) -> None:
         snapshot_download(cfg.hub_id, local_dir=folder)
     except Exception as e:  # offline, DNS, HTTP errors: all mean "could not download"
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise PipelineError(f"{folder}: no model weights and downloading {cfg.hub_id} failed ({reason}); {how}") from None
+        raise PipelineError(
+            f"{folder}: no model weights and downloading {cfg.hub_id} failed ({reason}); {how}"
+        ) from None
 
 
 def _check_shape(cfg: BackboneConfig, hf_config: PretrainedConfig, folder: Path, max_length: int) -> None:

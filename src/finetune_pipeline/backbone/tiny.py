@@ -58,7 +58,11 @@ def _build(folder: Path, shape: TinyBackboneConfig, texts: list[str]) -> None:
         global_attn_every_n_layers=3,
         global_rope_theta=ROPE_THETA,
         local_rope_theta=ROPE_THETA,
-        pad_token_id=0, eos_token_id=1, bos_token_id=2, cls_token_id=2, sep_token_id=1,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        cls_token_id=2,
+        sep_token_id=1,
     )
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream untouched
         torch.manual_seed(shape.seed)

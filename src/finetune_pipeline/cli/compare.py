@@ -20,8 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from finetune_pipeline.artifacts.names import CONFIG_DIR
 from finetune_pipeline.artifacts.atomic import atomic_path, to_json
+from finetune_pipeline.artifacts.names import CONFIG_DIR
 from finetune_pipeline.cli.errors import exit_status
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.logs import log_to_stderr
@@ -31,15 +31,26 @@ from finetune_pipeline.sweep.jobs import find_job_folders, read_job
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="finetune-compare", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="finetune-compare",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     parser.add_argument("paths", nargs="+", type=Path, help="sweep folders or run folders")
-    parser.add_argument("--metric", choices=METRICS, default="best",
-                        help="sort key of the jobs table and the plot: each job's best validation value (default) "
-                             "or a test metric (the best configuration is always chosen on validation)")
+    parser.add_argument(
+        "--metric",
+        choices=METRICS,
+        default="best",
+        help="sort key of the jobs table and the plot: each job's best validation value (default) "
+        "or a test metric (the best configuration is always chosen on validation)",
+    )
     parser.add_argument("--out", type=Path, help="write summary.* (or the head-to-head report) into this folder")
-    parser.add_argument("--write", action="store_true",
-                        help="write summary.* into the first folder given (replacing a sweep's own summary)")
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="write summary.* into the first folder given (replacing a sweep's own summary)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     parser.add_argument("--a", metavar="KEY=VALUE[,...]", help="head to head: the configuration A (with --b)")
     parser.add_argument("--b", metavar="KEY=VALUE[,...]", help="head to head: the configuration B (with --a)")

@@ -37,12 +37,32 @@ SAME_KEYS = {  # original section.key -> our config key, value unchanged
     "data.seed": "data.seed",
     "model.hidden_dim": "model.hidden_dim",
     "model.dropout": "model.dropout",
-    **{f"training.{key}": f"training.{key}" for key in (
-        "epochs", "batch_size", "gradient_accumulation_steps", "num_workers", "learning_rate",
-        "encoder_learning_rate", "weight_decay", "max_grad_norm", "freeze_backbone", "log_every_steps")},
+    **{
+        f"training.{key}": f"training.{key}"
+        for key in (
+            "epochs",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "num_workers",
+            "learning_rate",
+            "encoder_learning_rate",
+            "weight_decay",
+            "max_grad_norm",
+            "freeze_backbone",
+            "log_every_steps",
+        )
+    },
 }
-PRECISIONS = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32", "no": "fp32", "none": "fp32", "off": "fp32",
-              "false": "fp32", "": "fp32"}
+PRECISIONS = {
+    "fp16": "fp16",
+    "bf16": "bf16",
+    "fp32": "fp32",
+    "no": "fp32",
+    "none": "fp32",
+    "off": "fp32",
+    "false": "fp32",
+    "": "fp32",
+}
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -94,8 +114,9 @@ def convert(config_path: Path, name: str, original_root: Path | None = None) -> 
     return result
 
 
-def write_experiment(conversion: Conversion, name: str, config_path: Path, conf_dir: Path, project: Path,
-                     overwrite: bool = False) -> Path:
+def write_experiment(
+    conversion: Conversion, name: str, config_path: Path, conf_dir: Path, project: Path, overwrite: bool = False
+) -> Path:
     """``conf_dir/experiment/NAME.yaml`` (and the copied label mapping); returns the YAML's path."""
     from finetune_pipeline.artifacts.atomic import atomic_path
 
@@ -103,10 +124,15 @@ def write_experiment(conversion: Conversion, name: str, config_path: Path, conf_
     if target.exists() and not overwrite:
         raise PipelineError(f"{target}: exists; pass --overwrite to replace it, or --name another")
     copy = project / "data" / name / "output_to_symbol.json"
-    if conversion.mapping_source is not None and copy.exists() and \
-            copy.read_bytes() != conversion.mapping_source.read_bytes():
-        raise PipelineError(f"{copy}: exists and differs from {conversion.mapping_source}; the symbols would "
-                            "change: remove it or pick another --name")
+    if (
+        conversion.mapping_source is not None
+        and copy.exists()
+        and copy.read_bytes() != conversion.mapping_source.read_bytes()
+    ):
+        raise PipelineError(
+            f"{copy}: exists and differs from {conversion.mapping_source}; the symbols would "
+            "change: remove it or pick another --name"
+        )
     text = render(conversion, name, config_path)
     check_loads(conversion, text, config_path, conf_dir)  # nothing is written before the experiment is known to load
     target.parent.mkdir(parents=True, exist_ok=True)  # both folders first: a failure leaves no half of the pair
@@ -131,8 +157,10 @@ def check_loads(conversion: Conversion, text: str, config_path: Path, conf_dir: 
     from finetune_pipeline.config.load import register_resolvers, to_config
     from finetune_pipeline.config.schema import register_configs
 
-    expected = {**({"defaults": [{"override /precision": conversion.precision}]} if conversion.precision else {}),
-                **conversion.nested()}
+    expected = {
+        **({"defaults": [{"override /precision": conversion.precision}]} if conversion.precision else {}),
+        **conversion.nested(),
+    }
     if yaml.safe_load(text) != expected:  # a key or note that escaped its place in the file
         raise PipelineError(f"{config_path}: the converted experiment does not read back as written; nothing written")
     register_configs()
@@ -140,18 +168,20 @@ def check_loads(conversion: Conversion, text: str, config_path: Path, conf_dir: 
     GlobalHydra.instance().clear()
     base = conf_dir if (conf_dir / "config.yaml").is_file() else Path(__file__).resolve().parents[3] / "conf"
     with initialize_config_dir(config_dir=str(base.resolve()), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"precision={conversion.precision}"] if conversion.precision
-                      else [])
+        cfg = compose(
+            config_name="config", overrides=[f"precision={conversion.precision}"] if conversion.precision else []
+        )
     GlobalHydra.instance().clear()
     for key, value in conversion.overrides.items():
         if key.startswith("hydra."):
             continue
         try:
             OmegaConf.update(cfg, key, value, merge=False)
-        except Exception as e:  # noqa: BLE001 -- omegaconf's validation errors: a wrong type for the schema
+        except Exception as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise PipelineError(f"{config_path}: {conversion.sources.get(key, key)}={value!r}: cannot become "
-                                f"{key} ({reason})") from None
+            raise PipelineError(
+                f"{config_path}: {conversion.sources.get(key, key)}={value!r}: cannot become {key} ({reason})"
+            ) from None
     try:
         to_config(cfg)
     except PipelineError as e:
@@ -160,19 +190,25 @@ def check_loads(conversion: Conversion, text: str, config_path: Path, conf_dir: 
     if run_dir is not None:
         try:
             OmegaConf.to_container(OmegaConf.create({"resume": None, "dir": run_dir}), resolve=True)
-        except Exception as e:  # noqa: BLE001 -- a grammar error of the interpolation
-            raise PipelineError(f"{config_path}: paths.output_dir: not usable as a run folder pattern "
-                                f"({str(e).strip().splitlines()[0]})") from None
+        except Exception as e:
+            raise PipelineError(
+                f"{config_path}: paths.output_dir: not usable as a run folder pattern "
+                f"({str(e).strip().splitlines()[0]})"
+            ) from None
 
 
 def render(conversion: Conversion, name: str, config_path: Path) -> str:
-    lines = ["# @package _global_",
-             f"# Converted from {_comment(str(config_path.resolve()))} by `finetune-pipeline convert-config`.",
-             f"# Run it: python train.py +experiment={name}   (any key can still be overridden after it)"]
+    lines = [
+        "# @package _global_",
+        f"# Converted from {_comment(str(config_path.resolve()))} by `finetune-pipeline convert-config`.",
+        f"# Run it: python train.py +experiment={name}   (any key can still be overridden after it)",
+    ]
     lines += [f"# note: {_comment(note)}" for note in conversion.notes]
     lines += [f"# no equivalent: {_comment(item)}" for item in conversion.unmapped]
-    data = {**({"defaults": [{"override /precision": conversion.precision}]} if conversion.precision else {}),
-            **conversion.nested()}
+    data = {
+        **({"defaults": [{"override /precision": conversion.precision}]} if conversion.precision else {}),
+        **conversion.nested(),
+    }
     return "\n".join(lines) + "\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
@@ -183,15 +219,21 @@ def _comment(text: str) -> str:
 
 def check_name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
-        raise PipelineError(f"--name {name!r}: use letters, digits, _ . - (at most 64, no path separators); "
-                            "it names conf/experiment/NAME.yaml")
+        raise PipelineError(
+            f"--name {name!r}: use letters, digits, _ . - (at most 64, no path separators); "
+            "it names conf/experiment/NAME.yaml"
+        )
     return name
 
 
 def _read(path: Path) -> dict:
     try:
-        config = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_no_repeated_keys(path),
-                            parse_constant=_no_constant(path), parse_float=_finite(path))
+        config = json.loads(
+            path.read_text(encoding="utf-8"),
+            object_pairs_hook=_no_repeated_keys(path),
+            parse_constant=_no_constant(path),
+            parse_float=_finite(path),
+        )
     except OSError as e:
         raise PipelineError(f"{path}: cannot read ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
@@ -210,15 +252,19 @@ def _no_repeated_keys(path: Path):
         keys = [k for k, _ in items]
         repeated = sorted({k for k in keys if keys.count(k) > 1})
         if repeated:
-            raise PipelineError(f"{path}: key {repeated[0]!r} appears {keys.count(repeated[0])} times in one object; "
-                                "which one was meant is a guess")
+            raise PipelineError(
+                f"{path}: key {repeated[0]!r} appears {keys.count(repeated[0])} times in one object; "
+                "which one was meant is a guess"
+            )
         return dict(items)
+
     return pairs
 
 
 def _no_constant(path: Path):
     def refuse(name: str):
         raise PipelineError(f"{path}: {name} is not a number a setting can have")
+
     return refuse
 
 
@@ -228,6 +274,7 @@ def _finite(path: Path):
         if not math.isfinite(value):
             raise PipelineError(f"{path}: {text} is too large to be a number a setting can have")
         return value
+
     return parse
 
 
@@ -256,8 +303,10 @@ def check_label_mapping(path: Path) -> None:
         if len(set(mapping.values())) != len(mapping):
             raise ValueError("two labels share a symbol")
     except (OSError, ValueError, RecursionError) as e:
-        raise PipelineError(f"paths.label_mapping_path: {path} is not a label mapping (output_to_symbol.json: labels "
-                            f"to symbols a, b, ..): {e}; nothing written") from None
+        raise PipelineError(
+            f"paths.label_mapping_path: {path} is not a label mapping (output_to_symbol.json: labels "
+            f"to symbols a, b, ..): {e}; nothing written"
+        ) from None
 
 
 def _original_root(config_path: Path) -> Path:
@@ -273,8 +322,10 @@ def _precision(result: Conversion, value: object) -> None:
         return
     result.precision = PRECISIONS[spelled]
     if result.precision == "fp16":
-        result.notes.append("mixed_precision fp16: precision=fp16 needs CUDA (the original fell back to fp32 on a "
-                            "CPU); on a CPU run with precision=auto or precision=fp32")
+        result.notes.append(
+            "mixed_precision fp16: precision=fp16 needs CUDA (the original fell back to fp32 on a "
+            "CPU); on a CPU run with precision=auto or precision=fp32"
+        )
 
 
 def _paths(result: Conversion, paths: dict, root: Path, name: str) -> None:
@@ -294,31 +345,41 @@ def _paths(result: Conversion, paths: dict, root: Path, name: str) -> None:
     if base is not None:
         result.overrides["backbone.path"] = str(base)
         if base.name.lower() != "mmbert-base":
-            result.notes.append(f"backbone: {base.name} is checked against mmBERT-base's shape (hidden 768, 8192 "
-                                "positions), as the original did; for another encoder add backbone=local")
+            result.notes.append(
+                f"backbone: {base.name} is checked against mmBERT-base's shape (hidden 768, 8192 "
+                "positions), as the original did; for another encoder add backbone=local"
+            )
     dataset = resolved("dataset_path")
     if dataset is not None:
         raw = dataset.parent.parent / "raw"
         result.overrides["data.raw_dir"] = str(raw)
         result.overrides["data.dataset_path"] = f"data/{name}/combined_dataset.json"
-        result.notes.append(f"paths.dataset_path: the combined dataset is rebuilt from the raw parts beside it, "
-                            f"{raw}{'' if raw.is_dir() else ' (not there now: set data.raw_dir)'}, into data/{name}/")
+        result.notes.append(
+            f"paths.dataset_path: the combined dataset is rebuilt from the raw parts beside it, "
+            f"{raw}{'' if raw.is_dir() else ' (not there now: set data.raw_dir)'}, into data/{name}/"
+        )
     mapping = resolved("label_mapping_path")
     if mapping is not None:
         result.overrides["data.label_mapping_path"] = f"data/{name}/output_to_symbol.json"
         if mapping.is_file():
             check_label_mapping(mapping)
             result.mapping_source = mapping
-            result.notes.append(f"paths.label_mapping_path: {mapping} copied to data/{name}/, so every label keeps "
-                                "its symbol")
+            result.notes.append(
+                f"paths.label_mapping_path: {mapping} copied to data/{name}/, so every label keeps its symbol"
+            )
         else:
             result.notes.append(f"paths.label_mapping_path: {mapping} does not exist; symbols are assigned afresh")
     output = resolved("output_dir")
     if output is not None and set(str(output)) & set("${}\\'\""):
-        result.unmapped.append(f"paths.output_dir={paths['output_dir']!r}: characters a config value cannot hold "
-                               "($ { } quotes); runs go to outputs/")
+        result.unmapped.append(
+            f"paths.output_dir={paths['output_dir']!r}: characters a config value cannot hold "
+            "($ { } quotes); runs go to outputs/"
+        )
     elif output is not None:
         result.overrides["hydra.run.dir"] = (
-            "${run_dir:${oc.select:resume,null}," + str(output) + "/${run_time:%Y-%m-%d}/${run_time:%H-%M-%S-%f}}")
-        result.notes.append(f"paths.output_dir: each run gets its own folder {output}/<date>/<time> (Hydra's run "
-                            "folder); sweeps still go to outputs/multirun/")
+            "${run_dir:${oc.select:resume,null}," + str(output) + "/${run_time:%Y-%m-%d}/${run_time:%H-%M-%S-%f}}"
+        )
+        result.notes.append(
+            f"paths.output_dir: each run gets its own folder {output}/<date>/<time> (Hydra's run "
+            "folder); sweeps still go to outputs/multirun/"
+        )

@@ -1,16 +1,16 @@
 """The one place where a command's failure becomes its one-line message and exit status.
 
-    PipelineError (bad input, config, files)   -> "[time][ERROR] <message>", exit 1
-    OSError nobody foresaw (a path that is a file, a full disk, no permission)
-                                               -> "[time][ERROR] <path>: <reason>", exit 1
-    Stopped (SIGINT / SIGTERM)                 -> "[time][ERROR] stopped by SIGTERM; <what was kept>", 130 / 143
+PipelineError (bad input, config, files)   -> "[time][ERROR] <message>", exit 1
+OSError nobody foresaw (a path that is a file, a full disk, no permission)
+                                           -> "[time][ERROR] <path>: <reason>", exit 1
+Stopped (SIGINT / SIGTERM)                 -> "[time][ERROR] stopped by SIGTERM; <what was kept>", 130 / 143
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.signals import Stopped, raise_on_signals

@@ -4,15 +4,16 @@
     finetune-pipeline evaluate outputs/2026-11-26/12-00-00-000000 --input data/holdout.jsonl
     finetune-pipeline export outputs/2026-11-26/12-00-00-000000 --format onnx --quantize int8
     finetune-pipeline serve outputs/2026-11-26/12-00-00-000000 --engine onnxruntime --port 8000
-    finetune-pipeline convert-config old/configs/train_config.json --name news   # then: python train.py +experiment=news
+    finetune-pipeline convert-config old/configs/train_config.json --name news
+        # then: python train.py +experiment=news
 
 Inputs are .json, .jsonl, .csv, .tsv or .parquet files with the text (and for evaluate the label)
 in the run's data.text_field / data.label_field or --text-field / --label-field; predict also takes
 plain text, one text per line. predict writes one row per text (text, label, symbol, score, top_k)
-to --output (JSON Lines; a JSON array for a .json name, CSV for .csv) or to stdout; evaluate writes report.json, confusion_matrix.json,
-confusion_matrix.png and predictions.jsonl into RUN_DIR/evaluation/<name>/. Bad input: one line
-on stderr, exit status 1 (2 for a bad command line), nothing written. SIGINT/SIGTERM: one line,
-exit 130/143, nothing half-written.
+to --output (JSON Lines; a JSON array for a .json name, CSV for .csv) or to stdout; evaluate writes
+report.json, confusion_matrix.json, confusion_matrix.png and predictions.jsonl into
+RUN_DIR/evaluation/<name>/. Bad input: one line on stderr, exit status 1 (2 for a bad command
+line), nothing written. SIGINT/SIGTERM: one line, exit 130/143, nothing half-written.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.disable_progress_bar()  # no weight-loading bars around the output
         args.command(args)
 
-    return exit_status(command, "nothing was written (outputs are replaced whole or not at all)",
-                       signals=args.command is not serve)
+    return exit_status(
+        command, "nothing was written (outputs are replaced whole or not at all)", signals=args.command is not serve
+    )
 
 
 def predict(args: argparse.Namespace) -> None:
@@ -85,8 +87,14 @@ def evaluate(args: argparse.Namespace) -> None:
             raise PipelineError(f"{args.input}: {at}: label {label!r} is not one of the run's classes ({shown})")
     y_true = np.asarray([known[label] for label in labels])
     report = write_evaluation(folder, texts, y_true, clf.probabilities(texts), clf.symbols, clf.labels)
-    log.info("%d texts: accuracy %.4f, macro-F1 %.4f, weighted F1 %.4f -> %s", report["texts"], report["accuracy"],
-             report["macro_f1"], report["weighted_f1"], folder)
+    log.info(
+        "%d texts: accuracy %.4f, macro-F1 %.4f, weighted F1 %.4f -> %s",
+        report["texts"],
+        report["accuracy"],
+        report["macro_f1"],
+        report["weighted_f1"],
+        folder,
+    )
 
 
 def input_fields(args: argparse.Namespace) -> tuple[str, str]:
@@ -103,11 +111,14 @@ def report_name(name: str, given: bool) -> str:
     if not name or name.strip() != name or name in (".", "..") or name.startswith(".") or "\0" in name:
         raise PipelineError(f"report name {name!r} from {source} is not usable: it must be a plain, visible name")
     if "/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name):
-        raise PipelineError(f"report name {name!r} from {source} contains a path separator; "
-                            "it names a folder under RUN_DIR/evaluation/")
+        raise PipelineError(
+            f"report name {name!r} from {source} contains a path separator; it names a folder under RUN_DIR/evaluation/"
+        )
     if name.casefold() == TRAINING_REPORT:
-        raise PipelineError(f"report name {name!r} from {source} is reserved for the training run's test report "
-                            "(evaluation/test/); choose another --name")
+        raise PipelineError(
+            f"report name {name!r} from {source} is reserved for the training run's test report "
+            "(evaluation/test/); choose another --name"
+        )
     return name
 
 
@@ -120,8 +131,10 @@ def check_output_path(output: Path, input_path: Path, run_dir: Path) -> None:
     run = run_dir.resolve()
     target = output.resolve()
     if target.exists() and (target == run or run in target.parents):
-        raise PipelineError(f"--output {output}: would overwrite {target.relative_to(run)} in the run folder; "
-                            "write predictions elsewhere")
+        raise PipelineError(
+            f"--output {output}: would overwrite {target.relative_to(run)} in the run folder; "
+            "write predictions elsewhere"
+        )
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -134,8 +147,9 @@ def _same_file(a: Path, b: Path) -> bool:
 def _load(args: argparse.Namespace):
     from finetune_pipeline.export.engines import Classifier
 
-    return Classifier.from_run(args.run_dir, args.checkpoint, args.backbone, args.device, args.precision,
-                               args.batch_size, engine=args.engine)
+    return Classifier.from_run(
+        args.run_dir, args.checkpoint, args.backbone, args.device, args.precision, args.batch_size, engine=args.engine
+    )
 
 
 def export(args: argparse.Namespace) -> None:
@@ -152,8 +166,10 @@ def export(args: argparse.Namespace) -> None:
         return
     report = export_onnx(args.run_dir, args.out, args.checkpoint, args.quantize, args.overwrite, args.backbone)
     accuracy = report["test_accuracy"]
-    line = (f"max |p_onnx - p_torch| {report['max_abs_probability_difference']:.2e} on {report['test_texts']} test "
-            f"texts; test accuracy pytorch {accuracy['pytorch']:.4f}, onnx fp32 {accuracy['onnx_fp32']:.4f}")
+    line = (
+        f"max |p_onnx - p_torch| {report['max_abs_probability_difference']:.2e} on {report['test_texts']} test "
+        f"texts; test accuracy pytorch {accuracy['pytorch']:.4f}, onnx fp32 {accuracy['onnx_fp32']:.4f}"
+    )
     if "onnx_int8" in accuracy:
         line += f", onnx int8 {accuracy['onnx_int8']:.4f} ({100 * report['int8_accuracy_change']:+.2f} points)"
     log.info("%s", line)
@@ -166,8 +182,11 @@ def convert_config(args: argparse.Namespace) -> None:
     name = check_name(args.name if args.name is not None else args.config.stem)
     conversion = convert(args.config, name, args.original_root)
     project = project_root()
-    conf_dir = args.conf_dir or (project / "conf" if (project / "conf" / "config.yaml").is_file()
-                                 else Path(__file__).resolve().parents[3] / "conf")
+    conf_dir = args.conf_dir or (
+        project / "conf"
+        if (project / "conf" / "config.yaml").is_file()
+        else Path(__file__).resolve().parents[3] / "conf"
+    )
     target = write_experiment(conversion, name, args.config, conf_dir, project, args.overwrite)
     for note in conversion.notes:
         log.info("note: %s", note)
@@ -178,113 +197,210 @@ def convert_config(args: argparse.Namespace) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="finetune-pipeline", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(required=True, metavar="{predict,evaluate,export,push,serve,convert-config}",
-                                     parser_class=OneLineParser)
+    commands = parser.add_subparsers(
+        required=True, metavar="{predict,evaluate,export,push,serve,convert-config}", parser_class=OneLineParser
+    )
     for name, func, help_text, input_help in (
-        ("predict", predict, "classify texts with a trained run",
-         "texts: .json/.jsonl (strings or records), .csv/.tsv/.parquet (a text column), or plain text (one per line)"),
-        ("evaluate", evaluate, "score a trained run on a labelled file; the report goes into the run folder",
-         "labelled .json/.jsonl records or .csv/.tsv/.parquet rows with a text and a label field"),
+        (
+            "predict",
+            predict,
+            "classify texts with a trained run",
+            "texts: .json/.jsonl (strings or records), .csv/.tsv/.parquet (a text column), "
+            "or plain text (one per line)",
+        ),
+        (
+            "evaluate",
+            evaluate,
+            "score a trained run on a labelled file; the report goes into the run folder",
+            "labelled .json/.jsonl records or .csv/.tsv/.parquet rows with a text and a label field",
+        ),
     ):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(command=func)
         sub.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (outputs/<date>/<time>)")
         sub.add_argument("--input", type=Path, required=True, metavar="FILE", help=input_help)
-        sub.add_argument("--text-field", metavar="NAME", help="the texts' key or column (default: the run's "
-                                                              "data.text_field)")
-        sub.add_argument("--label-field", metavar="NAME", help="the labels' key or column (evaluate; default: the "
-                                                               "run's data.label_field)")
+        sub.add_argument(
+            "--text-field", metavar="NAME", help="the texts' key or column (default: the run's data.text_field)"
+        )
+        sub.add_argument(
+            "--label-field",
+            metavar="NAME",
+            help="the labels' key or column (evaluate; default: the run's data.label_field)",
+        )
         if name == "predict":
-            sub.add_argument("--output", type=Path, metavar="FILE",
-                             help="JSON Lines, or a .json array, or .csv; default stdout")
+            sub.add_argument(
+                "--output", type=Path, metavar="FILE", help="JSON Lines, or a .json array, or .csv; default stdout"
+            )
             sub.add_argument("--top-k", type=positive_int, default=5, help="classes listed per text (default 5)")
         else:
-            sub.add_argument("--name", help="report folder name under RUN_DIR/evaluation/ (default: the file's stem; "
-                                            "'test' is the training run's own report)")
+            sub.add_argument(
+                "--name",
+                help="report folder name under RUN_DIR/evaluation/ (default: the file's stem; "
+                "'test' is the training run's own report)",
+            )
             sub.add_argument("--overwrite", action="store_true", help="replace an existing report of that name")
-        sub.add_argument("--checkpoint", default=BEST_MODEL_FILE, choices=[BEST_MODEL_FILE, FINAL_MODEL_FILE],
-                         help="best_model.pt (default) or final_model.pt")
+        sub.add_argument(
+            "--checkpoint",
+            default=BEST_MODEL_FILE,
+            choices=[BEST_MODEL_FILE, FINAL_MODEL_FILE],
+            help="best_model.pt (default) or final_model.pt",
+        )
         sub.add_argument("--backbone", type=Path, help="encoder folder, if it moved since training")
         sub.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
         sub.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
         sub.add_argument("--batch-size", type=positive_int, default=64, help="texts per batch (default 64)")
-        sub.add_argument("--engine", default="torch", choices=["torch", "onnxruntime", "onnxruntime-int8"],
-                         help="torch (default), or onnxruntime / onnxruntime-int8: the run's ONNX export (fp32 or its "
-                              "int8 graph) on the CPU, made when missing")
-    sub = commands.add_parser("export", help="export a trained run for deployment",
-                              description="export a trained run for deployment: one ONNX graph (token ids and "
-                                          "attention mask -> class probabilities), verified on the run's test texts")
+        sub.add_argument(
+            "--engine",
+            default="torch",
+            choices=["torch", "onnxruntime", "onnxruntime-int8"],
+            help="torch (default), or onnxruntime / onnxruntime-int8: the run's ONNX export (fp32 or its "
+            "int8 graph) on the CPU, made when missing",
+        )
+    sub = commands.add_parser(
+        "export",
+        help="export a trained run for deployment",
+        description="export a trained run for deployment: one ONNX graph (token ids and "
+        "attention mask -> class probabilities), verified on the run's test texts",
+    )
     sub.set_defaults(command=export)
     sub.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (outputs/<date>/<time>)")
-    sub.add_argument("--format", default="onnx", choices=["onnx", "hf"],
-                     help="onnx (default; RUN_DIR/export/onnx/) or hf: a Hugging Face model folder (RUN_DIR/export/hf/)")
+    sub.add_argument(
+        "--format",
+        default="onnx",
+        choices=["onnx", "hf"],
+        help="onnx (default; RUN_DIR/export/onnx/) or hf: a Hugging Face model folder (RUN_DIR/export/hf/)",
+    )
     sub.add_argument("--quantize", choices=["int8"], help="also write model_quantized.onnx (dynamic int8 quantization)")
     sub.add_argument("--out", type=Path, metavar="DIR", help="default: RUN_DIR/export/<format>/")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
-    sub.add_argument("--checkpoint", default=BEST_MODEL_FILE, choices=[BEST_MODEL_FILE, FINAL_MODEL_FILE],
-                     help="best_model.pt (default) or final_model.pt")
+    sub.add_argument(
+        "--checkpoint",
+        default=BEST_MODEL_FILE,
+        choices=[BEST_MODEL_FILE, FINAL_MODEL_FILE],
+        help="best_model.pt (default) or final_model.pt",
+    )
     sub.add_argument("--backbone", type=Path, help="encoder folder, if it moved since training")
-    sub = commands.add_parser("push", help="upload an exported Hugging Face folder to the Hub",
-                              description="upload a folder written by `export --format hf` to the Hugging Face Hub")
+    sub = commands.add_parser(
+        "push",
+        help="upload an exported Hugging Face folder to the Hub",
+        description="upload a folder written by `export --format hf` to the Hugging Face Hub",
+    )
     sub.set_defaults(command=push)
     sub.add_argument("folder", type=Path, metavar="FOLDER", help="e.g. RUN_DIR/export/hf")
     sub.add_argument("--repo-id", required=True, help="user-or-org/name on the Hub")
     sub.add_argument("--private", action="store_true", help="create the repository as private")
     sub.add_argument("--token", help="a Hub token (default: HF_TOKEN or `hf auth login`)")
-    sub = commands.add_parser("serve", help="serve a run or an export over HTTP",
-                              description="serve a run folder, an ONNX export or a Hugging Face folder over HTTP: "
-                                          "POST /predict, GET /health, GET /labels, GET /docs")
+    sub = commands.add_parser(
+        "serve",
+        help="serve a run or an export over HTTP",
+        description="serve a run folder, an ONNX export or a Hugging Face folder over HTTP: "
+        "POST /predict, GET /health, GET /labels, GET /docs",
+    )
     sub.set_defaults(command=serve)
     sub.add_argument("path", type=Path, metavar="RUN_OR_EXPORT")
     sub.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (0.0.0.0: every interface)")
     sub.add_argument("--port", type=port_number, default=8000, help="default 8000 (0: a free port, logged)")
-    sub.add_argument("--engine", default="torch", choices=["torch", "onnxruntime", "onnxruntime-int8"],
-                     help="torch (default; a run or Hugging Face folder) or onnxruntime / onnxruntime-int8 (a run "
-                          "folder, exported when missing, or an ONNX export folder, fp32 unless -int8)")
-    sub.add_argument("--checkpoint", default=BEST_MODEL_FILE, choices=[BEST_MODEL_FILE, FINAL_MODEL_FILE],
-                     help="of a run folder: best_model.pt (default) or final_model.pt")
+    sub.add_argument(
+        "--engine",
+        default="torch",
+        choices=["torch", "onnxruntime", "onnxruntime-int8"],
+        help="torch (default; a run or Hugging Face folder) or onnxruntime / onnxruntime-int8 (a run "
+        "folder, exported when missing, or an ONNX export folder, fp32 unless -int8)",
+    )
+    sub.add_argument(
+        "--checkpoint",
+        default=BEST_MODEL_FILE,
+        choices=[BEST_MODEL_FILE, FINAL_MODEL_FILE],
+        help="of a run folder: best_model.pt (default) or final_model.pt",
+    )
     sub.add_argument("--backbone", type=Path, help="a run's encoder folder, if it moved since training")
     sub.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (torch engine)")
     sub.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     sub.add_argument("--max-batch-size", type=positive_int, default=64, help="texts per shared batch (default 64)")
-    sub.add_argument("--max-wait-ms", type=milliseconds, default=5.0, help="how long a batch waits for more requests (default 5)")
+    sub.add_argument(
+        "--max-wait-ms", type=milliseconds, default=5.0, help="how long a batch waits for more requests (default 5)"
+    )
     sub.add_argument("--max-texts", type=positive_int, default=256, help="texts per request at most (default 256)")
-    sub.add_argument("--max-body-bytes", type=positive_int, default=1 << 20, help="request body size limit (default 1 MiB)")
-    sub.add_argument("--max-text-chars", type=positive_int, default=20_000,
-                     help="characters per text at most (default 20000; a chunked run encodes every window of a text)")
-    sub.add_argument("--max-request-chars", type=positive_int, default=200_000,
-                     help="characters of all texts of a request together at most (default 200000)")
-    sub.add_argument("--body-timeout", type=seconds, default=30.0,
-                     help="seconds a client may pause while sending its body (default 30; then 408)")
-    sub.add_argument("--shutdown-timeout", type=seconds, default=30.0,
-                     help="seconds SIGTERM waits for requests in flight before closing them (default 30)")
-    sub.add_argument("--workers", type=positive_int, default=1,
-                     help="inference processes, each with its own copy of the model, running batches side by side "
-                          "(default 1; on a CPU, one per core is often faster: see docs/deploy.md)")
-    sub.add_argument("--threads", type=positive_int, help="intra-op threads per inference process (default: the cores "
-                                                         "shared out among the workers)")
-    sub = commands.add_parser("convert-config", help="the original pipeline's train_config.json as conf/experiment/NAME.yaml",
-                              description="write conf/experiment/NAME.yaml from the original pipeline's "
-                                          "train_config.json; run it with python train.py +experiment=NAME")
+    sub.add_argument(
+        "--max-body-bytes", type=positive_int, default=1 << 20, help="request body size limit (default 1 MiB)"
+    )
+    sub.add_argument(
+        "--max-text-chars",
+        type=positive_int,
+        default=20_000,
+        help="characters per text at most (default 20000; a chunked run encodes every window of a text)",
+    )
+    sub.add_argument(
+        "--max-request-chars",
+        type=positive_int,
+        default=200_000,
+        help="characters of all texts of a request together at most (default 200000)",
+    )
+    sub.add_argument(
+        "--body-timeout",
+        type=seconds,
+        default=30.0,
+        help="seconds a client may pause while sending its body (default 30; then 408)",
+    )
+    sub.add_argument(
+        "--shutdown-timeout",
+        type=seconds,
+        default=30.0,
+        help="seconds SIGTERM waits for requests in flight before closing them (default 30)",
+    )
+    sub.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="inference processes, each with its own copy of the model, running batches side by side "
+        "(default 1; on a CPU, one per core is often faster: see docs/deploy.md)",
+    )
+    sub.add_argument(
+        "--threads",
+        type=positive_int,
+        help="intra-op threads per inference process (default: the cores shared out among the workers)",
+    )
+    sub = commands.add_parser(
+        "convert-config",
+        help="the original pipeline's train_config.json as conf/experiment/NAME.yaml",
+        description="write conf/experiment/NAME.yaml from the original pipeline's "
+        "train_config.json; run it with python train.py +experiment=NAME",
+    )
     sub.set_defaults(command=convert_config)
     sub.add_argument("config", type=Path, metavar="TRAIN_CONFIG_JSON")
     sub.add_argument("--name", help="the experiment's name (default: the file's stem)")
-    sub.add_argument("--original-root", type=Path, metavar="DIR",
-                     help="the original repository, relative paths' base (default: the folder holding configs/)")
+    sub.add_argument(
+        "--original-root",
+        type=Path,
+        metavar="DIR",
+        help="the original repository, relative paths' base (default: the folder holding configs/)",
+    )
     sub.add_argument("--conf-dir", type=Path, metavar="DIR", help="this project's conf/ (default: found)")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing conf/experiment/NAME.yaml")
     return parser
 
 
 def serve(args: argparse.Namespace) -> None:
+    from finetune_pipeline.serving.app import Limits
     from finetune_pipeline.serving.server import serve as run_server
 
-    from finetune_pipeline.serving.app import Limits
-
     limits = Limits(args.max_texts, args.max_body_bytes, args.max_text_chars, args.max_request_chars, args.body_timeout)
-    run_server(args.path, args.host, args.port, args.engine, args.device, args.precision, args.max_batch_size,
-               args.max_wait_ms, limits, args.workers, args.threads, args.checkpoint, args.backbone,
-               args.shutdown_timeout)
+    run_server(
+        args.path,
+        args.host,
+        args.port,
+        args.engine,
+        args.device,
+        args.precision,
+        args.max_batch_size,
+        args.max_wait_ms,
+        limits,
+        args.workers,
+        args.threads,
+        args.checkpoint,
+        args.backbone,
+        args.shutdown_timeout,
+    )
 
 
 def push(args: argparse.Namespace) -> None:

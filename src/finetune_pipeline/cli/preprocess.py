@@ -1,7 +1,7 @@
 """Run preprocessing alone, with the same config and overrides as train.py.
 
-    finetune-preprocess [overrides]            e.g. finetune-preprocess data.raw_dir=/data/news
-    python -m finetune_pipeline.cli.preprocess [overrides]
+finetune-preprocess [overrides]            e.g. finetune-preprocess data.raw_dir=/data/news
+python -m finetune_pipeline.cli.preprocess [overrides]
 """
 
 from __future__ import annotations
@@ -27,9 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="finetune-preprocess",
         description="Merge the raw JSON parts of data.raw_dir into the combined dataset and the label -> symbol "
-                    "mapping (data.dataset_path, data.label_mapping_path), as train.py does before training.")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="config overrides, as for train.py (e.g. data.raw_dir=/data/news)")
+        "mapping (data.dataset_path, data.label_mapping_path), as train.py does before training.",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, as for train.py (e.g. data.raw_dir=/data/news)",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     log_to_stderr()
     register_configs()
@@ -43,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
             raise PipelineError(str(e).splitlines()[0]) from None
         preprocess(to_config(cfg).data)
 
-    return exit_status(command, "during preprocessing; the combined dataset and mapping are as before or complete "
-                                "(each file is replaced whole); run the command again")
+    return exit_status(
+        command,
+        "during preprocessing; the combined dataset and mapping are as before or complete "
+        "(each file is replaced whole); run the command again",
+    )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
@@ -65,8 +66,10 @@ def resume_folder(resume: object) -> Path:
 
 def check_sweep(config: DictConfig) -> None:
     if OmegaConf.select(config, "resume") is not None:
-        raise PipelineError("resume= continues one run; to continue a sweep, run the same sweep command with "
-                            "hydra.sweep.dir=<its folder>")
+        raise PipelineError(
+            "resume= continues one run; to continue a sweep, run the same sweep command with "
+            "hydra.sweep.dir=<its folder>"
+        )
     sweep_dir = Path(config.hydra.sweep.dir)
     _creatable(sweep_dir)
     stored_path = sweep_dir / "multirun.yaml"
@@ -76,34 +79,49 @@ def check_sweep(config: DictConfig) -> None:
         stored = OmegaConf.load(stored_path)
         old_overrides = list(stored.hydra.overrides.task)
     except Exception as e:  # unreadable YAML or not a Hydra record
-        raise PipelineError(f"{stored_path}: unreadable sweep record ({type(e).__name__}); "
-                            "choose another hydra.sweep.dir") from None
+        raise PipelineError(
+            f"{stored_path}: unreadable sweep record ({type(e).__name__}); choose another hydra.sweep.dir"
+        ) from None
     differences = sweep_differences(old_overrides, list(config.hydra.overrides.task), _task(stored), _task(config))
     if differences:
-        raise PipelineError(f"{sweep_dir} holds another sweep (differs in {'; '.join(differences[:5])}); its jobs' "
-                            "results belong to that sweep: choose another hydra.sweep.dir or leave it unset")
+        raise PipelineError(
+            f"{sweep_dir} holds another sweep (differs in {'; '.join(differences[:5])}); its jobs' "
+            "results belong to that sweep: choose another hydra.sweep.dir or leave it unset"
+        )
 
 
 def sweep_differences(old_overrides: list[str], new_overrides: list[str], old_task: dict, new_task: dict) -> list[str]:
     old, new = _override_map(old_overrides), _override_map(new_overrides)
-    found = [f"{k}: {old.get(k, '(default)')} -> {new.get(k, '(default)')}"
-             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    found = [
+        f"{k}: {old.get(k, '(default)')} -> {new.get(k, '(default)')}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
     old_leaves, new_leaves = flatten(old_task), flatten(new_task)
-    found += [f"{k}: {old_leaves.get(k)} -> {new_leaves.get(k)}" for k in sorted(set(old_leaves) | set(new_leaves))
-              if k not in HOW_KEYS and k not in old and k not in new and old_leaves.get(k) != new_leaves.get(k)]
+    found += [
+        f"{k}: {old_leaves.get(k)} -> {new_leaves.get(k)}"
+        for k in sorted(set(old_leaves) | set(new_leaves))
+        if k not in HOW_KEYS and k not in old and k not in new and old_leaves.get(k) != new_leaves.get(k)
+    ]
     return found
 
 
 def _override_map(overrides: list[str]) -> dict[str, str]:
     """key -> value text of command-line overrides, how-keys aside (parsed by Hydra's own parser)."""
     parsed = OverridesParser.create().parse_overrides(overrides)
-    return {o.key_or_group: o.input_line.split("=", 1)[1] if "=" in o.input_line else ""
-            for o in parsed if o.key_or_group not in HOW_KEYS}
+    return {
+        o.key_or_group: o.input_line.split("=", 1)[1] if "=" in o.input_line else ""
+        for o in parsed
+        if o.key_or_group not in HOW_KEYS
+    }
 
 
 def _task(config: DictConfig) -> dict:
-    return {k: OmegaConf.to_container(config[k], resolve=False) if OmegaConf.is_config(config[k]) else config[k]
-            for k in config if k != "hydra"}
+    return {
+        k: OmegaConf.to_container(config[k], resolve=False) if OmegaConf.is_config(config[k]) else config[k]
+        for k in config
+        if k != "hydra"
+    }
 
 
 def _creatable(folder: Path) -> None:

@@ -25,7 +25,6 @@ from omegaconf import DictConfig, OmegaConf
 from finetune_pipeline.artifacts.names import CONFIG_DIR, METRICS_FILE, STATE_FILE
 from finetune_pipeline.artifacts.run_folder import claim, contents, write_config_record
 from finetune_pipeline.config.differences import config_differences
-from finetune_pipeline.training.failure import record_failure
 from finetune_pipeline.config.load import register_resolvers, stored_config, to_config
 from finetune_pipeline.config.renamed import check_overrides
 from finetune_pipeline.config.schema import Config, register_configs
@@ -34,9 +33,10 @@ from finetune_pipeline.paths import ROOT_ENV
 from finetune_pipeline.runtime import distributed
 from finetune_pipeline.runtime.distributed import Dist
 from finetune_pipeline.runtime.logs import log_to_stderr
+from finetune_pipeline.runtime.signals import Interrupted, Stopped, raise_on_signals
 from finetune_pipeline.sweep.jobs import read_job
 from finetune_pipeline.tracking.sweep_runs import job_labels, track_failed_job
-from finetune_pipeline.runtime.signals import Interrupted, Stopped, raise_on_signals
+from finetune_pipeline.training.failure import record_failure
 
 log = logging.getLogger("train")
 
@@ -99,12 +99,23 @@ def _run(cfg: DictConfig, dist: Dist, script: str, hydra_cfg, overrides: list[st
                     with claim(run_dir):
                         record(run_dir)
                         record_failure(run_dir, e)
-                        track_failed_job(cfg, run_dir, job_labels(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num,
-                                                                  overrides), e)
+                        track_failed_job(
+                            cfg, run_dir, job_labels(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, overrides), e
+                        )
                 raise
             if config.repeats:
-                return run_repeats(cfg, config, dist, hydra_cfg, overrides, lambda repeat_cfg, repeat_overrides: (
-                    lambda folder: write_config_record(folder, repeat_cfg, HydraConfig.instance().cfg, repeat_overrides)))
+                return run_repeats(
+                    cfg,
+                    config,
+                    dist,
+                    hydra_cfg,
+                    overrides,
+                    lambda repeat_cfg, repeat_overrides: (
+                        lambda folder: write_config_record(
+                            folder, repeat_cfg, HydraConfig.instance().cfg, repeat_overrides
+                        )
+                    ),
+                )
             mode = sweep_job_mode(run_dir, config) if in_sweep else "new"
         if mode == "keep":
             log.info("job %s had finished with the same config; keeping its results", _shown(run_dir))
@@ -112,8 +123,15 @@ def _run(cfg: DictConfig, dist: Dist, script: str, hydra_cfg, overrides: list[st
         from finetune_pipeline.training.recipe import train  # here: a refused config never loads the model libraries
 
         labels = job_labels(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, overrides) if in_sweep else None
-        metrics = train(config, run_dir, resume=mode == "resume", dist=dist,
-                        record=None if mode == "resume" else record, retry_failed=mode == "retry", labels=labels)
+        metrics = train(
+            config,
+            run_dir,
+            resume=mode == "resume",
+            dist=dist,
+            record=None if mode == "resume" else record,
+            retry_failed=mode == "retry",
+            labels=labels,
+        )
     except Exception as e:
         if isinstance(e, Interrupted):  # in a sweep this stops the sweep; its jobs resume from their folders
             if in_sweep or dist.is_main:
@@ -157,28 +175,44 @@ def run_repeats(cfg: DictConfig, config: Config, dist: Dist, hydra_cfg, override
             values.append(read_job(folder).best_value)
             continue
         labels = job_labels(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, repeat_overrides) if in_sweep else None
-        metrics = train(repeat, folder, resume=mode == "resume", dist=dist, retry_failed=mode == "retry",
-                        record=None if mode == "resume" else record_for(repeat_cfg, repeat_overrides),
-                        labels=labels)
+        metrics = train(
+            repeat,
+            folder,
+            resume=mode == "resume",
+            dist=dist,
+            retry_failed=mode == "retry",
+            record=None if mode == "resume" else record_for(repeat_cfg, repeat_overrides),
+            labels=labels,
+        )
         values.append(metrics[metric])
     interval = t_interval(values)
     if dist.is_main:
-        write_json(run_dir / "repeats.json", {"metric": metric, "seeds": list(config.repeats), "values": values,
-                                              **interval.as_dict()})
-    log.info("repeats: %s mean %.4f%s over data.seed=%s", metric, interval.mean,
-             f" (95% CI {interval.ci95[0]:.4f}-{interval.ci95[1]:.4f})" if interval.ci95 else "", list(config.repeats))
+        write_json(
+            run_dir / "repeats.json",
+            {"metric": metric, "seeds": list(config.repeats), "values": values, **interval.as_dict()},
+        )
+    log.info(
+        "repeats: %s mean %.4f%s over data.seed=%s",
+        metric,
+        interval.mean,
+        f" (95% CI {interval.ci95[0]:.4f}-{interval.ci95[1]:.4f})" if interval.ci95 else "",
+        list(config.repeats),
+    )
     return interval.mean
 
 
 def _after_stop(run_dir: Path, in_sweep: bool, hydra_cfg, dist: Dist, script: str) -> str:
     """What a stopped run kept, and the command that goes on from there."""
     if in_sweep:
-        return f"sweep stopped; to continue it, run the same command with hydra.sweep.dir={_shown(Path(hydra_cfg.sweep.dir))}"
+        sweep_dir = _shown(Path(hydra_cfg.sweep.dir))
+        return f"sweep stopped; to continue it, run the same command with hydra.sweep.dir={sweep_dir}"
     if (run_dir / STATE_FILE).is_file():
         launcher = "torchrun ... " if dist.enabled else "python "
         return f"resume with:\n  {launcher}{script} resume={_shown(run_dir)}"
-    return (f"no training state was saved yet, so nothing to resume: {_shown(run_dir)} keeps what was written so far "
-            "(the preprocessed data and the feature cache hold only complete files); run the command again")
+    return (
+        f"no training state was saved yet, so nothing to resume: {_shown(run_dir)} keeps what was written so far "
+        "(the preprocessed data and the feature cache hold only complete files); run the command again"
+    )
 
 
 def sweep_job_mode(run_dir: Path, config: Config) -> str:
@@ -188,12 +222,15 @@ def sweep_job_mode(run_dir: Path, config: Config) -> str:
     if not held:
         return "new"
     if CONFIG_DIR not in held:
-        raise RunFolderRefused(f"{run_dir}: holds files but no .hydra/ record, so it is no job of a sweep; "
-                               "choose another hydra.sweep.dir")
+        raise RunFolderRefused(
+            f"{run_dir}: holds files but no .hydra/ record, so it is no job of a sweep; choose another hydra.sweep.dir"
+        )
     differences = config_differences(stored_config(run_dir), config)
     if differences:
-        raise RunFolderRefused(f"job {run_dir} was run with another config ({'; '.join(differences[:5])}); its "
-                               "results belong to that config: choose another hydra.sweep.dir or leave it unset")
+        raise RunFolderRefused(
+            f"job {run_dir} was run with another config ({'; '.join(differences[:5])}); its "
+            "results belong to that config: choose another hydra.sweep.dir or leave it unset"
+        )
     if (run_dir / STATE_FILE).is_file():
         return "resume"
     return "keep" if (run_dir / METRICS_FILE).is_file() else "retry"

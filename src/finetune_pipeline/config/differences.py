@@ -9,8 +9,13 @@ from __future__ import annotations
 import dataclasses
 
 # how a run goes, not what it computes: these may differ when a run is resumed or a sweep job re-run
-HOW_KEYS = ("training.device", "training.num_workers", "training.progress_bar", "training.log_every_steps",
-            "training.save_every_steps")
+HOW_KEYS = (
+    "training.device",
+    "training.num_workers",
+    "training.progress_bar",
+    "training.log_every_steps",
+    "training.save_every_steps",
+)
 HOW_GROUPS = ("logger.",)  # where a run is tracked changes none of its results
 
 

@@ -17,18 +17,20 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from finetune_pipeline.artifacts.names import EVALUATION_DIR, TOKENIZER_DIR
-from finetune_pipeline.artifacts.names import CONFIG_DIR
+from finetune_pipeline.artifacts.names import CONFIG_DIR, EVALUATION_DIR, TOKENIZER_DIR
+from finetune_pipeline.config.checks import check_device_name, check_max_length, check_precision_for_device
 from finetune_pipeline.config.differences import HOW_KEYS, is_how_key
-
 from finetune_pipeline.config.renamed import migrate_stored
-from finetune_pipeline.config.schema import (AdapterMethod, BackboneSource, Config, LoggerConfig, TinyBackboneConfig,
-                                           TrainingPath)
+from finetune_pipeline.config.schema import (
+    AdapterMethod,
+    BackboneSource,
+    Config,
+    LoggerConfig,
+    TinyBackboneConfig,
+    TrainingPath,
+)
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.config.checks import check_max_length
 from finetune_pipeline.paths import project_root, resolve_path
-from finetune_pipeline.config.checks import check_device_name, check_precision_for_device
-
 
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 RUN_FOLDER_NAMES = (TOKENIZER_DIR, EVALUATION_DIR, "wandb")  # folders a run writes itself
@@ -61,15 +63,16 @@ def to_config(cfg: DictConfig) -> Config:
 def _refuse_unknown_keys(node: DictConfig, schema: type, prefix: str) -> None:
     """Keys added with ``+key=value`` that the schema does not have (Hydra lets ``+`` add them)."""
     fields = typing.get_type_hints(schema)
-    for key in node.keys():
+    for key in node:
         if prefix == "" and key == "hydra":
             continue
         name = f"{prefix}{key}"
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-            raise PipelineError(f"{name} is not a config key{hint}; keys of {prefix.rstrip('.') or 'the config'}: "
-                                f"{', '.join(fields)}")
+            raise PipelineError(
+                f"{name} is not a config key{hint}; keys of {prefix.rstrip('.') or 'the config'}: {', '.join(fields)}"
+            )
         kind = _dataclass_of(fields[key])
         value = node._get_node(key)
         if kind is not None and OmegaConf.is_dict(value):
@@ -92,8 +95,10 @@ def stored_config(run_dir: Path, overrides: list[str] = ()) -> Config:
     parsed = [o for o in OverridesParser.create().parse_overrides(list(overrides)) if o.key_or_group != "resume"]
     others = [o.input_line for o in parsed if not is_how_key(o.key_or_group) or o.is_delete()]
     if others:
-        raise PipelineError(f"resume= continues {run_dir} with its stored config; drop the other overrides {others} "
-                            f"(allowed: {', '.join(HOW_KEYS)}, logger.<tracker>.<key>)")
+        raise PipelineError(
+            f"resume= continues {run_dir} with its stored config; drop the other overrides {others} "
+            f"(allowed: {', '.join(HOW_KEYS)}, logger.<tracker>.<key>)"
+        )
     path = run_dir / CONFIG_DIR / "config.yaml"
     if not path.is_file():
         raise PipelineError(f"{run_dir}: not a run folder (no .hydra/config.yaml to resume with)")
@@ -125,15 +130,27 @@ def validate(cfg: Config) -> None:
     )
     _check(d.max_length >= 8, "data.max_length", f"must be >= 8, got {d.max_length}")
     _check(d.folds >= 2, "data.folds", f"must be >= 2 (k-fold needs two folds at least), got {d.folds}")
-    _check(cfg.repeats is None or (len(cfg.repeats) >= 1 and len(set(cfg.repeats)) == len(cfg.repeats)), "repeats",
-           f"must be null or a list of distinct data.seed values, e.g. repeats=[1,2,3], got {cfg.repeats}")
+    _check(
+        cfg.repeats is None or (len(cfg.repeats) >= 1 and len(set(cfg.repeats)) == len(cfg.repeats)),
+        "repeats",
+        f"must be null or a list of distinct data.seed values, e.g. repeats=[1,2,3], got {cfg.repeats}",
+    )
     _check(0 <= d.fold < d.folds, "data.fold", f"must be in 0..data.folds-1 = 0..{d.folds - 1}, got {d.fold}")
-    _check(d.long_text.value != "chunk" or 0 <= d.chunk_stride <= d.max_length // 2, "data.chunk_stride",
-           f"must be in [0, data.max_length / 2 = {d.max_length // 2}] (windows must move on), got {d.chunk_stride}")
-    _check(bool(d.text_field.strip()) and bool(d.label_field.strip()), "data.text_field / data.label_field",
-           "must name a key or column")
-    _check(d.text_field != d.label_field, "data.text_field / data.label_field",
-           f"name the same field {d.text_field!r}; the text and the label are two fields")
+    _check(
+        d.long_text.value != "chunk" or 0 <= d.chunk_stride <= d.max_length // 2,
+        "data.chunk_stride",
+        f"must be in [0, data.max_length / 2 = {d.max_length // 2}] (windows must move on), got {d.chunk_stride}",
+    )
+    _check(
+        bool(d.text_field.strip()) and bool(d.label_field.strip()),
+        "data.text_field / data.label_field",
+        "must name a key or column",
+    )
+    _check(
+        d.text_field != d.label_field,
+        "data.text_field / data.label_field",
+        f"name the same field {d.text_field!r}; the text and the label are two fields",
+    )
     for key in ("max_train_samples", "max_eval_samples"):
         value = getattr(d, key)
         _check(value is None or value >= 1, f"data.{key}", f"must be >= 1, or null for all records, got {value}")
@@ -142,9 +159,21 @@ def validate(cfg: Config) -> None:
     _check(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
     for key in ("epochs", "batch_size", "gradient_accumulation_steps", "log_every_steps", "encode_batch_size"):
         _check(getattr(t, key) >= 1, f"training.{key}", f"must be >= 1, got {getattr(t, key)}")
-    _check(t.encode_max_tokens >= 0, "training.encode_max_tokens", f"must be >= 0 (0 = no budget), got {t.encode_max_tokens}")
-    _check(t.early_stopping_patience >= 0, "training.early_stopping_patience", f"must be >= 0 (0 = off), got {t.early_stopping_patience}")
-    _check(t.save_every_steps >= 0, "training.save_every_steps", f"must be >= 0 (0 = epoch ends only), got {t.save_every_steps}")
+    _check(
+        t.encode_max_tokens >= 0,
+        "training.encode_max_tokens",
+        f"must be >= 0 (0 = no budget), got {t.encode_max_tokens}",
+    )
+    _check(
+        t.early_stopping_patience >= 0,
+        "training.early_stopping_patience",
+        f"must be >= 0 (0 = off), got {t.early_stopping_patience}",
+    )
+    _check(
+        t.save_every_steps >= 0,
+        "training.save_every_steps",
+        f"must be >= 0 (0 = epoch ends only), got {t.save_every_steps}",
+    )
     _check(t.num_workers >= 0, "training.num_workers", f"must be >= 0, got {t.num_workers}")
     for key in ("learning_rate", "encoder_learning_rate"):
         _check(getattr(t, key) > 0, f"training.{key}", f"must be > 0, got {getattr(t, key)}")
@@ -180,38 +209,53 @@ def _validate_adapter(cfg: Config) -> None:
     a = cfg.adapter
     for method, node in ((AdapterMethod.lora, a.lora), (AdapterMethod.top_layers, a.top_layers)):
         if a.method == method and node is None:
-            raise PipelineError(f"adapter.{method.value} is required when adapter.method={method.value} "
-                                f"(use adapter={method.value})")
+            raise PipelineError(
+                f"adapter.{method.value} is required when adapter.method={method.value} (use adapter={method.value})"
+            )
     if a.method == AdapterMethod.lora:
         lora = a.lora
         _check(lora.rank >= 1, "adapter.lora.rank", f"must be >= 1, got {lora.rank}")
         _check(lora.alpha > 0, "adapter.lora.alpha", f"must be > 0, got {lora.alpha}")
         _check(0 <= lora.dropout < 1, "adapter.lora.dropout", f"must be in [0, 1), got {lora.dropout}")
-        _check(lora.target_modules is None or (len(lora.target_modules) > 0
-                                               and all(str(t).strip() for t in lora.target_modules)),
-               "adapter.lora.target_modules",
-               "must be null (the architecture's defaults) or a non-empty list of layer names")
+        _check(
+            lora.target_modules is None
+            or (len(lora.target_modules) > 0 and all(str(t).strip() for t in lora.target_modules)),
+            "adapter.lora.target_modules",
+            "must be null (the architecture's defaults) or a non-empty list of layer names",
+        )
     if a.method == AdapterMethod.top_layers:
         top = a.top_layers
         _check(top.layers >= 1, "adapter.top_layers.layers", f"must be >= 1, got {top.layers}")
-        _check(top.cache_dtype in ("fp16", "bf16", "fp32"), "adapter.top_layers.cache_dtype",
-               f"must be fp16, bf16 or fp32, got {top.cache_dtype!r}")
-        _check(cfg.data.long_text.value != "chunk", "data.long_text",
-               "=chunk is not supported with adapter=top_layers (it caches one row of token states per text); "
-               "use adapter=lora or training.freeze_backbone=false")
+        _check(
+            top.cache_dtype in ("fp16", "bf16", "fp32"),
+            "adapter.top_layers.cache_dtype",
+            f"must be fp16, bf16 or fp32, got {top.cache_dtype!r}",
+        )
+        _check(
+            cfg.data.long_text.value != "chunk",
+            "data.long_text",
+            "=chunk is not supported with adapter=top_layers (it caches one row of token states per text); "
+            "use adapter=lora or training.freeze_backbone=false",
+        )
 
 
 def _validate_logger(lg: LoggerConfig) -> None:
     if lg.mlflow is not None:
         _check(bool(lg.mlflow.tracking_uri.strip()), "logger.mlflow.tracking_uri", "must not be empty")
         _check(bool(lg.mlflow.experiment_name.strip()), "logger.mlflow.experiment_name", "must not be empty")
-        _check(lg.mlflow.http_timeout_seconds >= 1, "logger.mlflow.http_timeout_seconds",
-               f"must be >= 1, got {lg.mlflow.http_timeout_seconds}")
+        _check(
+            lg.mlflow.http_timeout_seconds >= 1,
+            "logger.mlflow.http_timeout_seconds",
+            f"must be >= 1, got {lg.mlflow.http_timeout_seconds}",
+        )
         _check(lg.mlflow.http_retries >= 0, "logger.mlflow.http_retries", f"must be >= 0, got {lg.mlflow.http_retries}")
     if lg.tensorboard is not None:  # a folder inside the run folder, never one of its artifacts
         name = lg.tensorboard.log_dir
-        _check(bool(PLAIN_NAME.fullmatch(name)) and name not in RUN_FOLDER_NAMES, "logger.tensorboard.log_dir",
-               f"must be one plain folder name inside the run folder (letters, digits, '_', '-'), not {name!r}")
+        _check(
+            bool(PLAIN_NAME.fullmatch(name)) and name not in RUN_FOLDER_NAMES,
+            "logger.tensorboard.log_dir",
+            f"must be one plain folder name inside the run folder (letters, digits, '_', '-'), not {name!r}",
+        )
     if lg.wandb is not None:
         _check(bool(lg.wandb.project.strip()), "logger.wandb.project", "must not be empty")
 
@@ -219,31 +263,53 @@ def _validate_logger(lg: LoggerConfig) -> None:
 def _check_data_paths(d) -> None:
     """What preprocessing and the cache write must never land on the raw data, or on each other."""
     raw = resolve_path(d.raw_dir).resolve()
-    written = {"data.dataset_path": resolve_path(d.dataset_path).resolve(),
-               "data.label_mapping_path": resolve_path(d.label_mapping_path).resolve(),
-               "data.cache_dir": resolve_path(d.cache_dir).resolve()}
+    written = {
+        "data.dataset_path": resolve_path(d.dataset_path).resolve(),
+        "data.label_mapping_path": resolve_path(d.label_mapping_path).resolve(),
+        "data.cache_dir": resolve_path(d.cache_dir).resolve(),
+    }
     for key, path in written.items():
         if path == raw or raw in path.parents:
-            raise PipelineError(f"{key}={path} lies inside data.raw_dir={raw}; preprocessing and the cache would "
-                                "write into the raw data (and read their own files back as raw parts)")
+            raise PipelineError(
+                f"{key}={path} lies inside data.raw_dir={raw}; preprocessing and the cache would "
+                "write into the raw data (and read their own files back as raw parts)"
+            )
     if written["data.dataset_path"] == written["data.label_mapping_path"]:
-        raise PipelineError(f"data.dataset_path and data.label_mapping_path are the same file "
-                            f"({written['data.dataset_path']})")
+        raise PipelineError(
+            f"data.dataset_path and data.label_mapping_path are the same file ({written['data.dataset_path']})"
+        )
 
 
 def _validate_tiny(tiny: TinyBackboneConfig) -> None:
-    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "max_position_embeddings"):
+    for key in (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "max_position_embeddings",
+    ):
         _check(getattr(tiny, key) >= 1, f"backbone.tiny.{key}", f"must be >= 1, got {getattr(tiny, key)}")
-    _check(tiny.vocab_size >= TINY_MIN_VOCAB, "backbone.tiny.vocab_size",
-           f"must be >= {TINY_MIN_VOCAB} (5 special tokens and the byte-level alphabet), got {tiny.vocab_size}")
-    _check(tiny.hidden_size % tiny.num_attention_heads == 0, "backbone.tiny.hidden_size",
-           f"={tiny.hidden_size} must be divisible by backbone.tiny.num_attention_heads={tiny.num_attention_heads}")
+    _check(
+        tiny.vocab_size >= TINY_MIN_VOCAB,
+        "backbone.tiny.vocab_size",
+        f"must be >= {TINY_MIN_VOCAB} (5 special tokens and the byte-level alphabet), got {tiny.vocab_size}",
+    )
+    _check(
+        tiny.hidden_size % tiny.num_attention_heads == 0,
+        "backbone.tiny.hidden_size",
+        f"={tiny.hidden_size} must be divisible by backbone.tiny.num_attention_heads={tiny.num_attention_heads}",
+    )
     head_dim = tiny.hidden_size // tiny.num_attention_heads
-    _check(head_dim % 2 == 0, "backbone.tiny.hidden_size / num_attention_heads",
-           f"= {head_dim} must be even (rotary position embeddings rotate pairs of dimensions)")
-    _check(tiny.local_attention >= 2 and tiny.local_attention % 2 == 0, "backbone.tiny.local_attention",
-           f"must be an even number >= 2 (a window of local_attention/2 tokens each side), got {tiny.local_attention}")
+    _check(
+        head_dim % 2 == 0,
+        "backbone.tiny.hidden_size / num_attention_heads",
+        f"= {head_dim} must be even (rotary position embeddings rotate pairs of dimensions)",
+    )
+    _check(
+        tiny.local_attention >= 2 and tiny.local_attention % 2 == 0,
+        "backbone.tiny.local_attention",
+        f"must be an even number >= 2 (a window of local_attention/2 tokens each side), got {tiny.local_attention}",
+    )
 
 
 def _refuse_non_finite(node, prefix: str) -> None:

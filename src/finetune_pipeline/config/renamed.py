@@ -33,6 +33,9 @@ def migrate_stored(stored: dict) -> dict:
     method = adapter.get("method", "none")
     lora = {k: adapter[k] for k in ("rank", "alpha", "dropout", "target_modules") if k in adapter}
     top = {k: adapter[k] for k in ("layers", "cache_dtype") if k in adapter}
-    new = {"method": method, "lora": lora if method == "lora" else None,
-           "top_layers": top if method == "top_layers" else None}
+    new = {
+        "method": method,
+        "lora": lora if method == "lora" else None,
+        "top_layers": top if method == "top_layers" else None,
+    }
     return {**stored, "adapter": new}

@@ -1,19 +1,17 @@
 """Typed config schema: what every key means and which type it has.
 
 The values live once, in the YAML files under ``conf/`` (``MISSING`` here); Hydra validates
-them and every command-line override against these dataclasses, so ``training.lerning_rate=1e-3`` or ``data.max_length=abc`` fails at
-start-up, before anything is loaded.
+them and every command-line override against these dataclasses, so ``training.lerning_rate=1e-3``
+or ``data.max_length=abc`` fails at start-up, before anything is loaded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Dict, List, Optional
-
-from omegaconf import MISSING
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
 
 class Pooling(str, Enum):
@@ -22,7 +20,9 @@ class Pooling(str, Enum):
 
 
 class MixedPrecision(str, Enum):
-    auto = "auto"  # bf16 where supported and faster (CUDA, or a CPU where a probe says so), else fp16 on CUDA, else fp32
+    auto = (
+        "auto"  # bf16 where supported and faster (CUDA, or a CPU where a probe says so), else fp16 on CUDA, else fp32
+    )
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"  # CUDA only; uses a GradScaler
@@ -70,18 +70,18 @@ class BackboneSource(str, Enum):
 class HfSplits:
     """Our split -> the dataset's split name; null: none (data.split=stratified then splits what there is)."""
 
-    train: Optional[str] = MISSING
-    val: Optional[str] = MISSING
-    test: Optional[str] = MISSING
+    train: str | None = MISSING
+    val: str | None = MISSING
+    test: str | None = MISSING
 
 
 @dataclass
 class HfDatasetConfig:
     """A Hugging Face dataset as the source instead of raw_dir: a folder written by ``save_to_disk``, or a Hub id."""
 
-    path: Optional[str] = MISSING  # null: read raw_dir; else a save_to_disk folder or a Hub id (needs the network once)
-    name: Optional[str] = MISSING  # the Hub dataset's configuration (load_dataset's name)
-    revision: Optional[str] = MISSING  # a Hub branch, tag or commit
+    path: str | None = MISSING  # null: read raw_dir; else a save_to_disk folder or a Hub id (needs the network once)
+    name: str | None = MISSING  # the Hub dataset's configuration (load_dataset's name)
+    revision: str | None = MISSING  # a Hub branch, tag or commit
     splits: HfSplits = field(default_factory=HfSplits)  # with all three set, the dataset's own split is kept
 
 
@@ -101,8 +101,8 @@ class DataConfig:
     seed: int = MISSING  # fixes the split (and, unless training.seed is set, the initialisation and data order)
     folds: int = MISSING  # split=kfold: K folds (scikit-learn StratifiedKFold, shuffled with data.seed)
     fold: int = MISSING  # split=kfold: the fold that is the test split, 0..K-1
-    max_train_samples: Optional[int] = MISSING  # null: all; else a stratified subset of the train split
-    max_eval_samples: Optional[int] = MISSING  # null: all; else a stratified subset of val and of test, each
+    max_train_samples: int | None = MISSING  # null: all; else a stratified subset of the train split
+    max_eval_samples: int | None = MISSING  # null: all; else a stratified subset of val and of test, each
     long_text: LongText = MISSING  # truncate | chunk: texts longer than max_length
     chunk_stride: int = MISSING  # chunk: tokens each window shares with the one before it
     chunk_pooling: ChunkPooling = MISSING  # chunk: a document's vector is the mean | max of its windows'
@@ -127,12 +127,12 @@ class BackboneConfig:
     name: str = MISSING
     source: BackboneSource = MISSING
     path: str = MISSING  # local folder; for source=tiny, the cache root
-    hub_id: Optional[str] = MISSING  # downloaded into `path` when weights are absent
+    hub_id: str | None = MISSING  # downloaded into `path` when weights are absent
     download: bool = MISSING  # allow the download above when online
-    hidden_size: Optional[int] = MISSING  # expected encoder width (checked); null skips the check
-    max_position_embeddings: Optional[int] = MISSING  # expected context (checked); null skips
+    hidden_size: int | None = MISSING  # expected encoder width (checked); null skips the check
+    max_position_embeddings: int | None = MISSING  # expected context (checked); null skips
     trust_remote_code: bool = MISSING  # never run code from a model folder unless asked
-    tiny: Optional[TinyBackboneConfig] = None  # set by backbone=tiny only
+    tiny: TinyBackboneConfig | None = None  # set by backbone=tiny only
 
 
 @dataclass
@@ -144,7 +144,7 @@ class ModelConfig:
 
 @dataclass
 class TrainingConfig:
-    seed: Optional[int] = MISSING  # the head's (and adapters') initialisation, dropout, data order; null: data.seed
+    seed: int | None = MISSING  # the head's (and adapters') initialisation, dropout, data order; null: data.seed
     epochs: int = MISSING
     batch_size: int = MISSING  # texts per forward pass
     gradient_accumulation_steps: int = MISSING  # forward passes per optimizer step
@@ -165,7 +165,9 @@ class TrainingConfig:
     label_smoothing: float = MISSING  # cross-entropy label smoothing in [0, 1)
     best_metric: BestMetric = MISSING  # validation metric that picks best_model.pt
     early_stopping_patience: int = MISSING  # stop after this many epochs without a better best_metric; 0 = off
-    save_every_steps: int = MISSING  # also save train_state.pt every N optimizer steps (it is saved every epoch); 0 = epochs only
+    save_every_steps: int = (
+        MISSING  # also save train_state.pt every N optimizer steps (it is saved every epoch); 0 = epochs only
+    )
     log_every_steps: int = MISSING  # step log period, in forward passes
     device: str = MISSING  # auto | cpu | cuda | cuda:N
     progress_bar: bool = MISSING  # tqdm bar on a terminal (never in logs or CI)
@@ -184,7 +186,7 @@ class LoraConfig:
     rank: int = MISSING  # LoRA rank r
     alpha: float = MISSING  # LoRA scaling numerator (the update is alpha / r x B A)
     dropout: float = MISSING  # dropout on the adapter's input
-    target_modules: Optional[List[str]] = MISSING  # null: ModernBERT Wqkv, Wo, Wi; BERT-style query, key, value, dense
+    target_modules: list[str] | None = MISSING  # null: ModernBERT Wqkv, Wo, Wi; BERT-style query, key, value, dense
 
 
 @dataclass
@@ -200,8 +202,8 @@ class AdapterConfig:
     """Cheaper fine-tuning than the whole encoder (conf/adapter/): ``adapter=lora``, ``adapter=top_layers``."""
 
     method: AdapterMethod = MISSING
-    lora: Optional[LoraConfig] = None  # set by adapter=lora only
-    top_layers: Optional[TopLayersConfig] = None  # set by adapter=top_layers only
+    lora: LoraConfig | None = None  # set by adapter=lora only
+    top_layers: TopLayersConfig | None = None  # set by adapter=top_layers only
 
 
 class TrainingPath(str, Enum):
@@ -234,9 +236,10 @@ class WandbMode(str, Enum):
 class MlflowConfig:
     tracking_uri: str = MISSING  # sqlite:///<file> (no server), http(s)://<server>, databricks, ...
     experiment_name: str = MISSING
-    run_name: Optional[str] = MISSING  # null: the run folder under outputs/ (a sweep job: number and overrides)
-    tags: Dict[str, str] = MISSING  # added to every run (and to a sweep's parent run)
-    artifact_location: Optional[str] = MISSING  # where a new experiment keeps artifacts; null: mlartifacts/ beside a local store, else the server's default
+    run_name: str | None = MISSING  # null: the run folder under outputs/ (a sweep job: number and overrides)
+    tags: dict[str, str] = MISSING  # added to every run (and to a sweep's parent run)
+    # where a new experiment keeps artifacts; null: mlartifacts/ beside a local store, else the server's default
+    artifact_location: str | None = MISSING
     log_checkpoints: bool = MISSING  # also upload best/final_model.pt and classifier_head.pt
     http_timeout_seconds: int = MISSING  # per request to a tracking server
     http_retries: int = MISSING  # retries per request before the tracker is given up for this run
@@ -250,18 +253,19 @@ class TensorBoardConfig:
 @dataclass
 class WandbConfig:
     project: str = MISSING
-    entity: Optional[str] = MISSING  # team or user; null: the logged-in user's default
+    entity: str | None = MISSING  # team or user; null: the logged-in user's default
     mode: WandbMode = MISSING
-    run_name: Optional[str] = MISSING  # null: as for MLflow
-    tags: List[str] = MISSING
+    run_name: str | None = MISSING  # null: as for MLflow
+    tags: list[str] = MISSING
 
 
 @dataclass
 class LoggerConfig:
     """Trackers this run logs to; each is set by its file in conf/logger/ (logger=[mlflow,tensorboard] for several)."""
-    mlflow: Optional[MlflowConfig] = None
-    tensorboard: Optional[TensorBoardConfig] = None
-    wandb: Optional[WandbConfig] = None
+
+    mlflow: MlflowConfig | None = None
+    tensorboard: TensorBoardConfig | None = None
+    wandb: WandbConfig | None = None
 
 
 @dataclass
@@ -273,8 +277,8 @@ class Config:
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # where the run is tracked; changes no result
-    resume: Optional[str] = None  # a run folder: continue it, with the config stored in it
-    repeats: Optional[List[int]] = None  # data.seed values: the run trains once per seed, returns the mean
+    resume: str | None = None  # a run folder: continue it, with the config stored in it
+    repeats: list[int] | None = None  # data.seed values: the run trains once per seed, returns the mean
 
 
 def register_configs() -> None:
@@ -283,7 +287,7 @@ def register_configs() -> None:
     cs.store(name="base_config", node=Config)
 
 
-def init_seed(cfg: "Config") -> int:
+def init_seed(cfg: Config) -> int:
     """The seed of the model's initialisation, dropout and data order: training.seed, or data.seed
     when it is null (one seed for everything, the original pipeline's behaviour)."""
     return cfg.training.seed if cfg.training.seed is not None else cfg.data.seed

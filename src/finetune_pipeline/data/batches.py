@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -50,23 +50,36 @@ class TokenizedTexts(Dataset):
     """Texts tokenized once up front (unpadded) with their class ids: truncated to max_length, or,
     with ``chunking``, each text a list of windows of at most max_length tokens (one for a short text)."""
 
-    def __init__(self, texts: list[str], labels: list[int], tokenizer: PreTrainedTokenizerBase, max_length: int,
-                 chunking: Chunking | None = None):
+    def __init__(
+        self,
+        texts: list[str],
+        labels: list[int],
+        tokenizer: PreTrainedTokenizerBase,
+        max_length: int,
+        chunking: Chunking | None = None,
+    ):
         self.labels, self.chunking = labels, chunking
         if chunking is None:
             self.input_ids: list = tokenizer(texts, truncation=True, max_length=max_length, padding=False)["input_ids"]
             return
         if not getattr(tokenizer, "is_fast", False):
-            raise PipelineError(f"data.long_text=chunk needs a fast tokenizer (tokenizer.json); {type(tokenizer).__name__} "
-                                "is not one")
-        encoded = tokenizer(texts, truncation=True, max_length=max_length, stride=chunking.stride, padding=False,
-                            return_overflowing_tokens=True)
+            raise PipelineError(
+                f"data.long_text=chunk needs a fast tokenizer (tokenizer.json); {type(tokenizer).__name__} is not one"
+            )
+        encoded = tokenizer(
+            texts,
+            truncation=True,
+            max_length=max_length,
+            stride=chunking.stride,
+            padding=False,
+            return_overflowing_tokens=True,
+        )
         self.input_ids = [[] for _ in texts]  # text -> its windows, in order
         for window, text in zip(encoded["input_ids"], encoded["overflow_to_sample_mapping"]):
             self.input_ids[text].append(window)
 
     @classmethod
-    def subset(cls, data: "TokenizedTexts", indices: list[int]) -> "TokenizedTexts":
+    def subset(cls, data: TokenizedTexts, indices: list[int]) -> TokenizedTexts:
         part = cls.__new__(cls)
         part.input_ids = [data.input_ids[i] for i in indices]
         part.labels = [data.labels[i] for i in indices]
@@ -116,8 +129,9 @@ class PadCollator:
             "labels": torch.tensor([label for _, _, label in items], dtype=torch.long),  # (B,)
         }
         if chunked:
-            batch["window_doc"] = torch.tensor([d for d, (_, windows, _) in enumerate(items) for _ in windows],
-                                               dtype=torch.long)  # (W,)
+            batch["window_doc"] = torch.tensor(
+                [d for d, (_, windows, _) in enumerate(items) for _ in windows], dtype=torch.long
+            )  # (W,)
         return batch
 
 
@@ -147,7 +161,7 @@ def sorted_batches(lengths: list[int], batch_size: int, max_tokens: int = 0) -> 
     batches: list[list[int]] = []
     i = 0
     while i < n:
-        batches.append(order[i:end[i]])
+        batches.append(order[i : end[i]])
         i = int(end[i])
     return batches
 
@@ -176,7 +190,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(_rank_rows(b, self.rank, self.world_size) for b in self.epoch_batches(self.epoch)[self.skip:])
+        return iter(_rank_rows(b, self.rank, self.world_size) for b in self.epoch_batches(self.epoch)[self.skip :])
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         rnd = random.Random(self.seed * 100_003 + epoch - 1)
@@ -185,8 +199,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         mega = self.batch_size * MEGA_BATCH_FACTOR
         batches = []
         for start in range(0, len(indices), mega):
-            window = sorted(indices[start:start + mega], key=lambda i: -self.lengths[i])
-            batches += [window[j:j + self.batch_size] for j in range(0, len(window), self.batch_size)]
+            window = sorted(indices[start : start + mega], key=lambda i: -self.lengths[i])
+            batches += [window[j : j + self.batch_size] for j in range(0, len(window), self.batch_size)]
         rnd.shuffle(batches)
         return batches
 
@@ -197,14 +211,28 @@ def _rank_rows(batch: list[int], rank: int, world_size: int) -> list[int]:
     return batch[rank::world_size] or batch[:1]
 
 
-def train_loader(data: TokenizedTexts, batch_size: int, seed: int, num_workers: int, pad_token_id: int,
-                 rank: int = 0, world_size: int = 1) -> DataLoader:
+def train_loader(
+    data: TokenizedTexts,
+    batch_size: int,
+    seed: int,
+    num_workers: int,
+    pad_token_id: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
     sampler = LengthGroupedBatchSampler(data.lengths(), batch_size, seed, rank, world_size)
     return DataLoader(data, batch_sampler=sampler, num_workers=num_workers, collate_fn=PadCollator(pad_token_id))
 
 
-def eval_loader(data: TokenizedTexts, batch_size: int, num_workers: int, pad_token_id: int, max_tokens: int = 0,
-                rank: int = 0, world_size: int = 1) -> DataLoader:
+def eval_loader(
+    data: TokenizedTexts,
+    batch_size: int,
+    num_workers: int,
+    pad_token_id: int,
+    max_tokens: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
     """Length-sorted batches; under torchrun each rank takes every ``world_size``-th batch."""
     batches = sorted_batches(data.lengths(), batch_size, max_tokens)[rank::world_size]
     return DataLoader(data, batch_sampler=batches, num_workers=num_workers, collate_fn=PadCollator(pad_token_id))
@@ -215,8 +243,15 @@ def _feature_rows(rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -
     return {"index": index, "features": features, "labels": labels}  # (B,), (B, H), (B,)
 
 
-def feature_loader(features: torch.Tensor, labels: list[int], batch_size: int, train_lengths: list[int] | None = None,
-                   seed: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:
+def feature_loader(
+    features: torch.Tensor,
+    labels: list[int],
+    batch_size: int,
+    train_lengths: list[int] | None = None,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
     """Batches of cached (N, H) features, in-process (rows are tensor slices).
 
     For training, pass the texts' token lengths: the batches are then exactly those the end-to-end

@@ -13,7 +13,7 @@ class ClassIndex:
     labels: list[str]  # id -> original label
 
     @classmethod
-    def from_dataset(cls, symbols: list[str], label_to_symbol: dict[str, str]) -> "ClassIndex":
+    def from_dataset(cls, symbols: list[str], label_to_symbol: dict[str, str]) -> ClassIndex:
         ordered = symbol_order(symbols)
         symbol_to_label = {s: label for label, s in label_to_symbol.items()}
         return cls(ordered, [symbol_to_label[s] for s in ordered])

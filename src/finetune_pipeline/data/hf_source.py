@@ -42,14 +42,17 @@ def read_hf_dataset(cfg: DataConfig) -> tuple[list[Record], str, dict[str, int]]
     fields = (cfg.text_field, cfg.label_field)
     for ours, theirs in splits.items():
         if theirs not in dataset:
-            raise PipelineError(f"data.hf.splits.{ours}={theirs!r}: {cfg.hf.path} has no such split "
-                                f"(it has: {', '.join(dataset)})")
+            raise PipelineError(
+                f"data.hf.splits.{ours}={theirs!r}: {cfg.hf.path} has no such split (it has: {', '.join(dataset)})"
+            )
         part = dataset[theirs]
         where = Path(f"{cfg.hf.path}[{theirs}]")
         missing = [f for f in fields if f not in part.column_names]
         if missing:
-            raise PipelineError(f"{where}: no column {missing[0]!r} (columns: {', '.join(map(repr, part.column_names))}); "
-                                "set data.text_field / data.label_field")
+            raise PipelineError(
+                f"{where}: no column {missing[0]!r} (columns: {', '.join(map(repr, part.column_names))}); "
+                "set data.text_field / data.label_field"
+            )
         names = _class_names(part.features[cfg.label_field])
         texts, labels = part[cfg.text_field], part[cfg.label_field]
         if names is not None:
@@ -94,15 +97,19 @@ def _load(cfg: DataConfig):
     if _looks_like_a_path(cfg.hf.path):
         raise PipelineError(f"data.hf.path={cfg.hf.path}: no such folder ({folder})")
     if os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1":
-        raise PipelineError(f"data.hf.path={cfg.hf.path}: a Hub dataset, but the Hub is switched off here "
-                            "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE); save it with save_to_disk where you are online "
-                            "and point data.hf.path at that folder")
+        raise PipelineError(
+            f"data.hf.path={cfg.hf.path}: a Hub dataset, but the Hub is switched off here "
+            "(HF_HUB_OFFLINE / HF_DATASETS_OFFLINE); save it with save_to_disk where you are online "
+            "and point data.hf.path at that folder"
+        )
     try:
         dataset = datasets.load_dataset(cfg.hf.path, cfg.hf.name, revision=cfg.hf.revision)
-    except Exception as e:  # noqa: BLE001 -- offline, unknown id, gated: the library's reason in one line
-        raise PipelineError(f"data.hf.path={cfg.hf.path}: cannot load it from the Hub ({type(e).__name__}: "
-                            f"{_one_line(e)}); offline, save it with save_to_disk where you are online and point "
-                            "data.hf.path at that folder") from None
+    except Exception as e:
+        raise PipelineError(
+            f"data.hf.path={cfg.hf.path}: cannot load it from the Hub ({type(e).__name__}: "
+            f"{_one_line(e)}); offline, save it with save_to_disk where you are online and point "
+            "data.hf.path at that folder"
+        ) from None
     h = hashlib.sha256(f"{cfg.hf.path}\0{cfg.hf.name}\0{cfg.hf.revision}".encode())
     for name in sorted(dataset):
         h.update(f"\0{name}:{dataset[name]._fingerprint}".encode())

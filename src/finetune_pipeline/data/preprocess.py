@@ -139,8 +139,10 @@ def preprocess(cfg: DataConfig) -> dict:
         "record_files": _compact_files([r.file for r in unique]),
     }
     if current_fingerprint(cfg) != summary["raw_fingerprint"]:  # a copy or download still in progress
-        raise PipelineError(f"{source_name(cfg)}: files changed while they were being preprocessed; nothing was "
-                            "written; run again once they are complete")
+        raise PipelineError(
+            f"{source_name(cfg)}: files changed while they were being preprocessed; nothing was "
+            "written; run again once they are complete"
+        )
     # everything validated: only now touch the outputs, each replaced atomically
     write_json(dataset_path, combined)
     write_json(mapping_path, mapping)
@@ -148,7 +150,12 @@ def preprocess(cfg: DataConfig) -> dict:
     write_json(dataset_path.parent / META_NAME, summary)
     log.info(
         "preprocessed %s (%d parts): %d records, %d exact duplicates dropped, %d labels -> %s",
-        source_name(cfg), len(parts), len(combined), duplicates, len(mapping), dataset_path,
+        source_name(cfg),
+        len(parts),
+        len(combined),
+        duplicates,
+        len(mapping),
+        dataset_path,
     )
     return summary
 
@@ -174,22 +181,30 @@ def load_combined(cfg: DataConfig) -> CombinedDataset:
     texts, symbols = [], []
     for i, row in enumerate(rows, start=1):
         if not isinstance(row, dict) or not isinstance(row.get("input"), str) or row.get("output") not in known:
-            raise PipelineError(f"{dataset_path}: record {i}: not an {{input, output}} record with a symbol from {mapping_path.name}")
+            raise PipelineError(
+                f"{dataset_path}: record {i}: not an {{input, output}} record with a symbol from {mapping_path.name}"
+            )
         texts.append(row["input"])
         symbols.append(row["output"])
     meta = json.loads((dataset_path.parent / META_NAME).read_text(encoding="utf-8"))
     names, index = meta["record_files"]["names"], meta["record_files"]["index"]
     if len(index) != len(texts):
-        raise PipelineError(f"{dataset_path.parent / META_NAME}: out of step with {dataset_path.name}; delete both to rebuild")
+        raise PipelineError(
+            f"{dataset_path.parent / META_NAME}: out of step with {dataset_path.name}; delete both to rebuild"
+        )
     return CombinedDataset(texts, symbols, mapping, meta["raw_fingerprint"], [names[i] for i in index])
 
 
 def _report_normalised_labels(records: list[Record]) -> None:
     changed = sorted({(r.written_label, r.label) for r in records if r.written_label})
     if changed:
-        examples = ", ".join(f"{w!r} -> {l!r}" for w, l in changed[:5])
-        log.warning("%d label spelling(s) normalised (surrounding whitespace, Unicode NFC) and merged with the "
-                    "label they spell: %s", len(changed), examples)
+        examples = ", ".join(f"{written!r} -> {label!r}" for written, label in changed[:5])
+        log.warning(
+            "%d label spelling(s) normalised (surrounding whitespace, Unicode NFC) and merged with the "
+            "label they spell: %s",
+            len(changed),
+            examples,
+        )
 
 
 def _compact_files(files: list[str]) -> dict:

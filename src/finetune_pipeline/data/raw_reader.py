@@ -50,11 +50,17 @@ def list_raw_files(raw_dir: Path) -> list[Path]:
     if hidden:
         log.info("%s: skipped %d hidden file(s): %s", raw_dir, len(hidden), _names(hidden))
     if other:
-        log.info("%s: skipped %d entr(ies) that are not %s files: %s", raw_dir, len(other), "/".join(RAW_SUFFIXES),
-                 _names(other))
+        log.info(
+            "%s: skipped %d entr(ies) that are not %s files: %s",
+            raw_dir,
+            len(other),
+            "/".join(RAW_SUFFIXES),
+            _names(other),
+        )
     if not files:
-        raise PipelineError(f"{raw_dir}: no {', '.join('*' + s for s in RAW_SUFFIXES)} files to preprocess "
-                            "(data.raw_dir)")
+        raise PipelineError(
+            f"{raw_dir}: no {', '.join('*' + s for s in RAW_SUFFIXES)} files to preprocess (data.raw_dir)"
+        )
     return files
 
 
@@ -108,8 +114,10 @@ def _one_object(path: Path, text: str, fields: tuple[str, ...]) -> tuple[str, ob
     if not set(fields) <= item.keys():
         shown = ", ".join(repr(k) for k in list(item)[:5])
         wanted = ", ".join(f'"{f}"' for f in fields)
-        raise PipelineError(f"{path}: a JSON object with keys {shown}, not records: expected a JSON array of "
-                            f"{{{wanted}}} records, or JSON Lines of them")
+        raise PipelineError(
+            f"{path}: a JSON object with keys {shown}, not records: expected a JSON array of "
+            f"{{{wanted}}} records, or JSON Lines of them"
+        )
     return "record 1", item
 
 
@@ -149,7 +157,7 @@ def _loads(path: Path, where: str, text: str) -> object:
     try:
         return json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except _DuplicateKey as e:
-        raise PipelineError(f"{path}: {where}: duplicate key \"{e}\" in one object") from None
+        raise PipelineError(f'{path}: {where}: duplicate key "{e}" in one object') from None
 
 
 def _parse_json_array(path: Path, text: str) -> list[tuple[str, object]]:
@@ -178,25 +186,32 @@ def to_record(path: Path, where: str, item: object, fields: tuple[str, str] = DE
     """One checked record: the text and the label are non-empty strings of valid Unicode."""
     text_key, label_key = fields
     if not isinstance(item, dict):
-        raise PipelineError(f"{path}: {where}: expected an object with \"{text_key}\" and \"{label_key}\", "
-                            f"got {type(item).__name__}")
+        raise PipelineError(
+            f'{path}: {where}: expected an object with "{text_key}" and "{label_key}", got {type(item).__name__}'
+        )
     for key in fields:
         if key not in item:
-            raise PipelineError(f"{path}: {where}: missing field \"{key}\"")
+            raise PipelineError(f'{path}: {where}: missing field "{key}"')
         if item[key] is None:
-            raise PipelineError(f"{path}: {where}: field \"{key}\" is empty (null)")
+            raise PipelineError(f'{path}: {where}: field "{key}" is empty (null)')
         if not isinstance(item[key], str):
-            raise PipelineError(f"{path}: {where}: field \"{key}\" must be a string, got {type(item[key]).__name__} "
-                                f"{item[key]!r:.40}")
+            raise PipelineError(
+                f'{path}: {where}: field "{key}" must be a string, got {type(item[key]).__name__} {item[key]!r:.40}'
+            )
     if not item[text_key].strip():
-        raise PipelineError(f"{path}: {where}: empty text in \"{text_key}\"")
+        raise PipelineError(f'{path}: {where}: empty text in "{text_key}"')
     if not item[label_key].strip():
-        raise PipelineError(f"{path}: {where}: empty label in \"{label_key}\"")
+        raise PipelineError(f'{path}: {where}: empty label in "{label_key}"')
     for key in fields:
         check_unicode(path, where, key, item[key])
     label = normalise_label(item[label_key])
-    return Record(text=item[text_key], label=label, file=path.name, where=where,
-                  written_label=item[label_key] if label != item[label_key] else "")
+    return Record(
+        text=item[text_key],
+        label=label,
+        file=path.name,
+        where=where,
+        written_label=item[label_key] if label != item[label_key] else "",
+    )
 
 
 def check_unicode(path: Path, where: str, key: str, value: str) -> None:
@@ -204,5 +219,7 @@ def check_unicode(path: Path, where: str, key: str, value: str) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise PipelineError(f"{path}: {where}: field \"{key}\" holds an invalid character "
-                            f"(a lone surrogate \\u{ord(value[e.start]):04x} at character {e.start + 1})") from None
+        raise PipelineError(
+            f'{path}: {where}: field "{key}" holds an invalid character '
+            f"(a lone surrogate \\u{ord(value[e.start]):04x} at character {e.start + 1})"
+        ) from None

@@ -68,7 +68,9 @@ def stratified_split(
     return Split(*(np.sort(np.asarray(part, dtype=np.int64)) for part in parts))
 
 
-def _every_class_everywhere(parts: list[list[int]], y: np.ndarray, seed: int, parts_to_fill: int = 3) -> list[list[int]]:
+def _every_class_everywhere(
+    parts: list[list[int]], y: np.ndarray, seed: int, parts_to_fill: int = 3
+) -> list[list[int]]:
     """Move single records so that every class has one in each split.
 
     A stratified split rounds a rare class's share of val and test down to nothing (3 records of a
@@ -88,8 +90,7 @@ def _every_class_everywhere(parts: list[list[int]], y: np.ndarray, seed: int, pa
     return parts
 
 
-def kfold_split(labels: list[int], folds: int, fold: int, val_ratio: float, seed: int,
-                names: dict[int, str]) -> Split:
+def kfold_split(labels: list[int], folds: int, fold: int, val_ratio: float, seed: int, names: dict[int, str]) -> Split:
     """Stratified k-fold: the test split is fold ``fold`` of scikit-learn's ``StratifiedKFold(folds,
     shuffle=True, random_state=seed)``, so over folds 0..K-1 every record is tested exactly once; the
     validation split (``val_ratio`` of all records) is carved, stratified, out of the other folds."""
@@ -97,17 +98,21 @@ def kfold_split(labels: list[int], folds: int, fold: int, val_ratio: float, seed
     small = {names[c]: n for c, n in sorted(counts.items()) if n < folds + 1}
     if small:
         listed = ", ".join(f"{name!r} ({n})" for name, n in list(small.items())[:10])
-        raise PipelineError(f"data.split=kfold with data.folds={folds}: each class needs more than {folds} records "
-                            f"(one in every test fold, and some to train and validate on): {listed}")
+        raise PipelineError(
+            f"data.split=kfold with data.folds={folds}: each class needs more than {folds} records "
+            f"(one in every test fold, and some to train and validate on): {listed}"
+        )
     y = np.asarray(labels)
     folds_of = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
     rest, test = folds_of[fold]
     try:
-        train, val = train_test_split(rest, test_size=val_ratio * len(y) / len(rest), stratify=y[rest],
-                                      random_state=seed)
+        train, val = train_test_split(
+            rest, test_size=val_ratio * len(y) / len(rest), stratify=y[rest], random_state=seed
+        )
     except ValueError as e:
-        raise PipelineError(f"data.split=kfold: cannot carve data.val_ratio={val_ratio} of the records out of the "
-                            f"training folds: {e}") from None
+        raise PipelineError(
+            f"data.split=kfold: cannot carve data.val_ratio={val_ratio} of the records out of the training folds: {e}"
+        ) from None
     train, val = _every_class_everywhere([list(train), list(val), []], y, seed, parts_to_fill=2)[:2]  # test stays
     return Split(*(np.sort(np.asarray(part, dtype=np.int64)) for part in (train, val, test)))
 
@@ -134,8 +139,10 @@ def split_by_files(files: list[str], labels: list[int], names: dict[int, str]) -
         missing = sorted(set(range(len(names))) - set(y[indices].tolist()))
         if missing:
             listed = ", ".join(repr(names[c]) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
-            raise PipelineError(f"data.split=files: the {split} files have no record of {listed}; every class needs "
-                                "records in train, val and test (or use data.split=stratified)")
+            raise PipelineError(
+                f"data.split=files: the {split} files have no record of {listed}; every class needs "
+                "records in train, val and test (or use data.split=stratified)"
+            )
     return Split(*(np.asarray(parts[s], dtype=np.int64) for s in ("train", "val", "test")))
 
 
@@ -159,8 +166,11 @@ def limit_samples(split: Split, labels: list[int], max_train: int | None, max_ev
     of test each, taken after the split (so test records never move into train), class shares kept."""
     y = np.asarray(labels)
     parts = []
-    for name, part, limit in (("train", split.train, max_train), ("val", split.val, max_eval),
-                              ("test", split.test, max_eval)):
+    for name, part, limit in (
+        ("train", split.train, max_train),
+        ("val", split.val, max_eval),
+        ("test", split.test, max_eval),
+    ):
         key = "data.max_train_samples" if name == "train" else "data.max_eval_samples"
         if limit is not None and limit < 1:
             raise PipelineError(f"{key}={limit}: must be at least 1, or null for all records")
@@ -169,8 +179,10 @@ def limit_samples(split: Split, labels: list[int], max_train: int | None, max_ev
             continue
         classes = len(np.unique(y[part]))
         if limit < classes:
-            raise PipelineError(f"{key}={limit}: fewer than the {classes} classes of the {name} split; "
-                                "a stratified subset needs one record of each")
+            raise PipelineError(
+                f"{key}={limit}: fewer than the {classes} classes of the {name} split; "
+                "a stratified subset needs one record of each"
+            )
         kept, _ = train_test_split(part, train_size=limit, stratify=y[part], random_state=seed)
         parts.append(np.sort(np.asarray(kept, dtype=np.int64)))
     return Split(*parts)

@@ -39,8 +39,10 @@ def csv_items(path: Path, text: str, columns: tuple[str, ...], delimiter: str) -
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # a blank line
             if len(row) != len(header):
-                raise PipelineError(f"{path}: {where}: {len(row)} fields, but the header has {len(header)} "
-                                    f"(an unquoted {delimiter!r} or a missing field?)")
+                raise PipelineError(
+                    f"{path}: {where}: {len(row)} fields, but the header has {len(header)} "
+                    f"(an unquoted {delimiter!r} or a missing field?)"
+                )
             items.append((where, dict(zip(header, row))))
     except csv.Error as e:
         raise PipelineError(f"{path}: line {reader.line_num}: broken CSV: {e}") from None
@@ -89,5 +91,7 @@ def check_columns(path: Path, header: list[str], columns: tuple[str, ...]) -> No
             raise PipelineError(f"{path}: column {column!r} appears {header.count(column)} times in the header")
         if column not in header:
             shown = ", ".join(repr(h) for h in header[:10]) + (" ..." if len(header) > 10 else "")
-            raise PipelineError(f"{path}: no column {column!r} (columns: {shown}); name the text and label columns "
-                                "with data.text_field / data.label_field (train) or --text-field / --label-field")
+            raise PipelineError(
+                f"{path}: no column {column!r} (columns: {shown}); name the text and label columns "
+                "with data.text_field / data.label_field (train) or --text-field / --label-field"
+            )

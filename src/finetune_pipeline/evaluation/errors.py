@@ -36,12 +36,21 @@ def confused_pairs(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) ->
     matrix = np.bincount(y_true * classes + y_pred, minlength=classes * classes).reshape(classes, classes)
     support = matrix.sum(axis=1)
     pairs = [(int(matrix[t, p]), t, p) for t in range(classes) for p in range(classes) if t != p and matrix[t, p]]
-    return [{"true": labels[t], "predicted": labels[p], "count": count, "share_of_true": count / int(support[t])}
-            for count, t, p in sorted(pairs, key=lambda x: (-x[0], x[1], x[2]))]
+    return [
+        {"true": labels[t], "predicted": labels[p], "count": count, "share_of_true": count / int(support[t])}
+        for count, t, p in sorted(pairs, key=lambda x: (-x[0], x[1], x[2]))
+    ]
 
 
-def write_errors(folder: Path, texts: list[str], y_true: np.ndarray, probs: np.ndarray, symbols: list[str],
-                 labels: list[str], name: str) -> None:
+def write_errors(
+    folder: Path,
+    texts: list[str],
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    symbols: list[str],
+    labels: list[str],
+    name: str,
+) -> None:
     """errors.md and errors.jsonl into ``folder`` (a temporary folder the caller swaps in whole);
     ``name``: the evaluation's name, for the title."""
     y_pred = probs.argmax(axis=1)
@@ -49,31 +58,62 @@ def write_errors(folder: Path, texts: list[str], y_true: np.ndarray, probs: np.n
     order = np.argsort(-losses, kind="stable")
 
     def row(i: int) -> dict:
-        return {"text": texts[i], "true_label": labels[y_true[i]], "true_symbol": symbols[y_true[i]],
-                "predicted_label": labels[y_pred[i]], "predicted_symbol": symbols[y_pred[i]],
-                "score": float(probs[i, y_pred[i]]), "true_probability": float(probs[i, y_true[i]]),
-                "loss": float(losses[i])}
+        return {
+            "text": texts[i],
+            "true_label": labels[y_true[i]],
+            "true_symbol": symbols[y_true[i]],
+            "predicted_label": labels[y_pred[i]],
+            "predicted_symbol": symbols[y_pred[i]],
+            "score": float(probs[i, y_pred[i]]),
+            "true_probability": float(probs[i, y_true[i]]),
+            "loss": float(losses[i]),
+        }
 
     write_jsonl(folder / "errors.jsonl", [row(int(i)) for i in order if y_pred[i] != y_true[i]])
     pairs = confused_pairs(y_true, y_pred, labels)
     per_class = per_class_f1_intervals(y_true, y_pred, len(labels))
     support = np.bincount(y_true, minlength=len(labels))
     wrong = int(np.sum(y_pred != y_true))
-    lines = [f"# Errors: {markdown_cell(name)}", "",
-             f"{wrong} of {len(texts)} texts misclassified ({wrong / max(len(texts), 1):.1%}); every one is in "
-             "errors.jsonl, highest loss first.", "", "## Most confused classes", "",
-             "| true | predicted as | texts | share of the true class |", "|---|---|---|---|"]
-    lines += [f"| {markdown_cell(p['true'])} | {markdown_cell(p['predicted'])} | {p['count']} | {p['share_of_true']:.1%} |"
-              for p in pairs[:PAIRS]] or ["| - | - | 0 | - |"]
-    lines += ["", f"## The {min(HIGHEST_LOSS, len(texts))} texts with the highest loss (-log p(true class))", "",
-              "| loss | true | predicted (score) | text |", "|---|---|---|---|"]
-    lines += [f"| {losses[i]:.2f} | {markdown_cell(labels[y_true[i]])} | {markdown_cell(labels[y_pred[i]])} ({probs[i, y_pred[i]]:.2f}) "
-              f"| {markdown_cell(one_line(texts[i]))} |" for i in order[:HIGHEST_LOSS]]
-    lines += ["", "## Per class (F1 with its 95% bootstrap interval over these texts)", "",
-              "| class | symbol | texts | F1 | 95% interval |", "|---|---|---|---|---|"]
-    lines += [f"| {markdown_cell(label)} | {markdown_cell(symbol)} | {int(n)} | {f1:.4f} | "
-              + (f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-") + " |"
-              for label, symbol, n, (f1, ci) in zip(labels, symbols, support, per_class)]
+    lines = [
+        f"# Errors: {markdown_cell(name)}",
+        "",
+        f"{wrong} of {len(texts)} texts misclassified ({wrong / max(len(texts), 1):.1%}); every one is in "
+        "errors.jsonl, highest loss first.",
+        "",
+        "## Most confused classes",
+        "",
+        "| true | predicted as | texts | share of the true class |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {markdown_cell(p['true'])} | {markdown_cell(p['predicted'])} | {p['count']} | {p['share_of_true']:.1%} |"
+        for p in pairs[:PAIRS]
+    ] or ["| - | - | 0 | - |"]
+    lines += [
+        "",
+        f"## The {min(HIGHEST_LOSS, len(texts))} texts with the highest loss (-log p(true class))",
+        "",
+        "| loss | true | predicted (score) | text |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {losses[i]:.2f} | {markdown_cell(labels[y_true[i]])} | {markdown_cell(labels[y_pred[i]])} "
+        f"({probs[i, y_pred[i]]:.2f}) | {markdown_cell(one_line(texts[i]))} |"
+        for i in order[:HIGHEST_LOSS]
+    ]
+    lines += [
+        "",
+        "## Per class (F1 with its 95% bootstrap interval over these texts)",
+        "",
+        "| class | symbol | texts | F1 | 95% interval |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {markdown_cell(label)} | {markdown_cell(symbol)} | {int(n)} | {f1:.4f} | "
+        + (f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-")
+        + " |"
+        for label, symbol, n, (f1, ci) in zip(labels, symbols, support, per_class)
+    ]
     (folder / "errors.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -85,4 +125,4 @@ def markdown_cell(text: str) -> str:
 def one_line(text: str, limit: int = 160) -> str:
     """A text on one line, cut to ``limit`` characters."""
     one = " ".join(text.split())
-    return one if len(one) <= limit else one[:limit - 1] + "…"
+    return one if len(one) <= limit else one[: limit - 1] + "…"

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from finetune_pipeline.artifacts.names import PREDICTIONS_FILE
 from finetune_pipeline.artifacts.atomic import atomic_dir, atomic_path, write_json, write_jsonl
+from finetune_pipeline.artifacts.names import PREDICTIONS_FILE
 from finetune_pipeline.evaluation.errors import write_errors
 
 TOP_K = 5
@@ -28,14 +28,19 @@ ANNOTATE_UP_TO = 30  # classes; beyond that the image has no per-cell numbers or
 
 def build_report(y_true: np.ndarray, y_pred: np.ndarray, symbols: list[str], labels: list[str]) -> dict:
     ids = list(range(len(symbols)))
-    report = {"texts": int(len(y_true)), "accuracy": float(accuracy_score(y_true, y_pred))}
+    report = {"texts": len(y_true), "accuracy": float(accuracy_score(y_true, y_pred))}
     for average in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=average, zero_division=0)
         report.update({f"{average}_precision": float(p), f"{average}_recall": float(r), f"{average}_f1": float(f)})
     p, r, f, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
     report["per_class"] = {
-        labels[i]: {"symbol": symbols[i], "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                    "support": int(support[i])}
+        labels[i]: {
+            "symbol": symbols[i],
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(support[i]),
+        }
         for i in ids
     }
     return report
@@ -43,12 +48,23 @@ def build_report(y_true: np.ndarray, y_pred: np.ndarray, symbols: list[str], lab
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, symbols: list[str], labels: list[str]) -> dict:
     matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(symbols))))
-    return {"labels": labels, "symbols": symbols, "rows": "true class", "columns": "predicted class",
-            "matrix": matrix.tolist()}
+    return {
+        "labels": labels,
+        "symbols": symbols,
+        "rows": "true class",
+        "columns": "predicted class",
+        "matrix": matrix.tolist(),
+    }
 
 
-def prediction_rows(texts: list[str], probs: np.ndarray, symbols: list[str], labels: list[str],
-                    y_true: np.ndarray | None = None, top_k: int = TOP_K) -> list[dict]:
+def prediction_rows(
+    texts: list[str],
+    probs: np.ndarray,
+    symbols: list[str],
+    labels: list[str],
+    y_true: np.ndarray | None = None,
+    top_k: int = TOP_K,
+) -> list[dict]:
     """One dict per text: the predicted label and symbol, its score, the top-k, and the truth if known."""
     k = min(top_k, probs.shape[1])
     top = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (N, k)
@@ -58,14 +74,19 @@ def prediction_rows(texts: list[str], probs: np.ndarray, symbols: list[str], lab
         row = {"text": text}
         if y_true is not None:
             row.update(true_label=labels[int(y_true[i])], true_symbol=symbols[int(y_true[i])])
-        row.update(label=labels[best], symbol=symbols[best], score=float(probs[i, best]),
-                   top_k=[{"label": labels[c], "symbol": symbols[c], "score": float(probs[i, c])} for c in top[i]])
+        row.update(
+            label=labels[best],
+            symbol=symbols[best],
+            score=float(probs[i, best]),
+            top_k=[{"label": labels[c], "symbol": symbols[c], "score": float(probs[i, c])} for c in top[i]],
+        )
         rows.append(row)
     return rows
 
 
-def write_evaluation(folder: Path, texts: list[str], y_true: np.ndarray, probs: np.ndarray, symbols: list[str],
-                     labels: list[str]) -> dict:
+def write_evaluation(
+    folder: Path, texts: list[str], y_true: np.ndarray, probs: np.ndarray, symbols: list[str], labels: list[str]
+) -> dict:
     """Write the report's files into ``folder`` (replaced as a whole); returns the report."""
     y_pred = probs.argmax(axis=1)
     report = build_report(y_true, y_pred, symbols, labels)
@@ -73,9 +94,13 @@ def write_evaluation(folder: Path, texts: list[str], y_true: np.ndarray, probs: 
     with atomic_dir(folder) as tmp:
         write_json(tmp / "report.json", report)
         write_json(tmp / "confusion_matrix.json", matrix)
-        plot_confusion(np.asarray(matrix["matrix"]), [f"{l} ({s})" for l, s in zip(labels, symbols)],
-                       tmp / "confusion_matrix.png", f"{folder.name}: accuracy {report['accuracy']:.3f}, "
-                       f"macro-F1 {report['macro_f1']:.3f} ({report['texts']} texts)")
+        plot_confusion(
+            np.asarray(matrix["matrix"]),
+            [f"{label} ({symbol})" for label, symbol in zip(labels, symbols)],
+            tmp / "confusion_matrix.png",
+            f"{folder.name}: accuracy {report['accuracy']:.3f}, "
+            f"macro-F1 {report['macro_f1']:.3f} ({report['texts']} texts)",
+        )
         write_jsonl(tmp / PREDICTIONS_FILE, prediction_rows(texts, probs, symbols, labels, y_true))
         write_errors(tmp, texts, y_true, probs, symbols, labels, folder.name)
     return report
@@ -99,8 +124,15 @@ def plot_confusion(matrix: np.ndarray, names: list[str], path: Path, title: str)
         for i in range(n):
             for j in range(n):
                 if matrix[i, j]:
-                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
-                            color="white" if shares[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(matrix[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if shares[i, j] > 0.5 else "black",
+                    )
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title, fontsize=10)

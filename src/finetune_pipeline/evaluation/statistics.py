@@ -35,8 +35,13 @@ class Interval:
     method: str  # "t over repeats" | "bootstrap over test examples" | "none"
 
     def as_dict(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "ci95": list(self.ci95) if self.ci95 else None, "n": self.n,
-                "method": self.method}
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "ci95": list(self.ci95) if self.ci95 else None,
+            "n": self.n,
+            "method": self.method,
+        }
 
 
 @dataclass(frozen=True)
@@ -63,12 +68,14 @@ def paired_t(a: list[float], b: list[float]) -> Difference:
     """``a - b`` over matched repeats (at least 2 pairs)."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     if np.all(d == d[0]):  # no spread: the t statistic is undefined, the difference is exact
-        return Difference(float(d.mean()), (float(d[0]), float(d[0])), 1.0 if d[0] == 0 else 0.0, len(d),
-                          "paired t-test over repeats")
+        return Difference(
+            float(d.mean()), (float(d[0]), float(d[0])), 1.0 if d[0] == 0 else 0.0, len(d), "paired t-test over repeats"
+        )
     result = stats.ttest_rel(a, b)
     ci = result.confidence_interval(CONFIDENCE)
-    return Difference(float(d.mean()), (float(ci.low), float(ci.high)), float(result.pvalue), len(d),
-                      "paired t-test over repeats")
+    return Difference(
+        float(d.mean()), (float(ci.low), float(ci.high)), float(result.pvalue), len(d), "paired t-test over repeats"
+    )
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -96,9 +103,16 @@ def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, metric, seed: int = 0) 
     value = float(metric(y_true, y_pred))
     if len(y_true) < 2:
         return Interval(value, None, None, 1, "none")
-    result = stats.bootstrap((y_true, y_pred), lambda t, p, axis=-1: metric(t, p, axis=axis), paired=True,
-                             vectorized=True, n_resamples=RESAMPLES, confidence_level=CONFIDENCE, method="percentile",
-                             random_state=np.random.default_rng(seed))
+    result = stats.bootstrap(
+        (y_true, y_pred),
+        lambda t, p, axis=-1: metric(t, p, axis=axis),
+        paired=True,
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
     ci = result.confidence_interval
     return Interval(value, None, (_finite(ci.low, value), _finite(ci.high, value)), 1, "bootstrap over test examples")
 
@@ -114,51 +128,90 @@ def paired_bootstrap(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
     def diff(t, a, b, axis=-1):
         return metric(t, a, axis=axis) - metric(t, b, axis=axis)
 
-    boot = stats.bootstrap((y_true, pred_a, pred_b), diff, paired=True, vectorized=True, n_resamples=RESAMPLES,
-                           confidence_level=CONFIDENCE, method="percentile", random_state=rng)
+    boot = stats.bootstrap(
+        (y_true, pred_a, pred_b),
+        diff,
+        paired=True,
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        random_state=rng,
+    )
     ci = boot.confidence_interval
 
     def swapped(a, b, axis=-1):  # permutation_type="samples": a and b exchanged within each example
         return metric(y_true, a, axis=axis) - metric(y_true, b, axis=axis)
 
-    perm = stats.permutation_test((pred_a, pred_b), swapped, permutation_type="samples", vectorized=True,
-                                  n_resamples=RESAMPLES, alternative="two-sided", random_state=rng)
-    return Difference(difference, (_finite(ci.low, difference), _finite(ci.high, difference)), float(perm.pvalue),
-                      1, "paired bootstrap (CI) and paired permutation test (p) over test examples")
+    perm = stats.permutation_test(
+        (pred_a, pred_b),
+        swapped,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        alternative="two-sided",
+        random_state=rng,
+    )
+    return Difference(
+        difference,
+        (_finite(ci.low, difference), _finite(ci.high, difference)),
+        float(perm.pvalue),
+        1,
+        "paired bootstrap (CI) and paired permutation test (p) over test examples",
+    )
 
 
-def per_class_f1_differences(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, classes: int,
-                             seed: int = 0) -> list[tuple[float, tuple[float, float] | None]]:
+def per_class_f1_differences(
+    y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, classes: int, seed: int = 0
+) -> list[tuple[float, tuple[float, float] | None]]:
     """Per class: F1(a) - F1(b) and its paired bootstrap 95% interval, all classes in one bootstrap."""
+
     def differences(t, a, b, axis=-1):
         return np.stack([per_class_f1(t, a, c, axis) - per_class_f1(t, b, c, axis) for c in range(classes)])
 
     values = differences(y_true, pred_a, pred_b)
     if len(y_true) < 2 or np.array_equal(pred_a, pred_b):
         return [(float(v), (float(v), float(v))) for v in values]
-    ci = stats.bootstrap((y_true, pred_a, pred_b), differences, paired=True, vectorized=True, n_resamples=RESAMPLES,
-                         confidence_level=CONFIDENCE, method="percentile",
-                         random_state=np.random.default_rng(seed)).confidence_interval
+    ci = stats.bootstrap(
+        (y_true, pred_a, pred_b),
+        differences,
+        paired=True,
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    ).confidence_interval
     return [(float(v), (_finite(lo, v), _finite(hi, v))) for v, lo, hi in zip(values, ci.low, ci.high)]
 
 
-def per_class_f1_intervals(y_true: np.ndarray, y_pred: np.ndarray, classes: int,
-                           seed: int = 0) -> list[tuple[float, tuple[float, float] | None]]:
+def per_class_f1_intervals(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: int, seed: int = 0
+) -> list[tuple[float, tuple[float, float] | None]]:
     """Per class: F1 and its bootstrap 95% interval over the examples, all classes in one bootstrap."""
+
     def scores(t, p, axis=-1):
         return np.stack([per_class_f1(t, p, c, axis) for c in range(classes)])
 
     values = scores(y_true, y_pred)
     if len(y_true) < 2:
         return [(float(v), None) for v in values]
-    ci = stats.bootstrap((y_true, y_pred), scores, paired=True, vectorized=True, n_resamples=RESAMPLES,
-                         confidence_level=CONFIDENCE, method="percentile",
-                         random_state=np.random.default_rng(seed)).confidence_interval
+    ci = stats.bootstrap(
+        (y_true, y_pred),
+        scores,
+        paired=True,
+        vectorized=True,
+        n_resamples=RESAMPLES,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    ).confidence_interval
     return [(float(v), (_finite(lo, v), _finite(hi, v))) for v, lo, hi in zip(values, ci.low, ci.high)]
 
 
-def two_level_bootstrap(y_true: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarray, metric,
-                        seed: int = 0) -> Difference:
+def two_level_bootstrap(
+    y_true: np.ndarray, preds_a: np.ndarray, preds_b: np.ndarray, metric, seed: int = 0
+) -> Difference:
     """Repeats that share their test texts (one split, several initialisations): the mean over repeats
     of ``metric(a) - metric(b)`` (``preds_*``: (repeats, texts)), with a percentile interval and a
     two-sided p-value from a bootstrap that resamples both the repeats and the texts (a t-interval over
@@ -179,8 +232,13 @@ def two_level_bootstrap(y_true: np.ndarray, preds_a: np.ndarray, preds_b: np.nda
     draws = np.concatenate(draws)
     low, high = np.percentile(draws, [100 * (1 - CONFIDENCE) / 2, 100 * (1 + CONFIDENCE) / 2])
     p = min(1.0, max(2 * min(np.mean(draws <= 0), np.mean(draws >= 0)), 1 / RESAMPLES))
-    return Difference(observed, (float(low), float(high)), float(p), repeats,
-                      "two-level bootstrap over repeats and their shared test texts")
+    return Difference(
+        observed,
+        (float(low), float(high)),
+        float(p),
+        repeats,
+        "two-level bootstrap over repeats and their shared test texts",
+    )
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, float]:

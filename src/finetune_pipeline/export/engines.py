@@ -25,9 +25,16 @@ ENGINES = ("torch", "onnxruntime", "onnxruntime-int8")  # the last: the export's
 
 class Classifier(ReadingClassifier):
     @classmethod
-    def from_run(cls, run_dir: str | Path, checkpoint: str = BEST_MODEL_FILE, backbone_path: str | Path | None = None,
-                 device: str = "auto", precision: str = "auto", batch_size: int = 64,
-                 engine: str = "torch") -> "Classifier":
+    def from_run(
+        cls,
+        run_dir: str | Path,
+        checkpoint: str = BEST_MODEL_FILE,
+        backbone_path: str | Path | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        batch_size: int = 64,
+        engine: str = "torch",
+    ) -> Classifier:
         """Load a run folder's checkpoint (``best_model.pt`` or ``final_model.pt``), tokenizer and labels.
 
         ``engine="onnxruntime"`` / ``"onnxruntime-int8"``: the run's ONNX export (``<run>/export/onnx*/``;
@@ -39,8 +46,9 @@ class Classifier(ReadingClassifier):
         warn_if_training(Path(run_dir), checkpoint)
         check_onnxruntime_options(device, precision)
         int8 = engine == "onnxruntime-int8"
-        return cls.from_onnx_export(ensure_onnx_export(Path(run_dir), checkpoint, backbone_path, int8), batch_size,
-                                    int8=int8)
+        return cls.from_onnx_export(
+            ensure_onnx_export(Path(run_dir), checkpoint, backbone_path, int8), batch_size, int8=int8
+        )
 
 
 def ensure_onnx_export(run: Path, checkpoint: str, backbone_path: str | Path | None, int8: bool = False) -> Path:
@@ -54,10 +62,14 @@ def ensure_onnx_export(run: Path, checkpoint: str, backbone_path: str | Path | N
         if not (folder / MODEL).is_file():
             return logging.INFO, f"no ONNX export of {run / checkpoint} yet: exporting it to {folder}"
         if not made_from(folder, run / checkpoint):
-            return logging.WARNING, (f"{folder} was exported from an earlier {checkpoint} (the run went on since): "
-                                     "exporting it again")
+            return logging.WARNING, (
+                f"{folder} was exported from an earlier {checkpoint} (the run went on since): exporting it again"
+            )
         if ExportRecord.read(folder).files is None:
-            return logging.WARNING, f"{folder} was made by an earlier version (no manifest of its files): exporting it again"
+            return (
+                logging.WARNING,
+                f"{folder} was made by an earlier version (no manifest of its files): exporting it again",
+            )
         if int8 and int8_graph(folder) is None:
             return logging.INFO, f"{folder} has no int8 graph yet: exporting it again with one"
         return None
@@ -71,6 +83,12 @@ def ensure_onnx_export(run: Path, checkpoint: str, backbone_path: str | Path | N
             return folder
         log.log(*reason)
         keep_int8 = int8 or int8_graph(folder) is not None  # an export made with --quantize keeps its int8 graph
-        export_onnx(run, folder, checkpoint, quantize="int8" if keep_int8 else None, overwrite=True,
-                    backbone_path=Path(backbone_path) if backbone_path else None)
+        export_onnx(
+            run,
+            folder,
+            checkpoint,
+            quantize="int8" if keep_int8 else None,
+            overwrite=True,
+            backbone_path=Path(backbone_path) if backbone_path else None,
+        )
     return folder

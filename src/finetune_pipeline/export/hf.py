@@ -35,16 +35,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finetune_pipeline.artifacts.names import BEST_MODEL_FILE, ID_TO_LABEL_FILE, LABEL_TO_ID_FILE
 from finetune_pipeline.artifacts.atomic import atomic_dir
+from finetune_pipeline.artifacts.names import BEST_MODEL_FILE, ID_TO_LABEL_FILE, LABEL_TO_ID_FILE
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.report import build_report
 from finetune_pipeline.export import hf_modeling
 from finetune_pipeline.export.local_paths import describe, machine_paths_in_folder, without_machine_paths
-from finetune_pipeline.inference.hf_folder import FORMAT, WEIGHTS, load_pretrained
-from finetune_pipeline.inference.manifest import checkpoint_source, write_manifest
 from finetune_pipeline.export.model_card import model_card
 from finetune_pipeline.export.shared import check_out_dir, refuse_machine_paths, save_tokenizer, test_texts
+from finetune_pipeline.inference.hf_folder import FORMAT, WEIGHTS, load_pretrained
+from finetune_pipeline.inference.manifest import checkpoint_source, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,13 @@ TOLERANCE = 1e-4  # transformers' run of the folder against finetune-pipeline's 
 LONG_TEXTS = 8  # texts of several test texts each, longer than max_length: the windows are checked too
 
 
-def export_hf(run_dir: Path, out_dir: Path | None = None, checkpoint: str = BEST_MODEL_FILE, overwrite: bool = False,
-              backbone_path: Path | None = None) -> Path:
+def export_hf(
+    run_dir: Path,
+    out_dir: Path | None = None,
+    checkpoint: str = BEST_MODEL_FILE,
+    overwrite: bool = False,
+    backbone_path: Path | None = None,
+) -> Path:
     from safetensors.torch import save_file
 
     from finetune_pipeline.inference.classes import read_classes
@@ -70,8 +75,11 @@ def export_hf(run_dir: Path, out_dir: Path | None = None, checkpoint: str = BEST
     with atomic_dir(out_dir) as tmp:
         config.save_pretrained(tmp)
         shutil.copyfile(hf_modeling.__file__, tmp / MODELING)
-        save_file({k: v.detach().contiguous() for k, v in clf.model.state_dict().items()}, str(tmp / WEIGHTS),
-                  metadata={"format": "pt"})
+        save_file(
+            {k: v.detach().contiguous() for k, v in clf.model.state_dict().items()},
+            str(tmp / WEIGHTS),
+            metadata={"format": "pt"},
+        )
         save_tokenizer(clf.tokenizer, tmp)
         for name in (ID_TO_LABEL_FILE, LABEL_TO_ID_FILE):
             shutil.copyfile(run_dir / name, tmp / name)
@@ -79,20 +87,39 @@ def export_hf(run_dir: Path, out_dir: Path | None = None, checkpoint: str = BEST
         exported = probabilities_through_transformers(tmp, texts + long_texts)
         difference = float(np.abs(exported - clf.probabilities(texts + long_texts, progress=False)).max())
         if not difference <= TOLERANCE:
-            raise PipelineError(f"{run_dir}: the exported folder, run by transformers, differs from the run's model by "
-                                f"{difference:.2e} (> {TOLERANCE:g}) on its test texts; nothing was written")
-        report = build_report(y_true, exported[:len(texts)].argmax(axis=1), [c["symbol"] for c in classes],
-                              [c["label"] for c in classes])
-        (tmp / "README.md").write_text(model_card(run_dir, checkpoint, report, clf.max_length, clf.chunking,
-                                                  len(long_texts)), encoding="utf-8")
-        write_manifest(tmp, {"format": "hf", "source": checkpoint_source(run_dir, checkpoint),
-                             "test_texts": len(texts), "long_texts": len(long_texts),
-                             "max_abs_probability_difference": difference, "tolerance": TOLERANCE,
-                             "test": {k: report[k] for k in ("accuracy", "macro_f1", "weighted_f1")}})
+            raise PipelineError(
+                f"{run_dir}: the exported folder, run by transformers, differs from the run's model by "
+                f"{difference:.2e} (> {TOLERANCE:g}) on its test texts; nothing was written"
+            )
+        report = build_report(
+            y_true, exported[: len(texts)].argmax(axis=1), [c["symbol"] for c in classes], [c["label"] for c in classes]
+        )
+        (tmp / "README.md").write_text(
+            model_card(run_dir, checkpoint, report, clf.max_length, clf.chunking, len(long_texts)), encoding="utf-8"
+        )
+        write_manifest(
+            tmp,
+            {
+                "format": "hf",
+                "source": checkpoint_source(run_dir, checkpoint),
+                "test_texts": len(texts),
+                "long_texts": len(long_texts),
+                "max_abs_probability_difference": difference,
+                "tolerance": TOLERANCE,
+                "test": {k: report[k] for k in ("accuracy", "macro_f1", "weighted_f1")},
+            },
+        )
         refuse_machine_paths(tmp, out_dir, run_dir, backbone_path)
-    log.info("exported %s -> %s (Hugging Face folder with its model code; run by transformers on %d test and %d "
-             "long texts, max difference %.1e; test accuracy %.4f)", run_dir / checkpoint, out_dir, len(texts),
-             len(long_texts), difference, report["accuracy"])
+    log.info(
+        "exported %s -> %s (Hugging Face folder with its model code; run by transformers on %d test and %d "
+        "long texts, max difference %.1e; test accuracy %.4f)",
+        run_dir / checkpoint,
+        out_dir,
+        len(texts),
+        len(long_texts),
+        difference,
+        report["accuracy"],
+    )
     return out_dir
 
 
@@ -102,27 +129,44 @@ def folder_config(clf, classes: list[dict]) -> hf_modeling.FinetunePipelineConfi
 
     encoder = clf.model.encoder.config
     if encoder.model_type not in CONFIG_MAPPING or getattr(encoder, "auto_map", None):
-        raise PipelineError(f"{encoder.model_type}: an encoder whose code transformers does not ship; its Hugging "
-                            "Face folder would need that code too -- use --format onnx or the run folder")
-    encoder_config = {k: v for k, v in encoder.to_dict().items()
-                      if k not in ("_name_or_path", "architectures", "transformers_version", "id2label", "label2id")}
+        raise PipelineError(
+            f"{encoder.model_type}: an encoder whose code transformers does not ship; its Hugging "
+            "Face folder would need that code too -- use --format onnx or the run folder"
+        )
+    encoder_config = {
+        k: v
+        for k, v in encoder.to_dict().items()
+        if k not in ("_name_or_path", "architectures", "transformers_version", "id2label", "label2id")
+    }
     head = clf.model.config
     before, after = special_tokens_around(clf.tokenizer)
     return hf_modeling.FinetunePipelineConfig(
         encoder_config=without_machine_paths(encoder_config),
         head={"in_dim": head.in_dim, "hidden_dim": head.hidden_dim, "pooling": head.pooling},
-        windows={"max_length": clf.max_length, "special_before": before, "special_after": after,
-                 "stride": head.chunk_stride, "pooling": head.chunk_pooling},
+        windows={
+            "max_length": clf.max_length,
+            "special_before": before,
+            "special_after": after,
+            "stride": head.chunk_stride,
+            "pooling": head.chunk_pooling,
+        },
         id2label={i: c["label"] for i, c in enumerate(classes)},
         label2id={c["label"]: i for i, c in enumerate(classes)},
         problem_type="single_label_classification",
         architectures=[hf_modeling.FinetunePipelineForSequenceClassification.__name__],
-        auto_map={"AutoConfig": f"{Path(MODELING).stem}.{hf_modeling.FinetunePipelineConfig.__name__}",
-                  "AutoModelForSequenceClassification":
-                      f"{Path(MODELING).stem}.{hf_modeling.FinetunePipelineForSequenceClassification.__name__}"},
+        auto_map={
+            "AutoConfig": f"{Path(MODELING).stem}.{hf_modeling.FinetunePipelineConfig.__name__}",
+            "AutoModelForSequenceClassification": (
+                f"{Path(MODELING).stem}.{hf_modeling.FinetunePipelineForSequenceClassification.__name__}"
+            ),
+        },
         pad_token_id=clf.tokenizer.pad_token_id,
-        finetune_pipeline={"format": FORMAT, "head": dataclasses.asdict(head),
-                           "symbols": [c["symbol"] for c in classes], "max_length": clf.max_length},
+        finetune_pipeline={
+            "format": FORMAT,
+            "head": dataclasses.asdict(head),
+            "symbols": [c["symbol"] for c in classes],
+            "max_length": clf.max_length,
+        },
     )
 
 
@@ -131,7 +175,7 @@ def special_tokens_around(tokenizer) -> tuple[int, int]:
     bare = tokenizer("word", add_special_tokens=False)["input_ids"]
     full = tokenizer("word")["input_ids"]
     for start in range(len(full) - len(bare) + 1):
-        if full[start:start + len(bare)] == bare:
+        if full[start : start + len(bare)] == bare:
             return start, len(full) - start - len(bare)
     raise PipelineError("the tokenizer's special tokens are not around the text; this folder cannot window texts")
 
@@ -150,7 +194,7 @@ def probabilities_through_transformers(folder: Path, texts: list[str], batch_siz
     probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             batch = tokenizer([texts[i] for i in index], padding=True, return_tensors="pt", verbose=False)
             probs[index] = model(**batch).logits.softmax(dim=-1).numpy()
     return probs
@@ -163,20 +207,30 @@ def push(folder: Path, repo_id: str, private: bool = False, token: str | None = 
 
     for needed in ("config.json", WEIGHTS, "README.md"):
         if not (folder / needed).is_file():
-            raise PipelineError(f"{folder}: not an exported model folder ({needed} is missing); "
-                                "make one with `finetune-pipeline export RUN --format hf`")
+            raise PipelineError(
+                f"{folder}: not an exported model folder ({needed} is missing); "
+                "make one with `finetune-pipeline export RUN --format hf`"
+            )
     load_pretrained(folder)  # a damaged or edited folder is refused here, not published
     found = machine_paths_in_folder(folder)
     if found:
-        raise PipelineError(f"{folder}: not pushed: {describe(found)}, a path of this machine; export the run "
-                            "again (exports write none) or remove it")
+        raise PipelineError(
+            f"{folder}: not pushed: {describe(found)}, a path of this machine; export the run "
+            "again (exports write none) or remove it"
+        )
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                          commit_message="Upload a finetune-pipeline classifier")
+        api.upload_folder(
+            folder_path=str(folder),
+            repo_id=repo_id,
+            repo_type="model",
+            commit_message="Upload a finetune-pipeline classifier",
+        )
     except Exception as e:  # offline, no token, no rights, HTTP errors
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PipelineError(f"pushing {folder} to the Hub as {repo_id} failed ({reason}); nothing was uploaded "
-                            "unless the Hub says otherwise") from None
+        raise PipelineError(
+            f"pushing {folder} to the Hub as {repo_id} failed ({reason}); nothing was uploaded "
+            "unless the Hub says otherwise"
+        ) from None
     return str(url)

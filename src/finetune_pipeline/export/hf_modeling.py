@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import AutoModel, PretrainedConfig, PreTrainedModel
-from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 
 class FinetunePipelineConfig(PretrainedConfig):
@@ -35,8 +35,9 @@ class FinetunePipelineConfig(PretrainedConfig):
 
     model_type = "finetune-pipeline-classifier"
 
-    def __init__(self, encoder_config: dict | None = None, head: dict | None = None, windows: dict | None = None,
-                 **kwargs):
+    def __init__(
+        self, encoder_config: dict | None = None, head: dict | None = None, windows: dict | None = None, **kwargs
+    ):
         self.encoder_config = encoder_config or {}  # the encoder's config.json, model_type included
         self.head = head or {}  # in_dim, hidden_dim, pooling (mean | cls)
         # max_length: tokens per window, special tokens included; special_before / special_after: the
@@ -59,16 +60,25 @@ class FinetunePipelineForSequenceClassification(PreTrainedModel):
         self.encoder = AutoModel.from_config(CONFIG_MAPPING[encoder.pop("model_type")].from_dict(encoder))
         head = config.head
         self.head = nn.Sequential(  # the indices match the project's checkpoints (head.1.*, head.4.*)
-            nn.Identity(), nn.Linear(head["in_dim"], head["hidden_dim"]), nn.GELU(), nn.Identity(),
-            nn.Linear(head["hidden_dim"], config.num_labels))
+            nn.Identity(),
+            nn.Linear(head["in_dim"], head["hidden_dim"]),
+            nn.GELU(),
+            nn.Identity(),
+            nn.Linear(head["hidden_dim"], config.num_labels),
+        )
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
         """Every weight comes from the folder's model.safetensors; nothing is drawn at random."""
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, return_dict: bool | None = None,
-                **unused) -> SequenceClassifierOutput:  # token_type_ids and the like: the encoder ran without
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **unused,
+    ) -> SequenceClassifierOutput:  # token_type_ids and the like: the encoder ran without
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         ids, mask, owner = self._windows(input_ids, attention_mask)  # (W, T), (W, T), (W,)
@@ -79,7 +89,9 @@ class FinetunePipelineForSequenceClassification(PreTrainedModel):
             weights = mask.unsqueeze(-1).to(hidden.dtype)  # (W, T, 1)
             vectors = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
         texts = self._pool_windows(vectors, owner, input_ids.shape[0])  # (B, H)
-        logits = self.head(texts.to(self.head[1].weight.dtype)).float()  # (B, C); the head in the dtype it was loaded in
+        logits = self.head(
+            texts.to(self.head[1].weight.dtype)
+        ).float()  # (B, C); the head in the dtype it was loaded in
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
@@ -97,9 +109,9 @@ class FinetunePipelineForSequenceClassification(PreTrainedModel):
                 rows.append(tokens)
                 owner.append(text)
                 continue
-            head, body, tail = tokens[:before], tokens[before:len(tokens) - after], tokens[len(tokens) - after:]
+            head, body, tail = tokens[:before], tokens[before : len(tokens) - after], tokens[len(tokens) - after :]
             for start in range(0, len(body), step):
-                rows.append(head + body[start:start + room] + tail)
+                rows.append(head + body[start : start + room] + tail)
                 owner.append(text)
                 if start + room >= len(body) or w.get("pooling") is None:  # truncated runs read the first window
                     break
@@ -108,8 +120,8 @@ class FinetunePipelineForSequenceClassification(PreTrainedModel):
         ids = torch.full((len(rows), width), pad, dtype=torch.long, device=input_ids.device)
         mask = torch.zeros((len(rows), width), dtype=torch.long, device=input_ids.device)
         for i, row in enumerate(rows):
-            ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, :len(row)] = 1
+            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, : len(row)] = 1
         return ids, mask, torch.tensor(owner, device=input_ids.device)
 
     def _pool_windows(self, vectors: torch.Tensor, owner: torch.Tensor, texts: int) -> torch.Tensor:

@@ -97,6 +97,6 @@ def without_machine_paths(obj):
 
 def describe(found: dict[str, list[str]]) -> str:
     """One line for an error: the first file and path, and how many more."""
-    (file, paths), *rest = found.items()
+    (file, paths), *_rest = found.items()
     more = sum(len(p) for p in found.values()) - 1
     return f"{file} holds {json.dumps(paths[0])}" + (f" (and {more} more)" if more else "")

@@ -21,6 +21,7 @@ from finetune_pipeline.artifacts.names import CONFIG_DIR, FREEZE_PROOF_FILE, MET
 from finetune_pipeline.evaluation.errors import markdown_cell
 from finetune_pipeline.export.local_paths import public_path, without_machine_paths
 
+
 def backbone_name(stored: dict, metrics_backbone: dict) -> str:
     """The Hub id when the config has one, else the backbone folder's name (never its path)."""
     backbone = stored.get("backbone") or {}
@@ -52,12 +53,21 @@ def model_card(run_dir: Path, checkpoint: str, report: dict, max_length: int, ch
     backbone, data = (metrics.backbone, metrics.data) if metrics else ({}, {})
     name = backbone_name(stored, backbone)
     per_class = report["per_class"]
-    labels = "\n".join(f"| {i} | {markdown_cell(label)} | {markdown_cell(c['symbol'])} | {c['support']} | {c['f1']:.4f} |"
-                       for i, (label, c) in enumerate(per_class.items()))
-    warning = ("\n> **The base model was not pretrained** (a random-init stand-in): this classifier only "
-               "demonstrates the pipeline.\n" if not backbone.get("pretrained", True) else "")
-    config = yaml.safe_dump(without_machine_paths(stored), sort_keys=False, allow_unicode=True) if stored else \
-        "# not recorded: the run was not started by train.py\n"
+    labels = "\n".join(
+        f"| {i} | {markdown_cell(label)} | {markdown_cell(c['symbol'])} | {c['support']} | {c['f1']:.4f} |"
+        for i, (label, c) in enumerate(per_class.items())
+    )
+    warning = (
+        "\n> **The base model was not pretrained** (a random-init stand-in): this classifier only "
+        "demonstrates the pipeline.\n"
+        if not backbone.get("pretrained", True)
+        else ""
+    )
+    config = (
+        yaml.safe_dump(without_machine_paths(stored), sort_keys=False, allow_unicode=True)
+        if stored
+        else "# not recorded: the run was not started by train.py\n"
+    )
     fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", config)), default=0))  # never closed early
     return f"""---
 library_name: transformers
@@ -82,22 +92,23 @@ or, with finetune-pipeline installed, `Classifier.from_pretrained("<this folder>
 
 ## Base model
 
-- {markdown_cell(name)}, SHA-256 of its weights `{backbone.get('sha256')}`
-- freeze proof: {proof.verdict if proof else 'not recorded'}
+- {markdown_cell(name)}, SHA-256 of its weights `{backbone.get("sha256")}`
+- freeze proof: {proof.verdict if proof else "not recorded"}
 
 ## Data
 
-- {markdown_cell(data_name(stored))}: {data.get('records')} records ({data.get('train')} train / {data.get('val')} validation / {data.get('test')} test), {len(per_class)} classes
-- raw-data fingerprint (SHA-256): `{data.get('raw_fingerprint')}`
+- {markdown_cell(data_name(stored))}: {data.get("records")} records ({data.get("train")} train / \
+{data.get("val")} validation / {data.get("test")} test), {len(per_class)} classes
+- raw-data fingerprint (SHA-256): `{data.get("raw_fingerprint")}`
 
 ## Test results of this folder
 
-Measured by the export through transformers on the run's {report['texts']} test texts (and {windows_checked}
+Measured by the export through transformers on the run's {report["texts"]} test texts (and {windows_checked}
 long texts against finetune-pipeline's own reading of them).
 
 | accuracy | macro-F1 | weighted F1 |
 |---|---|---|
-| {report['accuracy']:.4f} | {report['macro_f1']:.4f} | {report['weighted_f1']:.4f} |
+| {report["accuracy"]:.4f} | {report["macro_f1"]:.4f} | {report["weighted_f1"]:.4f} |
 
 | id | label | symbol | test texts | test F1 |
 |---|---|---|---|---|
@@ -119,9 +130,11 @@ It knows only these labels; check it on your own data before relying on it.
 def _reads(max_length: int, chunking) -> str:
     if chunking is None:
         return f"It reads at most {max_length} tokens of a text (the rest is cut off, by the model code too)."
-    return (f"It reads whole texts: a text longer than {max_length} tokens is cut into windows of {max_length} "
-            f"tokens that share {chunking.stride} tokens, each window is encoded, and the text's vector is the "
-            f"{chunking.pooling} of its windows' (the model code does this; pass untruncated token ids).")
+    return (
+        f"It reads whole texts: a text longer than {max_length} tokens is cut into windows of {max_length} "
+        f"tokens that share {chunking.stride} tokens, each window is encoded, and the text's vector is the "
+        f"{chunking.pooling} of its windows' (the model code does this; pass untruncated token ids)."
+    )
 
 
 def _records(run_dir: Path) -> tuple[RunMetrics | None, FreezeProof | None]:

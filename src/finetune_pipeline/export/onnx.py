@@ -24,7 +24,6 @@ output is ``probabilities``) are still read.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -34,13 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finetune_pipeline.artifacts.names import BEST_MODEL_FILE, ID_TO_LABEL_FILE, LABEL_TO_ID_FILE
 from finetune_pipeline.artifacts.atomic import atomic_dir, write_json
-from finetune_pipeline.export.local_paths import without_machine_paths
+from finetune_pipeline.artifacts.names import BEST_MODEL_FILE, ID_TO_LABEL_FILE, LABEL_TO_ID_FILE
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.export.local_paths import without_machine_paths
+from finetune_pipeline.export.shared import check_out_dir, refuse_machine_paths, save_tokenizer, test_texts
 from finetune_pipeline.inference.manifest import ExportRecord, checkpoint_source, write_manifest
 from finetune_pipeline.inference.onnx_graph import INPUTS, INT8_MODEL, MODEL, OUTPUTS, OnnxModel
-from finetune_pipeline.export.shared import check_out_dir, refuse_machine_paths, save_tokenizer, test_texts
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +65,14 @@ class LogitsAndProbabilities(torch.nn.Module):
         return logits, logits.softmax(dim=-1)
 
 
-def export_onnx(run_dir: Path, out_dir: Path | None = None, checkpoint: str = BEST_MODEL_FILE,
-                quantize: str | None = None, overwrite: bool = False, backbone_path: Path | None = None) -> dict:
+def export_onnx(
+    run_dir: Path,
+    out_dir: Path | None = None,
+    checkpoint: str = BEST_MODEL_FILE,
+    quantize: str | None = None,
+    overwrite: bool = False,
+    backbone_path: Path | None = None,
+) -> dict:
     """Export, verify on the run's test texts, then write ``out_dir`` whole. Returns the report."""
     from finetune_pipeline.inference.classes import read_classes
     from finetune_pipeline.inference.predictor import Classifier
@@ -77,9 +82,11 @@ def export_onnx(run_dir: Path, out_dir: Path | None = None, checkpoint: str = BE
     texts, y_true = test_texts(run_dir)
     clf = Classifier.from_run(run_dir, checkpoint, backbone_path, device="cpu", precision="fp32")
     if clf.chunking is not None:
-        raise PipelineError(f"{run_dir}: trained with data.long_text=chunk ({clf.chunking.describe()}): the ONNX graph "
-                            "classifies one window, not a document of pooled windows; use --format hf or the torch "
-                            "engine")
+        raise PipelineError(
+            f"{run_dir}: trained with data.long_text=chunk ({clf.chunking.describe()}): the ONNX graph "
+            "classifies one window, not a document of pooled windows; use --format hf or the torch "
+            "engine"
+        )
     started = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
         graph(clf, tmp / MODEL)
@@ -87,12 +94,21 @@ def export_onnx(run_dir: Path, out_dir: Path | None = None, checkpoint: str = BE
         exported = OnnxModel(tmp / MODEL, clf.tokenizer.pad_token_id).probabilities_of(clf, texts)
         difference = float(np.abs(exported - reference).max())
         if not difference <= TOLERANCE:
-            raise PipelineError(f"{run_dir}: the exported graph differs from the PyTorch model by {difference:.2e} "
-                                f"(> {TOLERANCE:g}) on the test texts; nothing was written")
-        report = {"format": "onnx", "source": checkpoint_source(run_dir, checkpoint), "opset": OPSET,
-                  "inputs": list(INPUTS), "outputs": list(OUTPUTS), "test_texts": len(texts),
-                  "max_abs_probability_difference": difference, "tolerance": TOLERANCE,
-                  "test_accuracy": {"pytorch": accuracy(reference, y_true), "onnx_fp32": accuracy(exported, y_true)}}
+            raise PipelineError(
+                f"{run_dir}: the exported graph differs from the PyTorch model by {difference:.2e} "
+                f"(> {TOLERANCE:g}) on the test texts; nothing was written"
+            )
+        report = {
+            "format": "onnx",
+            "source": checkpoint_source(run_dir, checkpoint),
+            "opset": OPSET,
+            "inputs": list(INPUTS),
+            "outputs": list(OUTPUTS),
+            "test_texts": len(texts),
+            "max_abs_probability_difference": difference,
+            "tolerance": TOLERANCE,
+            "test_accuracy": {"pytorch": accuracy(reference, y_true), "onnx_fp32": accuracy(exported, y_true)},
+        }
         if quantize == "int8":
             quantize_int8(tmp / MODEL, tmp / INT8_MODEL)
             int8 = OnnxModel(tmp / INT8_MODEL, clf.tokenizer.pad_token_id).probabilities_of(clf, texts)
@@ -105,8 +121,14 @@ def export_onnx(run_dir: Path, out_dir: Path | None = None, checkpoint: str = BE
         report["seconds"] = time.perf_counter() - started
         report = write_manifest(tmp, report)
         refuse_machine_paths(tmp, out_dir, run_dir, backbone_path)
-    log.info("exported %s -> %s: max |p_onnx - p_torch| = %.2e on %d test texts%s", run_dir, out_dir, difference,
-             len(texts), f"; int8 test accuracy {report['int8_accuracy_change']:+.4f} vs fp32" if quantize else "")
+    log.info(
+        "exported %s -> %s: max |p_onnx - p_torch| = %.2e on %d test texts%s",
+        run_dir,
+        out_dir,
+        difference,
+        len(texts),
+        f"; int8 test accuracy {report['int8_accuracy_change']:+.4f} vs fp32" if quantize else "",
+    )
     return report
 
 
@@ -114,9 +136,11 @@ def write_optimum_config(clf, classes: list[dict], folder: Path) -> None:
     """config.json as optimum's ORTModelForSequenceClassification reads it: the encoder's config with
     the classes. The folder has no PyTorch weights, so transformers cannot mistake it for a model."""
     config = {k: v for k, v in clf.model.encoder.config.to_dict().items() if k not in ("_name_or_path", "auto_map")}
-    config.update(id2label={str(i): c["label"] for i, c in enumerate(classes)},
-                  label2id={c["label"]: i for i, c in enumerate(classes)},
-                  problem_type="single_label_classification")
+    config.update(
+        id2label={str(i): c["label"] for i, c in enumerate(classes)},
+        label2id={c["label"]: i for i, c in enumerate(classes)},
+        problem_type="single_label_classification",
+    )
     write_json(folder / "config.json", without_machine_paths(config))
 
 
@@ -140,15 +164,26 @@ def made_from(folder: Path, checkpoint: Path) -> bool:
 def graph(clf, path: Path) -> None:
     """torch.onnx's TorchScript exporter: dynamic batch and sequence axes."""
     example = clf.tokenizer(["an example", "a second, longer example text"], padding=True, return_tensors="pt")
-    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
-            "logits": {0: "batch"}, "probabilities": {0: "batch"}}
+    axes = {
+        "input_ids": {0: "batch", 1: "sequence"},
+        "attention_mask": {0: "batch", 1: "sequence"},
+        "logits": {0: "batch"},
+        "probabilities": {0: "batch"},
+    }
     model = LogitsAndProbabilities(clf.model).eval()
     # the tracer warns where transformers branches on shapes; the graph is checked on real texts instead
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example["input_ids"], example["attention_mask"]), str(path), dynamo=False,
-                          input_names=list(INPUTS), output_names=list(OUTPUTS), dynamic_axes=axes,
-                          opset_version=OPSET)
+        torch.onnx.export(
+            model,
+            (example["input_ids"], example["attention_mask"]),
+            str(path),
+            dynamo=False,
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            dynamic_axes=axes,
+            opset_version=OPSET,
+        )
 
 
 def quantize_int8(source: Path, target: Path) -> None:

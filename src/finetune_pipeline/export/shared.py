@@ -8,8 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune_pipeline.artifacts.names import EVALUATION_DIR, ID_TO_LABEL_FILE, LABEL_TO_ID_FILE, PREDICTIONS_FILE, TOKENIZER_DIR
 from finetune_pipeline.artifacts.atomic import text_lines, write_json
+from finetune_pipeline.artifacts.names import (
+    EVALUATION_DIR,
+    ID_TO_LABEL_FILE,
+    LABEL_TO_ID_FILE,
+    PREDICTIONS_FILE,
+    TOKENIZER_DIR,
+)
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.export.local_paths import describe, machine_paths_in_folder, without_machine_paths
 from finetune_pipeline.inference.manifest import REPORT, ExportRecord, folder_files
@@ -37,8 +43,10 @@ def check_out_dir(out_dir: Path, run_dir: Path, overwrite: bool) -> None:
         raise PipelineError(f"{out_dir}: an export is already there; pass --overwrite to replace it, or --out DIR")
     why = not_our_export(out)
     if why:
-        raise PipelineError(f"--out {out_dir}: {why}; --overwrite replaces only an export this tool wrote (or an "
-                            "empty folder): choose another --out or empty it yourself")
+        raise PipelineError(
+            f"--out {out_dir}: {why}; --overwrite replaces only an export this tool wrote (or an "
+            "empty folder): choose another --out or empty it yourself"
+        )
 
 
 def not_our_export(folder: Path) -> str | None:
@@ -71,8 +79,9 @@ def test_texts(run_dir: Path) -> tuple[list[str], np.ndarray | None]:
         texts = [str(r["text"]) for r in rows]
         y_true = np.asarray([symbols[r["true_symbol"]] for r in rows])
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise PipelineError(f"{path}: the run's test texts are needed to verify the export "
-                            f"({type(e).__name__}: {e})") from None
+        raise PipelineError(
+            f"{path}: the run's test texts are needed to verify the export ({type(e).__name__}: {e})"
+        ) from None
     if not texts:
         raise PipelineError(f"{path}: no test texts to verify the export with")
     return texts, y_true
@@ -93,5 +102,3 @@ def refuse_machine_paths(folder: Path, out_dir: Path, run_dir: Path, backbone_pa
     found = machine_paths_in_folder(folder, (str(run_dir), str(backbone_path or "")))
     if found:
         raise PipelineError(f"{out_dir}: would publish a path of this machine ({describe(found)}); nothing written")
-
-

@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from filelock import FileLock
@@ -22,7 +22,6 @@ from finetune_pipeline.artifacts.atomic import save_torch
 from finetune_pipeline.backbone.load import TOKENIZER_FILES
 
 log = logging.getLogger(__name__)
-
 
 
 def texts_sha256(texts: list[str]) -> str:
@@ -55,8 +54,12 @@ class FeatureCache:
     def value(self, entry: dict):
         """What an entry holds, checked: (N, H) finite features."""
         features = entry["features"]
-        if not (isinstance(features, torch.Tensor) and features.dim() == 2 and len(features) == self.rows
-                and bool(torch.isfinite(features).all())):
+        if not (
+            isinstance(features, torch.Tensor)
+            and features.dim() == 2
+            and len(features) == self.rows
+            and bool(torch.isfinite(features).all())
+        ):
             raise ValueError(f"not {self.rows} rows of finite features")
         return features
 
@@ -83,8 +86,12 @@ class FeatureCache:
             if "sha256" in entry and entry["sha256"] != self.digest(features):
                 raise ValueError("its tensors differ from the SHA-256 recorded when it was written")
         except Exception as e:  # truncated file, foreign pickle, wrong shape, another key's entry, changed bytes
-            log.warning("feature cache: %s is corrupt (%s: %s); deleting it and encoding again", path,
-                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            log.warning(
+                "feature cache: %s is corrupt (%s: %s); deleting it and encoding again",
+                path,
+                type(e).__name__,
+                str(e).splitlines()[0] if str(e) else "",
+            )
             path.unlink(missing_ok=True)
             return None
         return features
@@ -103,8 +110,9 @@ class FeatureCache:
                 return features, True
             log.info("feature cache: miss %s, encoding", self.path(key))
             features, meta = compute()
-            save_torch(self.path(key), {**self.payload(features), "meta": meta, "key": key,
-                                        "sha256": self.digest(features)})
+            save_torch(
+                self.path(key), {**self.payload(features), "meta": meta, "key": key, "sha256": self.digest(features)}
+            )
         return features, False
 
 
@@ -114,9 +122,14 @@ class TokenStateCache(FeatureCache):
 
     def value(self, entry: dict):
         states, lengths = entry["states"], entry["lengths"]
-        if not (isinstance(states, torch.Tensor) and states.dim() == 2 and isinstance(lengths, torch.Tensor)
-                and len(lengths) == self.rows and int(lengths.sum()) == len(states)
-                and bool(torch.isfinite(states).all())):
+        if not (
+            isinstance(states, torch.Tensor)
+            and states.dim() == 2
+            and isinstance(lengths, torch.Tensor)
+            and len(lengths) == self.rows
+            and int(lengths.sum()) == len(states)
+            and bool(torch.isfinite(states).all())
+        ):
             raise ValueError(f"not the token states of {self.rows} texts")
         return states, lengths
 

@@ -30,14 +30,25 @@ class EncodeStats:
         return 1 - self.real_tokens / max(1, self.padded_tokens)
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "texts_per_second": self.texts / max(self.seconds, 1e-9),
-                "padding_share": self.padding_share}
+        return {
+            **asdict(self),
+            "texts_per_second": self.texts / max(self.seconds, 1e-9),
+            "padding_share": self.padding_share,
+        }
 
 
 @torch.inference_mode()
-def encode(encoder: nn.Module, data: TokenizedTexts, pooling: Pooling, precision: Precision, device: torch.device,
-           batch_size: int, max_tokens: int, pad_token_id: int,
-           chunking: Chunking | None = None) -> tuple[torch.Tensor, EncodeStats]:
+def encode(
+    encoder: nn.Module,
+    data: TokenizedTexts,
+    pooling: Pooling,
+    precision: Precision,
+    device: torch.device,
+    batch_size: int,
+    max_tokens: int,
+    pad_token_id: int,
+    chunking: Chunking | None = None,
+) -> tuple[torch.Tensor, EncodeStats]:
     """(N, H) float32 features on the CPU, in the dataset's order (a chunked text's: its windows' pooled)."""
     encoder.eval()
     loader = eval_loader(data, batch_size, num_workers=0, pad_token_id=pad_token_id, max_tokens=max_tokens)
@@ -48,8 +59,14 @@ def encode(encoder: nn.Module, data: TokenizedTexts, pooling: Pooling, precision
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)  # (B, T)
         with precision.autocast():
             hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
-        vectors = text_vectors(hidden, {**batch, "attention_mask": mask, "window_doc": batch["window_doc"].to(device)}
-                               if "window_doc" in batch else {"attention_mask": mask}, pooling, chunking)
+        vectors = text_vectors(
+            hidden,
+            {**batch, "attention_mask": mask, "window_doc": batch["window_doc"].to(device)}
+            if "window_doc" in batch
+            else {"attention_mask": mask},
+            pooling,
+            chunking,
+        )
         features[batch["index"]] = vectors.float().cpu()  # back to dataset order
         stats.real_tokens += int(mask.sum())
         stats.padded_tokens += mask.numel()

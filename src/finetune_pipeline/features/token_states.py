@@ -32,9 +32,17 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 @torch.inference_mode()
-def encode_bottom(encoder: nn.Module, first_top: int, data: TokenizedTexts, precision: Precision,
-                  device: torch.device, batch_size: int, max_tokens: int, pad_token_id: int,
-                  dtype: torch.dtype) -> tuple[tuple[torch.Tensor, torch.Tensor], EncodeStats]:
+def encode_bottom(
+    encoder: nn.Module,
+    first_top: int,
+    data: TokenizedTexts,
+    precision: Precision,
+    device: torch.device,
+    batch_size: int,
+    max_tokens: int,
+    pad_token_id: int,
+    dtype: torch.dtype,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], EncodeStats]:
     """(states, lengths) of every text, in dataset order: the output of layer ``first_top - 1``."""
     encoder.eval()
     loader = eval_loader(data, batch_size, num_workers=0, pad_token_id=pad_token_id, max_tokens=max_tokens)
@@ -70,7 +78,7 @@ class CachedStates(Dataset):
 
     def __getitem__(self, k: int):
         i = self.rows[k]
-        return k, self.states[self.offsets[i]:self.offsets[i + 1]], self.labels[i]
+        return k, self.states[self.offsets[i] : self.offsets[i + 1]], self.labels[i]
 
     def lengths(self) -> list[int]:
         return [int(self.offsets[i + 1] - self.offsets[i]) for i in self.rows]
@@ -81,14 +89,19 @@ def _pad_states(items) -> dict[str, torch.Tensor]:
     hidden = torch.zeros(len(items), longest, items[0][1].shape[1], dtype=torch.float32)  # (B, T, H)
     mask = torch.zeros(len(items), longest, dtype=torch.long)
     for row, (_, s, _) in enumerate(items):
-        hidden[row, :len(s)] = s.float()
-        mask[row, :len(s)] = 1
-    return {"index": torch.tensor([k for k, _, _ in items]), "hidden": hidden, "attention_mask": mask,
-            "labels": torch.tensor([label for _, _, label in items])}
+        hidden[row, : len(s)] = s.float()
+        mask[row, : len(s)] = 1
+    return {
+        "index": torch.tensor([k for k, _, _ in items]),
+        "hidden": hidden,
+        "attention_mask": mask,
+        "labels": torch.tensor([label for _, _, label in items]),
+    }
 
 
-def state_loader(data: CachedStates, batch_size: int, train: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> DataLoader:
+def state_loader(
+    data: CachedStates, batch_size: int, train: bool, seed: int = 0, rank: int = 0, world_size: int = 1
+) -> DataLoader:
     """Training: the length-grouped batches the end-to-end path draws (same sampler, same seed);
     evaluation: length-sorted batches, every ``world_size``-th per rank."""
     if train:
@@ -105,25 +118,57 @@ class BottomStates:
     info: dict  # cache hit/miss, key, layer, bytes, encoding statistics (metrics.json's features)
 
 
-def bottom_states(encoder: nn.Module, first_top: int, encoder_sha256: str, backbone_folder: Path,
-                  texts: list[str], tokenized: TokenizedTexts, pad_token_id: int, max_length: int,
-                  precision: Precision, device: torch.device, training: TrainingConfig, cache_dir: Path,
-                  cache_dtype: str, dist: Dist) -> BottomStates:
+def bottom_states(
+    encoder: nn.Module,
+    first_top: int,
+    encoder_sha256: str,
+    backbone_folder: Path,
+    texts: list[str],
+    tokenized: TokenizedTexts,
+    pad_token_id: int,
+    max_length: int,
+    precision: Precision,
+    device: torch.device,
+    training: TrainingConfig,
+    cache_dir: Path,
+    cache_dtype: str,
+    dist: Dist,
+) -> BottomStates:
     """The states entering layer ``first_top`` for every text: from the cache, or encoded once (rank 0
     under torchrun; the others then read the cache)."""
-    key = feature_key(encoder=encoder_sha256, tokenizer=tokenizer_sha256(backbone_folder),
-                      config=config_sha256(backbone_folder),  # weights alike, config not (eps, RoPE): other states
-                      max_length=max_length, precision=precision.name, texts=texts_sha256(texts),
-                      layer=first_top, dtype=cache_dtype)
+    key = feature_key(
+        encoder=encoder_sha256,
+        tokenizer=tokenizer_sha256(backbone_folder),
+        config=config_sha256(backbone_folder),  # weights alike, config not (eps, RoPE): other states
+        max_length=max_length,
+        precision=precision.name,
+        texts=texts_sha256(texts),
+        layer=first_top,
+        dtype=cache_dtype,
+    )
     cache = TokenStateCache(cache_dir / "states", len(texts))
     info: dict = {"key": key, "layer": first_top}
 
     def compute():
-        value, stats = encode_bottom(encoder, first_top, tokenized, precision, device, training.encode_batch_size,
-                                     training.encode_max_tokens, pad_token_id, DTYPES[cache_dtype])
+        value, stats = encode_bottom(
+            encoder,
+            first_top,
+            tokenized,
+            precision,
+            device,
+            training.encode_batch_size,
+            training.encode_max_tokens,
+            pad_token_id,
+            DTYPES[cache_dtype],
+        )
         info["encoding"] = stats.as_dict()
-        log.info("encoded %d texts through the bottom %d layers in %.1f s (%.1f texts/s)", stats.texts, first_top,
-                 stats.seconds, stats.texts / max(stats.seconds, 1e-9))
+        log.info(
+            "encoded %d texts through the bottom %d layers in %.1f s (%.1f texts/s)",
+            stats.texts,
+            first_top,
+            stats.seconds,
+            stats.texts / max(stats.seconds, 1e-9),
+        )
         return value, {"layer": first_top, "dtype": cache_dtype, "encoding": stats.as_dict()}
 
     if dist.is_main:
@@ -134,6 +179,12 @@ def bottom_states(encoder: nn.Module, first_top: int, encoder_sha256: str, backb
         hit = True
     info["cache"] = "hit" if hit else "miss"
     info["bytes"] = states.numel() * states.element_size()
-    log.info("token-state cache: %s, %d tokens x %d in %s = %.1f MB", info["cache"], len(states), states.shape[1],
-             cache_dtype, info["bytes"] / 1e6)
+    log.info(
+        "token-state cache: %s, %d tokens x %d in %s = %.1f MB",
+        info["cache"],
+        len(states),
+        states.shape[1],
+        cache_dtype,
+        info["bytes"] / 1e6,
+    )
     return BottomStates(states, lengths, info)

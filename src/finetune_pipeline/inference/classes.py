@@ -13,8 +13,10 @@ def read_classes(path: Path) -> list[dict[str, str]]:
     try:
         id_to_label = json.loads(path.read_text(encoding="utf-8"))
         classes = [id_to_label[str(i)] for i in range(len(id_to_label))]
-        if not classes or not all(isinstance(c, dict) and isinstance(c.get("symbol"), str)
-                                  and isinstance(c.get("label"), str) for c in classes):
+        if not classes or not all(
+            isinstance(c, dict) and isinstance(c.get("symbol"), str) and isinstance(c.get("label"), str)
+            for c in classes
+        ):
             raise ValueError("not a map of class ids to {symbol, label}")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise PipelineError(f"{path}: unreadable class list ({type(e).__name__}: {e})") from None

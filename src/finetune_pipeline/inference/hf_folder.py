@@ -66,11 +66,15 @@ def load_pretrained(folder: Path) -> ExportedFolder:
         model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
         labels, symbols = check_classes(folder, raw, head.classes)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, SafetensorError) as e:
-        raise PipelineError(f"{folder}: not a readable exported model ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        raise PipelineError(
+            f"{folder}: not a readable exported model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     if raw.get("model_type") != MODEL_TYPE:
-        log.warning("%s: exported by an earlier version (plain transformers loads it with random weights); "
-                    "export the run again for a folder transformers reads", folder)
+        log.warning(
+            "%s: exported by an earlier version (plain transformers loads it with random weights); "
+            "export the run again for a folder transformers reads",
+            folder,
+        )
     return ExportedFolder(model.eval(), labels, symbols)
 
 
@@ -90,13 +94,14 @@ def check_classes(folder: Path, raw: dict, classes: int) -> tuple[list[str], lis
     id2label = {int(i): label for i, label in (raw.get("id2label") or {}).items()}
     symbols = raw["finetune_pipeline"].get("symbols")
     if sorted(id2label) != list(range(classes)) or not isinstance(symbols, list) or len(symbols) != classes:
-        raise PipelineError(f"{folder / 'config.json'}: id2label has {len(id2label)} classes and symbols "
-                            f"{len(symbols) if isinstance(symbols, list) else 'none'}, but the head has {classes} outputs")
+        raise PipelineError(
+            f"{folder / 'config.json'}: id2label has {len(id2label)} classes and symbols "
+            f"{len(symbols) if isinstance(symbols, list) else 'none'}, but the head has {classes} outputs"
+        )
     if {label: i for i, label in id2label.items()} != raw.get("label2id"):
         raise PipelineError(f"{folder / 'config.json'}: label2id is not the inverse of id2label")
     labels = [id2label[i] for i in range(classes)]
     kept = folder / ID_TO_LABEL_FILE
-    if kept.is_file():
-        if read_classes(kept) != [{"symbol": symbols[i], "label": labels[i]} for i in range(classes)]:
-            raise PipelineError(f"{kept}: disagrees with config.json's id2label / symbols; the folder was edited")
+    if kept.is_file() and read_classes(kept) != [{"symbol": symbols[i], "label": labels[i]} for i in range(classes)]:
+        raise PipelineError(f"{kept}: disagrees with config.json's id2label / symbols; the folder was edited")
     return labels, symbols

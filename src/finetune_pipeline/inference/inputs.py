@@ -15,15 +15,18 @@ import csv
 import io
 from pathlib import Path
 
-from finetune_pipeline.artifacts.metrics_record import RunMetrics
 from finetune_pipeline.artifacts.atomic import atomic_path, text_lines, to_json, write_jsonl
+from finetune_pipeline.artifacts.metrics_record import RunMetrics
 from finetune_pipeline.data.raw_reader import RAW_SUFFIXES, check_unicode, decode_utf8, read_items, read_raw_file
 from finetune_pipeline.errors import PipelineError
 
+
 def read_texts(path: Path, text_field: str = "input") -> list[str]:
     if path.suffix.lower() in RAW_SUFFIXES:
-        texts = [_text_of(path, where, item, text_field)
-                 for where, item in read_items(path, _read_bytes(path), (text_field,))]
+        texts = [
+            _text_of(path, where, item, text_field)
+            for where, item in read_items(path, _read_bytes(path), (text_field,))
+        ]
     else:
         lines = text_lines(decode_utf8(path, _read_bytes(path)))
         texts = [line for line in lines if line.strip()]
@@ -35,8 +38,10 @@ def read_texts(path: Path, text_field: str = "input") -> list[str]:
 def read_labelled(path: Path, fields: tuple[str, str] = ("input", "output")) -> tuple[list[str], list[str], list[str]]:
     """Texts, labels and each record's position ("record 3", "line 3", "row 3") of a labelled file."""
     if path.suffix.lower() not in RAW_SUFFIXES:
-        raise PipelineError(f"{path}: a labelled file is {', '.join(RAW_SUFFIXES)} with a text and a label "
-                            f"field ({fields[0]!r}, {fields[1]!r}; --text-field / --label-field)")
+        raise PipelineError(
+            f"{path}: a labelled file is {', '.join(RAW_SUFFIXES)} with a text and a label "
+            f"field ({fields[0]!r}, {fields[1]!r}; --text-field / --label-field)"
+        )
     records = read_raw_file(path, _read_bytes(path), fields)
     return [r.text for r in records], [r.label for r in records], [r.where for r in records]
 
@@ -51,8 +56,10 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         out = io.StringIO(newline="")
         writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["text"], lineterminator="\n")
         writer.writeheader()
-        writer.writerows({k: spreadsheet_safe(to_json(v) if isinstance(v, (list, dict)) else v) for k, v in row.items()}
-                         for row in rows)
+        writer.writerows(
+            {k: spreadsheet_safe(to_json(v) if isinstance(v, (list, dict)) else v) for k, v in row.items()}
+            for row in rows
+        )
         with atomic_path(path) as tmp:
             tmp.write_text(out.getvalue(), encoding="utf-8")
     else:
@@ -81,7 +88,7 @@ def run_fields(run_dir: Path) -> tuple[str, str]:
 def _text_of(path: Path, where: str, item: object, text_field: str) -> str:
     if isinstance(item, dict):
         if text_field not in item:
-            raise PipelineError(f"{path}: {where}: no \"{text_field}\" field (--text-field names the text's field)")
+            raise PipelineError(f'{path}: {where}: no "{text_field}" field (--text-field names the text\'s field)')
         item = item[text_field]
     if item is None:
         raise PipelineError(f"{path}: {where}: empty text (null)")

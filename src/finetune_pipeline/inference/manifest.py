@@ -33,8 +33,12 @@ def checkpoint_source(run_dir: Path, checkpoint: str) -> dict:
     """What an export was made from: the run's name, the checkpoint's name, SHA-256 and (size, mtime) stamp."""
     path = run_dir / checkpoint
     stat = path.stat()
-    return {"run": run_dir.resolve().name, "checkpoint": checkpoint, "checkpoint_sha256": file_sha256(path),
-            "checkpoint_stat": [stat.st_size, stat.st_mtime_ns]}
+    return {
+        "run": run_dir.resolve().name,
+        "checkpoint": checkpoint,
+        "checkpoint_sha256": file_sha256(path),
+        "checkpoint_stat": [stat.st_size, stat.st_mtime_ns],
+    }
 
 
 def folder_files(folder: Path) -> list[str]:
@@ -107,18 +111,24 @@ def verify(folder: Path, cache_dir: Path | None = None) -> ExportRecord:
     report = ExportRecord.read(folder)
     files = report.files
     if files is None:
-        log.warning("%s: an export without a manifest of its files (made by an older version); it cannot be "
-                    "checked -- export the run again", folder)
+        log.warning(
+            "%s: an export without a manifest of its files (made by an older version); it cannot be "
+            "checked -- export the run again",
+            folder,
+        )
         return report
     outside = [n for n in files if not _inside(folder, n)]
     if outside:
         raise PipelineError(f"{folder / REPORT}: lists {outside[0]!r}, which is not a file inside the export folder")
-    present = {n for n in folder_files(folder) if not n.endswith(".lock") and not n.startswith(".")}  # .gitattributes, .cache/
+    present = {
+        n for n in folder_files(folder) if not n.endswith(".lock") and not n.startswith(".")
+    }  # .gitattributes, .cache/
     for name in sorted(set(files) - present):
         raise PipelineError(f"{folder / name}: listed in {REPORT} but missing; the export is incomplete")
     for name in sorted(present - set(files)):
-        raise PipelineError(f"{folder / name}: not part of the export ({REPORT} does not list it); remove it "
-                            "or export again")
+        raise PipelineError(
+            f"{folder / name}: not part of the export ({REPORT} does not list it); remove it or export again"
+        )
     memo_path = (cache_dir or machine_cache_dir()) / MEMO
     key = str(folder.resolve())
     stamps = _stamps(folder, sorted(files))
@@ -128,8 +138,10 @@ def verify(folder: Path, cache_dir: Path | None = None) -> ExportRecord:
         if name in DOCUMENTATION:
             continue
         if file_sha256(folder / name) != expected:
-            raise PipelineError(f"{folder / name}: its SHA-256 differs from the one {REPORT} records; the file was "
-                                "changed after the export (export the run again)")
+            raise PipelineError(
+                f"{folder / name}: its SHA-256 differs from the one {REPORT} records; the file was "
+                "changed after the export (export the run again)"
+            )
     try:
         memo_path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(memo_path) + ".lock", timeout=10):
@@ -139,5 +151,3 @@ def verify(folder: Path, cache_dir: Path | None = None) -> ExportRecord:
     except (OSError, PipelineError) as e:  # a read-only cache: verified anyway, hashed again next time
         log.debug("could not remember the verification of %s: %s", folder, e)
     return report
-
-

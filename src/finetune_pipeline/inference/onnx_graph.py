@@ -23,8 +23,11 @@ def int8_graph(folder: Path) -> Path | None:
 
 def tokenizer_folder(folder: Path) -> Path:
     """Where an ONNX export keeps its tokenizer: its root, or tokenizer/ in earlier exports."""
-    return folder / TOKENIZER_DIR if (folder / TOKENIZER_DIR).is_dir() and not (folder / "tokenizer_config.json").is_file() \
+    return (
+        folder / TOKENIZER_DIR
+        if (folder / TOKENIZER_DIR).is_dir() and not (folder / "tokenizer_config.json").is_file()
         else folder
+    )
 
 
 class OnnxModel:
@@ -39,13 +42,16 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # a truncated or foreign file
-            raise PipelineError(f"{path}: not a readable ONNX graph ({type(e).__name__}: "
-                                f"{str(e).splitlines()[0] if str(e) else ''})") from None
+            raise PipelineError(
+                f"{path}: not a readable ONNX graph ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            ) from None
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name: o.shape for o in self.session.get_outputs()}
         if inputs != set(INPUTS) or "probabilities" not in outputs or len(outputs["probabilities"]) != 2:
-            raise PipelineError(f"{path}: not a classifier graph of this tool (inputs {sorted(inputs)}, outputs "
-                                f"{sorted(outputs)}; expected {list(INPUTS)} -> probabilities (batch, classes))")
+            raise PipelineError(
+                f"{path}: not a classifier graph of this tool (inputs {sorted(inputs)}, outputs "
+                f"{sorted(outputs)}; expected {list(INPUTS)} -> probabilities (batch, classes))"
+            )
         width = outputs["probabilities"][1]
         self.classes: int | None = width if isinstance(width, int) else None  # (B, C) output's C
         self.path, self.pad_token_id = path, pad_token_id

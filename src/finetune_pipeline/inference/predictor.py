@@ -23,19 +23,19 @@ import torch
 from tqdm import tqdm
 
 from finetune_pipeline.artifacts.names import BEST_MODEL_FILE, ID_TO_LABEL_FILE, TOKENIZER_DIR
-from finetune_pipeline.model.loading import load_classifier
 from finetune_pipeline.artifacts.run_folder import writer_of
 from finetune_pipeline.backbone.load import read_tokenizer
 from finetune_pipeline.config.schema import MixedPrecision
 from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.inference.prepacked import prepare_for_inference
 from finetune_pipeline.evaluation.report import prediction_rows
 from finetune_pipeline.inference.classes import read_classes
 from finetune_pipeline.inference.hf_folder import load_pretrained
 from finetune_pipeline.inference.manifest import verify
 from finetune_pipeline.inference.onnx_graph import MODEL, OnnxModel, int8_graph, tokenizer_folder
+from finetune_pipeline.inference.prepacked import prepare_for_inference
 from finetune_pipeline.model.classifier import TextClassifier
+from finetune_pipeline.model.loading import load_classifier
 from finetune_pipeline.runtime.device import resolve_device
 from finetune_pipeline.runtime.precision import Precision, resolve_precision
 
@@ -48,9 +48,19 @@ class Classifier:
     """Texts -> class probabilities with one of two engines: the PyTorch model (``model``), or the
     run's exported ONNX graph run by onnxruntime (``graph``, CPU; see ``export/onnx.py``)."""
 
-    def __init__(self, model: TextClassifier | None, tokenizer, symbols: list[str], labels: list[str], max_length: int,
-                 device: torch.device, precision: Precision, batch_size: int = 64, max_tokens: int = 8192,
-                 graph=None):
+    def __init__(
+        self,
+        model: TextClassifier | None,
+        tokenizer,
+        symbols: list[str],
+        labels: list[str],
+        max_length: int,
+        device: torch.device,
+        precision: Precision,
+        batch_size: int = 64,
+        max_tokens: int = 8192,
+        graph=None,
+    ):
         self.model = prepare_for_inference(model.to(device).eval(), precision) if model is not None else None
         self.tokenizer, self.graph = tokenizer, graph
         self.symbols, self.labels, self.max_length = symbols, labels, max_length
@@ -59,8 +69,15 @@ class Classifier:
         self.chunking = model.chunking if model is not None else None  # the ONNX graph is of truncated runs
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, checkpoint: str = BEST_MODEL_FILE, backbone_path: str | Path | None = None,
-                 device: str = "auto", precision: str = "auto", batch_size: int = 64) -> "Classifier":
+    def from_run(
+        cls,
+        run_dir: str | Path,
+        checkpoint: str = BEST_MODEL_FILE,
+        backbone_path: str | Path | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        batch_size: int = 64,
+    ) -> Classifier:
         """Load a run folder's checkpoint (``best_model.pt`` or ``final_model.pt``), tokenizer and labels
         (the PyTorch engine; ``finetune_pipeline.Classifier.from_run`` also takes ``engine=``)."""
         warn_if_training(Path(run_dir), checkpoint)
@@ -69,21 +86,32 @@ class Classifier:
             if not (run / needed).exists():
                 raise PipelineError(f"{run}: not a finished run folder ({needed} is missing)")
         classes = read_classes(run / ID_TO_LABEL_FILE)
-        model = load_classifier(run / checkpoint, Path(backbone_path) if backbone_path else None, classes,
-                                run / TOKENIZER_DIR)
+        model = load_classifier(
+            run / checkpoint, Path(backbone_path) if backbone_path else None, classes, run / TOKENIZER_DIR
+        )
         if model.head[-1].out_features != len(classes):
-            raise PipelineError(f"{run / checkpoint}: {model.head[-1].out_features} classes, "
-                                f"but id_to_label.json has {len(classes)}")
+            raise PipelineError(
+                f"{run / checkpoint}: {model.head[-1].out_features} classes, but id_to_label.json has {len(classes)}"
+            )
         tokenizer = read_tokenizer(run / TOKENIZER_DIR)
         dev = resolve_device(device)
         prec = resolve_precision(MixedPrecision(precision), dev)
         log.info("loaded %s (%d classes) on %s, %s", run / checkpoint, len(classes), dev, prec.name)
-        return cls(model, tokenizer, [c["symbol"] for c in classes], [c["label"] for c in classes],
-                   tokenizer.model_max_length, dev, prec, batch_size)
+        return cls(
+            model,
+            tokenizer,
+            [c["symbol"] for c in classes],
+            [c["label"] for c in classes],
+            tokenizer.model_max_length,
+            dev,
+            prec,
+            batch_size,
+        )
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: str = "auto", precision: str = "auto",
-                        batch_size: int = 64) -> "Classifier":
+    def from_pretrained(
+        cls, folder: str | Path, device: str = "auto", precision: str = "auto", batch_size: int = 64
+    ) -> Classifier:
         """A folder written by ``finetune-pipeline export RUN --format hf`` (or downloaded from the Hub)."""
         folder = Path(folder)
         loaded = load_pretrained(folder)
@@ -91,12 +119,14 @@ class Classifier:
         dev = resolve_device(device)
         prec = resolve_precision(MixedPrecision(precision), dev)
         log.info("loaded %s (%d classes) on %s, %s", folder, len(loaded.labels), dev, prec.name)
-        return cls(loaded.model, tokenizer, loaded.symbols, loaded.labels, tokenizer.model_max_length, dev, prec,
-                   batch_size)
+        return cls(
+            loaded.model, tokenizer, loaded.symbols, loaded.labels, tokenizer.model_max_length, dev, prec, batch_size
+        )
 
     @classmethod
-    def from_onnx_export(cls, folder: str | Path, batch_size: int = 64, threads: int | None = None,
-                         int8: bool = False) -> "Classifier":
+    def from_onnx_export(
+        cls, folder: str | Path, batch_size: int = 64, threads: int | None = None, int8: bool = False
+    ) -> Classifier:
         """An ONNX export folder on its own (no run folder, no backbone): graph, tokenizer, labels.
         ``int8``: its dynamically quantized graph (``export --quantize int8``)."""
         folder = Path(folder)
@@ -111,12 +141,22 @@ class Classifier:
         tokenizer = read_tokenizer(tokenizer_folder(folder))
         graph = OnnxModel(model_file, tokenizer.pad_token_id, threads)
         if graph.classes is not None and graph.classes != len(classes):
-            raise PipelineError(f"{folder / 'id_to_label.json'}: {len(classes)} classes, but {model_file} "
-                                f"gives {graph.classes}; the folder mixes two exports")
+            raise PipelineError(
+                f"{folder / 'id_to_label.json'}: {len(classes)} classes, but {model_file} "
+                f"gives {graph.classes}; the folder mixes two exports"
+            )
         log.info("loaded %s (%d classes), onnxruntime on the CPU", model_file, len(classes))
-        return cls(None, tokenizer, [c["symbol"] for c in classes], [c["label"] for c in classes],
-                   tokenizer.model_max_length, torch.device("cpu"), resolve_precision(MixedPrecision.fp32,
-                   torch.device("cpu")), batch_size, graph=graph)
+        return cls(
+            None,
+            tokenizer,
+            [c["symbol"] for c in classes],
+            [c["label"] for c in classes],
+            tokenizer.model_max_length,
+            torch.device("cpu"),
+            resolve_precision(MixedPrecision.fp32, torch.device("cpu")),
+            batch_size,
+            graph=graph,
+        )
 
     @torch.inference_mode()
     def probabilities(self, texts: list[str], progress: bool = True, model=None) -> np.ndarray:
@@ -144,19 +184,25 @@ class Classifier:
         """For each text: ``label`` (the original label), ``symbol``, ``score`` and the ``top_k`` classes."""
         if isinstance(texts, str):
             texts = [texts]
-        rows = prediction_rows(list(texts), self.probabilities(texts, progress), self.symbols, self.labels,
-                               top_k=top_k)
+        rows = prediction_rows(list(texts), self.probabilities(texts, progress), self.symbols, self.labels, top_k=top_k)
         return [{k: v for k, v in row.items() if k != "text"} for row in rows]
 
 
 def warn_if_training(run: Path, checkpoint: str) -> None:
     writer = writer_of(run)
     if writer:
-        log.warning("%s is still being trained (PID %s): %s is the best checkpoint so far, not the run's result; "
-                    "its answers will change when training goes on", run, writer, checkpoint)
+        log.warning(
+            "%s is still being trained (PID %s): %s is the best checkpoint so far, not the run's result; "
+            "its answers will change when training goes on",
+            run,
+            writer,
+            checkpoint,
+        )
 
 
 def check_onnxruntime_options(device: str, precision: str) -> None:
     if device not in ("auto", "cpu") or precision not in ("auto", "fp32"):
-        raise PipelineError(f"the onnxruntime engines run on the CPU (fp32 or int8 graph); drop device={device!r} "
-                            f"precision={precision!r} or use the torch engine")
+        raise PipelineError(
+            f"the onnxruntime engines run on the CPU (fp32 or int8 graph); drop device={device!r} "
+            f"precision={precision!r} or use the torch engine"
+        )

@@ -22,8 +22,9 @@ BATCH_HINT = 64  # rows oneDNN tunes the packed layout for; any number of rows w
 
 def prepacking_available() -> bool:
     ops = torch.ops.mkldnn
-    return torch.backends.mkldnn.is_available() and all(hasattr(ops, op) for op in
-                                                         ("_reorder_linear_weight", "_linear_pointwise"))
+    return torch.backends.mkldnn.is_available() and all(
+        hasattr(ops, op) for op in ("_reorder_linear_weight", "_linear_pointwise")
+    )
 
 
 class PrepackedLinear(nn.Module):

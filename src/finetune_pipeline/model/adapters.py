@@ -19,8 +19,10 @@ from finetune_pipeline.errors import PipelineError
 
 DEFAULT_TARGETS = {  # config.model_type -> the linear layers LoRA adapts
     "modernbert": ["Wqkv", "Wo", "Wi"],  # attention qkv and output, MLP in and out (Wo names both outputs)
-    **{kind: ["query", "key", "value", "dense"] for kind in ("bert", "roberta", "xlm-roberta", "distilbert",
-                                                             "electra", "camembert")},
+    **{
+        kind: ["query", "key", "value", "dense"]
+        for kind in ("bert", "roberta", "xlm-roberta", "distilbert", "electra", "camembert")
+    },
 }
 ADAPTER_MARK = "lora_"  # every adapter tensor's name holds it
 
@@ -36,7 +38,7 @@ class LoraSpec:
         return {**asdict(self), "target_modules": list(self.target_modules)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LoraSpec":
+    def from_dict(cls, d: dict) -> LoraSpec:
         return cls(int(d["rank"]), float(d["alpha"]), float(d["dropout"]), tuple(d["target_modules"]))
 
 
@@ -46,8 +48,10 @@ def lora_spec(lora_cfg: LoraConfig, encoder: nn.Module) -> LoraSpec:
     if not targets:
         kind = getattr(encoder.config, "model_type", "?")
         if kind not in DEFAULT_TARGETS:
-            raise PipelineError(f"adapter=lora: no default target modules for a {kind!r} encoder; set "
-                                "adapter.lora.target_modules=[...] to the names of its linear layers")
+            raise PipelineError(
+                f"adapter=lora: no default target modules for a {kind!r} encoder; set "
+                "adapter.lora.target_modules=[...] to the names of its linear layers"
+            )
         targets = DEFAULT_TARGETS[kind]
     return LoraSpec(lora_cfg.rank, lora_cfg.alpha, lora_cfg.dropout, tuple(targets))
 
@@ -59,12 +63,19 @@ def add_lora(encoder: nn.Module, spec: LoraSpec) -> nn.Module:
     except ImportError:
         raise PipelineError("adapter=lora needs peft: pip install 'finetune-pipeline[lora]'") from None
 
-    config = PeftLoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-                        target_modules=list(spec.target_modules), bias="none")
+    config = PeftLoraConfig(
+        r=spec.rank,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=list(spec.target_modules),
+        bias="none",
+    )
     try:
         encoder = inject_adapter_in_model(config, encoder)
     except ValueError as e:  # no module of those names
-        raise PipelineError(f"adapter.lora.target_modules={list(spec.target_modules)}: {' '.join(str(e).split())[:300]}") from None
+        raise PipelineError(
+            f"adapter.lora.target_modules={list(spec.target_modules)}: {' '.join(str(e).split())[:300]}"
+        ) from None
     for name, p in encoder.named_parameters():
         p.requires_grad_(ADAPTER_MARK in name)
     return encoder

@@ -61,17 +61,21 @@ def pool_windows(vectors: torch.Tensor, window_doc: torch.Tensor, documents: int
     return total / counts
 
 
-def text_vectors(hidden: torch.Tensor, batch: dict[str, torch.Tensor], pooling: Pooling,
-                 chunking: Chunking | None) -> torch.Tensor:
+def text_vectors(
+    hidden: torch.Tensor, batch: dict[str, torch.Tensor], pooling: Pooling, chunking: Chunking | None
+) -> torch.Tensor:
     """(B, T, H) token states -> (documents, H): pooled per row, then per document when chunked."""
     vectors = pool(hidden, batch["attention_mask"], pooling)
     if "window_doc" not in batch:
         return vectors
-    return pool_windows(vectors, batch["window_doc"], batch["labels"].shape[0], chunking.pooling if chunking else "mean")
+    return pool_windows(
+        vectors, batch["window_doc"], batch["labels"].shape[0], chunking.pooling if chunking else "mean"
+    )
 
 
 class TextClassifier(nn.Module):
-    """Tokens -> logits; ``config`` is the head's (what a checkpoint stores). ``state_dict`` keys: ``encoder.*`` (the HF model's own names) and ``head.*``.
+    """Tokens -> logits; ``config`` is the head's (what a checkpoint stores). ``state_dict`` keys:
+    ``encoder.*`` (the HF model's own names) and ``head.*``.
 
     With a frozen encoder, ``train()`` keeps the encoder in eval mode (no dropout) and its
     parameters need no gradients. With ``chunking`` a batch row is a window and the logits are per
@@ -88,7 +92,7 @@ class TextClassifier(nn.Module):
             for p in encoder.parameters():
                 p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "TextClassifier":
+    def train(self, mode: bool = True) -> TextClassifier:
         super().train(mode)
         if self.frozen:
             self.encoder.eval()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from finetune_pipeline.artifacts.names import TOKENIZER_DIR
 from finetune_pipeline.artifacts.checkpoints import load_checkpoint, verify_backbone, verify_run_files
 from finetune_pipeline.artifacts.freeze_proof import combined_sha256, module_hashes
+from finetune_pipeline.artifacts.names import TOKENIZER_DIR
 from finetune_pipeline.backbone.identity import config_sha256
 from finetune_pipeline.backbone.load import read_encoder
 from finetune_pipeline.errors import PipelineError
@@ -20,8 +20,12 @@ from finetune_pipeline.model.adapters import LoraSpec, add_lora, is_adapter, mer
 from finetune_pipeline.model.classifier import HeadConfig, TextClassifier
 
 
-def load_classifier(path: Path, backbone_folder: Path | None = None, classes: list[dict] | None = None,
-                    tokenizer_folder: Path | None = None) -> TextClassifier:
+def load_classifier(
+    path: Path,
+    backbone_folder: Path | None = None,
+    classes: list[dict] | None = None,
+    tokenizer_folder: Path | None = None,
+) -> TextClassifier:
     """A ready-to-use classifier (eval mode, CPU) from ``best_model.pt`` or ``final_model.pt``.
 
     A head-only checkpoint gets its encoder from ``backbone_folder`` (default: the path recorded in
@@ -38,8 +42,10 @@ def load_classifier(path: Path, backbone_folder: Path | None = None, classes: li
         raise PipelineError(f"{path}: its backbone folder {folder} is missing; pass the folder that holds it")
     recorded = ckpt["backbone"].get("config_sha256")
     if recorded and recorded != config_sha256(folder):
-        raise PipelineError(f"{folder / 'config.json'}: differs from the config {path.name} was trained with (an "
-                            "activation, norm epsilon, RoPE setting or shape changed); use the backbone it was trained on")
+        raise PipelineError(
+            f"{folder / 'config.json'}: differs from the config {path.name} was trained with (an "
+            "activation, norm epsilon, RoPE setting or shape changed); use the backbone it was trained on"
+        )
     encoder = read_encoder(folder)
     state = ckpt["state_dict"]
     if ckpt["kind"] in ("head_only", "lora", "partial"):
@@ -57,8 +63,10 @@ def load_classifier(path: Path, backbone_folder: Path | None = None, classes: li
         if ckpt["kind"] == "lora":
             merge_lora(model.encoder)
     except (KeyError, ValueError, RuntimeError, AttributeError) as e:  # tensors of other shapes or names
-        raise PipelineError(f"{path}: its weights do not fit a classifier over {folder} "
-                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise PipelineError(
+            f"{path}: its weights do not fit a classifier over {folder} "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     return model.eval()
 
 
@@ -66,8 +74,9 @@ def _check_adapters(encoder: torch.nn.Module, state: dict, path: Path) -> None:
     wanted = {f"encoder.{n}" for n in encoder.state_dict() if is_adapter(n)}
     missing = sorted(wanted - state.keys())
     if missing:
-        raise PipelineError(f"{path}: a LoRA checkpoint without its adapter tensors ({len(missing)} missing, e.g. "
-                            f"{missing[0]})")
+        raise PipelineError(
+            f"{path}: a LoRA checkpoint without its adapter tensors ({len(missing)} missing, e.g. {missing[0]})"
+        )
 
 
 def _head_of_older_checkpoint(ckpt: dict) -> HeadConfig:
@@ -83,4 +92,3 @@ def restore_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> N
     if missing:
         raise PipelineError(f"checkpoint lacks head tensors {missing}")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-

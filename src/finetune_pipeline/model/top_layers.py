@@ -57,8 +57,10 @@ def freeze_all_but_top(encoder: nn.Module, layers: int) -> None:
 def check_layers(encoder: nn.Module, layers: int) -> int:
     total = len(getattr(*layer_stack(encoder)))
     if not 1 <= layers < total:
-        raise PipelineError(f"adapter.top_layers.layers={layers}: the encoder has {total} layers; train 1 to {total - 1} of them "
-                            "(all of them is training.freeze_backbone=false)")
+        raise PipelineError(
+            f"adapter.top_layers.layers={layers}: the encoder has {total} layers; train 1 to {total - 1} of them "
+            "(all of them is training.freeze_backbone=false)"
+        )
     return total - layers  # the index of the first trained layer
 
 

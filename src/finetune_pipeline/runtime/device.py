@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.config.checks import check_device_name
+from finetune_pipeline.errors import PipelineError
 
 
 def resolve_device(name: str, local_rank: int | None = None) -> torch.device:

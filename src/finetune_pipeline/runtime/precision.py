@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import datetime as dt
+import functools
 import logging
 import os
 import time
@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-from finetune_pipeline.config.schema import MixedPrecision
 from finetune_pipeline.artifacts.atomic import read_memo, write_json
-from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.config.checks import check_precision_for_device
+from finetune_pipeline.config.schema import MixedPrecision
+from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.provenance import cpu_model
 
 log = logging.getLogger(__name__)
@@ -92,15 +92,20 @@ def cpu_auto_precision() -> tuple[str, str]:
             entries = read_memo(memo)
             if key not in entries:
                 speedup = cpu_bf16_speedup()
-                entries[key] = {"speedup": round(speedup, 3), "measured": dt.date.today().isoformat(),
-                                "precision": "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32"}
+                entries[key] = {
+                    "speedup": round(speedup, 3),
+                    "measured": dt.date.today().isoformat(),
+                    "precision": "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32",
+                }
                 write_json(memo, entries)
                 how = "measured now"
             else:
                 how = "measured"
             entry = entries[key]
-            return entry["precision"], (f"bf16 matmuls ran {entry['speedup']:.2f}x fp32 speed on this CPU, "
-                                        f"{how} {entry['measured']}, remembered in {memo}")
+            return entry["precision"], (
+                f"bf16 matmuls ran {entry['speedup']:.2f}x fp32 speed on this CPU, "
+                f"{how} {entry['measured']}, remembered in {memo}"
+            )
     except (OSError, PipelineError, KeyError, TypeError) as e:
         return "fp32", f"the per-machine decision cannot be stored in {memo} ({e}); fp32 keeps runs alike"
 
@@ -116,6 +121,8 @@ def resolve_precision(choice: MixedPrecision, device: torch.device) -> Precision
         name = "bf16" if bf16_ok else ("fp16" if cuda else "fp32")
     check_precision_for_device(name, device.type)
     if name == "bf16" and not bf16_ok:
-        raise PipelineError(f"precision.mixed_precision=bf16 is not supported on this {device.type}; use precision=fp32 or auto")
+        raise PipelineError(
+            f"precision.mixed_precision=bf16 is not supported on this {device.type}; use precision=fp32 or auto"
+        )
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
     return Precision(name, device.type, dtype)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from finetune_pipeline.errors import PipelineError
 
@@ -48,8 +48,11 @@ def stop_on_signals() -> Iterator[StopFlag]:
         flag.signum = signum
         for s in SIGNALS:  # a second signal is not caught
             signal.signal(s, previous[s])
-        log.warning("%s received: stopping after the current optimizer step and saving the training state "
-                    "(send it again to stop at once)", signal.Signals(signum).name)
+        log.warning(
+            "%s received: stopping after the current optimizer step and saving the training state "
+            "(send it again to stop at once)",
+            signal.Signals(signum).name,
+        )
 
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     for s in SIGNALS:

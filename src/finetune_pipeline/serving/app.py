@@ -1,6 +1,7 @@
 """The HTTP API over a loaded classifier (FastAPI; served by uvicorn in ``server.py``).
 
-    POST /predict   {"texts": ["...", ...], "top_k": 3}  ->  {"predictions": [{"label", "symbol", "score", "top_k"}, ...]}
+    POST /predict   {"texts": ["...", ...], "top_k": 3}
+                    ->  {"predictions": [{"label", "symbol", "score", "top_k"}, ...]}
     GET  /health    {"status": "ok", "engine", "classes", "batches"}
     GET  /labels    [{"id", "label", "symbol"}, ...]
     GET  /openapi.json, /docs, /redoc   (Swagger UI and ReDoc served by this server: offline too)
@@ -26,9 +27,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
-from fastapi_offline import FastAPIOffline
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -65,21 +66,32 @@ class ErrorBody(BaseModel):
 
 
 def _error_response(description: str, example: str) -> dict:
-    return {"model": ErrorBody, "description": description,
-            "content": {"application/json": {"example": {"error": example}}}}
+    return {
+        "model": ErrorBody,
+        "description": description,
+        "content": {"application/json": {"example": {"error": example}}},
+    }
 
 
 ERRORS = {  # every error /predict answers with, as the OpenAPI schema documents it
     400: _error_response("The body is not JSON, or gives a key twice.", "invalid JSON: Expecting value"),
-    408: _error_response("The body was not sent in full within the server's --body-timeout.",
-                         "the request body was not sent within 30 s (--body-timeout)"),
-    413: _error_response("The body is over the server's --max-body-bytes, or its texts over --max-request-chars.",
-                         "request body of 2097152 bytes is over the limit of 1048576"),
-    422: _error_response("The JSON does not fit the request: texts missing, empty or not strings, a blank text, a "
-                         "text over --max-text-chars, too many texts, top_k not a positive integer.",
-                         "texts[0]: an empty or blank text (there is nothing to classify)"),
-    503: _error_response("The model failed on the batch holding this request (e.g. its inference process died; it "
-                         "is started again).", "the model failed on this request's batch: inference process exited"),
+    408: _error_response(
+        "The body was not sent in full within the server's --body-timeout.",
+        "the request body was not sent within 30 s (--body-timeout)",
+    ),
+    413: _error_response(
+        "The body is over the server's --max-body-bytes, or its texts over --max-request-chars.",
+        "request body of 2097152 bytes is over the limit of 1048576",
+    ),
+    422: _error_response(
+        "The JSON does not fit the request: texts missing, empty or not strings, a blank text, a "
+        "text over --max-text-chars, too many texts, top_k not a positive integer.",
+        "texts[0]: an empty or blank text (there is nothing to classify)",
+    ),
+    503: _error_response(
+        "The model failed on the batch holding this request (e.g. its inference process died; it is started again).",
+        "the model failed on this request's batch: inference process exited",
+    ),
 }
 
 
@@ -102,17 +114,22 @@ def check_texts(texts: list[str], limits: Limits) -> tuple[int, str] | None:
         if not text.strip():
             return 422, f"texts[{i}]: an empty or blank text (there is nothing to classify)"
         if len(text) > limits.max_text_chars:
-            return 422, (f"texts[{i}]: {len(text)} characters, over the server's limit of {limits.max_text_chars} "
-                         "per text (--max-text-chars)")
+            return 422, (
+                f"texts[{i}]: {len(text)} characters, over the server's limit of {limits.max_text_chars} "
+                "per text (--max-text-chars)"
+            )
     total = sum(len(t) for t in texts)
     if total > limits.max_request_chars:
-        return 413, (f"texts: {total} characters together, over the server's limit of {limits.max_request_chars} "
-                     "per request (--max-request-chars); send fewer texts per request")
+        return 413, (
+            f"texts: {total} characters together, over the server's limit of {limits.max_request_chars} "
+            "per request (--max-request-chars); send fewer texts per request"
+        )
     return None
 
 
 def parse_body(body: bytes) -> PredictRequest:
     """The request, from JSON with no key given twice (which value was meant would be a guess)."""
+
     def no_duplicates(pairs: list[tuple[str, object]]) -> dict:
         keys = [k for k, _ in pairs]
         twice = sorted({k for k in keys if keys.count(k) > 1})
@@ -135,8 +152,9 @@ class BodyError(ValueError):
     """A body that is not one JSON object with distinct keys: 400."""
 
 
-def create_app(engines: list[EngineProcess], max_batch_size: int = 64, max_wait_ms: float = 5.0,
-               limits: Limits = Limits()) -> FastAPI:
+def create_app(
+    engines: list[EngineProcess], max_batch_size: int = 64, max_wait_ms: float = 5.0, limits: Limits = Limits()
+) -> FastAPI:
     batcher = Batcher([engine.probabilities for engine in engines], max_batch_size, max_wait_ms)
 
     @asynccontextmanager
@@ -149,8 +167,11 @@ def create_app(engines: list[EngineProcess], max_batch_size: int = 64, max_wait_
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from this server (fastapi-offline ships
     # them), not from a CDN the machine may not reach
-    app = FastAPIOffline(title="finetune-pipeline classifier", lifespan=lifespan,
-                         description="News-topic classification with a run trained by finetune-pipeline.")
+    app = FastAPIOffline(
+        title="finetune-pipeline classifier",
+        lifespan=lifespan,
+        description="News-topic classification with a run trained by finetune-pipeline.",
+    )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -182,16 +203,24 @@ def create_app(engines: list[EngineProcess], max_batch_size: int = 64, max_wait_
                     if len(body) > limit:
                         return _error(413, f"request body is over the limit of {limit} bytes")
             except asyncio.TimeoutError:
-                return _error(408, f"the request body was not sent within {limits.body_timeout:g} s "
-                                   "(--body-timeout)")
+                return _error(408, f"the request body was not sent within {limits.body_timeout:g} s (--body-timeout)")
             except ClientDisconnect:
                 log.info("%s %s: the client went away before sending its whole body", request.method, request.url.path)
                 return _error(400, "the client went away before sending its whole body")
             request._body = body  # read once here; the endpoint's parser reads it from there
         return await call_next(request)
 
-    @app.post("/predict", response_model=PredictResponse, responses=ERRORS, openapi_extra={"requestBody": {
-        "required": True, "content": {"application/json": {"schema": PredictRequest.model_json_schema()}}}})
+    @app.post(
+        "/predict",
+        response_model=PredictResponse,
+        responses=ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+            }
+        },
+    )
     async def predict(request: Request) -> dict:
         # the body is JSON whatever the Content-Type says (curl -d sends form encoding)
         try:
@@ -205,7 +234,7 @@ def create_app(engines: list[EngineProcess], max_batch_size: int = 64, max_wait_
             return _error(*refused)
         try:
             probs = await batcher.submit(body.texts)
-        except Exception as e:  # noqa: BLE001 -- logged by the batcher; the server goes on
+        except Exception as e:
             return _error(503, f"the model failed on this request's batch: {e}")
         model = engines[0].model
         rows = prediction_rows(body.texts, probs, model.symbols, model.labels, top_k=body.top_k)
@@ -214,17 +243,24 @@ def create_app(engines: list[EngineProcess], max_batch_size: int = 64, max_wait_
     @app.get("/health")
     async def health() -> dict:
         model = engines[0].model
-        return {"status": "ok", "engine": model.engine, "classes": len(model.labels), "batches": batcher.batches,
-                "inference_pids": [engine.model.pid for engine in engines]}
+        return {
+            "status": "ok",
+            "engine": model.engine,
+            "classes": len(model.labels),
+            "batches": batcher.batches,
+            "inference_pids": [engine.model.pid for engine in engines],
+        }
 
     @app.get("/labels")
     async def labels() -> list[dict]:
         model = engines[0].model
-        return [{"id": i, "label": label, "symbol": symbol} for i, (label, symbol) in enumerate(zip(model.labels, model.symbols))]
+        return [
+            {"id": i, "label": label, "symbol": symbol}
+            for i, (label, symbol) in enumerate(zip(model.labels, model.symbols))
+        ]
 
     return app
 
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": " ".join(message.split())}, status_code=status)
-

@@ -93,7 +93,7 @@ class Batcher:
         texts = [t for p in live for t in p.texts]
         try:
             probs = await asyncio.to_thread(engine, texts)
-        except Exception as e:  # noqa: BLE001 -- one failed batch fails its requests, not the server
+        except Exception as e:
             log.error("batch of %d texts failed: %s", len(texts), e)
             for p in live:
                 if not p.future.done():
@@ -105,5 +105,5 @@ class Batcher:
         start = 0
         for p in live:
             if not p.future.done():
-                p.future.set_result(probs[start:start + len(p.texts)])
+                p.future.set_result(probs[start : start + len(p.texts)])
             start += len(p.texts)

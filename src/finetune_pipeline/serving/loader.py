@@ -18,8 +18,10 @@ def folder_kind(path: Path) -> str:
         return "hf"
     if (path / BEST_MODEL_FILE).is_file():
         return "run"
-    raise PipelineError(f"{path}: neither a run folder (best_model.pt), an ONNX export (model.onnx) nor a "
-                        "Hugging Face folder (model.safetensors)")
+    raise PipelineError(
+        f"{path}: neither a run folder (best_model.pt), an ONNX export (model.onnx) nor a "
+        "Hugging Face folder (model.safetensors)"
+    )
 
 
 def engine_for(path: Path, engine: str) -> str:
@@ -32,8 +34,9 @@ def engine_for(path: Path, engine: str) -> str:
             raise PipelineError(f"{path}: no int8 graph (model_quantized.onnx); export the run with --quantize int8")
         return "onnxruntime-int8" if engine == "onnxruntime-int8" else "onnxruntime"
     if kind == "hf" and engine != "torch":
-        raise PipelineError(f"{path}: a Hugging Face folder runs on the torch engine; export the run with "
-                            "--format onnx for onnxruntime")
+        raise PipelineError(
+            f"{path}: a Hugging Face folder runs on the torch engine; export the run with --format onnx for onnxruntime"
+        )
     return engine
 
 
@@ -46,5 +49,6 @@ def load(spec):
         return Classifier.from_onnx_export(spec.path, spec.batch_size, spec.threads, int8=engine == "onnxruntime-int8")
     if kind == "hf":
         return Classifier.from_pretrained(spec.path, spec.device, spec.precision, spec.batch_size)
-    return Classifier.from_run(spec.path, spec.checkpoint, spec.backbone, spec.device, spec.precision, spec.batch_size,
-                               engine)
+    return Classifier.from_run(
+        spec.path, spec.checkpoint, spec.backbone, spec.device, spec.precision, spec.batch_size, engine
+    )

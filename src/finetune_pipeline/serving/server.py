@@ -26,20 +26,25 @@ def listening_socket(host: str, port: int) -> socket.socket:
     """The server's socket, bound before any model loads: a taken port or an unknown host fails in one
     line at once, not after minutes of loading. ``port`` 0 takes a free port (logged)."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
         sock = socket.socket(family, kind, proto)
     except (OSError, OverflowError, UnicodeError) as e:
-        raise PipelineError(f"--host {host!r}: not an address this machine can listen on "
-                            f"({getattr(e, 'strerror', None) or e})") from None
+        raise PipelineError(
+            f"--host {host!r}: not an address this machine can listen on ({getattr(e, 'strerror', None) or e})"
+        ) from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart at once after a stop
         sock.bind(address)
         sock.listen(2048)
     except (OSError, OverflowError) as e:
         sock.close()
-        reason = "the port is taken (another server?); pass another --port" if isinstance(e, OSError) and \
-            e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+        reason = (
+            "the port is taken (another server?); pass another --port"
+            if isinstance(e, OSError) and e.errno == errno.EADDRINUSE
+            else (e.strerror or str(e))
+        )
         raise PipelineError(f"--host {host} --port {port}: cannot listen there: {reason}") from None
     sock.set_inheritable(True)
     return sock
@@ -62,10 +67,22 @@ def start_engines(spec, workers: int) -> list:
     return processes
 
 
-def serve(path: Path, host: str, port: int, engine: str = "torch", device: str = "auto", precision: str = "auto",
-          max_batch_size: int = 64, max_wait_ms: float = 5.0, limits=None, workers: int = 1,
-          threads: int | None = None, checkpoint: str = BEST_MODEL_FILE, backbone: Path | None = None,
-          shutdown_timeout: float = 30.0) -> None:
+def serve(
+    path: Path,
+    host: str,
+    port: int,
+    engine: str = "torch",
+    device: str = "auto",
+    precision: str = "auto",
+    max_batch_size: int = 64,
+    max_wait_ms: float = 5.0,
+    limits=None,
+    workers: int = 1,
+    threads: int | None = None,
+    checkpoint: str = BEST_MODEL_FILE,
+    backbone: Path | None = None,
+    shutdown_timeout: float = 30.0,
+) -> None:
     """``workers`` inference processes of ``threads`` intra-op threads each (default: the usable
     cores shared out); their batches run side by side. ``checkpoint`` and ``backbone``: of a run folder.
     ``limits``: what one request may cost (``app.Limits``). A stop signal while the model loads
@@ -73,15 +90,16 @@ def serve(path: Path, host: str, port: int, engine: str = "torch", device: str =
     flight for at most ``shutdown_timeout`` seconds."""
     import uvicorn
 
+    from finetune_pipeline.runtime.signals import raise_on_signals
     from finetune_pipeline.serving.app import Limits, create_app
     from finetune_pipeline.serving.worker import EngineSpec
-    from finetune_pipeline.runtime.signals import raise_on_signals
 
     engine, run_folder = engine_for(path, engine), folder_kind(path) == "run"
     source = path / checkpoint if run_folder else path
     if not run_folder and (checkpoint != BEST_MODEL_FILE or backbone is not None):
-        raise PipelineError(f"{path}: an exported folder holds one model; --checkpoint and --backbone apply to a run "
-                            "folder")
+        raise PipelineError(
+            f"{path}: an exported folder holds one model; --checkpoint and --backbone apply to a run folder"
+        )
     if run_folder and not (path / checkpoint).is_file():
         raise PipelineError(f"{path}: not a finished run folder ({checkpoint} is missing)")
     if engine != "torch":
@@ -101,13 +119,21 @@ def serve(path: Path, host: str, port: int, engine: str = "torch", device: str =
         try:
             app = create_app(processes, max_batch_size, max_wait_ms, limits or Limits())
             bound_host, bound_port = sock.getsockname()[:2]
-            log.info("serving %s (%s, %d inference process(es) x %d threads) on http://%s:%d  (POST /predict, GET "
-                     "/health, /labels, /docs)", source, engine, workers, threads,
-                     bound_host, bound_port)
+            log.info(
+                "serving %s (%s, %d inference process(es) x %d threads) on http://%s:%d  (POST /predict, GET "
+                "/health, /labels, /docs)",
+                source,
+                engine,
+                workers,
+                threads,
+                bound_host,
+                bound_port,
+            )
             for signum in (signal.SIGINT, signal.SIGTERM):  # uvicorn drains on these, then raises them again:
-                signal.signal(signum, lambda *_: None)       # once drained, a stop is a normal end (exit 0)
-            uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                          timeout_graceful_shutdown=shutdown_timeout)).run(sockets=[sock])
+                signal.signal(signum, lambda *_: None)  # once drained, a stop is a normal end (exit 0)
+            uvicorn.Server(
+                uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=shutdown_timeout)
+            ).run(sockets=[sock])
         finally:  # the app closes them after draining; here also when uvicorn could not start
             for process in processes:
                 process.close()

@@ -13,6 +13,7 @@ next batch: the batch it was running fails, the server goes on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import signal
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EngineSpec:
     """What the child loads (``serving.server.load``)."""
+
     path: Path
     engine: str  # torch | onnxruntime
     device: str
@@ -44,6 +46,7 @@ class EngineSpec:
 @dataclass(frozen=True)
 class LoadedModel:
     """What the server needs to know of the model, sent by the child once it is loaded."""
+
     engine: str
     labels: list[str]
     symbols: list[str]
@@ -80,18 +83,18 @@ class EngineProcess:
                 kind, value = self.conn.recv()
             except (EOFError, OSError, BrokenPipeError):
                 self.process.join(timeout=5)
-                raise EngineDied(f"the inference process ended (exit code {self.process.exitcode}) during a batch "
-                                 f"of {len(texts)} texts; it starts again with the next batch") from None
+                raise EngineDied(
+                    f"the inference process ended (exit code {self.process.exitcode}) during a batch "
+                    f"of {len(texts)} texts; it starts again with the next batch"
+                ) from None
         if kind == "error":
             raise RuntimeError(value)
         return value
 
     def close(self) -> None:
         with self.lock:
-            try:
+            with contextlib.suppress(OSError):  # the process is gone already
                 self.conn.send(None)
-            except OSError:
-                pass
             self.process.join(timeout=30)
             if self.process.is_alive():
                 self.process.kill()
@@ -101,8 +104,9 @@ class EngineProcess:
     def _spawn(self) -> None:
         context = multiprocessing.get_context("spawn")  # no fork of a process holding threads and a model
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve_batches, args=(child, self.spec), daemon=True,
-                                       name="finetune-pipeline-inference")
+        self.process = context.Process(
+            target=_serve_batches, args=(child, self.spec), daemon=True, name="finetune-pipeline-inference"
+        )
         self.process.start()
         child.close()
 
@@ -111,8 +115,10 @@ class EngineProcess:
             kind, value = self.conn.recv()
         except EOFError:
             self.process.join()
-            raise PipelineError(f"{self.spec.path}: the inference process ended while loading the model "
-                                f"(exit code {self.process.exitcode})") from None
+            raise PipelineError(
+                f"{self.spec.path}: the inference process ended while loading the model "
+                f"(exit code {self.process.exitcode})"
+            ) from None
         if kind == "error":
             self.process.join()
             raise PipelineError(value)
@@ -131,7 +137,7 @@ def _serve_batches(conn, spec: EngineSpec) -> None:
     from finetune_pipeline.serving.loader import load
 
     for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C reaches the whole process group:
-        signal.signal(signum, signal.SIG_IGN)       # the server decides when this process ends
+        signal.signal(signum, signal.SIG_IGN)  # the server decides when this process ends
     log_to_stderr()
     hf_logging.disable_progress_bar()
     torch.set_num_threads(spec.threads)
@@ -150,5 +156,5 @@ def _serve_batches(conn, spec: EngineSpec) -> None:
             return
         try:
             conn.send(("ok", clf.probabilities(texts, progress=False)))
-        except Exception as e:  # noqa: BLE001 -- the batch fails, the process goes on
+        except Exception as e:
             conn.send(("error", f"{type(e).__name__}: {e}"))

@@ -25,8 +25,9 @@ class SweepSummary(Callback):
     sweep folder and logs them to the parent; exits 1 if a job failed, diverged or left a corrupt record."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        open_sweep(logger_config(config), Path(config.hydra.sweep.dir), swept_keys(config),
-                   list(config.hydra.overrides.task))
+        open_sweep(
+            logger_config(config), Path(config.hydra.sweep.dir), swept_keys(config), list(config.hydra.overrides.task)
+        )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -36,6 +37,7 @@ class SweepSummary(Callback):
         failed = [j for j in map(read_job, find_job_folders([sweep_dir])) if j.status in FAILED]
         close_sweep(logger_config(config), sweep_dir, [f"{j.folder.name} ({j.status})" for j in failed])
         if failed:
-            log.error("%d job(s) did not finish: %s", len(failed),
-                      ", ".join(f"{j.folder} ({j.status})" for j in failed))
+            log.error(
+                "%d job(s) did not finish: %s", len(failed), ", ".join(f"{j.folder} ({j.status})" for j in failed)
+            )
             raise SystemExit(1)

@@ -64,13 +64,20 @@ def _lower_is_better(jobs: list[Job]) -> bool:
 def table_rows(jobs: list[Job], keys: list[str], root: Path) -> list[dict[str, str]]:
     rows = []
     for rank, job in enumerate(jobs, start=1):
-        rows.append({
-            "rank": str(rank), "job": _relative(job.folder, root), **{k: job.overrides.get(k, "") for k in keys},
-            "best val": _fmt(job.best_value), "metric": job.best_metric, "best epoch": str(job.best_epoch or ""),
-            "test acc": _fmt(job.test_accuracy), "test macro-F1": _fmt(job.test_macro_f1),
-            "time s": "" if job.seconds is None else f"{job.seconds:.1f}",
-            "status": job.status if not job.error else f"{job.status}: {job.error}",
-        })
+        rows.append(
+            {
+                "rank": str(rank),
+                "job": _relative(job.folder, root),
+                **{k: job.overrides.get(k, "") for k in keys},
+                "best val": _fmt(job.best_value),
+                "metric": job.best_metric,
+                "best epoch": str(job.best_epoch or ""),
+                "test acc": _fmt(job.test_accuracy),
+                "test macro-F1": _fmt(job.test_macro_f1),
+                "time s": "" if job.seconds is None else f"{job.seconds:.1f}",
+                "status": job.status if not job.error else f"{job.status}: {job.error}",
+            }
+        )
     return rows
 
 
@@ -78,14 +85,33 @@ def summary_of(jobs: list[Job], root: Path) -> dict:
     """summary.json's content for these jobs (finished ones grouped into configurations)."""
     done = [j for j in jobs if j.status == "ok"]
     selected_by = next((j.best_metric for j in done), "val")
-    configs = group([(_relative(j.folder, root), j.overrides, j.best_value,
-                      {"test/accuracy": j.test_accuracy, "test/macro_f1": j.test_macro_f1},
-                      (lambda folder=j.folder: Predictions.read(folder))) for j in done])
+    configs = group(
+        [
+            (
+                _relative(j.folder, root),
+                j.overrides,
+                j.best_value,
+                {"test/accuracy": j.test_accuracy, "test/macro_f1": j.test_macro_f1},
+                (lambda folder=j.folder: Predictions.read(folder)),
+            )
+            for j in done
+        ]
+    )
     summary = summarize(configs, selected_by, lower_is_better=_lower_is_better(jobs))
     summary["repeat_keys"] = list(REPEAT_KEYS)
-    summary["jobs"] = [{"job": _relative(j.folder, root), "overrides": j.overrides, "status": j.status,
-                        "error": j.error or None, "best_metric": j.best_metric or None, "best_value": j.best_value,
-                        "test/accuracy": j.test_accuracy, "test/macro_f1": j.test_macro_f1} for j in jobs]
+    summary["jobs"] = [
+        {
+            "job": _relative(j.folder, root),
+            "overrides": j.overrides,
+            "status": j.status,
+            "error": j.error or None,
+            "best_metric": j.best_metric or None,
+            "best_value": j.best_value,
+            "test/accuracy": j.test_accuracy,
+            "test/macro_f1": j.test_macro_f1,
+        }
+        for j in jobs
+    ]
     return summary
 
 
@@ -114,18 +140,32 @@ def config_rows(summary: dict) -> list[dict[str, str]]:
     rows = []
     for c in summary["configs"]:
         m = c["metrics"]
-        rows.append({"configuration": c["config"] + (" *" if c["config"] == best else ""), "n": str(c["n"]),
-                     f"{selected_by} (choice)": _with_ci(m.get(selected_by)),
-                     "test accuracy": _with_ci(m["test/accuracy"]), "test macro-F1": _with_ci(m["test/macro_f1"])})
+        rows.append(
+            {
+                "configuration": c["config"] + (" *" if c["config"] == best else ""),
+                "n": str(c["n"]),
+                f"{selected_by} (choice)": _with_ci(m.get(selected_by)),
+                "test accuracy": _with_ci(m["test/accuracy"]),
+                "test macro-F1": _with_ci(m["test/macro_f1"]),
+            }
+        )
     return rows
 
 
 def comparison_rows(summary: dict) -> list[dict[str, str]]:
-    return [{"configuration": c["config"], "metric": c["metric"],
-             "difference vs best": "" if c["mean_difference"] is None else
-             f"{c['mean_difference']:+.4f}" + (f" [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]" if c["ci95"] else ""),
-             "p (Holm)": "" if c.get("p_value_holm") is None else f"{c['p_value_holm']:.3g}",
-             "pairs": str(c["n_pairs"]), "verdict": c["verdict"]} for c in summary["comparisons"]]
+    return [
+        {
+            "configuration": c["config"],
+            "metric": c["metric"],
+            "difference vs best": ""
+            if c["mean_difference"] is None
+            else f"{c['mean_difference']:+.4f}" + (f" [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]" if c["ci95"] else ""),
+            "p (Holm)": "" if c.get("p_value_holm") is None else f"{c['p_value_holm']:.3g}",
+            "pairs": str(c["n_pairs"]),
+            "verdict": c["verdict"],
+        }
+        for c in summary["comparisons"]
+    ]
 
 
 def headline(summary: dict) -> list[str]:
@@ -134,16 +174,20 @@ def headline(summary: dict) -> list[str]:
         return ["No configuration finished."]
     config = next(c for c in summary["configs"] if c["config"] == best["config"])
     acc = config["metrics"]["test/accuracy"]
-    lines = [f"Best configuration by {best['selected_by']} over {config['n']} repeat(s): {best['config']} "
-             f"({_with_ci(config['metrics'][best['selected_by'].replace(' mean', '')])}; test accuracy "
-             f"{_with_ci(acc)})"]
+    lines = [
+        f"Best configuration by {best['selected_by']} over {config['n']} repeat(s): {best['config']} "
+        f"({_with_ci(config['metrics'][best['selected_by'].replace(' mean', '')])}; test accuracy "
+        f"{_with_ci(acc)})"
+    ]
     verdicts = [c for c in summary["comparisons"] if c["metric"] == "test/accuracy"]
     worse = sum(c["verdict"] == "worse" for c in verdicts)
     same = sum(c["verdict"].startswith("not distinguishable") for c in verdicts)
     better = sum(c["verdict"] == "better" for c in verdicts)
     if verdicts:
-        lines.append(f"On test accuracy, against it: {worse} configuration(s) worse, {same} not distinguishable at "
-                     f"95%, {better} better (Holm-adjusted over {len(verdicts)} comparisons)")
+        lines.append(
+            f"On test accuracy, against it: {worse} configuration(s) worse, {same} not distinguishable at "
+            f"95%, {better} better (Holm-adjusted over {len(verdicts)} comparisons)"
+        )
     lines += [f"Warning: {w}" for w in summary["warnings"]]
     return lines
 
@@ -168,8 +212,9 @@ def plot(summary: dict, keys: list[str], metric: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    name = {"best": (summary.get("best_config") or {}).get("selected_by", "val").replace(" mean", "")}.get(metric,
-                                                                                                         metric)
+    name = {"best": (summary.get("best_config") or {}).get("selected_by", "val").replace(" mean", "")}.get(
+        metric, metric
+    )
     configs = [c for c in summary["configs"] if c["metrics"].get(name) and _finite(c["metrics"][name]["mean"])]
     panels = [k for k in keys if k not in REPEAT_KEYS] or ["configuration"]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False)
@@ -178,21 +223,42 @@ def plot(summary: dict, keys: list[str], metric: str, path: Path) -> None:
         shades = sorted({c["overrides"].get(colour_key, "") for c in configs}) if colour_key else [""]
         values = [c["overrides"].get(key, c["config"]) for c in configs]
         numeric = all(_is_number(v) for v in values)
-        log_axis = numeric and values and min(float(v) for v in values) > 0 and \
-            max(float(v) for v in values) / min(float(v) for v in values) >= 100
+        log_axis = (
+            numeric
+            and values
+            and min(float(v) for v in values) > 0
+            and max(float(v) for v in values) / min(float(v) for v in values) >= 100
+        )
         span = (max(float(v) for v in values) - min(float(v) for v in values)) if numeric and values else 0
         for shade_index, shade in enumerate(shades):
-            members = [(v, c) for v, c in zip(values, configs) if not colour_key or c["overrides"].get(colour_key, "") == shade]
+            members = [
+                (v, c) for v, c in zip(values, configs) if not colour_key or c["overrides"].get(colour_key, "") == shade
+            ]
             if not members:
                 continue
             shift = shade_index - (len(shades) - 1) / 2  # side by side, so the intervals do not hide each other
-            xs = [(float(v) * 1.06 ** shift if log_axis else float(v) + 0.015 * span * shift) if numeric else v
-                  for v, _ in members]
+            xs = [
+                (float(v) * 1.06**shift if log_axis else float(v) + 0.015 * span * shift) if numeric else v
+                for v, _ in members
+            ]
             means = [c["metrics"][name]["mean"] for _, c in members]
-            low = [m - c["metrics"][name]["ci95"][0] if c["metrics"][name]["ci95"] else 0 for m, (_, c) in zip(means, members)]
-            high = [c["metrics"][name]["ci95"][1] - m if c["metrics"][name]["ci95"] else 0 for m, (_, c) in zip(means, members)]
-            ax.errorbar(xs, means, yerr=[low, high], fmt="o", capsize=4, color=f"C{shade_index}",
-                        label=f"{colour_key}={shade}" if colour_key else None)
+            low = [
+                m - c["metrics"][name]["ci95"][0] if c["metrics"][name]["ci95"] else 0
+                for m, (_, c) in zip(means, members)
+            ]
+            high = [
+                c["metrics"][name]["ci95"][1] - m if c["metrics"][name]["ci95"] else 0
+                for m, (_, c) in zip(means, members)
+            ]
+            ax.errorbar(
+                xs,
+                means,
+                yerr=[low, high],
+                fmt="o",
+                capsize=4,
+                color=f"C{shade_index}",
+                label=f"{colour_key}={shade}" if colour_key else None,
+            )
         if log_axis:
             ax.set_xscale("log")
         ax.set_xlabel(key)
@@ -218,7 +284,7 @@ def compare(paths: list[Path], metric: str = "best", out_dir: Path | None = None
         write_summary(out_dir, summary, rows, keys, metric)
     if as_json:
         return to_json(summary, indent=1)
-    text = headline(summary) + ["", render_text(config_rows(summary))]
+    text = [*headline(summary), "", render_text(config_rows(summary))]
     if summary["comparisons"]:
         text += ["", "against the best:", render_text(comparison_rows(summary))]
     text += ["", "jobs:", render_text(rows)]
@@ -237,8 +303,15 @@ def write_summary(out_dir: Path, summary: dict, rows: list[dict[str, str]], keys
     writer.writerows(rows)
     with atomic_path(out_dir / "summary.csv") as tmp:
         tmp.write_text(table.getvalue(), encoding="utf-8")
-    md = ["# Sweep summary", "", *headline(summary), "", "## Configurations (95% intervals)", "",
-          render_markdown(config_rows(summary))]
+    md = [
+        "# Sweep summary",
+        "",
+        *headline(summary),
+        "",
+        "## Configurations (95% intervals)",
+        "",
+        render_markdown(config_rows(summary)),
+    ]
     if summary["comparisons"]:
         md += ["", "## Against the best configuration", "", render_markdown(comparison_rows(summary))]
     md += ["", READING, "", "## Jobs", "", render_markdown(rows)]

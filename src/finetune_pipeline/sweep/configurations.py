@@ -11,8 +11,9 @@ configurations with the same repeat keys are *paired* (same split, same initiali
 - Each other configuration against the best, per test metric: the paired difference over matched
   repeats with a paired t-test (2+ pairs on different splits: ``data.seed`` repeats), a two-level
   bootstrap over repeats and texts (2+ pairs that all share one test split: ``training.seed``
-  repeats), or with one pair a paired bootstrap / permutation test over the shared test examples; p-values Holm-adjusted over all comparisons of that metric; verdict
-  "better" / "worse" (adjusted p < 0.05) or "not distinguishable at 95%".
+  repeats), or with one pair a paired bootstrap / permutation test over the shared test examples;
+  p-values Holm-adjusted over all comparisons of that metric; verdict "better" / "worse" (adjusted
+  p < 0.05) or "not distinguishable at 95%".
 - A warning when the validation intervals are wider than the spread of the configurations' means:
   then which configuration is "best" is mostly noise.
 """
@@ -27,11 +28,21 @@ from pathlib import Path
 
 import numpy as np
 
-from finetune_pipeline.artifacts.names import EVALUATION_DIR, ID_TO_LABEL_FILE, PREDICTIONS_FILE
 from finetune_pipeline.artifacts.atomic import text_lines
+from finetune_pipeline.artifacts.names import EVALUATION_DIR, ID_TO_LABEL_FILE, PREDICTIONS_FILE
 from finetune_pipeline.config.differences import is_how_key
-from finetune_pipeline.evaluation.statistics import (Difference, Interval, accuracy, bootstrap_ci, holm, macro_f1,
-                                                     paired_bootstrap, paired_t, t_interval, two_level_bootstrap)
+from finetune_pipeline.evaluation.statistics import (
+    Difference,
+    Interval,
+    accuracy,
+    bootstrap_ci,
+    holm,
+    macro_f1,
+    paired_bootstrap,
+    paired_t,
+    t_interval,
+    two_level_bootstrap,
+)
 
 REPEAT_KEYS = ("data.seed", "training.seed", "data.fold")
 TEST_METRICS = {"test/accuracy": accuracy, "test/macro_f1": macro_f1}
@@ -50,16 +61,21 @@ class Predictions:
     symbols: list[str]
 
     @classmethod
-    def read(cls, run_dir: Path) -> "Predictions":
+    def read(cls, run_dir: Path) -> Predictions:
         """From ``evaluation/test/predictions.jsonl``, class ids as in the run's ``id_to_label.json``."""
         id_to_label = json.loads((run_dir / ID_TO_LABEL_FILE).read_text(encoding="utf-8"))
         entries = [id_to_label[str(i)] for i in range(len(id_to_label))]
         ids = {e["symbol"]: i for i, e in enumerate(entries)}
         path = run_dir / EVALUATION_DIR / "test" / PREDICTIONS_FILE
         rows = [json.loads(line) for line in text_lines(path.read_text(encoding="utf-8")) if line.strip()]
-        return cls([r["text"] for r in rows], np.asarray([ids[r["true_symbol"]] for r in rows]),
-                   np.asarray([ids[r["symbol"]] for r in rows]), np.asarray([float(r["score"]) for r in rows]),
-                   [e["label"] for e in entries], [e["symbol"] for e in entries])
+        return cls(
+            [r["text"] for r in rows],
+            np.asarray([ids[r["true_symbol"]] for r in rows]),
+            np.asarray([ids[r["symbol"]] for r in rows]),
+            np.asarray([float(r["score"]) for r in rows]),
+            [e["label"] for e in entries],
+            [e["symbol"] for e in entries],
+        )
 
     def metric(self, name: str):
         """The vectorised metric ``name`` over this run's classes (absent ones count, as in its report)."""
@@ -99,8 +115,9 @@ def group(jobs: list[tuple[str, dict[str, str], float | None, dict, callable]]) 
         config = configs.setdefault(tuple(sorted(own.items())), Configuration(own))
         config.repeats.append(Repeat(name, key, val, test, read))
     found = list(configs.values())
-    varying = tuple(sorted(k for k in {k for c in found for k in c.overrides}
-                           if len({c.overrides.get(k) for c in found}) > 1))
+    varying = tuple(
+        sorted(k for k in {k for c in found for k in c.overrides} if len({c.overrides.get(k) for c in found}) > 1)
+    )
     for config in found:  # named by what tells them apart (a single configuration: by all its overrides)
         config.shown = varying if len(found) > 1 else None
     return found
@@ -143,8 +160,11 @@ def predictions_of(repeat: Repeat) -> Predictions | None:
 def compare_configurations(a: Configuration, b: Configuration, metric: str) -> Difference | None:
     """``a - b`` on ``metric`` over the repeats they share; None without a shared repeat."""
     b_by_key = {r.key: r for r in b.repeats}
-    pairs = [(r, b_by_key[r.key]) for r in a.repeats if r.key in b_by_key
-             and r.test.get(metric) is not None and b_by_key[r.key].test.get(metric) is not None]
+    pairs = [
+        (r, b_by_key[r.key])
+        for r in a.repeats
+        if r.key in b_by_key and r.test.get(metric) is not None and b_by_key[r.key].test.get(metric) is not None
+    ]
     if not pairs:
         return None
     if len(pairs) >= 2:
@@ -155,8 +175,13 @@ def compare_configurations(a: Configuration, b: Configuration, metric: str) -> D
         return paired_t([ra.test[metric] for ra, _ in pairs], [rb.test[metric] for _, rb in pairs])
     pa, pb = predictions_of(pairs[0][0]), predictions_of(pairs[0][1])
     if pa is None or pb is None or pa.texts != pb.texts:
-        return Difference(pairs[0][0].test[metric] - pairs[0][1].test[metric], None, None, 1,
-                          "one pair without shared test predictions: no test possible")
+        return Difference(
+            pairs[0][0].test[metric] - pairs[0][1].test[metric],
+            None,
+            None,
+            1,
+            "one pair without shared test predictions: no test possible",
+        )
     return paired_bootstrap(pa.y_true, pa.y_pred, pb.y_pred, pa.metric(metric))
 
 
@@ -182,8 +207,15 @@ def summarize(configs: list[Configuration], selected_by: str, lower_is_better: b
     for config in configs:
         metrics = {selected_by: interval(config, "val", bounded=not selected_by.endswith("loss")).as_dict()}
         metrics.update({m: interval(config, m).as_dict() for m in TEST_METRICS})
-        rows.append({"config": config.label, "overrides": config.overrides, "n": len(config.repeats),
-                     "jobs": [r.name for r in config.repeats], "metrics": metrics})
+        rows.append(
+            {
+                "config": config.label,
+                "overrides": config.overrides,
+                "n": len(config.repeats),
+                "jobs": [r.name for r in config.repeats],
+                "metrics": metrics,
+            }
+        )
     ranked = [i for i in range(len(configs)) if not _nan(rows[i]["metrics"][selected_by]["mean"])]
     if not ranked:
         return {"configs": rows, "best_config": None, "comparisons": [], "warnings": ["no configuration finished"]}
@@ -195,41 +227,75 @@ def summarize(configs: list[Configuration], selected_by: str, lower_is_better: b
         adjusted = holm([d.p_value if d else None for _, d in found])
         for (config, d), p_adjusted in zip(found, adjusted):
             comparisons.append(_comparison(config, best, metric, d, p_adjusted, len(found)))
-    return {"configs": rows,
-            "best_config": {"config": best.label, "overrides": best.overrides, "selected_by": f"{selected_by} mean",
-                            "value": rows[pick]["metrics"][selected_by]["mean"]},
-            "comparisons": comparisons, "warnings": _warnings(rows, selected_by)}
+    return {
+        "configs": rows,
+        "best_config": {
+            "config": best.label,
+            "overrides": best.overrides,
+            "selected_by": f"{selected_by} mean",
+            "value": rows[pick]["metrics"][selected_by]["mean"],
+        },
+        "comparisons": comparisons,
+        "warnings": _warnings(rows, selected_by),
+    }
 
 
-def _comparison(config: Configuration, best: Configuration, metric: str, d: Difference | None,
-                p_adjusted: float | None, family: int) -> dict:
+def _comparison(
+    config: Configuration, best: Configuration, metric: str, d: Difference | None, p_adjusted: float | None, family: int
+) -> dict:
     if d is None:
-        return {"config": config.label, "against": best.label, "metric": metric, "mean_difference": None,
-                "ci95": None, "p_value": None, "p_value_holm": None, "n_pairs": 0, "test": "no repeat in common",
-                "verdict": "not comparable (no matched repeat)"}
+        return {
+            "config": config.label,
+            "against": best.label,
+            "metric": metric,
+            "mean_difference": None,
+            "ci95": None,
+            "p_value": None,
+            "p_value_holm": None,
+            "n_pairs": 0,
+            "test": "no repeat in common",
+            "verdict": "not comparable (no matched repeat)",
+        }
     if p_adjusted is None:
         verdict = "not distinguishable at 95% (no test possible)"
     elif p_adjusted < ALPHA:
         verdict = "better" if d.mean_difference > 0 else "worse"
     else:
         verdict = "not distinguishable at 95%"
-    return {"config": config.label, "against": best.label, "metric": metric, "mean_difference": d.mean_difference,
-            "ci95": list(d.ci95) if d.ci95 else None, "p_value": d.p_value, "p_value_holm": p_adjusted,
-            "holm_family": family, "n_pairs": d.n_pairs, "test": d.test, "verdict": verdict}
+    return {
+        "config": config.label,
+        "against": best.label,
+        "metric": metric,
+        "mean_difference": d.mean_difference,
+        "ci95": list(d.ci95) if d.ci95 else None,
+        "p_value": d.p_value,
+        "p_value_holm": p_adjusted,
+        "holm_family": family,
+        "n_pairs": d.n_pairs,
+        "test": d.test,
+        "verdict": verdict,
+    }
 
 
 def _warnings(rows: list[dict], selected_by: str) -> list[str]:
     means = [r["metrics"][selected_by]["mean"] for r in rows if not _nan(r["metrics"][selected_by]["mean"])]
-    widths = [(r["metrics"][selected_by]["ci95"][1] - r["metrics"][selected_by]["ci95"][0]) / 2 for r in rows
-              if r["metrics"][selected_by]["ci95"]]
+    widths = [
+        (r["metrics"][selected_by]["ci95"][1] - r["metrics"][selected_by]["ci95"][0]) / 2
+        for r in rows
+        if r["metrics"][selected_by]["ci95"]
+    ]
     warnings = []
     if len(means) >= 2 and widths and float(np.median(widths)) > max(means) - min(means):
-        warnings.append(f"the {selected_by} 95% intervals (median half-width {np.median(widths):.4f}) are wider than "
-                        f"the spread of the configurations' means ({max(means) - min(means):.4f}): which one is best "
-                        "is mostly noise; add repeats (data.seed=1,2,3,...) or validation data")
+        warnings.append(
+            f"the {selected_by} 95% intervals (median half-width {np.median(widths):.4f}) are wider than "
+            f"the spread of the configurations' means ({max(means) - min(means):.4f}): which one is best "
+            "is mostly noise; add repeats (data.seed=1,2,3,...) or validation data"
+        )
     if not widths and len(means) >= 2:
-        warnings.append("one repeat per configuration: the choice of the best configuration has no uncertainty "
-                        "estimate (its validation metric varies with the seed); add data.seed=1,2,3,... to the sweep")
+        warnings.append(
+            "one repeat per configuration: the choice of the best configuration has no uncertainty "
+            "estimate (its validation metric varies with the seed); add data.seed=1,2,3,... to the sweep"
+        )
     return warnings
 
 

@@ -25,8 +25,14 @@ import numpy as np
 
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.errors import one_line
-from finetune_pipeline.evaluation.statistics import (accuracy, macro_f1, mcnemar_exact, paired_bootstrap,
-                                                     per_class_f1, per_class_f1_differences)
+from finetune_pipeline.evaluation.statistics import (
+    accuracy,
+    macro_f1,
+    mcnemar_exact,
+    paired_bootstrap,
+    per_class_f1,
+    per_class_f1_differences,
+)
 from finetune_pipeline.sweep.configurations import REPEAT_KEYS, Predictions
 from finetune_pipeline.sweep.jobs import Job
 
@@ -72,12 +78,16 @@ def head_to_head(a: Side, b: Side) -> dict:
         try:
             left, right = Predictions.read(job_a.folder), Predictions.read(job_b.folder)
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise PipelineError(f"{job_a.folder} / {job_b.folder}: test predictions unreadable "
-                                f"(evaluation/test/predictions.jsonl; {type(e).__name__}: {e})") from None
+            raise PipelineError(
+                f"{job_a.folder} / {job_b.folder}: test predictions unreadable "
+                f"(evaluation/test/predictions.jsonl; {type(e).__name__}: {e})"
+            ) from None
         if left.texts != right.texts or not np.array_equal(left.y_true, right.y_true):
-            raise PipelineError(f"{job_a.folder} and {job_b.folder} were tested on different texts "
-                                f"({len(left.texts)} and {len(right.texts)}; a paired comparison needs the same test "
-                                "split: the same data and data.seed / data.fold)")
+            raise PipelineError(
+                f"{job_a.folder} and {job_b.folder} were tested on different texts "
+                f"({len(left.texts)} and {len(right.texts)}; a paired comparison needs the same test "
+                "split: the same data and data.seed / data.fold)"
+            )
         if left.labels != right.labels:
             raise PipelineError(f"{job_a.folder} and {job_b.folder} have different classes (id_to_label.json)")
         pa.append(left)
@@ -91,28 +101,57 @@ def head_to_head(a: Side, b: Side) -> dict:
     acc = paired_bootstrap(y, ya, yb, accuracy)
     only_a, only_b, p_mcnemar = mcnemar_exact(ya == y, yb == y)
     mf1 = paired_bootstrap(y, ya, yb, f1)
-    per_class = [{"label": label, "symbol": pa[0].symbols[c], "support": int(np.sum(y == c)),
-                  "f1_a": float(per_class_f1(y, ya, c)), "f1_b": float(per_class_f1(y, yb, c)),
-                  "difference": difference, "ci95": list(ci) if ci else None}
-                 for c, (label, (difference, ci)) in enumerate(zip(labels, per_class_f1_differences(y, ya, yb,
-                                                                                                    len(labels))))]
+    per_class = [
+        {
+            "label": label,
+            "symbol": pa[0].symbols[c],
+            "support": int(np.sum(y == c)),
+            "f1_a": float(per_class_f1(y, ya, c)),
+            "f1_b": float(per_class_f1(y, yb, c)),
+            "difference": difference,
+            "ci95": list(ci) if ci else None,
+        }
+        for c, (label, (difference, ci)) in enumerate(zip(labels, per_class_f1_differences(y, ya, yb, len(labels))))
+    ]
 
     def listed(wins: np.ndarray, confidence: np.ndarray, winner: np.ndarray, loser: np.ndarray) -> list[dict]:
         order = np.argsort(-confidence[wins], kind="stable")[:SHOWN]
         rows = np.flatnonzero(wins)[order]
-        return [{"text": texts[i], "true": labels[y[i]], "right": labels[winner[i]], "wrong": labels[loser[i]],
-                 "confidence": float(confidence[i])} for i in rows]
+        return [
+            {
+                "text": texts[i],
+                "true": labels[y[i]],
+                "right": labels[winner[i]],
+                "wrong": labels[loser[i]],
+                "confidence": float(confidence[i]),
+            }
+            for i in rows
+        ]
 
     return {
-        "a": a.name, "b": b.name, "pairs": [[str(ja.folder), str(jb.folder)] for ja, jb in matched],
-        "texts": int(len(y)),
-        "metric": "test/accuracy", "difference": acc.mean_difference, "ci95": list(acc.ci95) if acc.ci95 else None,
-        "p_value": p_mcnemar, "test": "McNemar exact (scipy.stats.binomtest), CI: paired bootstrap over test texts",
-        "accuracy": {"a": float(accuracy(y, ya)), "b": float(accuracy(y, yb)), "a_right_b_wrong": only_a,
-                     "a_wrong_b_right": only_b},
-        "macro_f1": {"a": float(f1(y, ya)), "b": float(f1(y, yb)), "difference": mf1.mean_difference,
-                     "ci95": list(mf1.ci95) if mf1.ci95 else None, "p_value": mf1.p_value,
-                     "test": "paired permutation test (scipy.stats.permutation_test), CI: paired bootstrap"},
+        "a": a.name,
+        "b": b.name,
+        "pairs": [[str(ja.folder), str(jb.folder)] for ja, jb in matched],
+        "texts": len(y),
+        "metric": "test/accuracy",
+        "difference": acc.mean_difference,
+        "ci95": list(acc.ci95) if acc.ci95 else None,
+        "p_value": p_mcnemar,
+        "test": "McNemar exact (scipy.stats.binomtest), CI: paired bootstrap over test texts",
+        "accuracy": {
+            "a": float(accuracy(y, ya)),
+            "b": float(accuracy(y, yb)),
+            "a_right_b_wrong": only_a,
+            "a_wrong_b_right": only_b,
+        },
+        "macro_f1": {
+            "a": float(f1(y, ya)),
+            "b": float(f1(y, yb)),
+            "difference": mf1.mean_difference,
+            "ci95": list(mf1.ci95) if mf1.ci95 else None,
+            "p_value": mf1.p_value,
+            "test": "paired permutation test (scipy.stats.permutation_test), CI: paired bootstrap",
+        },
         "per_class_f1": per_class,
         "a_right_b_wrong": listed((ya == y) & (yb != y), conf_a, ya, yb),
         "b_right_a_wrong": listed((yb == y) & (ya != y), conf_b, yb, ya),
@@ -121,24 +160,35 @@ def head_to_head(a: Side, b: Side) -> dict:
 
 def render(report: dict) -> str:
     acc, mf1 = report["accuracy"], report["macro_f1"]
-    lines = [f"A = {report['a']}", f"B = {report['b']}",
-             f"{len(report['pairs'])} pair(s) of runs, {report['texts']} test texts pooled", "",
-             f"accuracy  A {acc['a']:.4f}  B {acc['b']:.4f}  A-B {report['difference']:+.4f} "
-             f"[{report['ci95'][0]:+.4f}, {report['ci95'][1]:+.4f}]  McNemar p = {report['p_value']:.3g} "
-             f"(A right/B wrong {acc['a_right_b_wrong']}, A wrong/B right {acc['a_wrong_b_right']})",
-             f"macro-F1  A {mf1['a']:.4f}  B {mf1['b']:.4f}  A-B {mf1['difference']:+.4f} "
-             f"[{mf1['ci95'][0]:+.4f}, {mf1['ci95'][1]:+.4f}]  permutation p = {mf1['p_value']:.3g}",
-             f"verdict (accuracy): {verdict(report['difference'], report['p_value'])}"]
+    lines = [
+        f"A = {report['a']}",
+        f"B = {report['b']}",
+        f"{len(report['pairs'])} pair(s) of runs, {report['texts']} test texts pooled",
+        "",
+        f"accuracy  A {acc['a']:.4f}  B {acc['b']:.4f}  A-B {report['difference']:+.4f} "
+        f"[{report['ci95'][0]:+.4f}, {report['ci95'][1]:+.4f}]  McNemar p = {report['p_value']:.3g} "
+        f"(A right/B wrong {acc['a_right_b_wrong']}, A wrong/B right {acc['a_wrong_b_right']})",
+        f"macro-F1  A {mf1['a']:.4f}  B {mf1['b']:.4f}  A-B {mf1['difference']:+.4f} "
+        f"[{mf1['ci95'][0]:+.4f}, {mf1['ci95'][1]:+.4f}]  permutation p = {mf1['p_value']:.3g}",
+        f"verdict (accuracy): {verdict(report['difference'], report['p_value'])}",
+    ]
     if len(report["pairs"]) > 1:
-        lines.append("(texts pooled over the pairs: these tests see the test texts' noise, not how much the "
-                     "difference moves from seed to seed -- the sweep summary's paired test over repeats does)")
+        lines.append(
+            "(texts pooled over the pairs: these tests see the test texts' noise, not how much the "
+            "difference moves from seed to seed -- the sweep summary's paired test over repeats does)"
+        )
     lines += ["", "per class F1 (A-B):"]
-    lines += [f"  {c['label']} ({c['support']} texts): {c['f1_a']:.3f} vs {c['f1_b']:.3f}, {c['difference']:+.3f}"
-              + (f" [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if c["ci95"] else "") for c in report["per_class_f1"]]
+    lines += [
+        f"  {c['label']} ({c['support']} texts): {c['f1_a']:.3f} vs {c['f1_b']:.3f}, {c['difference']:+.3f}"
+        + (f" [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if c["ci95"] else "")
+        for c in report["per_class_f1"]
+    ]
     for key, title in (("a_right_b_wrong", "A right, B wrong"), ("b_right_a_wrong", "B right, A wrong")):
         lines += ["", f"{title} (most confident first, {len(report[key])} shown):"]
-        lines += [f"  [{r['true']}; other said {r['wrong']}; {r['confidence']:.2f}] {one_line(r['text'], 100)}"
-                  for r in report[key]]
+        lines += [
+            f"  [{r['true']}; other said {r['wrong']}; {r['confidence']:.2f}] {one_line(r['text'], 100)}"
+            for r in report[key]
+        ]
     return "\n".join(lines)
 
 

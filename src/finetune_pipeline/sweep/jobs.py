@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from finetune_pipeline.artifacts.names import CONFIG_DIR
-from finetune_pipeline.artifacts.metrics_record import RunMetrics
 from finetune_pipeline.artifacts.failure_record import FailureRecord
-from finetune_pipeline.artifacts.names import METRICS_FILE
+from finetune_pipeline.artifacts.metrics_record import RunMetrics
+from finetune_pipeline.artifacts.names import CONFIG_DIR, METRICS_FILE
 from finetune_pipeline.errors import PipelineError
-
 
 
 @dataclass
@@ -37,7 +34,9 @@ def find_job_folders(paths: list[Path]) -> list[Path]:
     for path in paths:
         if not path.is_dir():
             raise PipelineError(f"{path}: not a folder")
-        found = [path] if (path / CONFIG_DIR).is_dir() else sorted(p.parent for p in path.rglob(CONFIG_DIR) if p.is_dir())
+        found = (
+            [path] if (path / CONFIG_DIR).is_dir() else sorted(p.parent for p in path.rglob(CONFIG_DIR) if p.is_dir())
+        )
         if not found:
             raise PipelineError(f"{path}: no run folders (folders with .hydra/) inside")
         folders += found
@@ -63,8 +62,17 @@ def _read_job(folder: Path) -> Job:
     if not (folder / METRICS_FILE).is_file():
         return Job(folder, overrides, "incomplete")
     m = RunMetrics.read(folder)
-    job = Job(folder, overrides, "ok", best_metric=m.best.metric, best_value=m.best_value, best_epoch=m.best.epoch,
-              test_accuracy=m.test_accuracy, test_macro_f1=m.test_macro_f1, seconds=m.total_seconds)
+    job = Job(
+        folder,
+        overrides,
+        "ok",
+        best_metric=m.best.metric,
+        best_value=m.best_value,
+        best_epoch=m.best.epoch,
+        test_accuracy=m.test_accuracy,
+        test_macro_f1=m.test_macro_f1,
+        seconds=m.total_seconds,
+    )
     if m.diverged():
         job.status, job.error = "diverged", "non-finite or missing values in metrics.json"
     return job

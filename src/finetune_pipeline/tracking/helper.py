@@ -4,12 +4,14 @@ Reads JSON lines from stdin -- ``open``, ``call``, ``close`` for a run (``key``)
 a sweep's parent run -- and runs them against the chosen trackers, one run after another, each
 behind one guard: the first error of a tracker is one warning (console and the run's train.log) and
 drops that tracker for the rest of the run. Answers ``{"done": key}`` on stdout when a run is
-closed. ``preload`` imports the chosen trackers' libraries ahead of a sweep's first job. Runs at a lower CPU priority than training; ends when stdin closes (its training process
-ended), closing any run left open as failed.
+closed. ``preload`` imports the chosen trackers' libraries ahead of a sweep's first job. Runs at a
+lower CPU priority than training; ends when stdin closes (its training process ended), closing any
+run left open as failed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -20,13 +22,12 @@ import sys
 import threading
 from pathlib import Path
 
-from finetune_pipeline.artifacts.names import TRAIN_LOG_FILE
 from finetune_pipeline.artifacts.atomic import read_memo, write_json
+from finetune_pipeline.artifacts.names import TRACKING_FILE, TRAIN_LOG_FILE
 from finetune_pipeline.config.schema import LoggerConfig
 from finetune_pipeline.runtime.logs import formatter
 from finetune_pipeline.tracking.sweep_runs import close_parent, ensure_parent
-from finetune_pipeline.artifacts.names import TRACKING_FILE
-from finetune_pipeline.tracking.trackers import MODULES, TRACKING_FILE, RunLabels, chosen, describe, typed_logger
+from finetune_pipeline.tracking.trackers import MODULES, RunLabels, chosen, describe, typed_logger
 
 log = logging.getLogger("finetune_pipeline.tracking")
 
@@ -52,7 +53,7 @@ class RunTrackers:
                 tracker = tracker_class(name)(cfg)
                 self.record[name] = tracker.start(self.run_dir, labels, stored.get(name) or {}, parent)
                 self.live[name] = tracker
-            except Exception as e:  # noqa: BLE001 -- whatever a tracker raises, training goes on
+            except Exception as e:
                 self.give_up(name, describe(e))
         self.write_record()
 
@@ -62,7 +63,7 @@ class RunTrackers:
         for name, tracker in list(self.live.items()):
             try:
                 getattr(tracker, method)(*args)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 self.give_up(name, describe(e))
 
     def close(self, status: str, message: str | None) -> None:
@@ -74,17 +75,24 @@ class RunTrackers:
             try:
                 tracker.finish("failed", f"tracking stopped mid-run: {self.record[name]['error']}")
                 self.record[name]["status"] = "failed"
-            except Exception as e:  # noqa: BLE001 -- still unreachable: said once more, the run folder has it all
-                log.warning("logger %s: the tracked run could not be closed either (%s); it may show as running",
-                            name, describe(e))
+            except Exception as e:
+                log.warning(
+                    "logger %s: the tracked run could not be closed either (%s); it may show as running",
+                    name,
+                    describe(e),
+                )
         self.dropped = {}
         self.write_record()
         log.removeHandler(self.log_file)
         self.log_file.close()
 
     def give_up(self, name: str, reason: str) -> None:
-        log.warning("logger %s: %s; training goes on without it (the run folder keeps every record; the tracked run "
-                    "is closed as failed at the end)", name, reason)
+        log.warning(
+            "logger %s: %s; training goes on without it (the run folder keeps every record; the tracked run "
+            "is closed as failed at the end)",
+            name,
+            reason,
+        )
         tracker = self.live.pop(name, None)
         if tracker is not None:
             self.dropped[name] = tracker
@@ -93,12 +101,12 @@ class RunTrackers:
     def write_record(self) -> None:
         try:
             write_json(self.run_dir / TRACKING_FILE, self.record)
-        except Exception as e:  # noqa: BLE001 -- a full disk is reported where training writes its artifacts
+        except Exception as e:
             log.warning("%s", e)
 
 
 def tracker_class(name: str):
-    return getattr(importlib.import_module(f"finetune_pipeline.tracking.{MODULES[name]}"), "TRACKER")
+    return importlib.import_module(f"finetune_pipeline.tracking.{MODULES[name]}").TRACKER
 
 
 def serve(messages: queue.SimpleQueue, reply) -> None:
@@ -118,7 +126,7 @@ def serve(messages: queue.SimpleQueue, reply) -> None:
                     tracker_class(name)(cfg)
             elif op == "close_sweep":
                 close_parent(typed_logger(message["logger"]), Path(message["sweep_dir"]), message["failed"])
-        except Exception as e:  # noqa: BLE001 -- one bad message must not end the helper
+        except Exception as e:
             log.warning("trackers: %s", describe(e))
         if op in ("close", "close_sweep"):
             reply.write(json.dumps({"done": key}) + "\n")
@@ -132,11 +140,9 @@ def main() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     for signum in (signal.SIGINT, signal.SIGTERM):  # training handles stops and then closes its runs here;
-        signal.signal(signum, signal.SIG_IGN)     # the helper ends when training's end closes the pipe
-    try:
+        signal.signal(signum, signal.SIG_IGN)  # the helper ends when training's end closes the pipe
+    with contextlib.suppress(OSError):
         os.nice(10)  # training first: the helper uses what CPU it leaves
-    except OSError:
-        pass
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(formatter())
     log.addHandler(console)

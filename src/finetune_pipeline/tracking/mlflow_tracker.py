@@ -30,8 +30,10 @@ class MlflowTracker:
     def __init__(self, cfg: MlflowConfig):
         # an unreachable server must cost seconds once, not minutes of retries with back-off per call;
         # the user's own MLFLOW_HTTP_* environment wins
-        for name, value in (("MLFLOW_HTTP_REQUEST_TIMEOUT", cfg.http_timeout_seconds),
-                            ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", cfg.http_retries)):
+        for name, value in (
+            ("MLFLOW_HTTP_REQUEST_TIMEOUT", cfg.http_timeout_seconds),
+            ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", cfg.http_retries),
+        ):
             if name not in USER_ENVIRONMENT:
                 os.environ[name] = str(value)
         # "Creating initial MLflow database tables..."; and its own error reports (with tracebacks) of what it
@@ -60,15 +62,18 @@ class MlflowTracker:
             tags = {**self.cfg.tags, **labels.tags, "run_folder": str(run_dir)}
             if parent.get("run_id") and parent.get("tracking_uri") == shown_uri(self.cfg.tracking_uri):
                 tags[PARENT_TAG] = parent["run_id"]
-            run = self.client.create_run(experiment_id, run_name=(self.cfg.run_name or labels.name)[:MAX_NAME],
-                                         tags={k[:MAX_NAME]: str(v) for k, v in tags.items()})
+            run = self.client.create_run(
+                experiment_id,
+                run_name=(self.cfg.run_name or labels.name)[:MAX_NAME],
+                tags={k[:MAX_NAME]: str(v) for k, v in tags.items()},
+            )
             self.run_id = run.info.run_id
         return {"run_id": self.run_id, "experiment_id": experiment_id, "tracking_uri": shown_uri(self.cfg.tracking_uri)}
 
     def log_params(self, params: dict[str, object]) -> None:
         values = [self._param(k, str(v)) for k, v in params.items()]
         for i in range(0, len(values), 100):  # MLflow takes at most 100 params per batch
-            self.client.log_batch(self.run_id, params=values[i:i + 100])
+            self.client.log_batch(self.run_id, params=values[i : i + 100])
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[self._tag(k, str(v)) for k, v in tags.items()])
@@ -103,7 +108,11 @@ def experiment(client, cfg: MlflowConfig) -> str:
         return found.experiment_id
     location = None  # a server's own default
     if is_local(cfg.tracking_uri):  # never MLflow's ./mlruns, which depends on the working directory
-        folder = Path(cfg.artifact_location) if cfg.artifact_location else local_store(cfg.tracking_uri).parent / "mlartifacts"
+        folder = (
+            Path(cfg.artifact_location)
+            if cfg.artifact_location
+            else local_store(cfg.tracking_uri).parent / "mlartifacts"
+        )
         location = folder.resolve().as_uri()
     return client.create_experiment(cfg.experiment_name, artifact_location=location)
 
@@ -118,8 +127,16 @@ def open_parent(cfg: MlflowConfig, labels: RunLabels, sweep_dir: Path, stored: d
     return tracker.start(sweep_dir, labels, {}, {})
 
 
-def close_parent(cfg: MlflowConfig, stored: dict, status: str, message: str | None, sweep_dir: Path,
-                 files: list[str], metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> None:
+def close_parent(
+    cfg: MlflowConfig,
+    stored: dict,
+    status: str,
+    message: str | None,
+    sweep_dir: Path,
+    files: list[str],
+    metrics: dict[str, float] | None = None,
+    tags: dict[str, str] | None = None,
+) -> None:
     tracker = MlflowTracker(cfg)
     tracker.run_id = stored["run_id"]
     if metrics:

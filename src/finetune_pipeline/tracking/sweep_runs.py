@@ -17,12 +17,11 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from finetune_pipeline.artifacts.atomic import read_memo, write_json
-from finetune_pipeline.artifacts.names import FAILURE_FILE
+from finetune_pipeline.artifacts.names import FAILURE_FILE, TRACKING_FILE
 from finetune_pipeline.config.differences import flatten
-from finetune_pipeline.errors import error_line
 from finetune_pipeline.config.schema import LoggerConfig
-from finetune_pipeline.artifacts.names import TRACKING_FILE
-from finetune_pipeline.tracking.trackers import Helper, RunLabels, run_name, Trackers, chosen, plain, typed_logger
+from finetune_pipeline.errors import error_line
+from finetune_pipeline.tracking.trackers import Helper, RunLabels, Trackers, chosen, plain, run_name, typed_logger
 
 SUMMARY_FILES = ["summary.json", "summary.md", "summary.csv", "summary.png", "multirun.yaml"]
 LOCK = ".tracking.lock"
@@ -75,8 +74,9 @@ def close_sweep(cfg: LoggerConfig, sweep_dir: Path, failed: list[str]) -> None:
     if cfg.mlflow is None or not read_memo(sweep_dir / TRACKING_FILE).get("mlflow"):
         return
     helper = Helper.shared()
-    if helper.send({"op": "close_sweep", "key": "sweep", "logger": plain(cfg), "sweep_dir": str(sweep_dir),
-                    "failed": failed}):
+    if helper.send(
+        {"op": "close_sweep", "key": "sweep", "logger": plain(cfg), "sweep_dir": str(sweep_dir), "failed": failed}
+    ):
         helper.wait("sweep")
 
 
@@ -85,8 +85,15 @@ def close_parent(cfg: LoggerConfig, sweep_dir: Path, failed: list[str]) -> None:
     from finetune_pipeline.tracking.mlflow_tracker import close_parent as close_mlflow_parent
 
     message = f"{len(failed)} job(s) did not finish: {', '.join(failed)}" if failed else None
-    close_mlflow_parent(cfg.mlflow, read_memo(sweep_dir / TRACKING_FILE)["mlflow"], "failed" if failed else "finished",
-                        message, sweep_dir, SUMMARY_FILES, *parent_figures(read_memo(sweep_dir / "summary.json")))
+    close_mlflow_parent(
+        cfg.mlflow,
+        read_memo(sweep_dir / TRACKING_FILE)["mlflow"],
+        "failed" if failed else "finished",
+        message,
+        sweep_dir,
+        SUMMARY_FILES,
+        *parent_figures(read_memo(sweep_dir / "summary.json")),
+    )
 
 
 def parent_figures(summary: dict) -> tuple[dict[str, float], dict[str, str]]:
@@ -98,14 +105,21 @@ def parent_figures(summary: dict) -> tuple[dict[str, float], dict[str, str]]:
     config = next((c for c in summary.get("configs", []) if c["config"] == best["config"]), None)
     metrics = {}
     for name, m in (config or {}).get("metrics", {}).items():
-        for part, value in (("mean", m.get("mean")), ("ci95_low", (m.get("ci95") or [None, None])[0]),
-                            ("ci95_high", (m.get("ci95") or [None, None])[1]), ("std", m.get("std"))):
+        for part, value in (
+            ("mean", m.get("mean")),
+            ("ci95_low", (m.get("ci95") or [None, None])[0]),
+            ("ci95_high", (m.get("ci95") or [None, None])[1]),
+            ("std", m.get("std")),
+        ):
             if isinstance(value, (int, float)):
                 metrics[f"best_config/{name}/{part}"] = float(value)
     verdicts = [c["verdict"] for c in summary.get("comparisons", []) if c["metric"] == "test/accuracy"]
-    tags = {"best_config": best["config"], "best_config.selected_by": best["selected_by"],
-            "best_config.repeats": str((config or {}).get("n", "")),
-            "verdicts.test_accuracy": ", ".join(f"{v}: {verdicts.count(v)}" for v in sorted(set(verdicts)))}
+    tags = {
+        "best_config": best["config"],
+        "best_config.selected_by": best["selected_by"],
+        "best_config.repeats": str((config or {}).get("n", "")),
+        "verdicts.test_accuracy": ", ".join(f"{v}: {verdicts.count(v)}" for v in sorted(set(verdicts))),
+    }
     return metrics, tags
 
 
@@ -113,16 +127,18 @@ def job_labels(sweep_dir: Path, job_num: int, overrides: list[str]) -> RunLabels
     """A sweep job's name (its swept values), tags and sweep, as its trackers show it."""
     swept = set(read_memo(sweep_dir / TRACKING_FILE).get("swept") or ())
     varied = " ".join(o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept) or " ".join(overrides)
-    return RunLabels(name=f"{job_num}: {varied}" if varied else str(job_num),
-                     tags={"sweep.job": str(job_num), "sweep.overrides": " ".join(overrides), "sweep.dir": str(sweep_dir)},
-                     sweep_dir=str(sweep_dir))
+    return RunLabels(
+        name=f"{job_num}: {varied}" if varied else str(job_num),
+        tags={"sweep.job": str(job_num), "sweep.overrides": " ".join(overrides), "sweep.dir": str(sweep_dir)},
+        sweep_dir=str(sweep_dir),
+    )
 
 
 def track_failed_job(config: DictConfig, run_dir: Path, labels: RunLabels, error: BaseException) -> None:
     """A sweep job whose config was refused (it never reached training) still shows up, FAILED."""
     try:
         cfg = logger_config(config)
-    except Exception:  # noqa: BLE001 -- the logger node itself is what was wrong: nothing to track with
+    except Exception:
         return
     trackers = Trackers(run_dir, cfg)
     trackers.start(labels, resume=False)

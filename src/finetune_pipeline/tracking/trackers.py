@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from finetune_pipeline.artifacts.names import STEP_LOG_FILE, TRACKING_FILE
 from finetune_pipeline.artifacts.atomic import text_lines
+from finetune_pipeline.artifacts.names import STEP_LOG_FILE
 from finetune_pipeline.config.schema import LoggerConfig
 from finetune_pipeline.paths import project_root
 
@@ -41,6 +41,7 @@ MODULES = {"mlflow": "mlflow_tracker", "tensorboard": "tensorboard_tracker", "wa
 @dataclass(frozen=True)
 class RunLabels:
     """How trackers name and group a run."""
+
     name: str  # the run folder under outputs/, or "<job>: <swept values>" for a sweep job
     tags: dict[str, str] = field(default_factory=dict)  # sweep job number and overrides
     sweep_dir: str | None = None  # a sweep job: the sweep folder, whose tracking.json holds the parent run
@@ -57,7 +58,10 @@ def run_name(run_dir: Path) -> str:
 
 class Tracker(Protocol):
     """What each tracker module's ``TRACKER`` class does (in the helper process)."""
-    def start(self, run_dir: Path, labels: RunLabels, stored: dict, parent: dict) -> dict: ...  # -> ids for tracking.json
+
+    def start(
+        self, run_dir: Path, labels: RunLabels, stored: dict, parent: dict
+    ) -> dict: ...  # -> ids for tracking.json
     def log_params(self, params: dict[str, object]) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
@@ -94,8 +98,9 @@ class Trackers:
         if resume:
             self._logged = _Watermark.of(self.run_dir / STEP_LOG_FILE)  # rows already sent before the stop
         self._helper = Helper.shared()
-        self._send("open", run_dir=str(self.run_dir), logger=plain(self.cfg), labels=dataclasses.asdict(labels),
-                   resume=resume)
+        self._send(
+            "open", run_dir=str(self.run_dir), logger=plain(self.cfg), labels=dataclasses.asdict(labels), resume=resume
+        )
 
     def log_params(self, params: dict[str, object]) -> None:
         self._send("call", method="log_params", args=[{k: plain(v) for k, v in params.items()}])
@@ -141,9 +146,15 @@ class Helper:
 
     def __init__(self):
         # its own session: Ctrl-C in the terminal stops training, which then closes the runs through it
-        self.proc = subprocess.Popen([sys.executable, "-m", "finetune_pipeline.tracking.helper"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, encoding="utf-8", bufsize=1,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "finetune_pipeline.tracking.helper"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            bufsize=1,
+            start_new_session=True,
+        )
         self._lock = threading.Lock()
         self._broken = False
         atexit.register(self.close)
@@ -187,8 +198,11 @@ def plain(value: object) -> object:
 def metrics_of_row(row: dict) -> tuple[dict[str, float], int]:
     """A ``metrics.jsonl`` row as tracker metrics and their step (optimizer steps so far)."""
     if row["kind"] == "step":
-        metrics = {"train/loss_step": row["loss"], "train/texts_per_second_step": row["texts_per_second"],
-                   **{f"lr/{group}": lr for group, lr in row["lr"].items()}}
+        metrics = {
+            "train/loss_step": row["loss"],
+            "train/texts_per_second_step": row["texts_per_second"],
+            **{f"lr/{group}": lr for group, lr in row["lr"].items()},
+        }
     else:
         metrics = {k: v for k, v in row.items() if k not in ("kind", "opt_steps") and _is_number(v)}
     return metrics, int(row["opt_steps"])
@@ -232,7 +246,9 @@ def _is_number(value: object) -> bool:
 def describe(error: BaseException, limit: int = 300) -> str:
     """A library's exception as one line of at most ``limit`` characters, with its type."""
     if isinstance(error, ImportError) and error.name:
-        return f"the {error.name} package is not installed (pip install -e \".[tracking]\")"
+        return f'the {error.name} package is not installed (pip install -e ".[tracking]")'
     text = str(error).strip()
     line = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
-    return line if len(line) <= limit else f"{line[:limit * 2 // 3]} ... {line[-limit // 3:]}"  # the cause is at the end
+    return (
+        line if len(line) <= limit else f"{line[: limit * 2 // 3]} ... {line[-limit // 3 :]}"
+    )  # the cause is at the end

@@ -20,10 +20,19 @@ class WandbTracker:
     def start(self, run_dir: Path, labels: RunLabels, stored: dict, parent: dict) -> dict:
         wandb = self._wandb
         settings = wandb.Settings(console="off", x_disable_stats=True, silent=True)  # train.log has the console
-        self.run = wandb.init(project=self.cfg.project, entity=self.cfg.entity, mode=self.cfg.mode.value,
-                              dir=str(run_dir), id=stored.get("id"), resume="allow" if stored.get("id") else None,
-                              name=self.cfg.run_name or labels.name, group=parent.get("group"),
-                              tags=list(self.cfg.tags), reinit="create_new", settings=settings)
+        self.run = wandb.init(
+            project=self.cfg.project,
+            entity=self.cfg.entity,
+            mode=self.cfg.mode.value,
+            dir=str(run_dir),
+            id=stored.get("id"),
+            resume="allow" if stored.get("id") else None,
+            name=self.cfg.run_name or labels.name,
+            group=parent.get("group"),
+            tags=list(self.cfg.tags),
+            reinit="create_new",
+            settings=settings,
+        )
         if labels.tags:
             self.run.config.update({f"sweep/{k}": v for k, v in labels.tags.items()}, allow_val_change=True)
         return {"id": self.run.id, "dir": str(run_dir / "wandb")}

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -22,8 +22,14 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase, set_seed
 
 from finetune_pipeline.artifacts.checkpoints import CheckpointIdentity, save_checkpoint
-from finetune_pipeline.artifacts.freeze_proof import (LoraAdapters, TopLayers, Trained, WholeEncoder, combined_sha256,
-                                                     module_hashes)
+from finetune_pipeline.artifacts.freeze_proof import (
+    LoraAdapters,
+    TopLayers,
+    Trained,
+    WholeEncoder,
+    combined_sha256,
+    module_hashes,
+)
 from finetune_pipeline.backbone.load import Backbone, load_encoder
 from finetune_pipeline.config.schema import Config, TrainingPath, init_seed
 from finetune_pipeline.data.batches import TokenizedTexts, eval_loader, feature_loader, train_loader
@@ -58,9 +64,15 @@ class BuildInputs:
 
     def head(self, in_dim: int) -> HeadConfig:
         chunking = self.tokenized.chunking
-        return HeadConfig(in_dim, self.cfg.model.hidden_dim, self.num_classes, self.cfg.model.pooling.value,
-                          self.cfg.model.dropout, chunking.stride if chunking else None,
-                          chunking.pooling if chunking else None)
+        return HeadConfig(
+            in_dim,
+            self.cfg.model.hidden_dim,
+            self.num_classes,
+            self.cfg.model.pooling.value,
+            self.cfg.model.dropout,
+            chunking.stride if chunking else None,
+            chunking.pooling if chunking else None,
+        )
 
     def rows(self) -> tuple[list[int], list[int], list[int]]:
         """The train, val and test rows of the dataset."""
@@ -94,7 +106,9 @@ class BuiltModel:
     model: nn.Module  # its ``config`` is the head's
     loaders: Loaders
     freeze: FreezeEvidence
-    write_checkpoint: Callable[[Path, CheckpointIdentity], None]  # best_model.pt / final_model.pt, as this path saves them
+    write_checkpoint: Callable[
+        [Path, CheckpointIdentity], None
+    ]  # best_model.pt / final_model.pt, as this path saves them
     features: dict  # the feature cache's hit/miss, key and encoding statistics (metrics.json)
 
 
@@ -105,8 +119,9 @@ def build(inputs: BuildInputs) -> BuiltModel:
 
 def build_head_over_cached_features(inputs: BuildInputs) -> BuiltModel:
     cfg, t, tokenized = inputs.cfg, inputs.cfg.training, inputs.tokenized
-    frozen = frozen_features(cfg, inputs.backbone, inputs.tokenizer, inputs.texts, tokenized, inputs.device,
-                             inputs.precision, inputs.dist)
+    frozen = frozen_features(
+        cfg, inputs.backbone, inputs.tokenizer, inputs.texts, tokenized, inputs.device, inputs.precision, inputs.dist
+    )
     set_seed(init_seed(cfg))  # the head's initialisation and dropout depend on the seed only
     head = inputs.head(frozen.features.shape[1])
     model = FeatureClassifier(head).to(inputs.device)
@@ -114,19 +129,37 @@ def build_head_over_cached_features(inputs: BuildInputs) -> BuiltModel:
     train_rows, val_rows, test_rows = inputs.rows()
 
     def loader(rows: list[int], train: bool = False) -> DataLoader:
-        return feature_loader(frozen.features[rows], [tokenized.labels[i] for i in rows], t.batch_size,
-                              [lengths[i] for i in rows] if train else None, init_seed(cfg), **inputs.shard)
+        return feature_loader(
+            frozen.features[rows],
+            [tokenized.labels[i] for i in rows],
+            t.batch_size,
+            [lengths[i] for i in rows] if train else None,
+            init_seed(cfg),
+            **inputs.shard,
+        )
 
     loaders = Loaders(loader(train_rows, train=True), loader(val_rows), loader(test_rows))
     base_encoder = frozen.encoder.state_dict() if frozen.encoder is not None else None  # full_checkpoints only
     del frozen.encoder
     gc.collect()  # the encoder is not needed any more: give its memory back before training
-    log.info("model: head on cached %s-pooled features (%d -> %d -> %d), %d train batches per epoch",
-             head.pooling, head.in_dim, head.hidden_dim, head.classes, len(loaders.train))
-    evidence = FreezeEvidence(frozen.hashes_before, frozen.hashes_after, frozen.encoder_parameters, frozen.how,
-                              WholeEncoder(frozen=True))
-    return BuiltModel(model, loaders, evidence, _saver(model, lambda: checkpoint_weights(
-        model, head_only=not t.full_checkpoints, base_encoder=base_encoder)), frozen.info)
+    log.info(
+        "model: head on cached %s-pooled features (%d -> %d -> %d), %d train batches per epoch",
+        head.pooling,
+        head.in_dim,
+        head.hidden_dim,
+        head.classes,
+        len(loaders.train),
+    )
+    evidence = FreezeEvidence(
+        frozen.hashes_before, frozen.hashes_after, frozen.encoder_parameters, frozen.how, WholeEncoder(frozen=True)
+    )
+    return BuiltModel(
+        model,
+        loaders,
+        evidence,
+        _saver(model, lambda: checkpoint_weights(model, head_only=not t.full_checkpoints, base_encoder=base_encoder)),
+        frozen.info,
+    )
 
 
 def build_encoder_with_head(inputs: BuildInputs) -> BuiltModel:
@@ -138,12 +171,17 @@ def build_encoder_with_head(inputs: BuildInputs) -> BuiltModel:
     model = TextClassifier(encoder, inputs.head(encoder.config.hidden_size), frozen=frozen).to(inputs.device)
     loaders = _token_loaders(inputs)
     _log_encoder_model(model, "frozen" if frozen else "trainable", loaders)
-    evidence = FreezeEvidence(before, lambda: module_hashes(model.encoder),
-                              sum(p.numel() for p in encoder.parameters()),
-                              "before: right after loading; after: after the last epoch", WholeEncoder(frozen=frozen))
+    evidence = FreezeEvidence(
+        before,
+        lambda: module_hashes(model.encoder),
+        sum(p.numel() for p in encoder.parameters()),
+        "before: right after loading; after: after the last epoch",
+        WholeEncoder(frozen=frozen),
+    )
     head_only = frozen and not inputs.cfg.training.full_checkpoints
-    return BuiltModel(model, loaders, evidence, _saver(model, lambda: checkpoint_weights(model, head_only)),
-                      {"cache": "off"})
+    return BuiltModel(
+        model, loaders, evidence, _saver(model, lambda: checkpoint_weights(model, head_only)), {"cache": "off"}
+    )
 
 
 def build_lora(inputs: BuildInputs) -> BuiltModel:
@@ -155,14 +193,19 @@ def build_lora(inputs: BuildInputs) -> BuiltModel:
     # frozen=False: the encoder runs in training mode (the adapters' dropout); add_lora left only them trainable
     model = TextClassifier(encoder, inputs.head(encoder.config.hidden_size), frozen=False).to(inputs.device)
     loaders = _token_loaders(inputs)
-    _log_encoder_model(model, f"frozen, LoRA r={lora.rank} alpha={lora.alpha:g} on {', '.join(lora.target_modules)}",
-                       loaders)
-    evidence = FreezeEvidence(before, lambda: base_hashes(model.encoder),
-                              sum(p.numel() for n, p in encoder.named_parameters() if not is_adapter(n)),
-                              "before: right after loading, before the adapters were added; after: the base "
-                              "tensors after the last epoch", LoraAdapters(lambda: adapter_hashes(model.encoder)))
-    return BuiltModel(model, loaders, evidence, _saver(model, lambda: adapter_weights(model), lora=lora.as_dict()),
-                      {"cache": "off"})
+    _log_encoder_model(
+        model, f"frozen, LoRA r={lora.rank} alpha={lora.alpha:g} on {', '.join(lora.target_modules)}", loaders
+    )
+    evidence = FreezeEvidence(
+        before,
+        lambda: base_hashes(model.encoder),
+        sum(p.numel() for n, p in encoder.named_parameters() if not is_adapter(n)),
+        "before: right after loading, before the adapters were added; after: the base tensors after the last epoch",
+        LoraAdapters(lambda: adapter_hashes(model.encoder)),
+    )
+    return BuiltModel(
+        model, loaders, evidence, _saver(model, lambda: adapter_weights(model), lora=lora.as_dict()), {"cache": "off"}
+    )
 
 
 def build_top_layers(inputs: BuildInputs) -> BuiltModel:
@@ -172,9 +215,22 @@ def build_top_layers(inputs: BuildInputs) -> BuiltModel:
     first_top = check_layers(encoder, top.layers)
     prefixes = tuple(top_parameter_prefixes(encoder, top.layers))
     before = inputs.dist.broadcast(module_hashes(encoder) if inputs.dist.is_main else None)
-    cached = bottom_states(encoder, first_top, combined_sha256(before), inputs.backbone.folder, inputs.texts,
-                           tokenized, inputs.tokenizer.pad_token_id, cfg.data.max_length, inputs.precision,
-                           inputs.device, cfg.training, resolve_path(cfg.data.cache_dir), top.cache_dtype, inputs.dist)
+    cached = bottom_states(
+        encoder,
+        first_top,
+        combined_sha256(before),
+        inputs.backbone.folder,
+        inputs.texts,
+        tokenized,
+        inputs.tokenizer.pad_token_id,
+        cfg.data.max_length,
+        inputs.precision,
+        inputs.device,
+        cfg.training,
+        resolve_path(cfg.data.cache_dir),
+        top.cache_dtype,
+        inputs.dist,
+    )
     set_seed(init_seed(cfg))
     head = inputs.head(encoder.config.hidden_size)
     freeze_all_but_top(encoder, top.layers)  # the proof checks against `prefixes`, found independently
@@ -190,20 +246,42 @@ def build_top_layers(inputs: BuildInputs) -> BuiltModel:
     loaders = Loaders(
         state_loader(states(train_rows), batch_size, True, init_seed(cfg), **inputs.shard),
         state_loader(states(val_rows), batch_size, False, **inputs.shard),
-        eval_loader(TokenizedTexts.subset(tokenized, test_rows), batch_size, cfg.training.num_workers,
-                    inputs.tokenizer.pad_token_id, **inputs.shard))
+        eval_loader(
+            TokenizedTexts.subset(tokenized, test_rows),
+            batch_size,
+            cfg.training.num_workers,
+            inputs.tokenizer.pad_token_id,
+            **inputs.shard,
+        ),
+    )
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("model: encoder layers %d-%d trained over cached states of layers 0-%d -> %s pooling -> MLP head "
-             "%d -> %d -> %d; %.2fM trainable parameters; %d train batches per epoch", first_top,
-             first_top + top.layers - 1, first_top - 1, head.pooling, head.in_dim, head.hidden_dim, head.classes,
-             n_trainable / 1e6, len(loaders.train))
-    evidence = FreezeEvidence(before, lambda: module_hashes(model.encoder),
-                              sum(p.numel() for p in encoder.parameters()),
-                              "before: right after loading; after: after the last epoch", TopLayers(prefixes))
+    log.info(
+        "model: encoder layers %d-%d trained over cached states of layers 0-%d -> %s pooling -> MLP head "
+        "%d -> %d -> %d; %.2fM trainable parameters; %d train batches per epoch",
+        first_top,
+        first_top + top.layers - 1,
+        first_top - 1,
+        head.pooling,
+        head.in_dim,
+        head.hidden_dim,
+        head.classes,
+        n_trainable / 1e6,
+        len(loaders.train),
+    )
+    evidence = FreezeEvidence(
+        before,
+        lambda: module_hashes(model.encoder),
+        sum(p.numel() for p in encoder.parameters()),
+        "before: right after loading; after: after the last epoch",
+        TopLayers(prefixes),
+    )
 
     def weights() -> dict[str, torch.Tensor]:  # the head and the trained layers; the rest is the base's
-        return {k: v for k, v in model.state_dict().items()
-                if k.startswith("head.") or k.removeprefix("encoder.").startswith(prefixes)}
+        return {
+            k: v
+            for k, v in model.state_dict().items()
+            if k.startswith("head.") or k.removeprefix("encoder.").startswith(prefixes)
+        }
 
     return BuiltModel(model, loaders, evidence, _saver(model, weights, kind="partial"), cached.info)
 
@@ -221,24 +299,37 @@ def _token_loaders(inputs: BuildInputs) -> Loaders:
     """Length-grouped training batches and sorted evaluation batches of token ids, dynamically padded."""
     t, pad = inputs.cfg.training, inputs.tokenizer.pad_token_id
     train_part, val_part, test_part = (TokenizedTexts.subset(inputs.tokenized, rows) for rows in inputs.rows())
-    return Loaders(train_loader(train_part, t.batch_size, init_seed(inputs.cfg), t.num_workers, pad, **inputs.shard),
-                   eval_loader(val_part, t.batch_size, t.num_workers, pad, **inputs.shard),
-                   eval_loader(test_part, t.batch_size, t.num_workers, pad, **inputs.shard))
+    return Loaders(
+        train_loader(train_part, t.batch_size, init_seed(inputs.cfg), t.num_workers, pad, **inputs.shard),
+        eval_loader(val_part, t.batch_size, t.num_workers, pad, **inputs.shard),
+        eval_loader(test_part, t.batch_size, t.num_workers, pad, **inputs.shard),
+    )
 
 
 def _log_encoder_model(model: TextClassifier, kind: str, loaders: Loaders) -> None:
     head = model.config
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("model: encoder (%s) -> %s pooling -> MLP head %d -> %d -> %d; %.2fM trainable parameters; "
-             "%d train batches per epoch, length-grouped, dynamic padding", kind, head.pooling, head.in_dim,
-             head.hidden_dim, head.classes, n_trainable / 1e6, len(loaders.train))
+    log.info(
+        "model: encoder (%s) -> %s pooling -> MLP head %d -> %d -> %d; %.2fM trainable parameters; "
+        "%d train batches per epoch, length-grouped, dynamic padding",
+        kind,
+        head.pooling,
+        head.in_dim,
+        head.hidden_dim,
+        head.classes,
+        n_trainable / 1e6,
+        len(loaders.train),
+    )
 
 
-def _saver(model: nn.Module, weights: Callable[[], dict[str, torch.Tensor]], lora: dict | None = None,
-           kind: str | None = None) -> Callable[[Path, CheckpointIdentity], None]:
+def _saver(
+    model: nn.Module, weights: Callable[[], dict[str, torch.Tensor]], lora: dict | None = None, kind: str | None = None
+) -> Callable[[Path, CheckpointIdentity], None]:
     """How this path writes best_model.pt / final_model.pt: its tensors, the head's config, its identity."""
+
     def write(path: Path, identity: CheckpointIdentity) -> None:
         save_checkpoint(path, weights(), identity, dataclasses.asdict(model.config), lora=lora, kind=kind)
+
     return write
 
 

@@ -36,8 +36,10 @@ class DivergenceCheck:
             if self.skipped_in_a_row < MAX_SKIPPED_STEPS:
                 return
         repeated = f" ({self.skipped_in_a_row} steps in a row)" if self.uses_grad_scaler else ""
-        raise Diverged(f"training diverged at epoch {epoch}, step {step}/{n_batches}: loss={loss:g}, "
-                       f"gradient norm={grad_norm:g}{repeated}; {self.hint}")
+        raise Diverged(
+            f"training diverged at epoch {epoch}, step {step}/{n_batches}: loss={loss:g}, "
+            f"gradient norm={grad_norm:g}{repeated}; {self.hint}"
+        )
 
     def validation(self, epoch: int, loss: float) -> None:
         if not math.isfinite(loss):

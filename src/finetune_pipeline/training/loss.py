@@ -5,7 +5,7 @@ Validation and test losses stay plain cross-entropy, so they compare across thes
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

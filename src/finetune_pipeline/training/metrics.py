@@ -41,12 +41,18 @@ def predict(model: nn.Module, loader: DataLoader, precision: Precision, device: 
         probs.append(logits.softmax(dim=-1).cpu())
     model.train(was_training)
     if not y_true:  # under torchrun a rank can be left without validation batches
-        return Predictions(0.0, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
-                           np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32))
+        return Predictions(
+            0.0,
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.int64),
+            np.zeros((0, 0), dtype=np.float32),
+        )
     n = sum(len(t) for t in y_true)
     p = torch.cat(probs)
-    return Predictions(total_loss / max(1, n), torch.cat(index).numpy(), torch.cat(y_true).numpy(),
-                       p.argmax(dim=-1).numpy(), p.numpy())
+    return Predictions(
+        total_loss / max(1, n), torch.cat(index).numpy(), torch.cat(y_true).numpy(), p.argmax(dim=-1).numpy(), p.numpy()
+    )
 
 
 def gather(p: Predictions, dist: Dist) -> Predictions:
@@ -56,8 +62,9 @@ def gather(p: Predictions, dist: Dist) -> Predictions:
     parts = [q for q in dist.all_gather(p) if len(q.y_true)]
     sizes = [len(q.y_true) for q in parts]
     loss = sum(q.loss * n for q, n in zip(parts, sizes)) / max(1, sum(sizes))
-    return Predictions(loss, *(np.concatenate([getattr(q, name) for q in parts])
-                               for name in ("index", "y_true", "y_pred", "probs")))
+    return Predictions(
+        loss, *(np.concatenate([getattr(q, name) for q in parts]) for name in ("index", "y_true", "y_pred", "probs"))
+    )
 
 
 def scores(p: Predictions, split: str) -> dict[str, float]:

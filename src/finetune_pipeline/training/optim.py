@@ -18,17 +18,22 @@ def param_groups(model: nn.Module, head_lr: float, encoder_lr: float, weight_dec
         part = "encoder" if name.startswith("encoder.") else "head"
         decay = p.ndim >= 2
         key = part if decay else f"{part}_no_decay"
-        group = groups.setdefault(key, {
-            "name": key, "params": [],
-            "lr": encoder_lr if part == "encoder" else head_lr,
-            "weight_decay": weight_decay if decay else 0.0,
-        })
+        group = groups.setdefault(
+            key,
+            {
+                "name": key,
+                "params": [],
+                "lr": encoder_lr if part == "encoder" else head_lr,
+                "weight_decay": weight_decay if decay else 0.0,
+            },
+        )
         group["params"].append(p)
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, head_lr: float, encoder_lr: float, weight_decay: float,
-                    fused: bool = False) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, head_lr: float, encoder_lr: float, weight_decay: float, fused: bool = False
+) -> torch.optim.AdamW:
     """AdamW; ``fused``: PyTorch's fused kernel (CPU and CUDA), one pass over each tensor instead of a
     dozen elementwise ops: on the mmBERT-base stand-in's full fine-tuning (bf16, CPU) the optimizer step
     fell from 1.9-4.4 s to 0.17-0.23 s (docs/benchmarks.md)."""

@@ -17,36 +17,46 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from pathlib import Path
 
 import torch
 from transformers.utils import logging as hf_logging
 
-from finetune_pipeline.artifacts.names import BEST_MODEL_FILE, STEP_LOG_FILE, EVALUATION_DIR, FINAL_MODEL_FILE, FREEZE_PROOF_FILE, HEAD_FILE, ID_TO_LABEL_FILE, LABEL_TO_ID_FILE, METRICS_FILE, TOKENIZER_DIR, TRAIN_LOG_FILE
 from finetune_pipeline.artifacts.atomic import atomic_dir, remove_orphans, save_torch, write_json
 from finetune_pipeline.artifacts.checkpoints import BackboneIdentity, CheckpointIdentity, tokenizer_sha256
-from finetune_pipeline.backbone.identity import config_sha256
 from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combined_sha256
 from finetune_pipeline.artifacts.metrics_record import BestEpoch, RunMetrics
-from finetune_pipeline.artifacts.names import FAILURE_FILE, STATE_FILE
+from finetune_pipeline.artifacts.names import (
+    BEST_MODEL_FILE,
+    EVALUATION_DIR,
+    FAILURE_FILE,
+    FINAL_MODEL_FILE,
+    FREEZE_PROOF_FILE,
+    HEAD_FILE,
+    ID_TO_LABEL_FILE,
+    LABEL_TO_ID_FILE,
+    METRICS_FILE,
+    STATE_FILE,
+    STEP_LOG_FILE,
+    TOKENIZER_DIR,
+    TRAIN_LOG_FILE,
+)
 from finetune_pipeline.artifacts.run_folder import claim, is_failed_attempt, require_empty, require_stopped_run
-from finetune_pipeline.config.differences import flatten
-from finetune_pipeline.errors import error_line
-from finetune_pipeline.training.failure import failure_status, record_failure
+from finetune_pipeline.backbone.identity import config_sha256
 from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_backbone
+from finetune_pipeline.config.differences import flatten
 from finetune_pipeline.config.load import training_path
-from finetune_pipeline.config.schema import Config, SplitMode, init_seed
+from finetune_pipeline.config.schema import Config, SplitMode, TrainingPath, init_seed
 from finetune_pipeline.data.batches import TokenizedTexts, chunking_of
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.hf_source import keeps_own_split
 from finetune_pipeline.data.preprocess import CombinedDataset, ensure_preprocessed, load_combined, source_name
 from finetune_pipeline.data.split import Split, kfold_split, limit_samples, split_by_files, stratified_split
-from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.model.loading import restore_weights
+from finetune_pipeline.errors import PipelineError, error_line
 from finetune_pipeline.evaluation.report import write_evaluation
-from finetune_pipeline.training.builders import BuildInputs, BuiltModel, build
+from finetune_pipeline.model.loading import restore_weights
 from finetune_pipeline.paths import resolve_path
 from finetune_pipeline.runtime.device import resolve_device
 from finetune_pipeline.runtime.distributed import SINGLE, Dist, wrap
@@ -54,27 +64,40 @@ from finetune_pipeline.runtime.logs import log_to_file
 from finetune_pipeline.runtime.precision import Precision, resolve_precision
 from finetune_pipeline.runtime.provenance import provenance
 from finetune_pipeline.runtime.signals import Interrupted, Stopped
+from finetune_pipeline.tracking.trackers import RunLabels, Trackers, run_name
+from finetune_pipeline.training.builders import BuildInputs, BuiltModel, build
+from finetune_pipeline.training.failure import failure_status, record_failure
 from finetune_pipeline.training.loop import fit
 from finetune_pipeline.training.loss import class_weights, training_loss
 from finetune_pipeline.training.metrics import gather, predict, scores
 from finetune_pipeline.training.optim import build_optimizer
 from finetune_pipeline.training.schedule import build_scheduler, optimizer_steps
-from finetune_pipeline.training.state import (Progress, Trainer, data_identity, load_state, restore,
-                                              save_state)
+from finetune_pipeline.training.state import Progress, Trainer, data_identity, load_state, restore, save_state
 from finetune_pipeline.training.step_record import StepRecord
-from finetune_pipeline.tracking.trackers import RunLabels, Trackers, run_name
 
 log = logging.getLogger(__name__)
 
 # what a finished run sends to its trackers besides metrics (train.log goes at the very end)
-TRACKED_ARTIFACTS = [METRICS_FILE, FREEZE_PROOF_FILE, LABEL_TO_ID_FILE, ID_TO_LABEL_FILE, "evaluation/test",
-                     ".hydra/config.yaml"]
+TRACKED_ARTIFACTS = [
+    METRICS_FILE,
+    FREEZE_PROOF_FILE,
+    LABEL_TO_ID_FILE,
+    ID_TO_LABEL_FILE,
+    "evaluation/test",
+    ".hydra/config.yaml",
+]
 CHECKPOINTS = [BEST_MODEL_FILE, FINAL_MODEL_FILE, HEAD_FILE]
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
-          record: Callable[[Path], None] | None = None, retry_failed: bool = False,
-          labels: RunLabels | None = None) -> dict[str, float]:
+def train(
+    cfg: Config,
+    run_dir: Path,
+    resume: bool = False,
+    dist: Dist = SINGLE,
+    record: Callable[[Path], None] | None = None,
+    retry_failed: bool = False,
+    labels: RunLabels | None = None,
+) -> dict[str, float]:
     """Train one classifier; every artifact goes to ``run_dir``. Returns the headline metrics.
 
     The folder must be empty, or with ``resume=True`` hold a stopped run (its ``train_state.pt``),
@@ -99,8 +122,12 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
         handler = log_to_file(run_dir / TRAIN_LOG_FILE) if dist.is_main else None
         trackers = Trackers(run_dir, cfg.logger) if dist.is_main else Trackers()
         try:
-            log.info("%s: %s%s", "resuming run folder" if resume else "run folder", run_dir,
-                     f" ({dist.world_size} processes, DistributedDataParallel)" if dist.enabled else "")
+            log.info(
+                "%s: %s%s",
+                "resuming run folder" if resume else "run folder",
+                run_dir,
+                f" ({dist.world_size} processes, DistributedDataParallel)" if dist.enabled else "",
+            )
             trackers.start(labels or RunLabels(run_name(run_dir)), resume)
             if not resume:
                 trackers.log_params(flatten(dataclasses.asdict(cfg)))
@@ -126,13 +153,22 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, dist: Dist = SINGLE,
 
 def _remove_orphans(cfg: Config, run_dir: Path) -> None:
     """Temporary files of writers killed with -9 (or a power cut) in the folders this run writes to."""
-    folders = (run_dir, run_dir / EVALUATION_DIR, resolve_path(cfg.data.dataset_path).parent,
-               resolve_path(cfg.data.cache_dir), resolve_path(cfg.data.cache_dir) / "features")
+    folders = (
+        run_dir,
+        run_dir / EVALUATION_DIR,
+        resolve_path(cfg.data.dataset_path).parent,
+        resolve_path(cfg.data.cache_dir),
+        resolve_path(cfg.data.cache_dir) / "features",
+    )
     for folder in folders:
         removed = remove_orphans(folder)
         if removed:
-            log.warning("%s: removed %d temporary file(s) left by a stopped process: %s", folder, len(removed),
-                        ", ".join(removed[:5]))
+            log.warning(
+                "%s: removed %d temporary file(s) left by a stopped process: %s",
+                folder,
+                len(removed),
+                ", ".join(removed[:5]),
+            )
 
 
 def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Trackers) -> dict[str, float]:
@@ -142,14 +178,16 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
     data = _setup_data(cfg, dist)
     dataset, classes, labels, split = data.dataset, data.classes, data.labels, data.split
     # 2. backbone (checked, no weights yet) and its tokenizer; label maps and tokenizer into the run folder
-    backbone = _main_first(dist, lambda: locate_backbone(cfg.backbone, cfg.data.max_length, dataset.texts,
-                                                         dataset.fingerprint))
+    backbone = _main_first(
+        dist, lambda: locate_backbone(cfg.backbone, cfg.data.max_length, dataset.texts, dataset.fingerprint)
+    )
     tokenizer = _setup_tokenizer(cfg, backbone, classes, run_dir, dist)
     device, precision = _setup_device(cfg, dist)
     # 3. the model and its loaders, as the training path builds them
     built = _setup_model(cfg, backbone, tokenizer, dataset.texts, labels, split, len(classes), device, precision, dist)
-    identity = BackboneIdentity(cfg.backbone.name, str(backbone.folder), combined_sha256(built.freeze.before),
-                                config_sha256(backbone.folder))
+    identity = BackboneIdentity(
+        cfg.backbone.name, str(backbone.folder), combined_sha256(built.freeze.before), config_sha256(backbone.folder)
+    )
     # 4. optimizer and schedule; a resumed run gets its saved state back
     trainer = _setup_trainer(cfg, built, precision, device, dist)
     data_id = data_identity(dataset.fingerprint, split, dist.world_size)
@@ -159,8 +197,12 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
     trackers.set_tags(_run_tags(identity, dataset.fingerprint, precision, device, dist, origin))
     setup_seconds = time.perf_counter() - started
 
-    facts = CheckpointIdentity(identity, list(classes.id_to_label().values()), tokenizer_sha256(run_dir / TOKENIZER_DIR)
-                               if dist.is_main else "", precision.name)
+    facts = CheckpointIdentity(
+        identity,
+        list(classes.id_to_label().values()),
+        tokenizer_sha256(run_dir / TOKENIZER_DIR) if dist.is_main else "",
+        precision.name,
+    )
 
     def checkpoint(name: str) -> None:
         if dist.is_main:
@@ -172,10 +214,21 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
         return str(state_path)
 
     # 5. fit
-    result = fit(trainer, built.loaders.train, built.loaders.val, precision, device, cfg.training,
-                 save_best=lambda: checkpoint(BEST_MODEL_FILE), save_state=save_state_file, resume=resumed,
-                 loss_fn=training_loss(weights, cfg.training.label_smoothing), dist=dist,
-                 step_record=StepRecord(run_dir / STEP_LOG_FILE, trackers) if dist.is_main else None)
+    result = fit(
+        trainer,
+        built.loaders.train,
+        built.loaders.val,
+        precision,
+        device,
+        cfg.training,
+        save_best=lambda: checkpoint(BEST_MODEL_FILE),
+        save_state=save_state_file,
+        resume=resumed,
+        loss_fn=training_loss(weights, cfg.training.label_smoothing),
+        dist=dist,
+        step_record=StepRecord(run_dir / STEP_LOG_FILE, trackers) if dist.is_main else None,
+        lr_hint=_learning_rates(cfg, training_path(cfg)),
+    )
     checkpoint(FINAL_MODEL_FILE)
     if dist.is_main:
         _write_freeze_proof(run_dir, built, backbone)
@@ -184,8 +237,13 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
     test_start = time.perf_counter()
     test_predictions = _test_with_best_weights(run_dir, built, precision, device, dist)
     test = scores(test_predictions, "test")
-    log.info("test (best epoch %d): accuracy=%.4f macro_f1=%.4f loss=%.4f",
-             result.best_epoch, test["test/accuracy"], test["test/macro_f1"], test["test/loss"])
+    log.info(
+        "test (best epoch %d): accuracy=%.4f macro_f1=%.4f loss=%.4f",
+        result.best_epoch,
+        test["test/accuracy"],
+        test["test/macro_f1"],
+        test["test/loss"],
+    )
     best_key = f"val/{cfg.training.best_metric.value}"
     summary = {"best/epoch": result.best_epoch, f"best/{best_key}": result.best_value, **test}
     if not dist.is_main:
@@ -194,43 +252,80 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
     # 7. artifacts
     save_torch(run_dir / HEAD_FILE, built.model.head.state_dict())
     test_texts = [dataset.texts[int(split.test[i])] for i in test_predictions.index]
-    full_report = write_evaluation(run_dir / EVALUATION_DIR / "test", test_texts, test_predictions.y_true,
-                                   test_predictions.probs, classes.symbols, classes.labels)
+    full_report = write_evaluation(
+        run_dir / EVALUATION_DIR / "test",
+        test_texts,
+        test_predictions.y_true,
+        test_predictions.probs,
+        classes.symbols,
+        classes.labels,
+    )
     RunMetrics(
         summary=summary,
         history=result.history,
         best=BestEpoch(best_key, result.best_value, result.best_epoch, result.stopped_early),
         test={**test, "test/weighted_f1": full_report["weighted_f1"], "per_class": full_report["per_class"]},
-        data={"records": len(labels), "classes": len(classes), "train": len(split.train), "val": len(split.val),
-              "test": len(split.test), "raw_fingerprint": dataset.fingerprint, "source": source_name(cfg.data),
-              "text_field": cfg.data.text_field, "label_field": cfg.data.label_field},
+        data={
+            "records": len(labels),
+            "classes": len(classes),
+            "train": len(split.train),
+            "val": len(split.val),
+            "test": len(split.test),
+            "raw_fingerprint": dataset.fingerprint,
+            "source": source_name(cfg.data),
+            "text_field": cfg.data.text_field,
+            "label_field": cfg.data.label_field,
+        },
         backbone={**identity.as_dict(), "pretrained": backbone.pretrained},
         features=built.features,
-        loss={"class_weights": None if weights is None else dict(zip(classes.labels, weights.tolist())),
-              "label_smoothing": cfg.training.label_smoothing},
+        loss={
+            "class_weights": None if weights is None else dict(zip(classes.labels, weights.tolist())),
+            "label_smoothing": cfg.training.label_smoothing,
+        },
         device=str(device),
         processes=dist.world_size,
         precision=precision.name,
-        timings={"setup_seconds": setup_seconds, "train_seconds": result.train_seconds,
-                 "test_seconds": time.perf_counter() - test_start, "total_seconds": time.perf_counter() - started},
+        timings={
+            "setup_seconds": setup_seconds,
+            "train_seconds": result.train_seconds,
+            "test_seconds": time.perf_counter() - test_start,
+            "total_seconds": time.perf_counter() - started,
+        },
         provenance=origin,
     ).write(run_dir)
     state_path.unlink(missing_ok=True)  # finished: nothing to resume, and it can weigh gigabytes
     log.info("artifacts written to %s", run_dir)
-    trackers.log_metrics({**summary, "test/weighted_f1": full_report["weighted_f1"]},
-                         step=result.history[-1]["opt_steps"] if result.history else 0)
+    trackers.log_metrics(
+        {**summary, "test/weighted_f1": full_report["weighted_f1"]},
+        step=result.history[-1]["opt_steps"] if result.history else 0,
+    )
     trackers.log_artifacts(TRACKED_ARTIFACTS + (CHECKPOINTS if _log_checkpoints(cfg) else []))
     return summary
 
 
-def _run_tags(identity: BackboneIdentity, fingerprint: str, precision: Precision, device: torch.device, dist: Dist,
-              origin: dict) -> dict[str, str]:
+def _learning_rates(cfg: Config, path: TrainingPath) -> str:
+    """The learning rates that act on this path (a divergence message names them)."""
+    t = cfg.training
+    head = f"training.learning_rate={t.learning_rate:g}"
+    return head if path.head_only else f"{head}, training.encoder_learning_rate={t.encoder_learning_rate:g}"
+
+
+def _run_tags(
+    identity: BackboneIdentity, fingerprint: str, precision: Precision, device: torch.device, dist: Dist, origin: dict
+) -> dict[str, str]:
     """What a tracker's run list needs to tell runs apart and trace them back."""
     git = origin["git"] or {}
-    return {"backbone": identity.name, "backbone.sha256": identity.sha256, "data.raw_fingerprint": fingerprint,
-            "precision": precision.name, "device": str(device), "world_size": str(dist.world_size),
-            "git.commit": git.get("commit", "unknown"), "git.dirty": str(git.get("dirty", "unknown")),
-            "mlflow.source.git.commit": git.get("commit", "unknown")}
+    return {
+        "backbone": identity.name,
+        "backbone.sha256": identity.sha256,
+        "data.raw_fingerprint": fingerprint,
+        "precision": precision.name,
+        "device": str(device),
+        "world_size": str(dist.world_size),
+        "git.commit": git.get("commit", "unknown"),
+        "git.dirty": str(git.get("dirty", "unknown")),
+        "mlflow.source.git.commit": git.get("commit", "unknown"),
+    }
 
 
 def _log_checkpoints(cfg: Config) -> bool:
@@ -254,27 +349,42 @@ def _setup_data(cfg: Config, dist: Dist) -> PreparedData:
     classes = ClassIndex.from_dataset(dataset.symbols, dataset.label_to_symbol)
     labels = classes.ids(dataset.symbols)
     if len(classes) < 2:
-        raise PipelineError(f"{source_name(cfg.data)}: every record has the label {classes.labels[0]!r}; "
-                            "a classifier needs at least 2 classes")
+        raise PipelineError(
+            f"{source_name(cfg.data)}: every record has the label {classes.labels[0]!r}; "
+            "a classifier needs at least 2 classes"
+        )
     if cfg.data.split == SplitMode.kfold and keeps_own_split(cfg.data):
-        raise PipelineError("data.split=kfold: data.hf.splits maps train, val and test, so the dataset would keep its "
-                            "own split; set one to null (e.g. data.hf.splits.test=null) to cut its records into folds")
+        raise PipelineError(
+            "data.split=kfold: data.hf.splits maps train, val and test, so the dataset would keep its "
+            "own split; set one to null (e.g. data.hf.splits.test=null) to cut its records into folds"
+        )
     by_files = cfg.data.split == SplitMode.files or keeps_own_split(cfg.data)
     if by_files:
         split = split_by_files(dataset.files, labels, classes.display_names())
     elif cfg.data.split == SplitMode.kfold:
-        split = kfold_split(labels, cfg.data.folds, cfg.data.fold, cfg.data.val_ratio, cfg.data.seed,
-                            classes.display_names())
+        split = kfold_split(
+            labels, cfg.data.folds, cfg.data.fold, cfg.data.val_ratio, cfg.data.seed, classes.display_names()
+        )
     else:
-        split = stratified_split(labels, cfg.data.train_ratio, cfg.data.val_ratio, cfg.data.seed, classes.display_names())
+        split = stratified_split(
+            labels, cfg.data.train_ratio, cfg.data.val_ratio, cfg.data.seed, classes.display_names()
+        )
     if cfg.data.max_train_samples is not None or cfg.data.max_eval_samples is not None:
         split = limit_samples(split, labels, cfg.data.max_train_samples, cfg.data.max_eval_samples, cfg.data.seed)
-    log.info("data: %d records, %d classes; %s split train/val/test = %d/%d/%d%s",
-             len(labels), len(classes), "files" if by_files else (
-                 f"fold {cfg.data.fold} of {cfg.data.folds}" if cfg.data.split == SplitMode.kfold else "stratified"),
-             len(split.train), len(split.val),
-             len(split.test), " (max_train_samples / max_eval_samples)" if cfg.data.max_train_samples is not None
-             or cfg.data.max_eval_samples is not None else "")
+    log.info(
+        "data: %d records, %d classes; %s split train/val/test = %d/%d/%d%s",
+        len(labels),
+        len(classes),
+        "files"
+        if by_files
+        else (f"fold {cfg.data.fold} of {cfg.data.folds}" if cfg.data.split == SplitMode.kfold else "stratified"),
+        len(split.train),
+        len(split.val),
+        len(split.test),
+        " (max_train_samples / max_eval_samples)"
+        if cfg.data.max_train_samples is not None or cfg.data.max_eval_samples is not None
+        else "",
+    )
     return PreparedData(dataset, classes, labels, split)
 
 
@@ -287,16 +397,20 @@ def _setup_tokenizer(cfg: Config, backbone: Backbone, classes: ClassIndex, run_d
         write_json(run_dir / ID_TO_LABEL_FILE, classes.id_to_label())
         with atomic_dir(run_dir / TOKENIZER_DIR) as tmp:
             tokenizer.save_pretrained(tmp)
-    log.info("tokenizer: %s, %d tokens, texts truncated to %d", type(tokenizer).__name__, len(tokenizer),
-             cfg.data.max_length)
+    log.info(
+        "tokenizer: %s, %d tokens, texts truncated to %d", type(tokenizer).__name__, len(tokenizer), cfg.data.max_length
+    )
     return tokenizer
 
 
 def _class_weights(cfg: Config, classes: ClassIndex, train_labels: list[int]) -> torch.Tensor | None:
     weights = class_weights(train_labels, len(classes), cfg.training.class_weights)
     if weights is not None:
-        log.info("loss: class weights (%s) %s", cfg.training.class_weights.value,
-                 ", ".join(f"{name}={w:.3f}" for name, w in zip(classes.labels, weights.tolist())))
+        log.info(
+            "loss: class weights (%s) %s",
+            cfg.training.class_weights.value,
+            ", ".join(f"{name}={w:.3f}" for name, w in zip(classes.labels, weights.tolist())),
+        )
     return weights
 
 
@@ -307,14 +421,25 @@ def _setup_device(cfg: Config, dist: Dist) -> tuple[torch.device, Precision]:
     return device, precision
 
 
-def _setup_model(cfg: Config, backbone: Backbone, tokenizer, texts: list[str], labels: list[int], split: Split,
-                 num_classes: int, device: torch.device, precision: Precision, dist: Dist) -> BuiltModel:
+def _setup_model(
+    cfg: Config,
+    backbone: Backbone,
+    tokenizer,
+    texts: list[str],
+    labels: list[int],
+    split: Split,
+    num_classes: int,
+    device: torch.device,
+    precision: Precision,
+    dist: Dist,
+) -> BuiltModel:
     """The texts tokenized once (truncated or chunked), then the builder of the run's training path."""
     path = training_path(cfg)
     log.info("training path: %s", path.value)
     tokenized = TokenizedTexts(texts, labels, tokenizer, cfg.data.max_length, chunking_of(cfg.data))
-    return build(BuildInputs(cfg, path, backbone, tokenizer, texts, tokenized, split, num_classes, device, precision,
-                             dist))
+    return build(
+        BuildInputs(cfg, path, backbone, tokenizer, texts, tokenized, split, num_classes, device, precision, dist)
+    )
 
 
 def _test_with_best_weights(run_dir: Path, built: BuiltModel, precision: Precision, device: torch.device, dist: Dist):
@@ -328,13 +453,18 @@ def _test_with_best_weights(run_dir: Path, built: BuiltModel, precision: Precisi
 def _setup_trainer(cfg: Config, built: BuiltModel, precision: Precision, device: torch.device, dist: Dist) -> Trainer:
     """AdamW + warm-up and schedule + loss scaler; the model DDP-wrapped under torchrun. Logs one line."""
     t = cfg.training
-    optimizer = build_optimizer(built.model, t.learning_rate, t.encoder_learning_rate, t.weight_decay,
-                                t.fused_optimizer)
+    optimizer = build_optimizer(
+        built.model, t.learning_rate, t.encoder_learning_rate, t.weight_decay, t.fused_optimizer
+    )
     total_steps = optimizer_steps(len(built.loaders.train), t.gradient_accumulation_steps, t.epochs)
     scheduler = build_scheduler(optimizer, total_steps, t.warmup_ratio, t.lr_schedule)
-    log.info("optimizer: AdamW%s, groups %s; %s schedule, %d optimizer steps",
-             " (fused)" if optimizer.defaults.get("fused") else "", [g["name"] for g in optimizer.param_groups],
-             t.lr_schedule.value, total_steps)
+    log.info(
+        "optimizer: AdamW%s, groups %s; %s schedule, %d optimizer steps",
+        " (fused)" if optimizer.defaults.get("fused") else "",
+        [g["name"] for g in optimizer.param_groups],
+        t.lr_schedule.value,
+        total_steps,
+    )
     model = wrap(built.model, dist, device)
     if dist.enabled:
         torch.manual_seed(init_seed(cfg) + dist.rank)  # same initial weights (DDP checks), own dropout masks
@@ -344,19 +474,37 @@ def _setup_trainer(cfg: Config, built: BuiltModel, precision: Precision, device:
 def _resume_from(state_path: Path, trainer: Trainer, data_id: dict, cfg: Config, n_batches: int):
     saved = load_state(state_path)
     progress = restore(saved, trainer, data_id, state_path)
-    log.info("resuming at epoch %d, batch %d/%d (%d optimizer steps done, best val/%s %.4f at epoch %d)",
-             progress.epoch, progress.batches_done, n_batches, progress.opt_steps,
-             cfg.training.best_metric.value, progress.best_value, progress.best_epoch)
+    log.info(
+        "resuming at epoch %d, batch %d/%d (%d optimizer steps done, best val/%s %.4f at epoch %d)",
+        progress.epoch,
+        progress.batches_done,
+        n_batches,
+        progress.opt_steps,
+        cfg.training.best_metric.value,
+        progress.best_value,
+        progress.best_epoch,
+    )
     return progress, saved["rng"]  # the weights are in the model now; keep only the RNG states
 
 
 def _write_freeze_proof(run_dir: Path, built: BuiltModel, backbone: Backbone) -> None:
     evidence = built.freeze
-    proof = build_freeze_proof(evidence.before, evidence.after(), built.model, str(backbone.folder),
-                               evidence.encoder_parameters, evidence.how, evidence.trained)
+    proof = build_freeze_proof(
+        evidence.before,
+        evidence.after(),
+        built.model,
+        str(backbone.folder),
+        evidence.encoder_parameters,
+        evidence.how,
+        evidence.trained,
+    )
     proof.write(run_dir)
-    log.info("freeze proof: %s (encoder sha256 %s -> %s)", proof.verdict, proof.encoder_sha256_before[:12],
-             proof.encoder_sha256_after[:12])
+    log.info(
+        "freeze proof: %s (encoder sha256 %s -> %s)",
+        proof.verdict,
+        proof.encoder_sha256_before[:12],
+        proof.encoder_sha256_after[:12],
+    )
 
 
 def _main_first(dist: Dist, build):

@@ -27,11 +27,13 @@ def optimizer_steps(batches_per_epoch: int, accumulation: int, epochs: int) -> i
 HF_NAMES = {LrSchedule.linear: "linear", LrSchedule.cosine: "cosine", LrSchedule.constant: "constant_with_warmup"}
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float,
-                    kind: LrSchedule = LrSchedule.linear) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float, kind: LrSchedule = LrSchedule.linear
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR (its state_dict is the step count, so a resumed run continues it exactly)."""
-    return get_scheduler(HF_NAMES[kind], optimizer, num_warmup_steps=int(total_steps * warmup_ratio),
-                         num_training_steps=total_steps)
+    return get_scheduler(
+        HF_NAMES[kind], optimizer, num_warmup_steps=int(total_steps * warmup_ratio), num_training_steps=total_steps
+    )
 
 
 def accumulation_window(step: int, accumulation: int, batches_per_epoch: int) -> int:

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from finetune_pipeline.artifacts.atomic import save_torch
-from finetune_pipeline.runtime.distributed import unwrap
 from finetune_pipeline.data.split import Split
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.runtime.distributed import unwrap
 
 FORMAT = 1
 
@@ -73,10 +73,14 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     encoder = [(n, p) for n, p in model.named_parameters() if n.startswith("encoder.")]
     training = {n for n, p in encoder if p.requires_grad}
     if training and len(training) < len(encoder):  # adapters in a frozen encoder
-        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-                if not k.startswith("encoder.") or k in training}
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-            if training or not k.startswith("encoder.")}
+        return {
+            k: v.detach().cpu().clone()
+            for k, v in model.state_dict().items()
+            if not k.startswith("encoder.") or k in training
+        }
+    return {
+        k: v.detach().cpu().clone() for k, v in model.state_dict().items() if training or not k.startswith("encoder.")
+    }
 
 
 def save_state(path: Path, progress: Progress, trainer: Trainer, data: dict[str, str]) -> None:
@@ -89,7 +93,7 @@ def save_state(path: Path, progress: Progress, trainer: Trainer, data: dict[str,
         "scheduler": trainer.scheduler.state_dict(),
         "scaler": trainer.scaler.state_dict() if trainer.scaler.is_enabled() else {},
         "rng": {
-            "python": list(python_state) + [python_gauss],
+            "python": [*list(python_state), python_gauss],
             "python_version": python_version,
             "numpy": _numpy_rng(),
             "torch": torch.get_rng_state(),
@@ -113,8 +117,10 @@ def load_state(path: Path) -> dict:
 def restore(state: dict, trainer: Trainer, data: dict[str, str], path: Path) -> Progress:
     """Put model, optimizer, scheduler and scaler back; RNGs are restored separately (``restore_rng``)."""
     if state["data"].get("processes", 1) != data["processes"]:
-        raise PipelineError(f"{path}: this run was trained by {state['data'].get('processes', 1)} process(es), "
-                            f"not {data['processes']}; resume it with the same torchrun --nproc_per_node (x nodes)")
+        raise PipelineError(
+            f"{path}: this run was trained by {state['data'].get('processes', 1)} process(es), "
+            f"not {data['processes']}; resume it with the same torchrun --nproc_per_node (x nodes)"
+        )
     if state["data"] != data:
         raise PipelineError(
             f"{path}: the data changed since this run started (raw fingerprint "
@@ -123,7 +129,9 @@ def restore(state: dict, trainer: Trainer, data: dict[str, str], path: Path) -> 
         )
     missing, unexpected = unwrap(trainer.model).load_state_dict(state["model"], strict=False)
     if unexpected or any(not k.startswith("encoder.") for k in missing):
-        raise PipelineError(f"{path}: its weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise PipelineError(
+            f"{path}: its weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.scheduler.load_state_dict(state["scheduler"])
     if trainer.scaler.is_enabled() and state["scaler"]:

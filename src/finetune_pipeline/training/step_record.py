@@ -35,8 +35,17 @@ class StepRecord:
         rate = self._texts / max(now - self._since, 1e-9)
         self._texts, self._since = 0, now
         lrs = {str(g.get("name", i)): g["lr"] for i, g in enumerate(optimizer.param_groups)}
-        self._write({"kind": "step", "epoch": epoch, "step": step, "opt_steps": opt_steps, "loss": loss, "lr": lrs,
-                     "texts_per_second": rate})
+        self._write(
+            {
+                "kind": "step",
+                "epoch": epoch,
+                "step": step,
+                "opt_steps": opt_steps,
+                "loss": loss,
+                "lr": lrs,
+                "texts_per_second": rate,
+            }
+        )
 
     def epoch(self, entry: dict) -> None:
         self._write({"kind": "epoch", **entry})
