@@ -95,7 +95,7 @@ def test_split_by_files_refuses_a_class_missing_from_a_split():
     from finetune_pipeline.data.split import split_by_files
 
     files = ["train.json", "train.json", "val.json", "val.json", "test.json"]
-    with pytest.raises(PipelineError, match=r"the test files have no record of 'Sport \(b\)'"):
+    with pytest.raises(PipelineError, match=r"data.split=files: the test split has no record of 'Sport \(b\)'"):
         split_by_files(files, [0, 1, 0, 1, 0], {0: "Economy (a)", 1: "Sport (b)"})
 
 

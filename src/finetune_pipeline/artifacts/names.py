@@ -8,6 +8,7 @@
   metrics.json                     artifacts/metrics_record.RunMetrics
   metrics.jsonl                    the step log (training/step_record)
   freeze_proof.json                artifacts/freeze_proof.FreezeProof
+  data_report.json, .md, .png      data/report.DataReport: classes, duplicates, leakage, lengths
   train.log
   train_state.pt                   while the run can be resumed (training/state)
   failed.json                      a run that did not finish (artifacts/failure_record)
@@ -26,6 +27,9 @@ TOKENIZER_DIR = "tokenizer"
 METRICS_FILE = "metrics.json"
 STEP_LOG_FILE = "metrics.jsonl"
 FREEZE_PROOF_FILE = "freeze_proof.json"
+DATA_REPORT_FILE = "data_report.json"
+DATA_REPORT_MARKDOWN = "data_report.md"
+DATA_REPORT_PLOT = "data_report.png"
 TRAIN_LOG_FILE = "train.log"
 STATE_FILE = "train_state.pt"
 FAILURE_FILE = "failed.json"

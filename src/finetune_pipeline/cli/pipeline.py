@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from finetune_pipeline.artifacts.names import BEST_MODEL_FILE, EVALUATION_DIR, FINAL_MODEL_FILE
+from finetune_pipeline.cli import inspect_data
 from finetune_pipeline.cli.arguments import OneLineParser, milliseconds, port_number, positive_int, seconds
 from finetune_pipeline.cli.errors import exit_status
 from finetune_pipeline.errors import PipelineError
@@ -198,7 +199,9 @@ def convert_config(args: argparse.Namespace) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="finetune-pipeline", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(
-        required=True, metavar="{predict,evaluate,export,push,serve,convert-config}", parser_class=OneLineParser
+        required=True,
+        metavar="{predict,evaluate,export,push,serve,inspect-data,convert-config}",
+        parser_class=OneLineParser,
     )
     for name, func, help_text, input_help in (
         (
@@ -360,6 +363,7 @@ def _parser() -> argparse.ArgumentParser:
         type=positive_int,
         help="intra-op threads per inference process (default: the cores shared out among the workers)",
     )
+    inspect_data.add_parser(commands)
     sub = commands.add_parser(
         "convert-config",
         help="the original pipeline's train_config.json as conf/experiment/NAME.yaml",

@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from finetune_pipeline.cli.errors import exit_status
 from finetune_pipeline.config.load import register_resolvers, to_config
 from finetune_pipeline.config.schema import register_configs
-from finetune_pipeline.data.preprocess import preprocess
+from finetune_pipeline.data.preprocess import ensure_preprocessed
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.paths import project_root
 from finetune_pipeline.runtime.logs import log_to_stderr
@@ -26,8 +26,9 @@ from finetune_pipeline.runtime.logs import log_to_stderr
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="finetune-preprocess",
-        description="Merge the raw JSON parts of data.raw_dir into the combined dataset and the label -> symbol "
-        "mapping (data.dataset_path, data.label_mapping_path), as train.py does before training.",
+        description="Merge the raw parts of data.raw_dir (or a Hugging Face dataset) into the combined dataset "
+        "and the label -> symbol mapping in the source's processed folder (data/processed/<name>-<hash>/, or "
+        "data.dataset_path / data.label_mapping_path), as train.py does before training.",
     )
     parser.add_argument(
         "overrides",
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = compose(config_name="config", overrides=args.overrides)
         except (HydraException, OmegaConfBaseException) as e:
             raise PipelineError(str(e).splitlines()[0]) from None
-        preprocess(to_config(cfg).data)
+        ensure_preprocessed(to_config(cfg).data, force=True)
 
     return exit_status(
         command,

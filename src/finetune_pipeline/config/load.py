@@ -264,9 +264,13 @@ def _check_data_paths(d) -> None:
     """What preprocessing and the cache write must never land on the raw data, or on each other."""
     raw = resolve_path(d.raw_dir).resolve()
     written = {
-        "data.dataset_path": resolve_path(d.dataset_path).resolve(),
-        "data.label_mapping_path": resolve_path(d.label_mapping_path).resolve(),
+        "data.processed_dir": resolve_path(d.processed_dir).resolve(),
         "data.cache_dir": resolve_path(d.cache_dir).resolve(),
+        **{
+            f"data.{key}": resolve_path(getattr(d, key)).resolve()
+            for key in ("dataset_path", "label_mapping_path")
+            if getattr(d, key)
+        },
     }
     for key, path in written.items():
         if path == raw or raw in path.parents:
@@ -274,7 +278,7 @@ def _check_data_paths(d) -> None:
                 f"{key}={path} lies inside data.raw_dir={raw}; preprocessing and the cache would "
                 "write into the raw data (and read their own files back as raw parts)"
             )
-    if written["data.dataset_path"] == written["data.label_mapping_path"]:
+    if "data.dataset_path" in written and written["data.dataset_path"] == written.get("data.label_mapping_path"):
         raise PipelineError(
             f"data.dataset_path and data.label_mapping_path are the same file ({written['data.dataset_path']})"
         )

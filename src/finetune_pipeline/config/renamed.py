@@ -25,8 +25,17 @@ def check_overrides(overrides: list[str]) -> None:
             raise PipelineError(f"{key} is now {RENAMED[key]}: use {override.replace(key, RENAMED[key], 1)}")
 
 
+# keys added since: the value that reads an earlier run's config as it ran (its explicit processed paths
+# are kept, so processed_dir goes unused; leakage was only reported)
+ADDED = {"data": {"processed_dir": "data/processed", "leakage": "warn"}}
+
+
 def migrate_stored(stored: dict) -> dict:
-    """A stored config (plain dict) with the old flat adapter keys moved to their new places."""
+    """A stored config (plain dict) with the old flat adapter keys moved to their new places and the
+    keys added since filled in as the run ran."""
+    for group, values in ADDED.items():
+        if isinstance(stored.get(group), dict):
+            stored = {**stored, group: {**values, **stored[group]}}
     adapter = stored.get("adapter")
     if not isinstance(adapter, dict) or not any(k in adapter for k in ("rank", "layers")):
         return stored

@@ -46,9 +46,16 @@ class BestMetric(str, Enum):
 
 
 class SplitMode(str, Enum):
+    auto = "auto"  # the parts' own split when every part's name says its split (or a HF dataset's), else stratified
     stratified = "stratified"  # scikit-learn stratified split by train_ratio / val_ratio and seed
     files = "files"  # keep the raw parts' own split: file names containing train / val|valid|dev / test
     kfold = "kfold"  # stratified k-fold: test = fold data.fold of data.folds, validation carved from the rest
+
+
+class LeakagePolicy(str, Enum):
+    warn = "warn"  # a WARNING and the data report's count
+    error = "error"  # refuse to train
+    drop = "drop"  # remove the train records whose text is also in val or test
 
 
 class LongText(str, Enum):
@@ -92,9 +99,11 @@ class DataConfig:
     label_field: str = MISSING  # key or column of the label ("output")
     hf: HfDatasetConfig = field(default_factory=HfDatasetConfig)
     cache_dir: str = MISSING  # feature cache and remembered backbone hashes (safe to delete)
-    dataset_path: str = MISSING  # merged, output -> symbol
-    label_mapping_path: str = MISSING  # label -> symbol
+    processed_dir: str = MISSING  # each source's processed folder, <processed_dir>/<name>-<hash of its location>/
+    dataset_path: str | None = MISSING  # merged, output -> symbol; null: in the source's processed folder
+    label_mapping_path: str | None = MISSING  # label -> symbol; null: in the source's processed folder
     split: SplitMode = MISSING
+    leakage: LeakagePolicy = MISSING  # texts in train and also in val or test: warn | error | drop
     max_length: int = MISSING  # tokens per text after truncation (special tokens included)
     train_ratio: float = MISSING  # share of records for training
     val_ratio: float = MISSING  # share for validation; the rest is the test split

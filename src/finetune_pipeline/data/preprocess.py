@@ -15,18 +15,29 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock
+
 from finetune_pipeline.artifacts.atomic import write_json
 from finetune_pipeline.backbone.identity import file_sha256
 from finetune_pipeline.config.schema import DataConfig
 from finetune_pipeline.data.hf_source import hf_fingerprint, read_hf_dataset
 from finetune_pipeline.data.raw_reader import DEFAULT_FIELDS, Record, list_raw_files, read_raw_file
+from finetune_pipeline.data.source import (
+    DATASET_FILE,
+    LEGACY_FOLDER,
+    MAPPING_FILE,
+    ProcessedPaths,
+    legacy_mapping,
+    processed_paths,
+)
 from finetune_pipeline.data.symbols import extend_mapping, symbol_to_index
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.paths import resolve_path
+from finetune_pipeline.paths import project_root, resolve_path
 
 log = logging.getLogger(__name__)
 
 META_NAME = "preprocess_meta.json"
+LOCK_NAME = ".preprocess.lock"
 META_FORMAT = 4  # bump when the meta file gains fields that load_combined needs
 
 
@@ -37,6 +48,7 @@ class CombinedDataset:
     label_to_symbol: dict[str, str]  # original label -> symbol (every label ever seen)
     fingerprint: str  # of the raw files it was built from
     files: list[str]  # raw part of each record (for data.split=files)
+    duplicates_dropped: int = 0  # exact (text, label) duplicates preprocessing dropped
 
 
 def raw_fingerprint(contents: dict[str, bytes]) -> str:
@@ -91,7 +103,8 @@ def _read_all(files: list[Path]) -> dict[str, bytes]:
 
 def stale_reason(cfg: DataConfig) -> str | None:
     """Why the combined dataset must be (re)built, or None when it is up to date."""
-    dataset, mapping = resolve_path(cfg.dataset_path), resolve_path(cfg.label_mapping_path)
+    paths = processed_paths(cfg)
+    dataset, mapping = paths.dataset, paths.mapping
     meta = dataset.parent / META_NAME
     if not dataset.is_file() or not mapping.is_file():
         return f"{dataset.name} or {mapping.name} is missing"
@@ -113,7 +126,8 @@ def stale_reason(cfg: DataConfig) -> str | None:
 
 def preprocess(cfg: DataConfig) -> dict:
     """Build the combined dataset and mapping; returns the summary also stored in the meta file."""
-    dataset_path, mapping_path = resolve_path(cfg.dataset_path), resolve_path(cfg.label_mapping_path)
+    paths = processed_paths(cfg)
+    dataset_path, mapping_path = paths.dataset, paths.mapping
     records, fingerprint, parts = _read_source(cfg)
     _report_normalised_labels(records)
 
@@ -123,7 +137,7 @@ def preprocess(cfg: DataConfig) -> dict:
         examples = "; ".join(f"{t[:60]!r} -> {sorted(labels)}" for t, labels in list(conflicts.items())[:3])
         log.warning("%d texts appear under more than one label (kept as they are): %s", len(conflicts), examples)
 
-    mapping = extend_mapping(_read_mapping(mapping_path), (r.label for r in unique))
+    mapping = extend_mapping(_starting_mapping(cfg, paths, {r.label for r in unique}), (r.label for r in unique))
     combined = [{"input": r.text, "output": mapping[r.label]} for r in unique]
     summary = {
         "format": META_FORMAT,
@@ -160,18 +174,28 @@ def preprocess(cfg: DataConfig) -> dict:
     return summary
 
 
-def ensure_preprocessed(cfg: DataConfig) -> None:
-    reason = stale_reason(cfg)
-    if reason is None:
-        log.info("combined dataset is up to date with %s", source_name(cfg))
-        return
-    log.info("preprocessing %s: %s", source_name(cfg), reason)
-    preprocess(cfg)
+def ensure_preprocessed(cfg: DataConfig, force: bool = False) -> None:
+    """Preprocess when the source changed (``force``: always); two processes on one source: one
+    builds, the other waits for it and then finds it up to date."""
+    paths = processed_paths(cfg)
+    if force or stale_reason(cfg) is not None:
+        try:
+            paths.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PipelineError(f"{paths.folder}: cannot create the processed folder ({e.strerror or e})") from None
+        with FileLock(str(paths.folder / LOCK_NAME)):
+            reason = "finetune-preprocess" if force else stale_reason(cfg)  # another may have built it meanwhile
+            if reason is not None:
+                log.info("preprocessing %s: %s", source_name(cfg), reason)
+                preprocess(cfg)
+                return
+    log.info("combined dataset is up to date with %s: %s", source_name(cfg), paths.folder)
 
 
 def load_combined(cfg: DataConfig) -> CombinedDataset:
     """Read the combined dataset and mapping, checking that every symbol is in the mapping."""
-    dataset_path, mapping_path = resolve_path(cfg.dataset_path), resolve_path(cfg.label_mapping_path)
+    paths = processed_paths(cfg)
+    dataset_path, mapping_path = paths.dataset, paths.mapping
     mapping = _read_mapping(mapping_path)
     known = set(mapping.values())
     try:
@@ -192,7 +216,14 @@ def load_combined(cfg: DataConfig) -> CombinedDataset:
         raise PipelineError(
             f"{dataset_path.parent / META_NAME}: out of step with {dataset_path.name}; delete both to rebuild"
         )
-    return CombinedDataset(texts, symbols, mapping, meta["raw_fingerprint"], [names[i] for i in index])
+    return CombinedDataset(
+        texts,
+        symbols,
+        mapping,
+        meta["raw_fingerprint"],
+        [names[i] for i in index],
+        int(meta.get("duplicates_dropped", 0)),
+    )
 
 
 def _report_normalised_labels(records: list[Record]) -> None:
@@ -231,6 +262,31 @@ def _texts_with_several_labels(records: list[Record]) -> dict[str, set[str]]:
     return {t: labels for t, labels in labels_of.items() if len(labels) > 1}
 
 
+def _starting_mapping(cfg: DataConfig, paths: ProcessedPaths, labels: set[str]) -> dict[str, str]:
+    """The symbols labels already have: the source's mapping file, or (a source's first preprocessing
+    in its own folder) those an earlier version gave it in the shared data/combined_processed/."""
+    if paths.mapping.is_file() or not paths.derived:
+        return _read_mapping(paths.mapping)
+    legacy = project_root() / LEGACY_FOLDER
+    if not (legacy / DATASET_FILE).is_file():
+        return {}
+    kept = legacy_mapping(source_name(cfg), labels)
+    try:
+        _check_mapping(legacy / MAPPING_FILE, kept)
+    except PipelineError:
+        kept = {}
+    log.info(
+        "%s now has its own processed folder %s; %s",
+        source_name(cfg),
+        paths.folder,
+        f"its {len(kept)} labels keep the symbols {LEGACY_FOLDER}/ gave them"
+        if kept
+        else f"{LEGACY_FOLDER}/ (shared by every source before) is left as it is; set data.dataset_path / "
+        "data.label_mapping_path to its files to keep using them",
+    )
+    return kept
+
+
 def _read_mapping(path: Path) -> dict[str, str]:
     """An existing label -> symbol mapping (empty when absent), validated."""
     if not path.is_file():
@@ -241,6 +297,11 @@ def _read_mapping(path: Path) -> dict[str, str]:
         raise PipelineError(f"{path}: cannot read label mapping: {e}") from None
     if not isinstance(mapping, dict):
         raise PipelineError(f"{path}: label mapping must be a JSON object of label -> symbol")
+    _check_mapping(path, mapping)
+    return mapping
+
+
+def _check_mapping(path: Path, mapping: dict) -> None:
     for label, symbol in mapping.items():
         try:
             symbol_to_index(symbol)
@@ -248,4 +309,3 @@ def _read_mapping(path: Path) -> dict[str, str]:
             raise PipelineError(f"{path}: label {label!r}: {symbol!r} is not a symbol (a..z, aa, ..)") from None
     if len(set(mapping.values())) != len(mapping):
         raise PipelineError(f"{path}: two labels share one symbol")
-    return mapping

@@ -134,16 +134,21 @@ def split_by_files(files: list[str], labels: list[int], names: dict[int, str]) -
                 f"data.split=files: no raw file for the {split} split among {sorted(set(files))} "
                 "(a file name needs one of the words train, val/valid/dev, or test)"
             )
-    y = np.asarray(labels)
-    for split, indices in parts.items():
+    split = Split(*(np.asarray(parts[s], dtype=np.int64) for s in ("train", "val", "test")))
+    require_every_class(split, np.asarray(labels), names, "data.split=files")
+    return split
+
+
+def require_every_class(split: Split, y: np.ndarray, names: dict[int, str], context: str) -> None:
+    """Every class in train, val and test: else it is never validated or tested (refused)."""
+    for part, indices in zip(("train", "val", "test"), split):
         missing = sorted(set(range(len(names))) - set(y[indices].tolist()))
         if missing:
             listed = ", ".join(repr(names[c]) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
             raise PipelineError(
-                f"data.split=files: the {split} files have no record of {listed}; every class needs "
+                f"{context}: the {part} split has no record of {listed}; every class needs "
                 "records in train, val and test (or use data.split=stratified)"
             )
-    return Split(*(np.asarray(parts[s], dtype=np.int64) for s in ("train", "val", "test")))
 
 
 def split_of_file(file_name: str) -> str:

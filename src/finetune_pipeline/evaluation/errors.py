@@ -11,18 +11,16 @@ The loss of a text is -log p(true class): a confident mistake costs most.
 
 from __future__ import annotations
 
-import html
-import re
 from pathlib import Path
 
 import numpy as np
 
 from finetune_pipeline.artifacts.atomic import write_jsonl
+from finetune_pipeline.artifacts.markdown import markdown_cell, one_line
 from finetune_pipeline.evaluation.statistics import per_class_f1_intervals
 
 HIGHEST_LOSS = 20  # texts listed in errors.md
 PAIRS = 10  # confused pairs listed
-_MARKDOWN = re.compile(r"([\\`*_\[\]#|~])")  # what could end a table cell, start markup or a link
 
 
 def text_losses(y_true: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -115,14 +113,3 @@ def write_errors(
         for label, symbol, n, (f1, ci) in zip(labels, symbols, support, per_class)
     ]
     (folder / "errors.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def markdown_cell(text: str) -> str:
-    """Inert inside a Markdown table cell: one line, no markup, no HTML (a label, a text, a name)."""
-    return _MARKDOWN.sub(r"\\\1", html.escape(" ".join(str(text).split()), quote=True))
-
-
-def one_line(text: str, limit: int = 160) -> str:
-    """A text on one line, cut to ``limit`` characters."""
-    one = " ".join(text.split())
-    return one if len(one) <= limit else one[: limit - 1] + "…"

@@ -16,9 +16,9 @@ from pathlib import Path
 import yaml
 
 from finetune_pipeline.artifacts.freeze_proof import FreezeProof
+from finetune_pipeline.artifacts.markdown import markdown_cell
 from finetune_pipeline.artifacts.metrics_record import RunMetrics
 from finetune_pipeline.artifacts.names import CONFIG_DIR, FREEZE_PROOF_FILE, METRICS_FILE
-from finetune_pipeline.evaluation.errors import markdown_cell
 from finetune_pipeline.export.local_paths import public_path, without_machine_paths
 
 

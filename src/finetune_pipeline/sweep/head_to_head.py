@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from finetune_pipeline.artifacts.markdown import one_line
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.evaluation.errors import one_line
 from finetune_pipeline.evaluation.statistics import (
     accuracy,
     macro_f1,

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers.utils import logging as hf_logging
 
@@ -30,6 +31,9 @@ from finetune_pipeline.artifacts.freeze_proof import build_freeze_proof, combine
 from finetune_pipeline.artifacts.metrics_record import BestEpoch, RunMetrics
 from finetune_pipeline.artifacts.names import (
     BEST_MODEL_FILE,
+    DATA_REPORT_FILE,
+    DATA_REPORT_MARKDOWN,
+    DATA_REPORT_PLOT,
     EVALUATION_DIR,
     FAILURE_FILE,
     FINAL_MODEL_FILE,
@@ -48,12 +52,14 @@ from finetune_pipeline.backbone.identity import config_sha256
 from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_backbone
 from finetune_pipeline.config.differences import flatten
 from finetune_pipeline.config.load import training_path
-from finetune_pipeline.config.schema import Config, SplitMode, TrainingPath, init_seed
+from finetune_pipeline.config.schema import Config, DataConfig, LeakagePolicy, TrainingPath, init_seed
 from finetune_pipeline.data.batches import TokenizedTexts, chunking_of
+from finetune_pipeline.data.choose_split import choose_split
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.hf_source import keeps_own_split
 from finetune_pipeline.data.preprocess import CombinedDataset, ensure_preprocessed, load_combined, source_name
-from finetune_pipeline.data.split import Split, kfold_split, limit_samples, split_by_files, stratified_split
+from finetune_pipeline.data.report import Leakage, build_report, find_leakage, leakage_line
+from finetune_pipeline.data.split import Split, limit_samples
 from finetune_pipeline.errors import PipelineError, error_line
 from finetune_pipeline.evaluation.report import write_evaluation
 from finetune_pipeline.model.loading import restore_weights
@@ -80,6 +86,9 @@ log = logging.getLogger(__name__)
 # what a finished run sends to its trackers besides metrics (train.log goes at the very end)
 TRACKED_ARTIFACTS = [
     METRICS_FILE,
+    DATA_REPORT_FILE,
+    DATA_REPORT_MARKDOWN,
+    DATA_REPORT_PLOT,
     FREEZE_PROOF_FILE,
     LABEL_TO_ID_FILE,
     ID_TO_LABEL_FILE,
@@ -182,6 +191,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
         dist, lambda: locate_backbone(cfg.backbone, cfg.data.max_length, dataset.texts, dataset.fingerprint)
     )
     tokenizer = _setup_tokenizer(cfg, backbone, classes, run_dir, dist)
+    if dist.is_main:
+        _write_data_report(cfg, data, tokenizer, run_dir, trackers)
     device, precision = _setup_device(cfg, dist)
     # 3. the model and its loaders, as the training path builds them
     built = _setup_model(cfg, backbone, tokenizer, dataset.texts, labels, split, len(classes), device, precision, dist)
@@ -275,6 +286,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
             "source": source_name(cfg.data),
             "text_field": cfg.data.text_field,
             "label_field": cfg.data.label_field,
+            "split": data.split_how,
+            "leakage": data.leakage.count,
         },
         backbone={**identity.as_dict(), "pretrained": backbone.pretrained},
         features=built.features,
@@ -338,6 +351,8 @@ class PreparedData:
     classes: ClassIndex
     labels: list[int]  # class id of each record
     split: Split
+    split_how: str  # stratified | files [(val carved from train)] | fold k of K
+    leakage: Leakage  # of the split as chosen (before data.leakage=drop)
 
 
 def _setup_data(cfg: Config, dist: Dist) -> PreparedData:
@@ -353,39 +368,85 @@ def _setup_data(cfg: Config, dist: Dist) -> PreparedData:
             f"{source_name(cfg.data)}: every record has the label {classes.labels[0]!r}; "
             "a classifier needs at least 2 classes"
         )
-    if cfg.data.split == SplitMode.kfold and keeps_own_split(cfg.data):
-        raise PipelineError(
-            "data.split=kfold: data.hf.splits maps train, val and test, so the dataset would keep its "
-            "own split; set one to null (e.g. data.hf.splits.test=null) to cut its records into folds"
-        )
-    by_files = cfg.data.split == SplitMode.files or keeps_own_split(cfg.data)
-    if by_files:
-        split = split_by_files(dataset.files, labels, classes.display_names())
-    elif cfg.data.split == SplitMode.kfold:
-        split = kfold_split(
-            labels, cfg.data.folds, cfg.data.fold, cfg.data.val_ratio, cfg.data.seed, classes.display_names()
-        )
-    else:
-        split = stratified_split(
-            labels, cfg.data.train_ratio, cfg.data.val_ratio, cfg.data.seed, classes.display_names()
-        )
-    if cfg.data.max_train_samples is not None or cfg.data.max_eval_samples is not None:
+    chosen = choose_split(cfg.data, dataset.files, labels, classes.display_names(), keeps_own_split(cfg.data))
+    leakage = find_leakage(dataset.texts, [classes.labels[c] for c in labels], chosen.split)
+    split = _apply_leakage_policy(cfg.data, chosen.split, leakage)
+    limited = cfg.data.max_train_samples is not None or cfg.data.max_eval_samples is not None
+    if limited:
         split = limit_samples(split, labels, cfg.data.max_train_samples, cfg.data.max_eval_samples, cfg.data.seed)
+    log.info("split: %s (%s)", chosen.how, chosen.why)
     log.info(
         "data: %d records, %d classes; %s split train/val/test = %d/%d/%d%s",
         len(labels),
         len(classes),
-        "files"
-        if by_files
-        else (f"fold {cfg.data.fold} of {cfg.data.folds}" if cfg.data.split == SplitMode.kfold else "stratified"),
+        chosen.how,
         len(split.train),
         len(split.val),
         len(split.test),
-        " (max_train_samples / max_eval_samples)"
-        if cfg.data.max_train_samples is not None or cfg.data.max_eval_samples is not None
-        else "",
+        " (max_train_samples / max_eval_samples)" if limited else "",
     )
-    return PreparedData(dataset, classes, labels, split)
+    return PreparedData(dataset, classes, labels, split, chosen.how, leakage)
+
+
+def _apply_leakage_policy(cfg: DataConfig, split: Split, leakage: Leakage) -> Split:
+    """``data.leakage``: warn (the report counts it), error (refuse) or drop (the train records whose
+    text is also in val or test)."""
+    if not leakage.count and not leakage.train_rows:
+        return split
+    shown = leakage.examples[0]["text"] if leakage.examples else ""
+    if cfg.leakage == LeakagePolicy.error:
+        raise PipelineError(
+            f"data.leakage=error: {leakage.count} val/test records have their text in an earlier split "
+            f"{leakage.pairs} (e.g. {shown!r}); data.leakage=drop removes them from train"
+        )
+    if cfg.leakage == LeakagePolicy.drop:
+        dropped = set(leakage.train_rows)
+        kept = np.asarray([i for i in split.train if int(i) not in dropped], dtype=np.int64)
+        log.warning(
+            "data.leakage=drop: %d train records removed, their text is also in val or test%s",
+            len(dropped),
+            " (val and test still share texts)" if leakage.pairs["val-test"] else "",
+        )
+        return Split(kept, split.val, split.test)
+    log.warning("leakage: %s (e.g. %r)", leakage_line(leakage.pairs), shown)
+    return split
+
+
+def _write_data_report(cfg: Config, data: PreparedData, tokenizer, run_dir: Path, trackers: Trackers) -> None:
+    """data_report.json / .md / .png into the run folder (the split as trained); its findings logged."""
+    labels = [data.classes.labels[c] for c in data.labels]
+    report = build_report(
+        source_name(cfg.data),
+        data.dataset.texts,
+        labels,
+        data.split,
+        data.split_how,
+        tokenizer,
+        cfg.data.max_length,
+        cfg.data.leakage.value,
+        data.dataset.duplicates_dropped,
+        cfg.data.long_text.value,
+        data.leakage,
+    )
+    report.write(run_dir)
+    for warning in report.warnings():
+        if not warning.startswith("leakage"):  # said already when the split was made
+            log.warning("data report: %s", warning)
+    log.info(
+        "data report: %s (leakage %d, conflicts %d, %.1f%% truncated at %d tokens)",
+        run_dir / DATA_REPORT_FILE,
+        report.leakage["cross_split"]["count"],
+        report.conflicts["count"],
+        100 * report.lengths["truncated_share"],
+        cfg.data.max_length,
+    )
+    trackers.set_tags(
+        {
+            "data.leakage": str(report.leakage["cross_split"]["count"]),
+            "data.conflicts": str(report.conflicts["count"]),
+            "data.split": data.split_how,
+        }
+    )
 
 
 def _setup_tokenizer(cfg: Config, backbone: Backbone, classes: ClassIndex, run_dir: Path, dist: Dist):
