@@ -39,6 +39,13 @@ def with_logger(overrides) -> list[str]:
     return overrides if any(o.lstrip("+~").startswith("logger") for o in overrides) else [*overrides, "logger=none"]
 
 
+def processed_folder(project: Path) -> Path:
+    """The one source's processed folder, <project>/data/processed/<name>-<hash>/."""
+    folders = [p for p in (project / "data" / "processed").iterdir() if p.is_dir()]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
 def write_json(path: Path, obj) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")

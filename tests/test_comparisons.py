@@ -30,6 +30,8 @@ def runs(module_project):
 
 
 def test_kfold_tests_every_record_exactly_once_and_encodes_once(runs):
+    from helpers import processed_folder
+
     project, _, folds = runs
     tested = [
         json.loads(line)["text"]
@@ -37,9 +39,7 @@ def test_kfold_tests_every_record_exactly_once_and_encodes_once(runs):
         for line in (run / "evaluation" / "test" / "predictions.jsonl").read_text(encoding="utf-8").split("\n")
         if line
     ]
-    records = json.loads(
-        (project / "data" / "combined_processed" / "combined_dataset.json").read_text(encoding="utf-8")
-    )
+    records = json.loads((processed_folder(project) / "combined_dataset.json").read_text(encoding="utf-8"))
     assert sorted(tested) == sorted({r["input"] for r in records}) and len(tested) == len(set(tested))
     logs = [(run / "train.log").read_text() for run in folds]
     assert "fold 0 of 3" in logs[0] and "fold 2 of 3" in logs[2]

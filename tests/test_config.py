@@ -14,8 +14,8 @@ def test_default_config_has_every_seed_option():
     cfg = compose_config()
     assert cfg.backbone.source == BackboneSource.local and cfg.backbone.path == "base_models/mmBERT-base"
     assert cfg.backbone.hub_id == "jhu-clsp/mmBERT-base"
-    assert cfg.data.dataset_path.endswith("combined_dataset.json")
-    assert cfg.data.label_mapping_path.endswith("output_to_symbol.json")
+    assert (cfg.data.dataset_path, cfg.data.label_mapping_path) == (None, None)  # the source's own folder
+    assert cfg.data.split.value == "auto" and cfg.data.leakage.value == "warn"
     assert cfg.training.log_every_steps == 5
     assert cfg.model.pooling == Pooling.mean and cfg.training.best_metric.value == "macro_f1"
     assert cfg.precision.mixed_precision == MixedPrecision.auto

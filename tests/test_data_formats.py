@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from finetune_pipeline.cli.pipeline import main as pipeline_main
-from finetune_pipeline.data.preprocess import load_combined, preprocess, stale_reason
+from finetune_pipeline.data.preprocess import ensure_preprocessed, load_combined, preprocess, stale_reason
 from finetune_pipeline.data.raw_reader import read_raw_file
+from finetune_pipeline.data.source import processed_paths
 from finetune_pipeline.data.split import Split, limit_samples
 from finetune_pipeline.errors import PipelineError
 from helpers import REPO, compose_config
@@ -106,7 +107,8 @@ def test_other_fields_are_other_data(mixed_project):
     preprocess(cfg)
     assert stale_reason(cfg) is None
     other = compose_config(["data.text_field=headline", "data.label_field=topic"]).data
-    assert "changed" in stale_reason(other)  # same files, another column: preprocessed again
+    assert processed_paths(other).folder != processed_paths(cfg).folder  # same files, other columns: other data
+    assert "missing" in stale_reason(other)
     preprocess(other)
     assert all(t.startswith("h ") for t in load_combined(other).texts)
 
@@ -150,8 +152,9 @@ def test_bad_parquet_rows_fail_in_one_line(tmp_path, rows, message):
 def test_a_bad_part_stops_preprocessing_and_nothing_is_written(mixed_project):
     write_csv(mixed_project / "data" / "raw" / "broken.csv", [{"text": "", "topic": "x"}])
     with pytest.raises(PipelineError, match=r"broken\.csv: line 2: empty text"):
-        preprocess(compose_config(FIELDS).data)
-    assert not (mixed_project / "data" / "combined_processed").exists()
+        ensure_preprocessed(compose_config(FIELDS).data)
+    processed = mixed_project / "data" / "processed"
+    assert not processed.exists() or not any(processed.iterdir())  # not even the folder made for the source
 
 
 # -- train, predict and evaluate on tables --------------------------------------------------------

@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 from finetune_pipeline.artifacts.freeze_proof import FreezeProof
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.precision import cpu_supports_bf16
-from helpers import REPO, run_folders, run_train
+from helpers import REPO, processed_folder, run_folders, run_train
 
 ARTIFACTS = [
     "best_model.pt",
@@ -53,7 +53,7 @@ def test_run_writes_every_artifact(project, tiny_cache, in_project, frozen, prec
     # label maps round-trip against the preprocessed mapping
     label_to_id = json.loads((run / "label_to_id.json").read_text())
     id_to_label = json.loads((run / "id_to_label.json").read_text())
-    mapping = json.loads((project / "data/combined_processed/output_to_symbol.json").read_text(encoding="utf-8"))
+    mapping = json.loads((processed_folder(project) / "output_to_symbol.json").read_text(encoding="utf-8"))
     assert sorted(label_to_id.values()) == list(range(len(mapping)))
     for i, entry in id_to_label.items():
         assert label_to_id[entry["symbol"]] == int(i) and mapping[entry["label"]] == entry["symbol"]
@@ -192,7 +192,7 @@ def test_raw_data_change_triggers_preprocessing(project, in_project):
     (project / "data/raw/part-9.json").write_text(json.dumps(extra))
     _, _, third = in_project("third", "training.epochs=1")
     assert "changed since the last preprocessing" in third
-    meta = json.loads((project / "data/combined_processed/preprocess_meta.json").read_text())
+    meta = json.loads((processed_folder(project) / "preprocess_meta.json").read_text())
     assert "part-9.json" in meta["raw_files"]
 
 
@@ -202,7 +202,7 @@ def test_bad_raw_file_fails_in_one_line_without_outputs(project, in_project):
     with pytest.raises(PipelineError, match=r'part-9\.json: record 1: field "output" must be a string, got int') as e:
         in_project("bad")
     assert "\n" not in str(e.value)
-    assert not (project / "data/combined_processed").exists()
+    assert not (project / "data/processed").exists() or not any((project / "data/processed").iterdir())
     assert not list(project.rglob("*.pt"))
 
 

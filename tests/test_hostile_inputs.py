@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from finetune_pipeline.data.raw_reader import normalise_label, read_raw_file
+from finetune_pipeline.data.source import processed_paths
 from finetune_pipeline.errors import PipelineError
 from helpers import compose_config
 
@@ -148,7 +149,7 @@ def test_a_raw_folder_changing_during_preprocessing_writes_nothing(project, monk
     monkeypatch.setattr(pre, "read_raw_file", read_while_a_copy_goes_on)
     with pytest.raises(PipelineError, match="files changed while they were being preprocessed; nothing was written"):
         pre.preprocess(cfg)
-    assert not (project / cfg.dataset_path).exists() and not (project / cfg.label_mapping_path).exists()
+    assert not processed_paths(cfg).dataset.exists() and not processed_paths(cfg).mapping.exists()
 
     monkeypatch.setattr(pre, "read_raw_file", original)
     listed = pre.list_raw_files(project / "data/raw")

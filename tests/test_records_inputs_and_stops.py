@@ -277,7 +277,10 @@ def test_temporaries_of_dead_processes_are_removed_by_the_next_write(tmp_path):
 def test_a_run_removes_temporaries_left_by_kill_9_where_it_writes(in_project, project):
     host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40]
     dead = dead_pid()
-    processed = project / "data" / "combined_processed"
+    from finetune_pipeline.data.source import processed_paths
+
+    processed = processed_paths(compose_config([]).data).folder  # the shipped raw data's, in this project
+    assert project in processed.parents
     processed.mkdir(parents=True)
     orphans = [
         processed / f".combined_dataset.json.tmp-{host}-{dead}-a1",

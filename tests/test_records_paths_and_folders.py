@@ -333,7 +333,8 @@ def test_rerunning_a_sweep_folder_with_other_values_keeps_the_old_results(projec
         (["data.dataset_path=data/raw/part-1.json"], "data.dataset_path=.* lies inside data.raw_dir"),
         (["data.label_mapping_path=data/raw/map.json"], "data.label_mapping_path=.* lies inside data.raw_dir"),
         (["data.cache_dir=data/raw"], "data.cache_dir=.* lies inside data.raw_dir"),
-        (["data.label_mapping_path=data/combined_processed/combined_dataset.json"], "are the same file"),
+        (["data.dataset_path=data/p/c.json", "data.label_mapping_path=data/p/c.json"], "are the same file"),
+        (["data.processed_dir=data/raw/processed"], "data.processed_dir=.* lies inside data.raw_dir"),
     ],
 )
 def test_preprocessing_and_the_cache_never_write_into_the_raw_data(overrides, message):

@@ -29,3 +29,10 @@ def resolve_path(path: str | os.PathLike) -> Path:
     """Absolute paths stay; relative ones are taken from the project root, not the working dir."""
     p = Path(path).expanduser()
     return p if p.is_absolute() else project_root() / p
+
+
+def conf_dir() -> Path:
+    """The Hydra config folder: the project root's ``conf/``, or this checkout's when the root (set by
+    FINETUNE_PIPELINE_ROOT) holds only data."""
+    own = project_root() / "conf"
+    return own if (own / "config.yaml").is_file() else Path(__file__).resolve().parents[2] / "conf"

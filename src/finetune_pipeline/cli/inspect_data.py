@@ -43,12 +43,12 @@ def compose_config(overrides: list[str]):
 
     from finetune_pipeline.config.load import register_resolvers, to_config
     from finetune_pipeline.config.schema import register_configs
-    from finetune_pipeline.paths import project_root
+    from finetune_pipeline.paths import conf_dir
 
     register_configs()
     register_resolvers(datetime.datetime.now())  # conf/ interpolates ${project_root:} and friends
     try:
-        with initialize_config_dir(config_dir=str(project_root() / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             return to_config(compose(config_name="config", overrides=list(overrides)))
     except (HydraException, OmegaConfBaseException) as e:
         raise PipelineError(str(e).splitlines()[0]) from None

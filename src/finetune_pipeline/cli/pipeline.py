@@ -178,17 +178,13 @@ def export(args: argparse.Namespace) -> None:
 
 def convert_config(args: argparse.Namespace) -> None:
     from finetune_pipeline.cli.convert_config import check_name, convert, write_experiment
-    from finetune_pipeline.paths import project_root
+    from finetune_pipeline.paths import conf_dir, project_root
 
     name = check_name(args.name if args.name is not None else args.config.stem)
     conversion = convert(args.config, name, args.original_root)
     project = project_root()
-    conf_dir = args.conf_dir or (
-        project / "conf"
-        if (project / "conf" / "config.yaml").is_file()
-        else Path(__file__).resolve().parents[3] / "conf"
-    )
-    target = write_experiment(conversion, name, args.config, conf_dir, project, args.overwrite)
+    conf = args.conf_dir or conf_dir()
+    target = write_experiment(conversion, name, args.config, conf, project, args.overwrite)
     for note in conversion.notes:
         log.info("note: %s", note)
     for item in conversion.unmapped:

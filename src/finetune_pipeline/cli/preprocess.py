@@ -19,7 +19,7 @@ from finetune_pipeline.config.load import register_resolvers, to_config
 from finetune_pipeline.config.schema import register_configs
 from finetune_pipeline.data.preprocess import ensure_preprocessed
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.paths import project_root
+from finetune_pipeline.paths import conf_dir
 from finetune_pipeline.runtime.logs import log_to_stderr
 
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def command() -> None:
         try:
-            with initialize_config_dir(config_dir=str(project_root() / "conf"), version_base="1.3"):
+            with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
                 cfg = compose(config_name="config", overrides=args.overrides)
         except (HydraException, OmegaConfBaseException) as e:
             raise PipelineError(str(e).splitlines()[0]) from None

@@ -179,17 +179,32 @@ def ensure_preprocessed(cfg: DataConfig, force: bool = False) -> None:
     builds, the other waits for it and then finds it up to date."""
     paths = processed_paths(cfg)
     if force or stale_reason(cfg) is not None:
+        made = not paths.folder.exists()
         try:
             paths.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise PipelineError(f"{paths.folder}: cannot create the processed folder ({e.strerror or e})") from None
-        with FileLock(str(paths.folder / LOCK_NAME)):
-            reason = "finetune-preprocess" if force else stale_reason(cfg)  # another may have built it meanwhile
-            if reason is not None:
-                log.info("preprocessing %s: %s", source_name(cfg), reason)
-                preprocess(cfg)
-                return
+        try:
+            with FileLock(str(paths.folder / LOCK_NAME)):
+                reason = "finetune-preprocess" if force else stale_reason(cfg)  # another may have built it meanwhile
+                if reason is not None:
+                    log.info("preprocessing %s: %s", source_name(cfg), reason)
+                    preprocess(cfg)
+                    return
+        except BaseException:
+            if made:  # bad input leaves no trace: the folder made for it goes again (while it holds only the lock)
+                _remove_if_only_lock(paths.folder)
+            raise
     log.info("combined dataset is up to date with %s: %s", source_name(cfg), paths.folder)
+
+
+def _remove_if_only_lock(folder: Path) -> None:
+    try:
+        if [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+            (folder / LOCK_NAME).unlink()
+            folder.rmdir()
+    except OSError:
+        pass  # another process uses it now
 
 
 def load_combined(cfg: DataConfig) -> CombinedDataset:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import unicodedata
 from collections import Counter, defaultdict
@@ -34,6 +35,7 @@ import numpy as np
 from finetune_pipeline.artifacts.atomic import atomic_path, write_json
 from finetune_pipeline.artifacts.markdown import markdown_cell, one_line
 from finetune_pipeline.artifacts.names import DATA_REPORT_FILE, DATA_REPORT_MARKDOWN, DATA_REPORT_PLOT
+from finetune_pipeline.config.schema import LeakagePolicy
 from finetune_pipeline.data.report_plot import plot_data
 from finetune_pipeline.data.split import Split
 from finetune_pipeline.errors import PipelineError
@@ -42,6 +44,7 @@ EXAMPLES = 5
 SHORT_CHARACTERS = 8  # a text with fewer characters (spaces aside) is listed as very short
 LONG_TEXT_HINT_SHARE = 0.05  # above this share of truncated texts the report suggests data.long_text=chunk
 PARTS = ("train", "val", "test")
+log = logging.getLogger(__name__)
 _PUNCTUATION = re.compile(r"[^\w\s]+")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]")
 _CYRILLIC = re.compile(r"[\u0400-\u052f]")
@@ -208,6 +211,29 @@ class DataReport:
                 f"data.max_length={self.lengths['max_length']} tokens; {self.lengths['hint']}"
             )
         return out
+
+
+def apply_leakage_policy(policy: LeakagePolicy, split: Split, leakage: Leakage) -> Split:
+    """``data.leakage``: warn (logged; the report counts it), error (refuse to train) or drop (the
+    train records whose text is also in val or test)."""
+    if not leakage.count and not leakage.train_rows:
+        return split
+    shown = leakage.examples[0]["text"] if leakage.examples else ""
+    if policy == LeakagePolicy.error:
+        raise PipelineError(f"data.leakage=error: {leakage_line(leakage.pairs)} (e.g. {shown!r})")
+    if policy == LeakagePolicy.drop:
+        dropped = set(leakage.train_rows)
+        kept = np.asarray([i for i in split.train if int(i) not in dropped], dtype=np.int64)
+        log.warning(
+            "data.leakage=drop: %d train records removed, their text is also in val or test%s",
+            len(dropped),
+            f"; {leakage.pairs['val-test']} test records still have their text in val"
+            if leakage.pairs["val-test"]
+            else "",
+        )
+        return Split(kept, split.val, split.test)
+    log.warning("leakage: %s (e.g. %r)", leakage_line(leakage.pairs), shown)
+    return split
 
 
 def leakage_line(pairs: dict[str, int]) -> str:

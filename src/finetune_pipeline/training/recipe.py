@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers.utils import logging as hf_logging
 
@@ -52,13 +51,14 @@ from finetune_pipeline.backbone.identity import config_sha256
 from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_backbone
 from finetune_pipeline.config.differences import flatten
 from finetune_pipeline.config.load import training_path
-from finetune_pipeline.config.schema import Config, DataConfig, LeakagePolicy, TrainingPath, init_seed
+from finetune_pipeline.config.schema import Config, TrainingPath, init_seed
 from finetune_pipeline.data.batches import TokenizedTexts, chunking_of
 from finetune_pipeline.data.choose_split import choose_split
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.hf_source import keeps_own_split
 from finetune_pipeline.data.preprocess import CombinedDataset, ensure_preprocessed, load_combined, source_name
-from finetune_pipeline.data.report import Leakage, build_report, find_leakage, leakage_line
+from finetune_pipeline.data.report import Leakage, apply_leakage_policy, build_report, find_leakage
+from finetune_pipeline.data.source import processed_paths
 from finetune_pipeline.data.split import Split, limit_samples
 from finetune_pipeline.errors import PipelineError, error_line
 from finetune_pipeline.evaluation.report import write_evaluation
@@ -165,7 +165,8 @@ def _remove_orphans(cfg: Config, run_dir: Path) -> None:
     folders = (
         run_dir,
         run_dir / EVALUATION_DIR,
-        resolve_path(cfg.data.dataset_path).parent,
+        processed_paths(cfg.data).folder,
+        processed_paths(cfg.data).mapping.parent,
         resolve_path(cfg.data.cache_dir),
         resolve_path(cfg.data.cache_dir) / "features",
     )
@@ -370,7 +371,7 @@ def _setup_data(cfg: Config, dist: Dist) -> PreparedData:
         )
     chosen = choose_split(cfg.data, dataset.files, labels, classes.display_names(), keeps_own_split(cfg.data))
     leakage = find_leakage(dataset.texts, [classes.labels[c] for c in labels], chosen.split)
-    split = _apply_leakage_policy(cfg.data, chosen.split, leakage)
+    split = apply_leakage_policy(cfg.data.leakage, chosen.split, leakage)
     limited = cfg.data.max_train_samples is not None or cfg.data.max_eval_samples is not None
     if limited:
         split = limit_samples(split, labels, cfg.data.max_train_samples, cfg.data.max_eval_samples, cfg.data.seed)
@@ -386,30 +387,6 @@ def _setup_data(cfg: Config, dist: Dist) -> PreparedData:
         " (max_train_samples / max_eval_samples)" if limited else "",
     )
     return PreparedData(dataset, classes, labels, split, chosen.how, leakage)
-
-
-def _apply_leakage_policy(cfg: DataConfig, split: Split, leakage: Leakage) -> Split:
-    """``data.leakage``: warn (the report counts it), error (refuse) or drop (the train records whose
-    text is also in val or test)."""
-    if not leakage.count and not leakage.train_rows:
-        return split
-    shown = leakage.examples[0]["text"] if leakage.examples else ""
-    if cfg.leakage == LeakagePolicy.error:
-        raise PipelineError(
-            f"data.leakage=error: {leakage.count} val/test records have their text in an earlier split "
-            f"{leakage.pairs} (e.g. {shown!r}); data.leakage=drop removes them from train"
-        )
-    if cfg.leakage == LeakagePolicy.drop:
-        dropped = set(leakage.train_rows)
-        kept = np.asarray([i for i in split.train if int(i) not in dropped], dtype=np.int64)
-        log.warning(
-            "data.leakage=drop: %d train records removed, their text is also in val or test%s",
-            len(dropped),
-            " (val and test still share texts)" if leakage.pairs["val-test"] else "",
-        )
-        return Split(kept, split.val, split.test)
-    log.warning("leakage: %s (e.g. %r)", leakage_line(leakage.pairs), shown)
-    return split
 
 
 def _write_data_report(cfg: Config, data: PreparedData, tokenizer, run_dir: Path, trackers: Trackers) -> None:
