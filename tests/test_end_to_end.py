@@ -26,6 +26,9 @@ ARTIFACTS = [
     "tokenizer",
     "train.log",
     ".hydra",
+    "data_report.json",
+    "data_report.md",
+    "data_report.png",
 ]
 FAST = ["training.epochs=2", "data.max_length=32", "model.hidden_dim=32"]
 
@@ -50,6 +53,18 @@ def test_run_writes_every_artifact(project, tiny_cache, in_project, frozen, prec
         _, run, _ = in_project("run", *overrides)
     assert all((run / name).exists() for name in ARTIFACTS if via == "train.py" or name != ".hydra")
 
+    # the data report, with the keys other tools read
+    report = json.loads((run / "data_report.json").read_text())
+    assert (
+        sum(report["classes"]["train"].values())
+        + sum(report["classes"]["test"].values())
+        + sum(report["classes"]["val"].values())
+        == report["records"]
+        == 320
+    )
+    assert report["leakage"]["cross_split"]["count"] == 0 and report["conflicts"]["count"] == 0
+    assert report["lengths"]["truncated_share"] >= 0 and report["split"] == "stratified"
+    assert json.loads((run / "metrics.json").read_text())["data"]["split"] == "stratified"
     # label maps round-trip against the preprocessed mapping
     label_to_id = json.loads((run / "label_to_id.json").read_text())
     id_to_label = json.loads((run / "id_to_label.json").read_text())
