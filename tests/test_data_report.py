@@ -95,6 +95,8 @@ def test_auto_keeps_the_official_split_and_carves_what_is_missing(caplog):
         range(48, 56)
     )
     assert len(no_val.split.val) == 6 and not set(no_val.split.val) & set(no_val.split.train)  # 0.1 / 0.8 of 48
+    hf_like = split_of(["train"] * 48 + ["test"] * 8, labels)  # a Hugging Face dataset's records: file = its split
+    assert hf_like.how == "files (val carved, stratified, from train)"
     assert split_of(["a.json"] * 56, labels).why == "no part's name says its split (train / val / test)"
     with caplog.at_level(logging.WARNING):
         mixed = split_of(["x_train.json"] * 40 + ["extra.json"] * 16, labels)
@@ -173,3 +175,33 @@ def test_inspect_data_prints_and_writes_the_report_without_a_model(rooted, tiny_
     assert report.conflicts["count"] == 1 and report.duplicates["dropped_at_preprocessing"] == 1
     assert not list(rooted.rglob("*.pt")) and not list(rooted.rglob("*.safetensors"))  # no model written or run
     assert load_combined(compose_config([]).data).texts  # the processed data is the one train.py reads
+
+
+def test_two_preprocessings_of_one_source_build_it_once(rooted, monkeypatch):
+    import threading
+    import time
+
+    import finetune_pipeline.data.preprocess as pre
+
+    real, built = pre.preprocess, []
+
+    def slow_preprocess(cfg):
+        built.append(threading.get_ident())
+        time.sleep(0.3)  # the other caller arrives while this one builds
+        return real(cfg)
+
+    monkeypatch.setattr(pre, "preprocess", slow_preprocess)
+    cfg = compose_config([]).data
+    callers = [threading.Thread(target=pre.ensure_preprocessed, args=(cfg,)) for _ in range(2)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join()
+    assert len(built) == 1 and pre.stale_reason(cfg) is None
+
+
+def test_a_bad_source_leaves_no_processed_folder(rooted):
+    write_json(rooted / "data" / "raw" / "part-9.json", [{"input": "text", "output": 3}])
+    with pytest.raises(PipelineError, match=r'part-9\.json: record 1: field "output" must be a string'):
+        ensure_preprocessed(compose_config([]).data)
+    assert not (rooted / "data" / "processed").exists() or not any((rooted / "data" / "processed").iterdir())
