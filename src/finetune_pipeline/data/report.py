@@ -9,7 +9,8 @@ Every finding carries a count and up to ``EXAMPLES`` examples. ``data_report.jso
      "leakage": {"cross_split": {"count", "pairs": {"train-val", "train-test", "val-test"}, "examples"},
                  "policy": warn | error | drop, "dropped_from_train": n},
      "conflicts": {"count", "examples": [{"text", "labels"}]},
-     "labels": {"case_collisions": [[label, ...]], "suspected_typos": [[label, label]]},
+     "labels": {"case_collisions": [[label, ...]], "case_collision_count",
+                "suspected_typos": [[label, label]], "suspected_typo_count"},   # lists: the first 20
      "short_texts": {"count", "examples", "below_characters"},
      "lengths": {"max_length", "per_split": {split: {"mean", "p50", "p95", "max"}}, "truncated", "truncated_share",
                  "hint"},
@@ -41,6 +42,7 @@ from finetune_pipeline.data.split import Split
 from finetune_pipeline.errors import PipelineError
 
 EXAMPLES = 5
+MAX_LISTED = 20  # label pairs listed (the counts are complete)
 SHORT_CHARACTERS = 8  # a text with fewer characters (spaces aside) is listed as very short
 LONG_TEXT_HINT_SHARE = 0.05  # above this share of truncated texts the report suggests data.long_text=chunk
 PARTS = ("train", "val", "test")
@@ -201,8 +203,8 @@ class DataReport:
             out.append(f"conflicts: {self.conflicts['count']} texts appear with more than one label")
         if self.labels["case_collisions"] or self.labels["suspected_typos"]:
             out.append(
-                f"labels: {len(self.labels['case_collisions'])} differ only by case or spaces, "
-                f"{len(self.labels['suspected_typos'])} pairs are one letter apart: "
+                f"labels: {self.labels['case_collision_count']} groups differ only by case or spaces, "
+                f"{self.labels['suspected_typo_count']} pairs are one letter apart: "
                 f"{(self.labels['case_collisions'] + self.labels['suspected_typos'])[:3]}"
             )
         if self.lengths.get("hint"):
@@ -326,26 +328,36 @@ def _conflicts(texts: list[str], labels: list[str]) -> dict:
 
 
 def _label_spellings(labels: list[str]) -> dict:
-    """Labels equal once case and spaces are folded; pairs one edit apart (suspected typos)."""
+    """Labels equal once case and spaces are folded; pairs one letter apart (suspected typos: a
+    letter changed, added or dropped; "label 1" / "label 2" or "A1" / "A2" are codes, not typos)."""
     folded: dict[str, list[str]] = defaultdict(list)
     for label in labels:
         folded[" ".join(label.casefold().split())].append(label)
     collisions = [group for group in folded.values() if len(group) > 1]
-    by_key: dict[str, set[str]] = defaultdict(set)  # a label under itself and each one-letter deletion
+    by_key: dict[str, set[str]] = defaultdict(set)  # a label under itself and each one-character deletion
     for label in labels:
-        if len(label) >= 4:  # short codes ("A1", "B2") are one edit apart by design
+        if len(label) >= 4:
             for key in {label} | {label[:k] + label[k + 1 :] for k in range(len(label))}:
                 by_key[key].add(label)
-    candidates = {tuple(sorted((a, b))) for group in by_key.values() for a in group for b in group if a < b}
-    typos = sorted([a, b] for a, b in candidates if _one_edit(a, b) and a.casefold() != b.casefold())
-    return {"case_collisions": collisions, "suspected_typos": typos}
+    candidates = {(a, b) for group in by_key.values() for a in group for b in group if a < b}
+    typos = sorted([a, b] for a, b in candidates if _one_letter_apart(a, b) and a.casefold() != b.casefold())
+    return {
+        "case_collisions": collisions[:MAX_LISTED],
+        "case_collision_count": len(collisions),
+        "suspected_typos": typos[:MAX_LISTED],
+        "suspected_typo_count": len(typos),
+    }
 
 
-def _one_edit(a: str, b: str) -> bool:
+def _one_letter_apart(a: str, b: str) -> bool:
+    """One letter substituted, inserted or deleted (a digit or a sign that differs is no typo)."""
     if len(a) == len(b):
-        return sum(x != y for x, y in zip(a, b)) == 1
+        diff = [(x, y) for x, y in zip(a, b) if x != y]
+        return len(diff) == 1 and diff[0][0].isalpha() and diff[0][1].isalpha()
     short, long = sorted((a, b), key=len)
-    return len(long) - len(short) == 1 and any(long[:k] + long[k + 1 :] == short for k in range(len(long)))
+    if len(long) - len(short) != 1:
+        return False
+    return any(long[k].isalpha() and long[:k] + long[k + 1 :] == short for k in range(len(long)))
 
 
 def _short_texts(texts: list[str]) -> dict:
