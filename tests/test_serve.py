@@ -299,6 +299,20 @@ def test_ctrl_c_lets_the_request_in_flight_finish_and_exits_0(run):
     assert "server stopped" in server.proc.stdout.read() and not alive(inference)
 
 
+def test_the_onnxruntime_engine_loads_a_run_through_its_export_made_on_demand(run, tmp_path):
+    """The fast equivalent of the slow server test below: what each inference process loads."""
+    from finetune_pipeline.serving.loader import load
+    from finetune_pipeline.serving.worker import EngineSpec
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("export"))
+    engine = load(EngineSpec(copy, "onnxruntime", "cpu", "auto", 8, 1))
+    expected = Classifier.from_run(run, device="cpu", precision="fp32").probabilities(TEXTS)
+    assert engine.graph.path == copy / "export" / "onnx" / "model.onnx"
+    assert abs(engine.probabilities(TEXTS) - expected).max() <= 1e-4
+
+
+@pytest.mark.slow
 def test_the_onnxruntime_engine_exports_the_run_once_and_serves_the_same_answers(run, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("export"))
