@@ -93,6 +93,32 @@ print("hit" if hit else "miss")
 """
 
 
+def test_concurrent_callers_compute_an_entry_once(tmp_path):
+    """The fast equivalent of the two-process test below: two threads, each with its own lock handle."""
+    import threading
+    import time
+
+    from finetune_pipeline.features.cache import FeatureCache
+
+    computed, results = [], []
+
+    def compute():
+        computed.append(1)
+        time.sleep(0.3)  # the other caller arrives meanwhile
+        return torch.ones(3, 2), {}
+
+    def job():
+        results.append(FeatureCache(tmp_path / "cache", rows=3).get_or_compute("key", compute)[1])
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(computed) == 1 and sorted(results) == [False, True]  # one miss, one hit
+
+
+@pytest.mark.slow
 def test_concurrent_jobs_compute_an_entry_once(tmp_path):
     marker = tmp_path / "computed.txt"
     procs = [

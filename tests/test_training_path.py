@@ -4,7 +4,6 @@ run folders stored by earlier versions still read; the records read back through
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -56,17 +55,15 @@ def test_a_moved_key_names_its_new_place(old):
     check_overrides(["adapter=lora", f"{RENAMED[old]}=4", "model.hidden_dim=8"])  # the new names pass
 
 
-def test_train_py_refuses_an_old_key_in_one_line_before_composing(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "adapter=lora", "adapter.rank=16"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
-    assert "adapter.rank is now adapter.lora.rank: use adapter.lora.rank=16" in lines[0]
+def test_train_py_refuses_an_old_key_in_one_line_before_composing(tmp_path, monkeypatch, caplog):
+    from finetune_pipeline.cli.train import launch
+
+    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["train.py", "adapter=lora", "adapter.rank=16"])
+    with pytest.raises(SystemExit) as stop:
+        launch(REPO)  # what train.py runs
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert stop.value.code == 1 and errors == ["adapter.rank is now adapter.lora.rank: use adapter.lora.rank=16"]
     assert not any(tmp_path.iterdir())  # no outputs/ folder made
 
 
