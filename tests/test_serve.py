@@ -71,10 +71,9 @@ class Server:
         finally:
             conn.close()
 
-    def predict(self, texts, top_k=3):
-        return self.request(
-            "POST", "/predict", json.dumps({"texts": texts, "top_k": top_k}), {"Content-Type": "application/json"}
-        )
+    def predict(self, texts, top_k=3, **fields):
+        body = json.dumps({"texts": texts, "top_k": top_k, **fields})
+        return self.request("POST", "/predict", body, {"Content-Type": "application/json"})
 
     def stop(self, signum=signal.SIGTERM, group: bool = False) -> int:
         """SIGTERM to the server (what a process manager sends), or ``group``: to the server and its
@@ -155,7 +154,10 @@ def test_predict_health_labels_and_openapi(server, run):
     assert not set(health["inference_pids"]) & {server.proc.pid, os.getpid()}
     status, spec = server.request("GET", "/openapi.json")
     schema = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert status == 200 and {"texts", "top_k"} <= set(schema["properties"])
+    assert status == 200 and {"texts", "top_k", "min_score"} <= set(schema["properties"])
+    status, body = server.predict(TEXTS, top_k=2, min_score=1.0)  # abstain: nothing is that sure
+    assert status == 200 and all(p["label"] is None and p["symbol"] is None for p in body["predictions"])
+    assert [p["score"] for p in body["predictions"]] == pytest.approx([p["score"] for p in expected], abs=1e-6)
 
 
 def test_docs_and_redoc_load_their_assets_from_the_server_and_errors_are_documented(server):
@@ -217,6 +219,7 @@ def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(server):
         ('{"texts": ["ok"], "top_k": true}', {}, 422, "top_k: Input should be a valid integer"),
         ('{"texts": ["ok"], "top_k": "2"}', {}, 422, "top_k: Input should be a valid integer"),
         ('{"texts": ["ok"], "topk": 2}', {}, 422, "topk: Extra inputs are not permitted"),
+        ('{"texts": ["ok"], "min_score": 1.5}', {}, 422, "min_score: Input should be less than or equal to 1"),
         pytest.param(
             '{"texts": [' + "[" * 1500 + "]" * 1500 + "]}",
             {},

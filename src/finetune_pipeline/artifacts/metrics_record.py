@@ -53,6 +53,8 @@ class RunMetrics:
     precision: str
     timings: dict
     provenance: dict = dataclasses.field(default_factory=dict)  # git commit, versions, machine, command
+    # temperature scaling: method, temperature, val_nll_before/after, and on test ece_before/after, nll_before/after
+    calibration: dict = dataclasses.field(default_factory=dict)
 
     def write(self, run_dir: Path) -> None:
         write_json(run_dir / METRICS_FILE, dataclasses.asdict(self))

@@ -25,6 +25,7 @@ positive_int = checked(int, "a whole number", lambda v: v >= 1, "must be >= 1")
 port_number = checked(int, "a port number", lambda v: 0 <= v <= 65535, "a port is 0..65535")
 milliseconds = checked(float, "milliseconds", lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0")
 seconds = checked(float, "seconds", lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0")
+probability = checked(float, "a score", lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]")
 
 
 class OneLineParser(argparse.ArgumentParser):

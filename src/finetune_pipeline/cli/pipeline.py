@@ -28,7 +28,7 @@ import numpy as np
 
 from finetune_pipeline.artifacts.names import BEST_MODEL_FILE, EVALUATION_DIR, FINAL_MODEL_FILE
 from finetune_pipeline.cli import inspect_data
-from finetune_pipeline.cli.arguments import OneLineParser, milliseconds, port_number, positive_int, seconds
+from finetune_pipeline.cli.arguments import OneLineParser, milliseconds, port_number, positive_int, probability, seconds
 from finetune_pipeline.cli.errors import exit_status
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.logs import log_to_stderr
@@ -62,7 +62,9 @@ def predict(args: argparse.Namespace) -> None:
         check_output_path(args.output, args.input, args.run_dir)
     texts = read_texts(args.input, input_fields(args)[0])  # before loading the model: a bad file fails in a second
     clf = _load(args)
-    rows = prediction_rows(texts, clf.probabilities(texts), clf.symbols, clf.labels, top_k=args.top_k)
+    rows = prediction_rows(
+        texts, clf.probabilities(texts), clf.symbols, clf.labels, top_k=args.top_k, min_score=args.min_score
+    )
     if args.output:
         write_rows(args.output, rows)
         log.info("%d predictions -> %s", len(rows), args.output)
@@ -231,6 +233,13 @@ def _parser() -> argparse.ArgumentParser:
                 "--output", type=Path, metavar="FILE", help="JSON Lines, or a .json array, or .csv; default stdout"
             )
             sub.add_argument("--top-k", type=positive_int, default=5, help="classes listed per text (default 5)")
+            sub.add_argument(
+                "--min-score",
+                type=probability,
+                metavar="P",
+                help="abstain below this score: label and symbol are null (the run's report lists "
+                "the accuracy each threshold keeps: evaluation/test/report.json risk_coverage)",
+            )
         else:
             sub.add_argument(
                 "--name",

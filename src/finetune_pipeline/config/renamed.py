@@ -26,8 +26,8 @@ def check_overrides(overrides: list[str]) -> None:
 
 
 # keys added since: the value that reads an earlier run's config as it ran (its explicit processed paths
-# are kept, so processed_dir goes unused; leakage was only reported)
-ADDED = {"data": {"processed_dir": "data/processed", "leakage": "warn"}}
+# are kept, so processed_dir goes unused; leakage was only reported; no calibration was fitted)
+ADDED = {"data": {"processed_dir": "data/processed", "leakage": "warn"}, "training": {"calibration": "none"}}
 
 
 def migrate_stored(stored: dict) -> dict:

@@ -68,6 +68,11 @@ class ChunkPooling(str, Enum):
     max = "max"
 
 
+class Calibration(str, Enum):
+    temperature = "temperature"  # one temperature fitted on validation after training (never raises its NLL)
+    none = "none"
+
+
 class BackboneSource(str, Enum):
     local = "local"  # a Hugging Face model folder (downloaded from hub_id when missing and online)
     tiny = "tiny"  # a small random-init ModernBERT + tokenizer trained on the dataset (tests, smoke runs)
@@ -173,6 +178,7 @@ class TrainingConfig:
     class_weights: ClassWeights = MISSING  # none | balanced: weigh the loss against class imbalance
     label_smoothing: float = MISSING  # cross-entropy label smoothing in [0, 1)
     best_metric: BestMetric = MISSING  # validation metric that picks best_model.pt
+    calibration: Calibration = MISSING  # temperature | none: scores that mean probabilities (predict, serve, exports)
     early_stopping_patience: int = MISSING  # stop after this many epochs without a better best_metric; 0 = off
     save_every_steps: int = (
         MISSING  # also save train_state.pt every N optimizer steps (it is saved every epoch); 0 = epochs only

@@ -9,6 +9,9 @@ Written by ``train.py`` for the test split (``<run>/evaluation/test/``) and by
     predictions.jsonl      one line per text: text, true and predicted label/symbol, top-k scores
     errors.md, errors.jsonl  error analysis: most-confused pairs, highest-loss texts, per-class F1 with
                            its 95% interval (``evaluation/errors.py``)
+    calibration.png        reliability diagram (accuracy against top score, 15 bins; report.json
+                           "calibration") | risk-coverage curve (accuracy of the most confident
+                           texts kept; report.json "risk_coverage", with the --min-score that keeps them)
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 
 from finetune_pipeline.artifacts.atomic import atomic_dir, atomic_path, write_json, write_jsonl
 from finetune_pipeline.artifacts.names import PREDICTIONS_FILE
+from finetune_pipeline.evaluation.calibration import ece, reliability, risk_coverage
 from finetune_pipeline.evaluation.errors import write_errors
 
 TOP_K = 5
@@ -64,8 +68,10 @@ def prediction_rows(
     labels: list[str],
     y_true: np.ndarray | None = None,
     top_k: int = TOP_K,
+    min_score: float | None = None,
 ) -> list[dict]:
-    """One dict per text: the predicted label and symbol, its score, the top-k, and the truth if known."""
+    """One dict per text: the predicted label and symbol, its score, the top-k, and the truth if known.
+    ``min_score``: below it the text is not answered: ``label`` and ``symbol`` are null (abstention)."""
     k = min(top_k, probs.shape[1])
     top = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (N, k)
     rows = []
@@ -74,9 +80,10 @@ def prediction_rows(
         row = {"text": text}
         if y_true is not None:
             row.update(true_label=labels[int(y_true[i])], true_symbol=symbols[int(y_true[i])])
+        answered = min_score is None or probs[i, best] >= min_score
         row.update(
-            label=labels[best],
-            symbol=symbols[best],
+            label=labels[best] if answered else None,
+            symbol=symbols[best] if answered else None,
             score=float(probs[i, best]),
             top_k=[{"label": labels[c], "symbol": symbols[c], "score": float(probs[i, c])} for c in top[i]],
         )
@@ -90,6 +97,8 @@ def write_evaluation(
     """Write the report's files into ``folder`` (replaced as a whole); returns the report."""
     y_pred = probs.argmax(axis=1)
     report = build_report(y_true, y_pred, symbols, labels)
+    report["calibration"] = {"ece": ece(probs, y_true), "bins": reliability(probs, y_true)}
+    report["risk_coverage"] = risk_coverage(probs, y_true)
     matrix = confusion(y_true, y_pred, symbols, labels)
     with atomic_dir(folder) as tmp:
         write_json(tmp / "report.json", report)
@@ -100,6 +109,12 @@ def write_evaluation(
             tmp / "confusion_matrix.png",
             f"{folder.name}: accuracy {report['accuracy']:.3f}, "
             f"macro-F1 {report['macro_f1']:.3f} ({report['texts']} texts)",
+        )
+        plot_calibration(
+            report["calibration"]["bins"],
+            report["risk_coverage"],
+            tmp / "calibration.png",
+            f"{folder.name}: ECE {report['calibration']['ece']:.3f} ({report['texts']} texts)",
         )
         write_jsonl(tmp / PREDICTIONS_FILE, prediction_rows(texts, probs, symbols, labels, y_true))
         write_errors(tmp, texts, y_true, probs, symbols, labels, folder.name)
@@ -136,6 +151,49 @@ def plot_confusion(matrix: np.ndarray, names: list[str], path: Path, title: str)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def plot_calibration(bins: list[dict], coverage: list[dict], path: Path, title: str) -> None:
+    """Reliability diagram (left: accuracy per top-score bin against the diagonal) and risk-coverage
+    curve (right: accuracy of the most confident texts kept)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot([0, 1], [0, 1], color="tab:gray", linestyle="--", linewidth=1, label="calibrated")
+    left.bar(
+        [(b["low"] + b["high"]) / 2 for b in bins],
+        [b["accuracy"] for b in bins],
+        width=[b["high"] - b["low"] for b in bins],
+        edgecolor="black",
+        alpha=0.7,
+        label="accuracy",
+    )
+    left.plot(
+        [b["confidence"] for b in bins],
+        [b["accuracy"] for b in bins],
+        "o",
+        color="tab:red",
+        markersize=3,
+        label="mean top score",
+    )
+    left.set(xlim=(0, 1), ylim=(0, 1), xlabel="top score", ylabel="accuracy", title="reliability")
+    left.legend(fontsize=8, loc="upper left")
+    right.plot([c["coverage"] for c in coverage], [c["accuracy"] for c in coverage], "o-")
+    right.set(
+        xlim=(0, 1.02),
+        ylim=(0, 1.02),
+        xlabel="coverage (share of texts answered)",
+        ylabel="accuracy of the answered",
+        title="risk-coverage",
+    )
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

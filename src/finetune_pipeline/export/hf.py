@@ -142,7 +142,12 @@ def folder_config(clf, classes: list[dict]) -> hf_modeling.FinetunePipelineConfi
     before, after = special_tokens_around(clf.tokenizer)
     return hf_modeling.FinetunePipelineConfig(
         encoder_config=without_machine_paths(encoder_config),
-        head={"in_dim": head.in_dim, "hidden_dim": head.hidden_dim, "pooling": head.pooling},
+        head={
+            "in_dim": head.in_dim,
+            "hidden_dim": head.hidden_dim,
+            "pooling": head.pooling,
+            "temperature": head.temperature,
+        },
         windows={
             "max_length": clf.max_length,
             "special_before": before,

@@ -39,7 +39,7 @@ class FinetunePipelineConfig(PretrainedConfig):
         self, encoder_config: dict | None = None, head: dict | None = None, windows: dict | None = None, **kwargs
     ):
         self.encoder_config = encoder_config or {}  # the encoder's config.json, model_type included
-        self.head = head or {}  # in_dim, hidden_dim, pooling (mean | cls)
+        self.head = head or {}  # in_dim, hidden_dim, pooling (mean | cls), temperature (logits / T; default 1)
         # max_length: tokens per window, special tokens included; special_before / special_after: the
         # tokenizer's special tokens around a text ([CLS] ... [SEP]: 1 and 1); stride: tokens two
         # windows share; pooling: mean | max over a text's windows, or null: its first window only
@@ -89,9 +89,8 @@ class FinetunePipelineForSequenceClassification(PreTrainedModel):
             weights = mask.unsqueeze(-1).to(hidden.dtype)  # (W, T, 1)
             vectors = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
         texts = self._pool_windows(vectors, owner, input_ids.shape[0])  # (B, H)
-        logits = self.head(
-            texts.to(self.head[1].weight.dtype)
-        ).float()  # (B, C); the head in the dtype it was loaded in
+        logits = self.head(texts.to(self.head[1].weight.dtype)).float()  # (B, C); the head in its loaded dtype
+        logits = logits / float(self.config.head.get("temperature", 1.0))  # calibrated (temperature scaling)
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

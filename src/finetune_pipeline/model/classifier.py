@@ -23,12 +23,18 @@ class HeadConfig:
     dropout: float = 0.0  # at training time; a loaded classifier runs in eval mode
     chunk_stride: int | None = None  # data.long_text=chunk: texts are windows sharing this many tokens...
     chunk_pooling: str | None = None  # ...and a text's vector is the mean | max of its windows'; None: truncate
+    temperature: float = 1.0  # logits are divided by it (training.calibration=temperature fits it after training)
 
     def build(self) -> nn.Sequential:
         return build_head(self.in_dim, self.hidden_dim, self.classes, self.dropout)
 
     def chunking(self) -> Chunking | None:
         return Chunking(self.chunk_stride, self.chunk_pooling) if self.chunk_pooling else None
+
+
+def calibrated(logits: torch.Tensor, config: HeadConfig) -> torch.Tensor:
+    """(B, C) logits divided by the head's temperature (1 during training: the same tensor)."""
+    return logits if config.temperature == 1.0 else logits / config.temperature
 
 
 def build_head(in_dim: int, hidden_dim: int, num_classes: int, dropout: float) -> nn.Sequential:
@@ -105,7 +111,7 @@ class TextClassifier(nn.Module):
                 hidden = self.encoder(inputs_embeds=batch["hidden"], attention_mask=mask).last_hidden_state
         else:
             hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state  # (B, T, H)
-        return self.head(text_vectors(hidden, batch, self.pooling, self.chunking).float())  # (B, C) logits
+        return calibrated(self.head(text_vectors(hidden, batch, self.pooling, self.chunking).float()), self.config)
 
 
 class FeatureClassifier(nn.Module):
@@ -116,4 +122,4 @@ class FeatureClassifier(nn.Module):
         self.config, self.head = config, config.build()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(batch["features"])  # (B, H) -> (B, C)
+        return calibrated(self.head(batch["features"]), self.config)  # (B, H) -> (B, C)

@@ -45,6 +45,13 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     texts: list[StrictStr] = Field(min_length=1, description="the texts to classify")
     top_k: StrictInt = Field(5, ge=1, description="classes listed per text (more than there are: all)")
+    min_score: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="abstain below this score: label and symbol are null (the score and top_k are still given)",
+    )
 
 
 class Ranked(BaseModel):
@@ -53,7 +60,10 @@ class Ranked(BaseModel):
     score: float
 
 
-class Prediction(Ranked):
+class Prediction(BaseModel):
+    label: str | None  # null: abstained (its score is below the request's min_score)
+    symbol: str | None
+    score: float
     top_k: list[Ranked]
 
 
@@ -237,7 +247,9 @@ def create_app(
         except Exception as e:
             return _error(503, f"the model failed on this request's batch: {e}")
         model = engines[0].model
-        rows = prediction_rows(body.texts, probs, model.symbols, model.labels, top_k=body.top_k)
+        rows = prediction_rows(
+            body.texts, probs, model.symbols, model.labels, top_k=body.top_k, min_score=body.min_score
+        )
         return {"predictions": [{k: v for k, v in row.items() if k != "text"} for row in rows]}
 
     @app.get("/health")

@@ -51,7 +51,7 @@ from finetune_pipeline.backbone.identity import config_sha256
 from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_backbone
 from finetune_pipeline.config.differences import flatten
 from finetune_pipeline.config.load import training_path
-from finetune_pipeline.config.schema import Config, TrainingPath, init_seed
+from finetune_pipeline.config.schema import Calibration, Config, TrainingPath, init_seed
 from finetune_pipeline.data.batches import TokenizedTexts, chunking_of
 from finetune_pipeline.data.choose_split import choose_split
 from finetune_pipeline.data.classes import ClassIndex
@@ -61,6 +61,7 @@ from finetune_pipeline.data.report import Leakage, apply_leakage_policy, build_r
 from finetune_pipeline.data.source import processed_paths
 from finetune_pipeline.data.split import Split, limit_samples
 from finetune_pipeline.errors import PipelineError, error_line
+from finetune_pipeline.evaluation.calibration import ece, nll, rescaled
 from finetune_pipeline.evaluation.report import write_evaluation
 from finetune_pipeline.model.loading import restore_weights
 from finetune_pipeline.paths import resolve_path
@@ -72,10 +73,11 @@ from finetune_pipeline.runtime.provenance import provenance
 from finetune_pipeline.runtime.signals import Interrupted, Stopped
 from finetune_pipeline.tracking.trackers import RunLabels, Trackers, run_name
 from finetune_pipeline.training.builders import BuildInputs, BuiltModel, build
+from finetune_pipeline.training.calibration import Temperature, fit_temperature
 from finetune_pipeline.training.failure import failure_status, record_failure
 from finetune_pipeline.training.loop import fit
 from finetune_pipeline.training.loss import class_weights, training_loss
-from finetune_pipeline.training.metrics import gather, predict, scores
+from finetune_pipeline.training.metrics import Predictions, gather, predict, scores
 from finetune_pipeline.training.optim import build_optimizer
 from finetune_pipeline.training.schedule import build_scheduler, optimizer_steps
 from finetune_pipeline.training.state import Progress, Trainer, data_identity, load_state, restore, save_state
@@ -241,13 +243,18 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
         step_record=StepRecord(run_dir / STEP_LOG_FILE, trackers) if dist.is_main else None,
         lr_hint=_learning_rates(cfg, training_path(cfg)),
     )
+    calibrate = cfg.training.calibration == Calibration.temperature
+    if calibrate:  # the final weights' temperature (final_model.pt)
+        _set_temperature(built, _fit_temperature(built, precision, device, dist).value)
     checkpoint(FINAL_MODEL_FILE)
     if dist.is_main:
         _write_freeze_proof(run_dir, built, backbone)
 
-    # 6. test the best epoch's weights
+    # 6. test the best epoch's weights (calibrated on validation first: best_model.pt gets its temperature)
     test_start = time.perf_counter()
-    test_predictions = _test_with_best_weights(run_dir, built, precision, device, dist)
+    test_predictions, calibration = _test_with_best_weights(
+        run_dir, built, precision, device, dist, calibrate, lambda: checkpoint(BEST_MODEL_FILE)
+    )
     test = scores(test_predictions, "test")
     log.info(
         "test (best epoch %d): accuracy=%.4f macro_f1=%.4f loss=%.4f",
@@ -306,6 +313,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
             "total_seconds": time.perf_counter() - started,
         },
         provenance=origin,
+        calibration=calibration,
     ).write(run_dir)
     state_path.unlink(missing_ok=True)  # finished: nothing to resume, and it can weigh gigabytes
     log.info("artifacts written to %s", run_dir)
@@ -480,12 +488,62 @@ def _setup_model(
     )
 
 
-def _test_with_best_weights(run_dir: Path, built: BuiltModel, precision: Precision, device: torch.device, dist: Dist):
-    """Test predictions of the best epoch's weights, gathered from all ranks."""
+def _test_with_best_weights(
+    run_dir: Path,
+    built: BuiltModel,
+    precision: Precision,
+    device: torch.device,
+    dist: Dist,
+    calibrate: bool,
+    rewrite_best: Callable[[], None],
+) -> tuple[Predictions, dict]:
+    """Test predictions of the best epoch's weights, gathered from all ranks. With ``calibrate``, its
+    temperature is fitted on validation and best_model.pt written again with it; the predictions are
+    then the calibrated ones, and the record says what calibration changed on test (ECE, NLL)."""
     dist.barrier()  # best_model.pt is written by rank 0
     best = torch.load(run_dir / BEST_MODEL_FILE, map_location=device, weights_only=True)["state_dict"]
     restore_weights(built.model, best)
-    return gather(predict(built.model, built.loaders.test, precision, device), dist)
+    _set_temperature(built, 1.0)
+    raw = gather(predict(built.model, built.loaders.test, precision, device), dist)
+    if not calibrate:
+        return raw, {"method": "none"}
+    fitted = _fit_temperature(built, precision, device, dist)
+    _set_temperature(built, fitted.value)
+    rewrite_best()
+    probs = rescaled(raw.probs, fitted.value)
+    calibrated = dataclasses.replace(raw, probs=probs, loss=nll(probs, raw.y_true))
+    record = {
+        "method": "temperature",
+        "temperature": fitted.value,
+        "val_nll_before": fitted.val_nll_before,
+        "val_nll_after": fitted.val_nll_after,
+        "ece_before": ece(raw.probs, raw.y_true),
+        "ece_after": ece(probs, raw.y_true),
+        "nll_before": raw.loss,
+        "nll_after": calibrated.loss,
+    }
+    log.info(
+        "calibration: temperature %.3f (validation NLL %.4f -> %.4f); test ECE %.4f -> %.4f, NLL %.4f -> %.4f",
+        fitted.value,
+        fitted.val_nll_before,
+        fitted.val_nll_after,
+        record["ece_before"],
+        record["ece_after"],
+        record["nll_before"],
+        record["nll_after"],
+    )
+    return calibrated, record
+
+
+def _fit_temperature(built: BuiltModel, precision: Precision, device: torch.device, dist: Dist) -> Temperature:
+    """The model's temperature, fitted on the validation split (all ranks' predictions: the same T everywhere)."""
+    _set_temperature(built, 1.0)
+    val = gather(predict(built.model, built.loaders.val, precision, device), dist)
+    return fit_temperature(val.probs, val.y_true)
+
+
+def _set_temperature(built: BuiltModel, value: float) -> None:
+    built.model.config = dataclasses.replace(built.model.config, temperature=value)
 
 
 def _setup_trainer(cfg: Config, built: BuiltModel, precision: Precision, device: torch.device, dist: Dist) -> Trainer:
