@@ -182,6 +182,7 @@ def test_evaluate_writes_the_report_into_the_run_folder(runs, tmp_path, caplog):
     assert main(["evaluate", str(run), "--input", str(labelled)]) == 0
     folder = run / "evaluation" / "holdout"
     assert sorted(p.name for p in folder.iterdir()) == [
+        "calibration.png",
         "confusion_matrix.json",
         "confusion_matrix.png",
         "errors.jsonl",

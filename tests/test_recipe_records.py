@@ -45,6 +45,7 @@ def test_metrics_jsonl_holds_every_logged_step_and_the_epochs(in_project):
 def test_checkpoints_carry_the_heads_config(in_project):
     _, run, _ = in_project("head", "model.hidden_dim=24", "model.pooling=cls")
     ckpt = torch.load(run / "best_model.pt", weights_only=True)
+    temperature = json.loads((run / "metrics.json").read_text())["calibration"]["temperature"]
     assert ckpt["head"] == {
         "in_dim": 64,
         "hidden_dim": 24,
@@ -53,6 +54,7 @@ def test_checkpoints_carry_the_heads_config(in_project):
         "dropout": 0.1,
         "chunk_stride": None,
         "chunk_pooling": None,
+        "temperature": temperature,
     }  # truncated texts
     from finetune_pipeline import Classifier
 

@@ -37,7 +37,7 @@ def plot_data(classes: dict[str, dict[str, int]], histogram: dict, max_length: i
         "classes per split" + (f" (largest {MOST_CLASSES} of {len(totals)})" if len(totals) > len(shown) else ""),
         fontsize=10,
     )
-    bars.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)
+    bars.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     edges, counts = np.asarray(histogram["edges"]), np.asarray(histogram["counts"])
     lengths.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color="tab:gray")
     lengths.axvline(max_length, color="tab:red", linestyle="--", label=f"data.max_length={max_length}")
@@ -46,7 +46,7 @@ def plot_data(classes: dict[str, dict[str, int]], histogram: dict, max_length: i
     lengths.set_title("text lengths", fontsize=10)
     lengths.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.17, right=0.98, bottom=0.27, top=0.86, wspace=0.25)  # fixed: tight_layout costs a draw
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
