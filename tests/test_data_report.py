@@ -175,6 +175,10 @@ def test_inspect_data_prints_and_writes_the_report_without_a_model(rooted, tiny_
     assert report.conflicts["count"] == 1 and report.duplicates["dropped_at_preprocessing"] == 1
     assert not list(rooted.rglob("*.pt")) and not list(rooted.rglob("*.safetensors"))  # no model written or run
     assert load_combined(compose_config([]).data).texts  # the processed data is the one train.py reads
+    run = rooted / "outputs" / "a-run"
+    (run / ".hydra").mkdir(parents=True)
+    assert pipeline_main(["inspect-data", "backbone=tiny", f"backbone.path={tiny_cache}", "--out", str(run)]) == 1
+    assert not (run / "data_report.json").exists()  # a run's own report is never replaced
 
 
 def test_two_preprocessings_of_one_source_build_it_once(rooted, monkeypatch):

@@ -118,6 +118,9 @@ def test_freeze_proof_status_is_read_back_and_derived_for_older_proofs(tmp_path)
     (tmp_path / "again").mkdir()
     FreezeProof.read(tmp_path).write(tmp_path / "again")
     assert json.loads((tmp_path / "again" / "freeze_proof.json").read_text())["status"] == "not_frozen"
+    (tmp_path / "freeze_proof.json").write_text(json.dumps({**base, "status": "fine"}))
+    with pytest.raises(PipelineError, match=r"status 'fine' is not one of pass, fail, not_frozen"):
+        FreezeProof.read(tmp_path)
     (tmp_path / "freeze_proof.json").write_text('{"verdict": 3}')
     with pytest.raises(PipelineError, match=r"freeze_proof\.json: not a readable freeze proof"):
         FreezeProof.read(tmp_path)

@@ -99,6 +99,8 @@ class FreezeProof:
             status = raw.get("status") or {"PASS": "pass", "FAIL": "fail"}.get(
                 raw["verdict"].split(":")[0], "not_frozen"
             )
+            if status not in STATUSES:
+                raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
             return cls(**{**{k: v for k, v in raw.items() if k in known}, "status": status})
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise PipelineError(f"{path}: not a readable freeze proof ({type(e).__name__}: {e})") from None

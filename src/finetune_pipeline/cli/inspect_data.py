@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from finetune_pipeline.artifacts.names import CONFIG_DIR, METRICS_FILE
 from finetune_pipeline.errors import PipelineError
 
 log = logging.getLogger("finetune_pipeline")
@@ -86,6 +87,11 @@ def inspect_data(args: argparse.Namespace) -> None:
         d.long_text.value,
     )
     out = args.out or processed_paths(d).folder
+    if (out / METRICS_FILE).exists() or (out / CONFIG_DIR).exists():
+        raise PipelineError(
+            f"--out {out}: a run folder; its data report is the run's own record, written when it "
+            "trained: choose another folder"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
