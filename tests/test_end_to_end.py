@@ -148,11 +148,11 @@ def test_freeze_proof_readme_command_checks_runs_independently(in_project):
     proof = FreezeProof.read(lean)
     ok = check(lean)
     assert ok.returncode == 0, ok.stderr
-    assert f"base model's encoder sha256 now: {proof['encoder_sha256_before']} (same)" in ok.stdout
+    assert f"base model's encoder sha256 now: {proof.encoder_sha256_before} (same)" in ok.stdout
     ok_full = check(full)
     assert ok_full.returncode == 0, ok_full.stderr
-    assert f"full checkpoint: 0 of {proof['tensors_total']} encoder tensors differ" in ok_full.stdout
-    assert f"encoder sha256 in best_model.pt: {proof['encoder_sha256_before']}" in ok_full.stdout
+    assert f"full checkpoint: 0 of {proof.tensors_total} encoder tensors differ" in ok_full.stdout
+    assert f"encoder sha256 in best_model.pt: {proof.encoder_sha256_before}" in ok_full.stdout
     bad = check(tuned)
     assert bad.returncode == 1 and "full checkpoint: 0 of" not in bad.stdout
 
