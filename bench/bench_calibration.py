@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/finetune-bench-calibration"))
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "calibration.json")
+    parser.add_argument("--only", choices=sorted(RUNS), help="one of the two runs")
+    parser.add_argument("--full-epochs", type=int, default=2, help="epochs of the full fine-tuning run (default 2)")
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
@@ -86,7 +88,10 @@ def main() -> None:
     ]
     results = {"date": date.today().isoformat(), "machine": machine(), "resamples": RESAMPLES, "runs": {}}
     rng = np.random.default_rng(0)
+    RUNS["full fine-tuning"][1] = f"training.epochs={args.full_epochs}"
     for name, overrides in RUNS.items():
+        if args.only and name != args.only:
+            continue
         run = args.workdir / "outputs" / name.replace(" ", "-")
         wall, peak_mb, _ = run_measured(
             [sys.executable, str(REPO / "train.py"), *common, *overrides, f"hydra.run.dir={run}"], env
