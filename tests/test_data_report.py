@@ -209,3 +209,17 @@ def test_a_bad_source_leaves_no_processed_folder(rooted):
     with pytest.raises(PipelineError, match=r'part-9\.json: record 1: field "output" must be a string'):
         ensure_preprocessed(compose_config([]).data)
     assert not (rooted / "data" / "processed").exists() or not any((rooted / "data" / "processed").iterdir())
+
+
+def test_two_datasets_train_one_after_the_other_with_their_own_labels(project, in_project):
+    other = project / "elsewhere" / "news"
+    write_json(other / "part-1-train.json", news("World", 14) + news("Sports", 14))
+    write_json(other / "part-2-val.json", news("World", 3, "v ") + news("Sports", 3, "v "))
+    write_json(other / "part-3-test.json", news("World", 3, "t ") + news("Sports", 3, "t "))
+    _, first, _ = in_project("shipped", "training.epochs=1")
+    _, second, log = in_project("news", "training.epochs=1", f"data.raw_dir={other}")
+    labels = json.loads((second / "id_to_label.json").read_text())
+    assert labels == {"0": {"symbol": "a", "label": "Sports"}, "1": {"symbol": "b", "label": "World"}}
+    assert len(json.loads((first / "id_to_label.json").read_text())) == 5
+    assert "split: files (parts named test/train/val: using their split" in log
+    assert json.loads((second / "metrics.json").read_text())["data"]["test"] == 6  # the official test part
