@@ -1,11 +1,12 @@
 """``train(cfg, run_dir) -> metrics``: the one recipe, read top to bottom in ``_train``:
 
-    1. data       preprocess if needed, class index, split            (_setup_data)
-    2. backbone   locate and check, tokenizer, label maps             (locate_backbone, _setup_tokenizer)
+    1. data       preprocess if needed, class index, split, leakage   (training.prepare_data.setup_data)
+    2. backbone   locate and check, tokenizer, label maps, data report (locate_backbone, _setup_tokenizer,
+                                                                       prepare_data.write_data_report)
     3. model      one builder per training path                       (training.builders, _setup_model)
     4. optimizer  AdamW, LR schedule, loss scaler, resumed state      (_setup_trainer, _resume_from)
-    5. fit        training.loop.fit
-    6. test       the best epoch's weights on the test split
+    5. fit        training.loop.fit; the final weights' temperature    (training.final_test.fit_model_temperature)
+    6. test       the best epoch's weights, calibrated, on the test split (training.final_test.best_on_test)
     7. artifacts  checkpoints, freeze proof, evaluation report, metrics.json
 
 ``cli/train.py`` decides what a command-line run does with its folder; tests call ``train`` directly.
@@ -18,7 +19,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -53,17 +53,12 @@ from finetune_pipeline.config.differences import flatten
 from finetune_pipeline.config.load import training_path
 from finetune_pipeline.config.schema import Calibration, Config, TrainingPath, init_seed
 from finetune_pipeline.data.batches import TokenizedTexts, chunking_of
-from finetune_pipeline.data.choose_split import choose_split
 from finetune_pipeline.data.classes import ClassIndex
-from finetune_pipeline.data.hf_source import keeps_own_split
-from finetune_pipeline.data.preprocess import CombinedDataset, ensure_preprocessed, load_combined, source_name
-from finetune_pipeline.data.report import Leakage, apply_leakage_policy, build_report, find_leakage
+from finetune_pipeline.data.preprocess import source_name
 from finetune_pipeline.data.source import processed_paths
-from finetune_pipeline.data.split import Split, limit_samples
-from finetune_pipeline.errors import PipelineError, error_line
-from finetune_pipeline.evaluation.calibration import ece, nll, rescaled
+from finetune_pipeline.data.split import Split
+from finetune_pipeline.errors import error_line
 from finetune_pipeline.evaluation.report import write_evaluation
-from finetune_pipeline.model.loading import restore_weights
 from finetune_pipeline.paths import resolve_path
 from finetune_pipeline.runtime.device import resolve_device
 from finetune_pipeline.runtime.distributed import SINGLE, Dist, wrap
@@ -73,12 +68,13 @@ from finetune_pipeline.runtime.provenance import provenance
 from finetune_pipeline.runtime.signals import Interrupted, Stopped
 from finetune_pipeline.tracking.trackers import RunLabels, Trackers, run_name
 from finetune_pipeline.training.builders import BuildInputs, BuiltModel, build
-from finetune_pipeline.training.calibration import Temperature, fit_temperature
 from finetune_pipeline.training.failure import failure_status, record_failure
+from finetune_pipeline.training.final_test import best_on_test, fit_model_temperature, set_temperature
 from finetune_pipeline.training.loop import fit
 from finetune_pipeline.training.loss import class_weights, training_loss
-from finetune_pipeline.training.metrics import Predictions, gather, predict, scores
+from finetune_pipeline.training.metrics import scores
 from finetune_pipeline.training.optim import build_optimizer
+from finetune_pipeline.training.prepare_data import setup_data, write_data_report
 from finetune_pipeline.training.schedule import build_scheduler, optimizer_steps
 from finetune_pipeline.training.state import Progress, Trainer, data_identity, load_state, restore, save_state
 from finetune_pipeline.training.step_record import StepRecord
@@ -187,7 +183,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
     started = time.perf_counter()
     state_path = run_dir / STATE_FILE
     # 1. data: preprocess if needed, index the classes, split
-    data = _setup_data(cfg, dist)
+    data = setup_data(cfg, dist)
     dataset, classes, labels, split = data.dataset, data.classes, data.labels, data.split
     # 2. backbone (checked, no weights yet) and its tokenizer; label maps and tokenizer into the run folder
     backbone = _main_first(
@@ -195,7 +191,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
     )
     tokenizer = _setup_tokenizer(cfg, backbone, classes, run_dir, dist)
     if dist.is_main:
-        _write_data_report(cfg, data, tokenizer, run_dir, trackers)
+        write_data_report(cfg, data, tokenizer, run_dir, trackers)
     device, precision = _setup_device(cfg, dist)
     # 3. the model and its loaders, as the training path builds them
     built = _setup_model(cfg, backbone, tokenizer, dataset.texts, labels, split, len(classes), device, precision, dist)
@@ -245,14 +241,14 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
     )
     calibrate = cfg.training.calibration == Calibration.temperature
     if calibrate:  # the final weights' temperature (final_model.pt)
-        _set_temperature(built, _fit_temperature(built, precision, device, dist).value)
+        set_temperature(built, fit_model_temperature(built, precision, device, dist).value)
     checkpoint(FINAL_MODEL_FILE)
     if dist.is_main:
         _write_freeze_proof(run_dir, built, backbone)
 
     # 6. test the best epoch's weights (calibrated on validation first: best_model.pt gets its temperature)
     test_start = time.perf_counter()
-    test_predictions, calibration = _test_with_best_weights(
+    test_predictions, calibration = best_on_test(
         run_dir, built, precision, device, dist, calibrate, lambda: checkpoint(BEST_MODEL_FILE)
     )
     test = scores(test_predictions, "test")
@@ -354,86 +350,6 @@ def _log_checkpoints(cfg: Config) -> bool:
     return bool(cfg.logger.mlflow and cfg.logger.mlflow.log_checkpoints)
 
 
-@dataclass(frozen=True)
-class PreparedData:
-    dataset: CombinedDataset  # texts, symbols, raw fingerprint, the raw part of each record
-    classes: ClassIndex
-    labels: list[int]  # class id of each record
-    split: Split
-    split_how: str  # stratified | files [(val carved from train)] | fold k of K
-    leakage: Leakage  # of the split as chosen (before data.leakage=drop)
-
-
-def _setup_data(cfg: Config, dist: Dist) -> PreparedData:
-    """Preprocess if needed (rank 0), read, index the classes and split. Logs one line."""
-    if dist.is_main:
-        ensure_preprocessed(cfg.data)
-    dist.barrier()
-    dataset = load_combined(cfg.data)
-    classes = ClassIndex.from_dataset(dataset.symbols, dataset.label_to_symbol)
-    labels = classes.ids(dataset.symbols)
-    if len(classes) < 2:
-        raise PipelineError(
-            f"{source_name(cfg.data)}: every record has the label {classes.labels[0]!r}; "
-            "a classifier needs at least 2 classes"
-        )
-    chosen = choose_split(cfg.data, dataset.files, labels, classes.display_names(), keeps_own_split(cfg.data))
-    leakage = find_leakage(dataset.texts, [classes.labels[c] for c in labels], chosen.split)
-    split = apply_leakage_policy(cfg.data.leakage, chosen.split, leakage)
-    limited = cfg.data.max_train_samples is not None or cfg.data.max_eval_samples is not None
-    if limited:
-        split = limit_samples(split, labels, cfg.data.max_train_samples, cfg.data.max_eval_samples, cfg.data.seed)
-    log.info("split: %s (%s)", chosen.how, chosen.why)
-    log.info(
-        "data: %d records, %d classes; %s split train/val/test = %d/%d/%d%s",
-        len(labels),
-        len(classes),
-        chosen.how,
-        len(split.train),
-        len(split.val),
-        len(split.test),
-        " (max_train_samples / max_eval_samples)" if limited else "",
-    )
-    return PreparedData(dataset, classes, labels, split, chosen.how, leakage)
-
-
-def _write_data_report(cfg: Config, data: PreparedData, tokenizer, run_dir: Path, trackers: Trackers) -> None:
-    """data_report.json / .md / .png into the run folder (the split as trained); its findings logged."""
-    labels = [data.classes.labels[c] for c in data.labels]
-    report = build_report(
-        source_name(cfg.data),
-        data.dataset.texts,
-        labels,
-        data.split,
-        data.split_how,
-        tokenizer,
-        cfg.data.max_length,
-        cfg.data.leakage.value,
-        data.dataset.duplicates_dropped,
-        cfg.data.long_text.value,
-        data.leakage,
-    )
-    report.write(run_dir)
-    for warning in report.warnings():
-        if not warning.startswith("leakage"):  # said already when the split was made
-            log.warning("data report: %s", warning)
-    log.info(
-        "data report: %s (leakage %d, conflicts %d, %.1f%% truncated at %d tokens)",
-        run_dir / DATA_REPORT_FILE,
-        report.leakage["cross_split"]["count"],
-        report.conflicts["count"],
-        100 * report.lengths["truncated_share"],
-        cfg.data.max_length,
-    )
-    trackers.set_tags(
-        {
-            "data.leakage": str(report.leakage["cross_split"]["count"]),
-            "data.conflicts": str(report.conflicts["count"]),
-            "data.split": data.split_how,
-        }
-    )
-
-
 def _setup_tokenizer(cfg: Config, backbone: Backbone, classes: ClassIndex, run_dir: Path, dist: Dist):
     """The backbone's tokenizer; rank 0 saves it and the label maps into the run folder."""
     tokenizer = load_tokenizer(backbone, cfg.backbone)
@@ -486,64 +402,6 @@ def _setup_model(
     return build(
         BuildInputs(cfg, path, backbone, tokenizer, texts, tokenized, split, num_classes, device, precision, dist)
     )
-
-
-def _test_with_best_weights(
-    run_dir: Path,
-    built: BuiltModel,
-    precision: Precision,
-    device: torch.device,
-    dist: Dist,
-    calibrate: bool,
-    rewrite_best: Callable[[], None],
-) -> tuple[Predictions, dict]:
-    """Test predictions of the best epoch's weights, gathered from all ranks. With ``calibrate``, its
-    temperature is fitted on validation and best_model.pt written again with it; the predictions are
-    then the calibrated ones, and the record says what calibration changed on test (ECE, NLL)."""
-    dist.barrier()  # best_model.pt is written by rank 0
-    best = torch.load(run_dir / BEST_MODEL_FILE, map_location=device, weights_only=True)["state_dict"]
-    restore_weights(built.model, best)
-    _set_temperature(built, 1.0)
-    raw = gather(predict(built.model, built.loaders.test, precision, device), dist)
-    if not calibrate:
-        return raw, {"method": "none"}
-    fitted = _fit_temperature(built, precision, device, dist)
-    _set_temperature(built, fitted.value)
-    rewrite_best()
-    probs = rescaled(raw.probs, fitted.value)
-    calibrated = dataclasses.replace(raw, probs=probs, loss=nll(probs, raw.y_true))
-    record = {
-        "method": "temperature",
-        "temperature": fitted.value,
-        "val_nll_before": fitted.val_nll_before,
-        "val_nll_after": fitted.val_nll_after,
-        "ece_before": ece(raw.probs, raw.y_true),
-        "ece_after": ece(probs, raw.y_true),
-        "nll_before": raw.loss,
-        "nll_after": calibrated.loss,
-    }
-    log.info(
-        "calibration: temperature %.3f (validation NLL %.4f -> %.4f); test ECE %.4f -> %.4f, NLL %.4f -> %.4f",
-        fitted.value,
-        fitted.val_nll_before,
-        fitted.val_nll_after,
-        record["ece_before"],
-        record["ece_after"],
-        record["nll_before"],
-        record["nll_after"],
-    )
-    return calibrated, record
-
-
-def _fit_temperature(built: BuiltModel, precision: Precision, device: torch.device, dist: Dist) -> Temperature:
-    """The model's temperature, fitted on the validation split (all ranks' predictions: the same T everywhere)."""
-    _set_temperature(built, 1.0)
-    val = gather(predict(built.model, built.loaders.val, precision, device), dist)
-    return fit_temperature(val.probs, val.y_true)
-
-
-def _set_temperature(built: BuiltModel, value: float) -> None:
-    built.model.config = dataclasses.replace(built.model.config, temperature=value)
 
 
 def _setup_trainer(cfg: Config, built: BuiltModel, precision: Precision, device: torch.device, dist: Dist) -> Trainer:
