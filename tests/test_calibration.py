@@ -75,6 +75,7 @@ def test_a_run_fits_its_temperature_and_every_score_carries_it(calibrated_run, t
     assert np.abs(calibrated - rescaled(raw, t)).max() < 1e-5 and (t == 1.0 or np.abs(calibrated - raw).max() > 1e-4)
     assert pipeline_main(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0  # checked there
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["head"]["temperature"] == t
+    assert f"divided by a temperature of {t:.3f}" in (tmp_path / "hf" / "README.md").read_text()  # the model card
     again = Classifier.from_pretrained(tmp_path / "hf", device="cpu", precision="fp32").probabilities(texts)
     assert np.abs(again - calibrated).max() < 1e-5
 

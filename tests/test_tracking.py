@@ -124,6 +124,9 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_a_failing_job_is_recor
             "data_report.png",
         } <= artifacts(c, child.info.run_id)
         assert tags["data.leakage"] == "0" and tags["data.split"] == "stratified"
+        calibration = metrics["calibration"]  # calibrated scores reach the tracker too
+        assert child.data.metrics["calibration/temperature"] == pytest.approx(calibration["temperature"])
+        assert child.data.metrics["test/ece"] == pytest.approx(calibration["ece_after"])
     # the copies are no run folders: finetune-compare over all of outputs/ finds the 3 jobs only
     assert sorted(p.name for p in find_job_folders([project / "outputs"])) == ["0", "1", "2"]
 

@@ -313,8 +313,17 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
     ).write(run_dir)
     state_path.unlink(missing_ok=True)  # finished: nothing to resume, and it can weigh gigabytes
     log.info("artifacts written to %s", run_dir)
+    calibrated = (
+        {
+            "calibration/temperature": calibration["temperature"],
+            "test/ece": calibration["ece_after"],
+            "test/ece_uncalibrated": calibration["ece_before"],
+        }
+        if calibration.get("temperature")
+        else {}
+    )
     trackers.log_metrics(
-        {**summary, "test/weighted_f1": full_report["weighted_f1"]},
+        {**summary, "test/weighted_f1": full_report["weighted_f1"], **calibrated},
         step=result.history[-1]["opt_steps"] if result.history else 0,
     )
     trackers.log_artifacts(TRACKED_ARTIFACTS + (CHECKPOINTS if _log_checkpoints(cfg) else []))
