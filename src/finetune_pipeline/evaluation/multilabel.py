@@ -1,0 +1,66 @@
+"""Scores of multi-label predictions, and the per-label decision thresholds tuned on validation.
+
+``y_true`` is an (N, L) 0/1 matrix, ``probs`` the (N, L) sigmoid scores; a label is predicted where
+its score reaches its threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, f1_score, hamming_loss, precision_recall_fscore_support
+
+DEFAULT_THRESHOLD = 0.5
+
+
+def tune_thresholds(probs: np.ndarray, y_true: np.ndarray) -> np.ndarray:
+    """Per label, the threshold that maximises that label's F1 on these (validation) predictions:
+    the midpoint between the score kept and the next lower one (ties: the higher threshold); a label
+    without positives keeps ``DEFAULT_THRESHOLD``."""
+    thresholds = np.full(probs.shape[1], DEFAULT_THRESHOLD)
+    for label in range(probs.shape[1]):
+        truth = y_true[:, label].astype(bool)
+        if not truth.any():
+            continue
+        order = np.argsort(-probs[:, label], kind="stable")
+        scores, hits = probs[order, label], truth[order]
+        tp = np.cumsum(hits)  # predicting the top k+1 texts positive
+        f1 = 2 * tp / (np.arange(1, len(scores) + 1) + truth.sum())
+        distinct = np.append(scores[1:] != scores[:-1], True)  # a cut can only fall between two scores
+        best = int(np.flatnonzero(distinct)[np.argmax(f1[distinct])])
+        below = scores[best + 1] if best + 1 < len(scores) else 0.0
+        thresholds[label] = float((scores[best] + below) / 2)
+    return thresholds
+
+
+def predicted(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    return (probs >= thresholds).astype(np.int64)
+
+
+def multilabel_scores(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> dict:
+    """micro / macro / samples F1, subset accuracy, Hamming loss, mean average precision, and per
+    label precision / recall / F1 / support (label index -> dict)."""
+    y_pred = predicted(probs, thresholds)
+    p, r, f, support = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
+    with_positives = y_true.sum(axis=0) > 0
+    return {
+        "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "samples_f1": float(f1_score(y_true, y_pred, average="samples", zero_division=0)),
+        "subset_accuracy": float((y_pred == y_true).all(axis=1).mean()),
+        "hamming_loss": float(hamming_loss(y_true, y_pred)),
+        "mean_average_precision": float(
+            average_precision_score(y_true[:, with_positives], probs[:, with_positives], average="macro")
+        )
+        if with_positives.any()
+        else 0.0,
+        "per_label": {
+            int(k): {
+                "precision": float(p[k]),
+                "recall": float(r[k]),
+                "f1": float(f[k]),
+                "support": int(support[k]),
+                "threshold": float(thresholds[k]),
+            }
+            for k in range(y_true.shape[1])
+        },
+    }
