@@ -18,7 +18,7 @@ def noisy_scores(n: int, labels: int, seed: int) -> tuple[np.ndarray, np.ndarray
     return y, 1 / (1 + np.exp(-logits))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.integers(0, 10_000), st.integers(5, 60))
 def test_a_tuned_threshold_gives_the_best_f1_any_cut_could(seed, n):
     y, probs = noisy_scores(n, 3, seed)

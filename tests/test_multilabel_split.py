@@ -38,7 +38,7 @@ def test_label_shares_follow_the_ratios_better_than_a_random_split():
     assert iterative_split(sets, 0.8, 0.1, 1, {k: str(k) for k in range(12)}).train.tolist() == split.train.tolist()
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.integers(0, 10_000), st.integers(30, 120), st.integers(2, 6))
 def test_every_label_with_three_records_is_in_every_split(seed, n, labels):
     sets = random_label_sets(n, labels, seed)

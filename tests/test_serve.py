@@ -289,6 +289,7 @@ def test_a_killed_inference_process_is_started_again(server):
     assert same == other and restarted != killed and alive(restarted)
 
 
+@pytest.mark.slow  # a server of its own (about 12 s); the default suite stops one with SIGTERM (test_sigterm_...)
 def test_ctrl_c_lets_the_request_in_flight_finish_and_exits_0(run):
     server = Server(run, "--max-wait-ms", "1500")  # a request waits 1.5 s for company: Ctrl-C comes meanwhile
     [inference] = server.inference_pids()
