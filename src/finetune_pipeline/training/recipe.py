@@ -160,11 +160,12 @@ def train(
 
 def _remove_orphans(cfg: Config, run_dir: Path) -> None:
     """Temporary files of writers killed with -9 (or a power cut) in the folders this run writes to."""
+    processed = processed_paths(cfg.data)
     folders = (
         run_dir,
         run_dir / EVALUATION_DIR,
-        processed_paths(cfg.data).folder,
-        processed_paths(cfg.data).mapping.parent,
+        processed.folder,
+        processed.mapping.parent,
         resolve_path(cfg.data.cache_dir),
         resolve_path(cfg.data.cache_dir) / "features",
     )
@@ -194,7 +195,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
         write_data_report(cfg, data, tokenizer, run_dir, trackers)
     device, precision = _setup_device(cfg, dist)
     # 3. the model and its loaders, as the training path builds them
-    built = _setup_model(cfg, backbone, tokenizer, dataset.texts, labels, split, len(classes), device, precision, dist)
+    path = training_path(cfg)
+    built = _setup_model(
+        cfg, path, backbone, tokenizer, dataset.texts, labels, split, len(classes), device, precision, dist
+    )
     identity = BackboneIdentity(
         cfg.backbone.name, str(backbone.folder), combined_sha256(built.freeze.before), config_sha256(backbone.folder)
     )
@@ -237,7 +241,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
         loss_fn=training_loss(weights, cfg.training.label_smoothing),
         dist=dist,
         step_record=StepRecord(run_dir / STEP_LOG_FILE, trackers) if dist.is_main else None,
-        lr_hint=_learning_rates(cfg, training_path(cfg)),
+        lr_hint=_learning_rates(cfg, path),
     )
     calibrate = cfg.training.calibration == Calibration.temperature
     if calibrate:  # the final weights' temperature (final_model.pt)
@@ -394,6 +398,7 @@ def _setup_device(cfg: Config, dist: Dist) -> tuple[torch.device, Precision]:
 
 def _setup_model(
     cfg: Config,
+    path: TrainingPath,
     backbone: Backbone,
     tokenizer,
     texts: list[str],
@@ -405,7 +410,6 @@ def _setup_model(
     dist: Dist,
 ) -> BuiltModel:
     """The texts tokenized once (truncated or chunked), then the builder of the run's training path."""
-    path = training_path(cfg)
     log.info("training path: %s", path.value)
     tokenized = TokenizedTexts(texts, labels, tokenizer, cfg.data.max_length, chunking_of(cfg.data))
     return build(
