@@ -105,6 +105,14 @@ def alive(pid: int) -> bool:
     return False
 
 
+def read_until_closed(sock: socket.socket) -> str:
+    """The whole answer: a response can arrive in more than one segment (headers, then body)."""
+    chunks = []
+    while chunk := sock.recv(4096):
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
 @pytest.fixture(scope="module")
 def run(module_project):
     _, train_run = module_project
@@ -269,7 +277,7 @@ def test_a_client_that_stalls_mid_body_gets_408_and_holds_nothing(server):
             b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
             b'{"texts": ['
         )  # and then nothing
-        answer = s.recv(4096).decode()
+        answer = read_until_closed(s)
     assert answer.startswith("HTTP/1.1 408") and "--body-timeout" in answer and time.monotonic() - started < 10
     assert server.predict(["still fine"])[0] == 200
 

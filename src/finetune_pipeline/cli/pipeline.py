@@ -55,16 +55,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def predict(args: argparse.Namespace) -> None:
     from finetune_pipeline.artifacts.atomic import to_json
-    from finetune_pipeline.evaluation.report import prediction_rows
     from finetune_pipeline.inference.inputs import read_texts, write_rows
 
     if args.output is not None:
         check_output_path(args.output, args.input, args.run_dir)
     texts = read_texts(args.input, input_fields(args)[0])  # before loading the model: a bad file fails in a second
     clf = _load(args)
-    rows = prediction_rows(
-        texts, clf.probabilities(texts), clf.symbols, clf.labels, top_k=args.top_k, min_score=args.min_score
-    )
+    rows = clf.rows(texts, clf.probabilities(texts), top_k=args.top_k, min_score=args.min_score)
     if args.output:
         write_rows(args.output, rows)
         log.info("%d predictions -> %s", len(rows), args.output)
@@ -85,17 +82,27 @@ def evaluate(args: argparse.Namespace) -> None:
     clf = _load(args)
     known = {label: i for i, label in enumerate(clf.labels)}
     for label, at in zip(labels, where):
-        if label not in known:
-            shown = ", ".join(repr(k) for k in clf.labels[:10]) + (" ..." if len(known) > 10 else "")
-            raise PipelineError(f"{args.input}: {at}: label {label!r} is not one of the run's classes ({shown})")
-    y_true = np.asarray([known[label] for label in labels])
+        for one in label if isinstance(label, tuple) else (label,):
+            if one not in known:
+                shown = ", ".join(repr(k) for k in clf.labels[:10]) + (" ..." if len(known) > 10 else "")
+                raise PipelineError(f"{args.input}: {at}: label {one!r} is not one of the run's classes ({shown})")
+        if isinstance(label, tuple) and not clf.multi_label and len(label) != 1:
+            raise PipelineError(f"{args.input}: {at}: {len(label)} labels, but the run classifies one label per text")
+    if clf.multi_label:
+        y_true = np.zeros((len(labels), len(known)), dtype=np.int64)
+        for i, label in enumerate(labels):
+            y_true[i, [known[one] for one in (label if isinstance(label, tuple) else (label,))]] = 1
+    else:
+        y_true = np.asarray([known[label[0] if isinstance(label, tuple) else label] for label in labels])
     report = write_evaluation(folder, texts, y_true, clf.probabilities(texts), clf.symbols, clf.labels)
     log.info(
-        "%d texts: accuracy %.4f, macro-F1 %.4f, weighted F1 %.4f -> %s",
+        "%d texts: %saccuracy %.4f, macro-F1 %.4f, weighted F1 %.4f%s -> %s",
         report["texts"],
+        "subset " if clf.multi_label else "",
         report["accuracy"],
         report["macro_f1"],
         report["weighted_f1"],
+        f", micro-F1 {report['micro_f1']:.4f}" if clf.multi_label else "",
         folder,
     )
 

@@ -26,8 +26,12 @@ def check_overrides(overrides: list[str]) -> None:
 
 
 # keys added since: the value that reads an earlier run's config as it ran (its explicit processed paths
-# are kept, so processed_dir goes unused; leakage was only reported; no calibration was fitted)
-ADDED = {"data": {"processed_dir": "data/processed", "leakage": "warn"}, "training": {"calibration": "none"}}
+# are kept, so processed_dir goes unused; leakage was only reported; no calibration was fitted; every
+# label was one string)
+ADDED = {
+    "data": {"processed_dir": "data/processed", "leakage": "warn", "label_separator": None, "task": "single_label"},
+    "training": {"calibration": "none", "calibration_min_texts": 100},
+}
 
 
 def migrate_stored(stored: dict) -> dict:

@@ -41,8 +41,15 @@ class LrSchedule(str, Enum):
 
 class BestMetric(str, Enum):
     macro_f1 = "macro_f1"
+    micro_f1 = "micro_f1"  # multi-label: over every (text, label) decision; single-label: equals accuracy
     accuracy = "accuracy"
     loss = "loss"  # lower is better
+
+
+class Task(str, Enum):
+    auto = "auto"  # multi_label when some record's label is a list of other than one label, else single_label
+    single_label = "single_label"  # one class per text: softmax, cross-entropy
+    multi_label = "multi_label"  # a set of labels per text (possibly empty): sigmoid per label, BCE
 
 
 class SplitMode(str, Enum):
@@ -101,7 +108,9 @@ class HfDatasetConfig:
 class DataConfig:
     raw_dir: str = MISSING  # .json / .jsonl / .csv / .tsv / .parquet parts of text + label records
     text_field: str = MISSING  # key or column of the text in every part (the original pipeline's "input")
-    label_field: str = MISSING  # key or column of the label ("output")
+    label_field: str = MISSING  # key or column of the label ("output"), or of a list of labels
+    label_separator: str | None = MISSING  # a string label holding it is several labels ("sport|politics")
+    task: Task = MISSING  # auto | single_label | multi_label
     hf: HfDatasetConfig = field(default_factory=HfDatasetConfig)
     cache_dir: str = MISSING  # feature cache and remembered backbone hashes (safe to delete)
     processed_dir: str = MISSING  # each source's processed folder, <processed_dir>/<name>-<hash of its location>/
@@ -179,6 +188,7 @@ class TrainingConfig:
     label_smoothing: float = MISSING  # cross-entropy label smoothing in [0, 1)
     best_metric: BestMetric = MISSING  # validation metric that picks best_model.pt
     calibration: Calibration = MISSING  # temperature | none: scores that mean probabilities (predict, serve, exports)
+    calibration_min_texts: int = MISSING  # validation texts needed to fit a temperature or thresholds
     early_stopping_patience: int = MISSING  # stop after this many epochs without a better best_metric; 0 = off
     save_every_steps: int = (
         MISSING  # also save train_state.pt every N optimizer steps (it is saved every epoch); 0 = epochs only

@@ -46,14 +46,33 @@ def chunking_of(data_cfg) -> Chunking | None:
     return Chunking(data_cfg.chunk_stride, getattr(data_cfg.chunk_pooling, "value", data_cfg.chunk_pooling))
 
 
+def label_tensor(labels: list) -> torch.Tensor:
+    """(B,) class ids; multi-label rows (each a 0/1 list over the labels) as a (B, C) float tensor."""
+    if labels and isinstance(labels[0], (list, tuple)):
+        return torch.tensor(labels, dtype=torch.float32)
+    return torch.tensor(labels, dtype=torch.long)
+
+
+def multi_hot(label_sets: list, classes: int) -> list[tuple[int, ...]]:
+    """Each record's label ids as a 0/1 row over the ``classes`` labels (what ``label_tensor`` stacks)."""
+    rows = []
+    for ids in label_sets:
+        row = [0] * classes
+        for c in ids:
+            row[c] = 1
+        rows.append(tuple(row))
+    return rows
+
+
 class TokenizedTexts(Dataset):
-    """Texts tokenized once up front (unpadded) with their class ids: truncated to max_length, or,
+    """Texts tokenized once up front (unpadded) with their class ids (multi-label: 0/1 rows, ``multi_hot``):
+    truncated to max_length, or,
     with ``chunking``, each text a list of windows of at most max_length tokens (one for a short text)."""
 
     def __init__(
         self,
         texts: list[str],
-        labels: list[int],
+        labels: list,
         tokenizer: PreTrainedTokenizerBase,
         max_length: int,
         chunking: Chunking | None = None,
@@ -126,7 +145,7 @@ class PadCollator:
             "index": torch.tensor([i for i, _, _ in items], dtype=torch.long),  # (B,)
             "input_ids": input_ids,
             "attention_mask": attention_mask,
-            "labels": torch.tensor([label for _, _, label in items], dtype=torch.long),  # (B,)
+            "labels": label_tensor([label for _, _, label in items]),  # (B,), multi-label (B, C)
         }
         if chunked:
             batch["window_doc"] = torch.tensor(
@@ -257,7 +276,7 @@ def feature_loader(
     For training, pass the texts' token lengths: the batches are then exactly those the end-to-end
     path draws (same sampler, same seed), so both paths train the head on the same batches.
     """
-    data = TensorDataset(torch.arange(len(labels)), features, torch.tensor(labels, dtype=torch.long))
+    data = TensorDataset(torch.arange(len(labels)), features, label_tensor(labels))
     if train_lengths is None:
         chunks = [list(range(i, min(i + batch_size, len(labels)))) for i in range(0, len(labels), batch_size)]
         return DataLoader(data, batch_sampler=chunks[rank::world_size], collate_fn=_feature_rows)

@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from finetune_pipeline.config.schema import DataConfig, SplitMode
+from finetune_pipeline.data.multilabel_split import iterative_parts, iterative_split, require_every_label
 from finetune_pipeline.data.split import (
     SPLIT_WORDS,
     Split,
@@ -39,10 +40,13 @@ class ChosenSplit:
 
 
 def choose_split(
-    cfg: DataConfig, files: list[str], labels: list[int], names: dict[int, str], keeps_own: bool
+    cfg: DataConfig, files: list[str], labels: list, names: dict[int, str], keeps_own: bool
 ) -> ChosenSplit:
-    """``files``: the raw part (or Hugging Face split) of each record; ``keeps_own``: a Hugging Face
-    dataset with train, val and test mapped (always split as it comes)."""
+    """``files``: the raw part (or Hugging Face split) of each record; ``labels``: each record's class
+    id, or (multi-label) its list of label ids; ``keeps_own``: a Hugging Face dataset with train, val
+    and test mapped (always split as it comes)."""
+    if labels and isinstance(labels[0], (list, tuple)):
+        return _multilabel_split(cfg, files, labels, names, keeps_own)
     if cfg.split == SplitMode.kfold:
         if keeps_own:
             raise PipelineError(
@@ -61,6 +65,44 @@ def choose_split(
     why = _why_not_official(files) if cfg.split == SplitMode.auto else "data.split=stratified"
     split = stratified_split(labels, cfg.train_ratio, cfg.val_ratio, cfg.seed, names)
     return ChosenSplit(split, "stratified", why)
+
+
+def _multilabel_split(
+    cfg: DataConfig, files: list[str], label_sets: list, names: dict[int, str], keeps_own: bool
+) -> ChosenSplit:
+    """Multi-label records: iterative stratification (every label in train, val and test, its share
+    kept), or the parts' own split with a missing val or test carved from train the same way."""
+    if cfg.split == SplitMode.kfold:
+        raise PipelineError(
+            "data.split=kfold: k-fold splits are for single-label data; for this multi-label data use "
+            "data.split=stratified (iterative stratification) or data.split=files"
+        )
+    if cfg.split == SplitMode.files or keeps_own:
+        split = split_by_files(files, [0] * len(files), {0: "any record"})  # the parts' names checked
+        require_every_label(split, label_sets, names, "data.split=files")
+        why = "data.split=files" if cfg.split == SplitMode.files else "the dataset's train, val and test splits"
+        return ChosenSplit(split, "files", why)
+    words = {name: split_word(name) for name in set(files)}
+    if cfg.split == SplitMode.auto and all(words.values()) and "train" in words.values():
+        rows: dict[str, list[int]] = {"train": [], "val": [], "test": []}
+        for i, name in enumerate(files):
+            rows[words[name]].append(i)
+        missing = [part for part in ("val", "test") if not rows[part]]
+        if len(missing) < 2:
+            for part in missing:  # carved from train with the share the ratios give it
+                share = (cfg.val_ratio if part == "val" else 1.0 - cfg.train_ratio - cfg.val_ratio) / cfg.train_ratio
+                train = rows["train"]
+                kept, carved = iterative_parts(
+                    [label_sets[i] for i in train], [1.0 - share, share], cfg.seed, names, f"train and {part}"
+                )
+                rows["train"], rows[part] = [train[i] for i in kept], [train[i] for i in carved]
+            split = Split(*(np.sort(np.asarray(rows[s], dtype=np.int64)) for s in ("train", "val", "test")))
+            require_every_label(split, label_sets, names, "data.split=auto")
+            carved_note = f" ({' and '.join(missing)} carved from train, iteratively stratified)" if missing else ""
+            return ChosenSplit(split, f"files{carved_note}", f"the parts' own split{carved_note}")
+    split = iterative_split(label_sets, cfg.train_ratio, cfg.val_ratio, cfg.seed, names)
+    why = "data.split=stratified" if cfg.split == SplitMode.stratified else _why_not_official(files)
+    return ChosenSplit(split, "stratified (iterative, multi-label)", why)
 
 
 def split_word(file_name: str) -> str | None:

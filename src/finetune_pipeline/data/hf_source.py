@@ -56,9 +56,10 @@ def read_hf_dataset(cfg: DataConfig) -> tuple[list[Record], str, dict[str, int]]
         names = _class_names(part.features[cfg.label_field])
         texts, labels = part[cfg.text_field], part[cfg.label_field]
         if names is not None:
-            labels = [names[v] if isinstance(v, int) and 0 <= v < len(names) else v for v in labels]
+            labels = [_named(v, names) for v in labels]
         for i, (text, label) in enumerate(zip(texts, labels), start=1):
-            record = to_record(where, f"row {i}", {cfg.text_field: text, cfg.label_field: label}, fields)
+            item = {cfg.text_field: text, cfg.label_field: label}
+            record = to_record(where, f"row {i}", item, fields, cfg.label_separator or None)
             records.append(replace(record, file=ours))
         rows[ours] = len(texts)
     return records, fingerprint, rows
@@ -117,8 +118,18 @@ def _load(cfg: DataConfig):
 
 
 def _class_names(feature) -> list[str] | None:
-    names = getattr(feature, "names", None)
+    """The names of a ``ClassLabel`` column, or of a list column of them (``Sequence(ClassLabel)``)."""
+    names = getattr(feature, "names", None) or getattr(getattr(feature, "feature", None), "names", None)
+    if names is None and isinstance(feature, list) and feature:  # datasets' [ClassLabel] list feature
+        names = getattr(feature[0], "names", None)
     return list(names) if names else None
+
+
+def _named(value: object, names: list[str]) -> object:
+    """A class id (or a list of them) as its name; anything else as it is, for the record checks."""
+    if isinstance(value, list):
+        return [_named(v, names) for v in value]
+    return names[value] if isinstance(value, int) and 0 <= value < len(names) else value
 
 
 def _folder_sha256(folder: Path) -> str:

@@ -1,7 +1,8 @@
 """Merge raw parts (or a Hugging Face dataset) into ``combined_dataset.json`` + ``output_to_symbol.json``.
 
-The combined file holds ``{"input": text, "output": symbol}`` records; the mapping file maps each
-original label to its symbol. A fingerprint of the source (its files' contents, and the text and
+The combined file holds ``{"input": text, "output": symbol}`` records (multi-label data: ``"output"``
+is the list of the record's symbols); the mapping file maps each original label to its symbol.
+A fingerprint of the source (its files' contents, and the text and
 label fields read from them) is kept beside them in ``preprocess_meta.json`` so ``train.py``
 rebuilds only when the data, or what is read from it, changed.
 """
@@ -38,17 +39,18 @@ log = logging.getLogger(__name__)
 
 META_NAME = "preprocess_meta.json"
 LOCK_NAME = ".preprocess.lock"
-META_FORMAT = 4  # bump when the meta file gains fields that load_combined needs
+META_FORMAT = 5  # bump when the meta file gains fields that load_combined needs
 
 
 @dataclass(frozen=True)
 class CombinedDataset:
     texts: list[str]
-    symbols: list[str]  # one per text
+    symbols: list[str | list[str]]  # one per text, or (a label list in the raw data) the text's list
     label_to_symbol: dict[str, str]  # original label -> symbol (every label ever seen)
     fingerprint: str  # of the raw files it was built from
     files: list[str]  # raw part of each record (for data.split=files)
     duplicates_dropped: int = 0  # exact (text, label) duplicates preprocessing dropped
+    several_labels_at: str | None = None  # the first record listing other than one label ("part.json record 3")
 
 
 def raw_fingerprint(contents: dict[str, bytes]) -> str:
@@ -66,10 +68,13 @@ def current_fingerprint(cfg: DataConfig) -> str:
 
 
 def _with_fields(fingerprint: str, cfg: DataConfig) -> str:
-    """The same files read with other text/label fields are other data."""
-    if (cfg.text_field, cfg.label_field) == DEFAULT_FIELDS:
+    """The same files read with other text/label fields (or a label separator) are other data."""
+    if (cfg.text_field, cfg.label_field) == DEFAULT_FIELDS and not cfg.label_separator:
         return fingerprint
-    return hashlib.sha256(f"{fingerprint}\0{cfg.text_field}\0{cfg.label_field}".encode()).hexdigest()
+    read_as = f"{fingerprint}\0{cfg.text_field}\0{cfg.label_field}"
+    if cfg.label_separator:
+        read_as += f"\0separator={cfg.label_separator}"
+    return hashlib.sha256(read_as.encode()).hexdigest()
 
 
 def source_name(cfg: DataConfig) -> str:
@@ -85,7 +90,7 @@ def _read_source(cfg: DataConfig) -> tuple[list[Record], str, dict[str, int]]:
     files = list_raw_files(resolve_path(cfg.raw_dir))
     contents = _read_all(files)
     fields = (cfg.text_field, cfg.label_field)
-    records = [r for p in files for r in read_raw_file(p, contents[p.name], fields)]
+    records = [r for p in files for r in read_raw_file(p, contents[p.name], fields, cfg.label_separator or None)]
     return records, _with_fields(raw_fingerprint(contents), cfg), {name: len(data) for name, data in contents.items()}
 
 
@@ -134,11 +139,13 @@ def preprocess(cfg: DataConfig) -> dict:
     unique, duplicates = _drop_exact_duplicates(records)
     conflicts = _texts_with_several_labels(unique)
     if conflicts:
-        examples = "; ".join(f"{t[:60]!r} -> {sorted(labels)}" for t, labels in list(conflicts.items())[:3])
+        examples = "; ".join(f"{t[:60]!r} -> {sorted(labels, key=str)}" for t, labels in list(conflicts.items())[:3])
         log.warning("%d texts appear under more than one label (kept as they are): %s", len(conflicts), examples)
 
-    mapping = extend_mapping(_starting_mapping(cfg, paths, {r.label for r in unique}), (r.label for r in unique))
-    combined = [{"input": r.text, "output": mapping[r.label]} for r in unique]
+    every_label = {label for r in unique for label in labels_of(r)}
+    mapping = extend_mapping(_starting_mapping(cfg, paths, every_label), every_label)
+    combined = [{"input": r.text, "output": _symbols_of(r, mapping)} for r in unique]
+    several = next((r for r in unique if isinstance(r.label, tuple) and len(r.label) != 1), None)
     summary = {
         "format": META_FORMAT,
         "raw_fingerprint": fingerprint,
@@ -150,6 +157,7 @@ def preprocess(cfg: DataConfig) -> dict:
         "duplicates_dropped": duplicates,
         "texts_with_conflicting_labels": len(conflicts),
         "labels": len(mapping),
+        "several_labels_at": f"{several.file} {several.where}" if several else None,
         "record_files": _compact_files([r.file for r in unique]),
     }
     if current_fingerprint(cfg) != summary["raw_fingerprint"]:  # a copy or download still in progress
@@ -219,12 +227,15 @@ def load_combined(cfg: DataConfig) -> CombinedDataset:
         raise PipelineError(f"{dataset_path}: cannot read combined dataset: {e}") from None
     texts, symbols = [], []
     for i, row in enumerate(rows, start=1):
-        if not isinstance(row, dict) or not isinstance(row.get("input"), str) or row.get("output") not in known:
+        output = row.get("output") if isinstance(row, dict) else None
+        listed = isinstance(output, list) and all(isinstance(s, str) and s in known for s in output)
+        if not isinstance(row, dict) or not isinstance(row.get("input"), str) or not (listed or output in known):
             raise PipelineError(
-                f"{dataset_path}: record {i}: not an {{input, output}} record with a symbol from {mapping_path.name}"
+                f"{dataset_path}: record {i}: not an {{input, output}} record with a symbol (or a list of them) "
+                f"from {mapping_path.name}"
             )
         texts.append(row["input"])
-        symbols.append(row["output"])
+        symbols.append(output)
     meta = json.loads((dataset_path.parent / META_NAME).read_text(encoding="utf-8"))
     names, index = meta["record_files"]["names"], meta["record_files"]["index"]
     if len(index) != len(texts):
@@ -238,11 +249,24 @@ def load_combined(cfg: DataConfig) -> CombinedDataset:
         meta["raw_fingerprint"],
         [names[i] for i in index],
         int(meta.get("duplicates_dropped", 0)),
+        meta.get("several_labels_at"),
     )
 
 
+def labels_of(record: Record) -> tuple[str, ...]:
+    """A record's labels: its one label, or its set."""
+    return record.label if isinstance(record.label, tuple) else (record.label,)
+
+
+def _symbols_of(record: Record, mapping: dict[str, str]) -> str | list[str]:
+    """The combined file's "output": the label's symbol, or (a label list) the list of its labels' symbols."""
+    if isinstance(record.label, tuple):
+        return [mapping[label] for label in record.label]
+    return mapping[record.label]
+
+
 def _report_normalised_labels(records: list[Record]) -> None:
-    changed = sorted({(r.written_label, r.label) for r in records if r.written_label})
+    changed = sorted({(r.written_label, r.label) for r in records if r.written_label}, key=str)
     if changed:
         examples = ", ".join(f"{written!r} -> {label!r}" for written, label in changed[:5])
         log.warning(
@@ -271,10 +295,10 @@ def _drop_exact_duplicates(records: list[Record]) -> tuple[list[Record], int]:
 
 
 def _texts_with_several_labels(records: list[Record]) -> dict[str, set[str]]:
-    labels_of: dict[str, set[str]] = defaultdict(set)
+    written: dict[str, set] = defaultdict(set)
     for r in records:
-        labels_of[r.text].add(r.label)
-    return {t: labels for t, labels in labels_of.items() if len(labels) > 1}
+        written[r.text].add(r.label)
+    return {t: labels for t, labels in written.items() if len(labels) > 1}
 
 
 def _starting_mapping(cfg: DataConfig, paths: ProcessedPaths, labels: set[str]) -> dict[str, str]:

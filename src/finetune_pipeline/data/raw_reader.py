@@ -2,6 +2,9 @@
 TSV files with a header line, or Parquet files (the text and label columns or keys are named by
 ``data.text_field`` / ``data.label_field``). Text files are UTF-8.
 
+A label may also be a list of labels (a JSON array, a Parquet list column, or a string cut at
+``data.label_separator``): the record then has a set of labels (multi-label data), possibly empty.
+
 Every format goes through the same record checks; every problem is a PipelineError naming the
 file and the record, line or row (1-based) at fault.
 """
@@ -24,13 +27,16 @@ RAW_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet")
 DEFAULT_FIELDS = ("input", "output")  # the original pipeline's keys: text, label
 
 
+Label = str | tuple[str, ...]  # one label, or a record's set of labels (sorted, no repeats)
+
+
 @dataclass(frozen=True)
 class Record:
     text: str
-    label: str
+    label: Label
     file: str  # the raw part it came from (data.split=files uses it)
     where: str  # "record 3" or "line 3", for messages
-    written_label: str = ""  # the label as written, when normalise_label changed it
+    written_label: str = ""  # the label as written, when normalise_label changed it (one of them, for a set)
 
 
 def list_raw_files(raw_dir: Path) -> list[Path]:
@@ -74,10 +80,12 @@ def normalise_label(label: str) -> str:
     return unicodedata.normalize("NFC", label).strip()
 
 
-def read_raw_file(path: Path, data: bytes, fields: tuple[str, str] = DEFAULT_FIELDS) -> list[Record]:
+def read_raw_file(
+    path: Path, data: bytes, fields: tuple[str, str] = DEFAULT_FIELDS, separator: str | None = None
+) -> list[Record]:
     """Parse ``data``, the bytes read from ``path`` (read once, so they match the fingerprint);
-    ``fields``: the text and the label key or column."""
-    return [to_record(path, where, item, fields) for where, item in read_items(path, data, fields)]
+    ``fields``: the text and the label key or column; ``separator``: cuts a string label into several."""
+    return [to_record(path, where, item, fields, separator) for where, item in read_items(path, data, fields)]
 
 
 def read_items(path: Path, data: bytes, fields: tuple[str, ...] = DEFAULT_FIELDS) -> list[tuple[str, object]]:
@@ -182,8 +190,12 @@ def _parse_json_lines(path: Path, text: str) -> list[tuple[str, object]]:
     return items
 
 
-def to_record(path: Path, where: str, item: object, fields: tuple[str, str] = DEFAULT_FIELDS) -> Record:
-    """One checked record: the text and the label are non-empty strings of valid Unicode."""
+def to_record(
+    path: Path, where: str, item: object, fields: tuple[str, str] = DEFAULT_FIELDS, separator: str | None = None
+) -> Record:
+    """One checked record: the text is a non-empty string of valid Unicode; the label a non-empty
+    string, or a list of them (possibly empty: a text with none of the labels). ``separator``: a
+    string label holding it is the list of its non-empty parts."""
     text_key, label_key = fields
     if not isinstance(item, dict):
         raise PipelineError(
@@ -194,24 +206,36 @@ def to_record(path: Path, where: str, item: object, fields: tuple[str, str] = DE
             raise PipelineError(f'{path}: {where}: missing field "{key}"')
         if item[key] is None:
             raise PipelineError(f'{path}: {where}: field "{key}" is empty (null)')
-        if not isinstance(item[key], str):
-            raise PipelineError(
-                f'{path}: {where}: field "{key}" must be a string, got {type(item[key]).__name__} {item[key]!r:.40}'
-            )
-    if not item[text_key].strip():
+    text, written = item[text_key], item[label_key]
+    if not isinstance(text, str):
+        raise PipelineError(
+            f'{path}: {where}: field "{text_key}" must be a string, got {type(text).__name__} {text!r:.40}'
+        )
+    if not text.strip():
         raise PipelineError(f'{path}: {where}: empty text in "{text_key}"')
-    if not item[label_key].strip():
-        raise PipelineError(f'{path}: {where}: empty label in "{label_key}"')
-    for key in fields:
-        check_unicode(path, where, key, item[key])
-    label = normalise_label(item[label_key])
-    return Record(
-        text=item[text_key],
-        label=label,
-        file=path.name,
-        where=where,
-        written_label=item[label_key] if label != item[label_key] else "",
-    )
+    check_unicode(path, where, text_key, text)
+    if isinstance(written, str) and separator and separator in written:
+        written = [part for part in written.split(separator) if part.strip()]
+    if isinstance(written, (list, tuple)):
+        labels = [_one_label(path, where, label_key, value, in_list=True) for value in written]
+        changed = [value for value, label in zip(written, labels) if value != label]
+        return Record(text, tuple(sorted(set(labels))), path.name, where, changed[0] if changed else "")
+    label = _one_label(path, where, label_key, written, in_list=False)
+    return Record(text, label, path.name, where, written if label != written else "")
+
+
+def _one_label(path: Path, where: str, key: str, value: object, in_list: bool) -> str:
+    """A label checked and normalised (``normalise_label``)."""
+    inside = " holds an item that" if in_list else ""
+    if not isinstance(value, str):
+        kind = "a string or a list of strings" if not in_list else "a string"
+        raise PipelineError(
+            f'{path}: {where}: field "{key}"{inside} must be {kind}, got {type(value).__name__} {value!r:.40}'
+        )
+    if not value.strip():
+        raise PipelineError(f'{path}: {where}: empty label in "{key}"')
+    check_unicode(path, where, key, value)
+    return normalise_label(value)
 
 
 def check_unicode(path: Path, where: str, key: str, value: str) -> None:

@@ -166,10 +166,12 @@ def split_of_file(file_name: str) -> str:
     )
 
 
-def limit_samples(split: Split, labels: list[int], max_train: int | None, max_eval: int | None, seed: int) -> Split:
+def limit_samples(split: Split, labels: list, max_train: int | None, max_eval: int | None, seed: int) -> Split:
     """``data.max_train_samples`` / ``max_eval_samples``: a stratified subset of train, and of val and
-    of test each, taken after the split (so test records never move into train), class shares kept."""
-    y = np.asarray(labels)
+    of test each, taken after the split (so test records never move into train), class shares kept.
+    Multi-label records (``labels`` of tuples): a random subset."""
+    multi_label = bool(labels) and isinstance(labels[0], tuple)
+    y = np.zeros(len(labels), dtype=np.int64) if multi_label else np.asarray(labels)
     parts = []
     for name, part, limit in (
         ("train", split.train, max_train),
@@ -188,6 +190,6 @@ def limit_samples(split: Split, labels: list[int], max_train: int | None, max_ev
                 f"{key}={limit}: fewer than the {classes} classes of the {name} split; "
                 "a stratified subset needs one record of each"
             )
-        kept, _ = train_test_split(part, train_size=limit, stratify=y[part], random_state=seed)
+        kept, _ = train_test_split(part, train_size=limit, stratify=None if multi_label else y[part], random_state=seed)
         parts.append(np.sort(np.asarray(kept, dtype=np.int64)))
     return Split(*parts)

@@ -65,6 +65,15 @@ def risk_coverage(probs: np.ndarray, y_true: np.ndarray, coverages: tuple[float,
     return rows
 
 
+def label_ece(scores: np.ndarray, y_true: np.ndarray, bins: int = BINS) -> np.ndarray:
+    """Multi-label: each label's ECE, its (N,) scores read as the probability that the label applies."""
+    out = np.zeros(scores.shape[1])
+    for k in range(scores.shape[1]):
+        p = scores[:, k].astype(np.float64)
+        out[k] = ece(np.stack([1 - p, p], axis=1), y_true[:, k].astype(np.int64), bins)
+    return out
+
+
 def rescaled(probs: np.ndarray, temperature: float) -> np.ndarray:
     """``probs`` as the model divided by ``temperature`` gives them: softmax(log p / T) (the log
     differs from the logits by a constant per row, which softmax ignores)."""

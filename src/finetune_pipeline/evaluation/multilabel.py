@@ -10,6 +10,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, hamming_loss, precision_recall_fscore_support
 
 DEFAULT_THRESHOLD = 0.5
+THRESHOLD_BOUND = 1e-4  # thresholds kept in [bound, 1 - bound] (model.classifier clips the same way)
 
 
 def tune_thresholds(probs: np.ndarray, y_true: np.ndarray) -> np.ndarray:
@@ -29,7 +30,16 @@ def tune_thresholds(probs: np.ndarray, y_true: np.ndarray) -> np.ndarray:
         best = int(np.flatnonzero(distinct)[np.argmax(f1[distinct])])
         below = scores[best + 1] if best + 1 < len(scores) else 0.0
         thresholds[label] = float((scores[best] + below) / 2)
-    return thresholds
+    return np.clip(thresholds, THRESHOLD_BOUND, 1 - THRESHOLD_BOUND)
+
+
+def shifted(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """The scores a model with ``thresholds`` folded into its logits gives: sigmoid(logit(p) - logit(t)),
+    so that each label's threshold becomes 0.5 (the model does the same on its logits)."""
+    p = np.clip(probs.astype(np.float64), 1e-12, 1 - 1e-12)
+    t = np.clip(np.asarray(thresholds, dtype=np.float64), THRESHOLD_BOUND, 1 - THRESHOLD_BOUND)
+    z = np.log(p / (1 - p)) - np.log(t / (1 - t))
+    return (1 / (1 + np.exp(-z))).astype(np.float32)
 
 
 def predicted(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -64,3 +74,51 @@ def multilabel_scores(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndar
             for k in range(y_true.shape[1])
         },
     }
+
+
+def multilabel_rows(
+    texts: list[str],
+    scores: np.ndarray,
+    symbols: list[str],
+    labels: list[str],
+    y_true: np.ndarray | None = None,
+    min_score: float | None = None,
+) -> list[dict]:
+    """One dict per text: ``labels`` and ``symbols`` (those whose score reaches 0.5, the model's tuned
+    threshold, and ``min_score`` if given; possibly none), every label's ``scores``, and the truth if known."""
+    cut = max(DEFAULT_THRESHOLD, min_score if min_score is not None else 0.0)
+    rows = []
+    for i, text in enumerate(texts):
+        chosen = [k for k in np.argsort(-scores[i], kind="stable") if scores[i, k] >= cut]
+        row: dict = {"text": text}
+        if y_true is not None:
+            truth = np.flatnonzero(y_true[i])
+            row.update(true_labels=[labels[k] for k in truth], true_symbols=[symbols[k] for k in truth])
+        row.update(
+            labels=[labels[k] for k in chosen],
+            symbols=[symbols[k] for k in chosen],
+            scores={labels[k]: float(scores[i, k]) for k in range(len(labels))},
+        )
+        rows.append(row)
+    return rows
+
+
+def per_label_markdown(report: dict, title: str) -> str:
+    """The per-label table of a multi-label report (what a confusion matrix is to one label per text)."""
+    lines = [
+        f"# {title}",
+        "",
+        f"{report['texts']} texts; micro-F1 {report['micro_f1']:.4f}, macro-F1 {report['macro_f1']:.4f}, "
+        f"samples-F1 {report['samples_f1']:.4f}, subset accuracy {report['subset_accuracy']:.4f}, "
+        f"Hamming loss {report['hamming_loss']:.4f}, mAP {report['mean_average_precision']:.4f}",
+        "",
+        "| label | symbol | precision | recall | F1 | support | ECE |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, row in report["per_class"].items():
+        name = " ".join(label.split()).replace("|", "\\|")
+        lines.append(
+            f"| {name} | {row['symbol']} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} "
+            f"| {row['support']} | {row['ece']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"

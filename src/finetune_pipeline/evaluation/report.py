@@ -23,8 +23,14 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 
 from finetune_pipeline.artifacts.atomic import atomic_dir, atomic_path, write_json, write_jsonl
 from finetune_pipeline.artifacts.names import PREDICTIONS_FILE
-from finetune_pipeline.evaluation.calibration import ece, reliability, risk_coverage
+from finetune_pipeline.evaluation.calibration import ece, label_ece, reliability, risk_coverage
 from finetune_pipeline.evaluation.errors import write_errors
+from finetune_pipeline.evaluation.multilabel import (
+    DEFAULT_THRESHOLD,
+    multilabel_rows,
+    multilabel_scores,
+    per_label_markdown,
+)
 
 TOP_K = 5
 ANNOTATE_UP_TO = 30  # classes; beyond that the image has no per-cell numbers or tick labels
@@ -94,7 +100,10 @@ def prediction_rows(
 def write_evaluation(
     folder: Path, texts: list[str], y_true: np.ndarray, probs: np.ndarray, symbols: list[str], labels: list[str]
 ) -> dict:
-    """Write the report's files into ``folder`` (replaced as a whole); returns the report."""
+    """Write the report's files into ``folder`` (replaced as a whole); returns the report. Multi-label
+    (``y_true`` of (N, C) 0/1 rows, ``probs`` the model's per-label scores): ``write_multilabel``."""
+    if y_true.ndim == 2:
+        return write_multilabel(folder, texts, y_true, probs, symbols, labels)
     y_pred = probs.argmax(axis=1)
     report = build_report(y_true, y_pred, symbols, labels)
     report["calibration"] = {"ece": ece(probs, y_true), "bins": reliability(probs, y_true)}
@@ -119,6 +128,55 @@ def write_evaluation(
         write_jsonl(tmp / PREDICTIONS_FILE, prediction_rows(texts, probs, symbols, labels, y_true))
         write_errors(tmp, texts, y_true, probs, symbols, labels, folder.name)
     return report
+
+
+def scores_report(y_true: np.ndarray, probs: np.ndarray, symbols: list[str], labels: list[str]) -> dict:
+    """The report's figures without its files: ``build_report`` of the top class, or (``y_true`` of
+    (N, C) 0/1 rows) ``multilabel_report``."""
+    if y_true.ndim == 2:
+        return multilabel_report(y_true, probs, symbols, labels)
+    return build_report(y_true, probs.argmax(axis=1), symbols, labels)
+
+
+def multilabel_report(y_true: np.ndarray, scores: np.ndarray, symbols: list[str], labels: list[str]) -> dict:
+    """micro / macro / samples / weighted F1, subset accuracy (as ``accuracy``), Hamming loss, mAP, and
+    per label P/R/F1/support and ECE. A label is predicted where its score reaches 0.5: the model's
+    tuned threshold is folded into its scores."""
+    thresholds = np.full(len(labels), DEFAULT_THRESHOLD)
+    found = multilabel_scores(y_true, scores, thresholds)
+    eces = label_ece(scores, y_true)
+    _, _, weighted, _ = precision_recall_fscore_support(
+        y_true, (scores >= DEFAULT_THRESHOLD).astype(np.int64), average="weighted", zero_division=0
+    )
+    return {
+        "texts": len(y_true),
+        "task": "multi_label",
+        **{k: v for k, v in found.items() if k != "per_label"},
+        "accuracy": found["subset_accuracy"],
+        "weighted_f1": float(weighted),
+        "per_class": {
+            labels[k]: {"symbol": symbols[k], **_without_threshold(row), "ece": float(eces[k])}
+            for k, row in found["per_label"].items()
+        },
+        "calibration": {"ece": float(np.mean(eces)) if len(eces) else 0.0, "per_label": True},
+    }
+
+
+def write_multilabel(
+    folder: Path, texts: list[str], y_true: np.ndarray, scores: np.ndarray, symbols: list[str], labels: list[str]
+) -> dict:
+    """report.json (``multilabel_report``), per_label.md (its table) and predictions.jsonl."""
+    report = multilabel_report(y_true, scores, symbols, labels)
+    with atomic_dir(folder) as tmp:
+        write_json(tmp / "report.json", report)
+        (tmp / "per_label.md").write_text(per_label_markdown(report, folder.name), encoding="utf-8")
+        write_jsonl(tmp / PREDICTIONS_FILE, multilabel_rows(texts, scores, symbols, labels, y_true))
+    return report
+
+
+def _without_threshold(row: dict) -> dict:
+    """The scores shown carry the tuned thresholds (0.5 is each label's): the raw cut is in metrics.json."""
+    return {k: v for k, v in row.items() if k != "threshold"}
 
 
 def plot_confusion(matrix: np.ndarray, names: list[str], path: Path, title: str) -> None:

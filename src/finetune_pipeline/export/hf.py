@@ -38,13 +38,14 @@ import torch
 from finetune_pipeline.artifacts.atomic import atomic_dir
 from finetune_pipeline.artifacts.names import BEST_MODEL_FILE, ID_TO_LABEL_FILE, LABEL_TO_ID_FILE
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.evaluation.report import build_report
+from finetune_pipeline.evaluation.report import scores_report
 from finetune_pipeline.export import hf_modeling
 from finetune_pipeline.export.local_paths import describe, machine_paths_in_folder, without_machine_paths
 from finetune_pipeline.export.model_card import model_card
 from finetune_pipeline.export.shared import check_out_dir, refuse_machine_paths, save_tokenizer, test_texts
 from finetune_pipeline.inference.hf_folder import FORMAT, WEIGHTS, load_pretrained
 from finetune_pipeline.inference.manifest import checkpoint_source, write_manifest
+from finetune_pipeline.model.classifier import threshold_logits
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ def export_hf(
                 f"{run_dir}: the exported folder, run by transformers, differs from the run's model by "
                 f"{difference:.2e} (> {TOLERANCE:g}) on its test texts; nothing was written"
             )
-        report = build_report(
-            y_true, exported[: len(texts)].argmax(axis=1), [c["symbol"] for c in classes], [c["label"] for c in classes]
+        report = scores_report(
+            y_true, exported[: len(texts)], [c["symbol"] for c in classes], [c["label"] for c in classes]
         )
         (tmp / "README.md").write_text(
             model_card(run_dir, checkpoint, report, clf.max_length, clf.chunking, len(long_texts)), encoding="utf-8"
@@ -147,6 +148,7 @@ def folder_config(clf, classes: list[dict]) -> hf_modeling.FinetunePipelineConfi
             "hidden_dim": head.hidden_dim,
             "pooling": head.pooling,
             "temperature": head.temperature,
+            "threshold_logits": threshold_logits(head.thresholds) if head.multi_label and head.thresholds else None,
         },
         windows={
             "max_length": clf.max_length,
@@ -157,7 +159,7 @@ def folder_config(clf, classes: list[dict]) -> hf_modeling.FinetunePipelineConfi
         },
         id2label={i: c["label"] for i, c in enumerate(classes)},
         label2id={c["label"]: i for i, c in enumerate(classes)},
-        problem_type="single_label_classification",
+        problem_type="multi_label_classification" if head.multi_label else "single_label_classification",
         architectures=[hf_modeling.FinetunePipelineForSequenceClassification.__name__],
         auto_map={
             "AutoConfig": f"{Path(MODELING).stem}.{hf_modeling.FinetunePipelineConfig.__name__}",
@@ -201,7 +203,9 @@ def probabilities_through_transformers(folder: Path, texts: list[str], batch_siz
         for start in range(0, len(texts), batch_size):
             index = order[start : start + batch_size]
             batch = tokenizer([texts[i] for i in index], padding=True, return_tensors="pt", verbose=False)
-            probs[index] = model(**batch).logits.softmax(dim=-1).numpy()
+            logits = model(**batch).logits
+            multi = model.config.problem_type == "multi_label_classification"
+            probs[index] = (logits.sigmoid() if multi else logits.softmax(dim=-1)).numpy()
     return probs
 
 

@@ -48,7 +48,8 @@ class FinetunePipelineConfig(PretrainedConfig):
 
 
 class FinetunePipelineForSequenceClassification(PreTrainedModel):
-    """Token ids -> logits of the classes in ``config.id2label`` (softmax them for probabilities)."""
+    """Token ids -> logits of the classes in ``config.id2label`` (softmax them for probabilities; with
+    ``problem_type`` multi_label_classification, a sigmoid per label, and 0.5 is each label's threshold)."""
 
     config_class = FinetunePipelineConfig
     base_model_prefix = "encoder"
@@ -91,7 +92,13 @@ class FinetunePipelineForSequenceClassification(PreTrainedModel):
         texts = self._pool_windows(vectors, owner, input_ids.shape[0])  # (B, H)
         logits = self.head(texts.to(self.head[1].weight.dtype)).float()  # (B, C); the head in its loaded dtype
         logits = logits / float(self.config.head.get("temperature", 1.0))  # calibrated (temperature scaling)
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        if self.config.head.get("threshold_logits"):  # multi-label: each label's tuned threshold becomes 0.5
+            logits = logits - torch.tensor(self.config.head["threshold_logits"], device=logits.device)
+        loss = None
+        if labels is not None and self.config.problem_type == "multi_label_classification":
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        elif labels is not None:
+            loss = nn.functional.cross_entropy(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     def _windows(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):

@@ -62,7 +62,8 @@ class LogitsAndProbabilities(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model({"input_ids": input_ids, "attention_mask": attention_mask})  # (B, C)
-        return logits, logits.softmax(dim=-1)
+        multi_label = self.model.config.multi_label  # a sigmoid per label (0.5: its tuned threshold)
+        return logits, logits.sigmoid() if multi_label else logits.softmax(dim=-1)
 
 
 def export_onnx(
@@ -139,7 +140,7 @@ def write_optimum_config(clf, classes: list[dict], folder: Path) -> None:
     config.update(
         id2label={str(i): c["label"] for i, c in enumerate(classes)},
         label2id={c["label"]: i for i, c in enumerate(classes)},
-        problem_type="single_label_classification",
+        problem_type="multi_label_classification" if clf.multi_label else "single_label_classification",
     )
     write_json(folder / "config.json", without_machine_paths(config))
 
@@ -200,4 +201,7 @@ def quantize_int8(source: Path, target: Path) -> None:
 
 
 def accuracy(probs: np.ndarray, y_true: np.ndarray) -> float:
+    """Accuracy of the top class; multi-label (``y_true`` (N, C)): subset accuracy at 0.5."""
+    if y_true.ndim == 2:
+        return float(((probs >= 0.5) == y_true.astype(bool)).all(axis=1).mean())
     return float((probs.argmax(axis=1) == y_true).mean())

@@ -77,7 +77,12 @@ def test_texts(run_dir: Path) -> tuple[list[str], np.ndarray | None]:
         rows = [json.loads(line) for line in text_lines(path.read_text(encoding="utf-8")) if line.strip()]
         symbols = {c["symbol"]: i for i, c in enumerate(read_classes(run_dir / ID_TO_LABEL_FILE))}
         texts = [str(r["text"]) for r in rows]
-        y_true = np.asarray([symbols[r["true_symbol"]] for r in rows])
+        if rows and "true_symbols" in rows[0]:  # a multi-label run: 0/1 rows over the labels
+            y_true = np.zeros((len(rows), len(symbols)), dtype=np.int64)
+            for i, r in enumerate(rows):
+                y_true[i, [symbols[s] for s in r["true_symbols"]]] = 1
+        else:
+            y_true = np.asarray([symbols[r["true_symbol"]] for r in rows])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PipelineError(
             f"{path}: the run's test texts are needed to verify the export ({type(e).__name__}: {e})"

@@ -4,6 +4,7 @@
     clf = Classifier.from_run("outputs/2026-11-26/12-00-00-000000")
     clf.predict(["Сборная России вышла в финал"], top_k=3)
     # [{"label": "Спорт", "symbol": "c", "score": 0.93, "top_k": [{"label", "symbol", "score"}, ...]}]
+    # a multi-label run: [{"labels": ["Спорт"], "symbols": ["c"], "scores": {"Спорт": 0.93, ...}}]
 
 Texts are tokenized as in training (the run's tokenizer/, saved with data.max_length as its
 ``model_max_length``), batched in length
@@ -28,6 +29,7 @@ from finetune_pipeline.backbone.load import read_tokenizer
 from finetune_pipeline.config.schema import MixedPrecision
 from finetune_pipeline.data.batches import TokenizedTexts, eval_loader
 from finetune_pipeline.errors import PipelineError
+from finetune_pipeline.evaluation.multilabel import multilabel_rows
 from finetune_pipeline.evaluation.report import prediction_rows
 from finetune_pipeline.inference.classes import read_classes
 from finetune_pipeline.inference.hf_folder import load_pretrained
@@ -46,7 +48,8 @@ PROGRESS_FROM = 1000  # texts; smaller inputs get no progress bar
 
 class Classifier:
     """Texts -> class probabilities with one of two engines: the PyTorch model (``model``), or the
-    run's exported ONNX graph run by onnxruntime (``graph``, CPU; see ``export/onnx.py``)."""
+    run's exported ONNX graph run by onnxruntime (``graph``, CPU; see ``export/onnx.py``). A
+    multi-label model gives each label's score (a sigmoid; 0.5 is the label's tuned threshold)."""
 
     def __init__(
         self,
@@ -60,6 +63,7 @@ class Classifier:
         batch_size: int = 64,
         max_tokens: int = 8192,
         graph=None,
+        multi_label: bool = False,
     ):
         self.model = prepare_for_inference(model.to(device).eval(), precision) if model is not None else None
         self.tokenizer, self.graph = tokenizer, graph
@@ -67,6 +71,7 @@ class Classifier:
         self.device, self.precision = device, precision
         self.batch_size, self.max_tokens = batch_size, max_tokens
         self.chunking = model.chunking if model is not None else None  # the ONNX graph is of truncated runs
+        self.multi_label = model.config.multi_label if model is not None else multi_label
 
     @classmethod
     def from_run(
@@ -146,6 +151,7 @@ class Classifier:
                 f"gives {graph.classes}; the folder mixes two exports"
             )
         log.info("loaded %s (%d classes), onnxruntime on the CPU", model_file, len(classes))
+        multi_label = read_problem_type(folder) == "multi_label_classification"
         return cls(
             None,
             tokenizer,
@@ -156,6 +162,7 @@ class Classifier:
             resolve_precision(MixedPrecision.fp32, torch.device("cpu")),
             batch_size,
             graph=graph,
+            multi_label=multi_label,
         )
 
     @torch.inference_mode()
@@ -176,16 +183,40 @@ class Classifier:
                     batch = {k: v.to(self.device) for k, v in batch.items()}
                     with self.precision.autocast():
                         logits = self.model(batch)  # (B, C)
-                    probs[index.numpy()] = logits.float().softmax(dim=-1).cpu().numpy()
+                    logits = logits.float()
+                    scores = logits.sigmoid() if self.multi_label else logits.softmax(dim=-1)
+                    probs[index.numpy()] = scores.cpu().numpy()
                 bar.update(len(index))
         return probs
 
-    def predict(self, texts: list[str] | str, top_k: int = 5, progress: bool = True) -> list[dict]:
-        """For each text: ``label`` (the original label), ``symbol``, ``score`` and the ``top_k`` classes."""
+    def predict(
+        self, texts: list[str] | str, top_k: int = 5, progress: bool = True, min_score: float | None = None
+    ) -> list[dict]:
+        """For each text: ``label`` (the original label), ``symbol``, ``score`` and the ``top_k`` classes;
+        multi-label: ``labels`` and ``symbols`` (possibly none) and every label's ``scores``.
+        ``min_score``: a text whose top score is below it gets ``label`` null (multi-label: only labels
+        reaching it are listed)."""
         if isinstance(texts, str):
             texts = [texts]
-        rows = prediction_rows(list(texts), self.probabilities(texts, progress), self.symbols, self.labels, top_k=top_k)
+        rows = self.rows(list(texts), self.probabilities(texts, progress), top_k=top_k, min_score=min_score)
         return [{k: v for k, v in row.items() if k != "text"} for row in rows]
+
+    def rows(self, texts: list[str], probs: np.ndarray, top_k: int = 5, min_score: float | None = None) -> list[dict]:
+        """The prediction rows of ``texts`` given their scores (``probabilities``), each with its text."""
+        if self.multi_label:
+            return multilabel_rows(texts, probs, self.symbols, self.labels, min_score=min_score)
+        return prediction_rows(texts, probs, self.symbols, self.labels, top_k=top_k, min_score=min_score)
+
+
+def read_problem_type(folder: Path) -> str:
+    """An export folder's ``problem_type`` (its config.json), single-label when it says none."""
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "single_label_classification"  # early ONNX exports had no config.json
+    return str(config.get("problem_type") or "single_label_classification")
 
 
 def warn_if_training(run: Path, checkpoint: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,8 @@ class HeadConfig:
     chunk_stride: int | None = None  # data.long_text=chunk: texts are windows sharing this many tokens...
     chunk_pooling: str | None = None  # ...and a text's vector is the mean | max of its windows'; None: truncate
     temperature: float = 1.0  # logits are divided by it (training.calibration=temperature fits it after training)
+    multi_label: bool = False  # a sigmoid per label (a set of labels per text), not a softmax over classes
+    thresholds: tuple[float, ...] | None = None  # multi-label: each label's decision threshold, tuned on validation
 
     def build(self) -> nn.Sequential:
         return build_head(self.in_dim, self.hidden_dim, self.classes, self.dropout)
@@ -33,8 +36,22 @@ class HeadConfig:
 
 
 def calibrated(logits: torch.Tensor, config: HeadConfig) -> torch.Tensor:
-    """(B, C) logits divided by the head's temperature (1 during training: the same tensor)."""
+    """(B, C) logits divided by the head's temperature (1 during training: the same tensor). Multi-label:
+    each label's logit shifted by its threshold's, so that a sigmoid score of 0.5 is its threshold."""
+    if config.multi_label:
+        if config.thresholds is None:
+            return logits
+        return logits.float() - torch.tensor(threshold_logits(config.thresholds), device=logits.device)
     return logits if config.temperature == 1.0 else logits / config.temperature
+
+
+THRESHOLD_BOUND = 1e-4  # thresholds are kept in [bound, 1 - bound]: their logits stay finite
+
+
+def threshold_logits(thresholds) -> list[float]:
+    """logit(t) of each threshold: what ``calibrated`` subtracts (and an export folds into its bias)."""
+    clipped = [min(max(float(t), THRESHOLD_BOUND), 1 - THRESHOLD_BOUND) for t in thresholds]
+    return [math.log(t / (1 - t)) for t in clipped]
 
 
 def build_head(in_dim: int, hidden_dim: int, num_classes: int, dropout: float) -> nn.Sequential:

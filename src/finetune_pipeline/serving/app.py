@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from finetune_pipeline.evaluation.multilabel import multilabel_rows
 from finetune_pipeline.evaluation.report import prediction_rows
 from finetune_pipeline.serving.batcher import Batcher
 from finetune_pipeline.serving.worker import EngineProcess
@@ -50,7 +51,8 @@ class PredictRequest(BaseModel):
         ge=0.0,
         le=1.0,
         allow_inf_nan=False,
-        description="abstain below this score: label and symbol are null (the score and top_k are still given)",
+        description="abstain below this score: label and symbol are null (the score and top_k are still given); "
+        "a multi-label model lists only the labels reaching it",
     )
 
 
@@ -67,8 +69,16 @@ class Prediction(BaseModel):
     top_k: list[Ranked]
 
 
+class LabelSet(BaseModel):
+    """A multi-label model's answer: the labels whose score reaches 0.5 (each label's tuned threshold)."""
+
+    labels: list[str]  # possibly none
+    symbols: list[str]
+    scores: dict[str, float]  # every label's
+
+
 class PredictResponse(BaseModel):
-    predictions: list[Prediction]
+    predictions: list[Prediction] | list[LabelSet]
 
 
 class ErrorBody(BaseModel):
@@ -247,9 +257,12 @@ def create_app(
         except Exception as e:
             return _error(503, f"the model failed on this request's batch: {e}")
         model = engines[0].model
-        rows = prediction_rows(
-            body.texts, probs, model.symbols, model.labels, top_k=body.top_k, min_score=body.min_score
-        )
+        if model.multi_label:
+            rows = multilabel_rows(body.texts, probs, model.symbols, model.labels, min_score=body.min_score)
+        else:
+            rows = prediction_rows(
+                body.texts, probs, model.symbols, model.labels, top_k=body.top_k, min_score=body.min_score
+            )
         return {"predictions": [{k: v for k, v in row.items() if k != "text"} for row in rows]}
 
     @app.get("/health")
@@ -259,6 +272,7 @@ def create_app(
             "status": "ok",
             "engine": model.engine,
             "classes": len(model.labels),
+            "task": "multi_label" if model.multi_label else "single_label",
             "batches": batcher.batches,
             "inference_pids": [engine.model.pid for engine in engines],
         }

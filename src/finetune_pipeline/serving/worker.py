@@ -51,6 +51,7 @@ class LoadedModel:
     labels: list[str]
     symbols: list[str]
     pid: int
+    multi_label: bool = False  # scores are per-label sigmoids; the answer is a set of labels
 
 
 class EngineDied(RuntimeError):
@@ -146,7 +147,7 @@ def _serve_batches(conn, spec: EngineSpec) -> None:
     except PipelineError as e:
         conn.send(("error", str(e)))
         return
-    conn.send(("ready", LoadedModel(spec.engine, list(clf.labels), list(clf.symbols), os.getpid())))
+    conn.send(("ready", LoadedModel(spec.engine, list(clf.labels), list(clf.symbols), os.getpid(), clf.multi_label)))
     while True:
         try:
             texts = conn.recv()

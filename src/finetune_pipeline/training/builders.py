@@ -62,6 +62,11 @@ class BuildInputs:
     precision: Precision
     dist: Dist
 
+    @property
+    def multi_label(self) -> bool:
+        """The texts carry sets of labels (0/1 rows, ``data.batches.multi_hot``), not class ids."""
+        return bool(self.tokenized.labels) and isinstance(self.tokenized.labels[0], tuple)
+
     def head(self, in_dim: int) -> HeadConfig:
         chunking = self.tokenized.chunking
         return HeadConfig(
@@ -72,6 +77,7 @@ class BuildInputs:
             self.cfg.model.dropout,
             chunking.stride if chunking else None,
             chunking.pooling if chunking else None,
+            multi_label=self.multi_label,
         )
 
     def rows(self) -> tuple[list[int], list[int], list[int]]:

@@ -1,6 +1,7 @@
-"""The training loss: cross-entropy, optionally class-weighted and label-smoothed.
+"""The training loss: cross-entropy, optionally class-weighted and label-smoothed; multi-label: binary
+cross-entropy per label, ``balanced`` weighting each label's positives by its negatives (``pos_weight``).
 
-Validation and test losses stay plain cross-entropy, so they compare across these settings.
+Validation and test losses stay plain (binary) cross-entropy, so they compare across these settings.
 """
 
 from __future__ import annotations
@@ -24,9 +25,24 @@ def class_weights(train_labels: list[int], num_classes: int, mode: ClassWeights)
     return weights.float()  # (C,)
 
 
-def training_loss(weights: torch.Tensor | None, label_smoothing: float) -> Loss:
+def positive_weights(train_rows: list, num_labels: int, mode: ClassWeights) -> torch.Tensor | None:
+    """Multi-label ``balanced``: per label, its negatives / positives in train (BCE's ``pos_weight``);
+    a label without positives gets 1."""
+    if mode == ClassWeights.none:
+        return None
+    y = torch.tensor(train_rows, dtype=torch.float64).reshape(-1, num_labels)
+    positives = y.sum(dim=0)
+    return torch.where(positives > 0, (len(y) - positives) / positives.clamp(min=1), torch.ones_like(positives)).float()
+
+
+def training_loss(weights: torch.Tensor | None, label_smoothing: float, multi_label: bool = False) -> Loss:
+    """``weights``: per-class weights, or (multi-label) per-label positive weights."""
+
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         w = weights.to(logits.device) if weights is not None else None
+        if multi_label:
+            targets = labels * (1 - label_smoothing) + 0.5 * label_smoothing
+            return nn.functional.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=w)
         return nn.functional.cross_entropy(logits.float(), labels, weight=w, label_smoothing=label_smoothing)
 
     return loss

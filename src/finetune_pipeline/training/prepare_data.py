@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finetune_pipeline.artifacts.names import DATA_REPORT_FILE
-from finetune_pipeline.config.schema import Config
+from finetune_pipeline.config.schema import Config, DataConfig, Task
 from finetune_pipeline.data.choose_split import choose_split
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.hf_source import keeps_own_split
@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 class PreparedData:
     dataset: CombinedDataset  # texts, symbols, raw fingerprint, the raw part of each record
     classes: ClassIndex
-    labels: list[int]  # class id of each record
+    labels: list  # class id of each record; multi-label: each record's sorted tuple of label ids
+    multi_label: bool
     split: Split
     split_how: str  # stratified | files [(val carved from train)] | fold k of K
     leakage: Leakage  # of the split as chosen (before data.leakage=drop)
@@ -38,36 +39,61 @@ def setup_data(cfg: Config, dist: Dist) -> PreparedData:
         ensure_preprocessed(cfg.data)
     dist.barrier()
     dataset = load_combined(cfg.data)
-    classes = ClassIndex.from_dataset(dataset.symbols, dataset.label_to_symbol)
-    labels = classes.ids(dataset.symbols)
-    if len(classes) < 2:
+    multi_label = is_multi_label(cfg.data, dataset)
+    every = [s for symbols in dataset.symbols for s in ([symbols] if isinstance(symbols, str) else symbols)]
+    classes = ClassIndex.from_dataset(every, dataset.label_to_symbol)
+    if multi_label:
+        labels: list = [tuple(sorted(classes.ids([s] if isinstance(s, str) else s))) for s in dataset.symbols]
+    else:  # a list of one label is that label
+        labels = classes.ids([s if isinstance(s, str) else s[0] for s in dataset.symbols])
+    if len(classes) < 2 and not multi_label:
         raise PipelineError(
             f"{source_name(cfg.data)}: every record has the label {classes.labels[0]!r}; "
             "a classifier needs at least 2 classes"
         )
     chosen = choose_split(cfg.data, dataset.files, labels, classes.display_names(), keeps_own_split(cfg.data))
-    leakage = find_leakage(dataset.texts, [classes.labels[c] for c in labels], chosen.split)
+    leakage = find_leakage(dataset.texts, label_names(classes, labels), chosen.split)
     split = apply_leakage_policy(cfg.data.leakage, chosen.split, leakage)
     limited = cfg.data.max_train_samples is not None or cfg.data.max_eval_samples is not None
     if limited:
         split = limit_samples(split, labels, cfg.data.max_train_samples, cfg.data.max_eval_samples, cfg.data.seed)
     log.info("split: %s (%s)", chosen.how, chosen.why)
     log.info(
-        "data: %d records, %d classes; %s split train/val/test = %d/%d/%d%s",
+        "data: %d records, %d %s; %s split train/val/test = %d/%d/%d%s",
         len(labels),
         len(classes),
+        "labels (multi-label)" if multi_label else "classes",
         chosen.how,
         len(split.train),
         len(split.val),
         len(split.test),
         " (max_train_samples / max_eval_samples)" if limited else "",
     )
-    return PreparedData(dataset, classes, labels, split, chosen.how, leakage)
+    return PreparedData(dataset, classes, labels, multi_label, split, chosen.how, leakage)
+
+
+def is_multi_label(cfg: DataConfig, dataset: CombinedDataset) -> bool:
+    """data.task, with ``auto`` decided by the data: multi-label when a record lists other than one label."""
+    if cfg.task == Task.single_label and dataset.several_labels_at:
+        raise PipelineError(
+            f"{source_name(cfg)}: {dataset.several_labels_at} lists other than one label, but data.task=single_label; "
+            "use data.task=multi_label (or auto) to train a multi-label classifier"
+        )
+    if cfg.task == Task.auto and dataset.several_labels_at:
+        log.info("task: multi-label (%s lists other than one label; data.task=auto)", dataset.several_labels_at)
+    return cfg.task == Task.multi_label or (cfg.task == Task.auto and dataset.several_labels_at is not None)
+
+
+def label_names(classes: ClassIndex, labels: list) -> list[str]:
+    """Each record's label name; multi-label: its labels joined by " + " ("(none)" for an empty set)."""
+    if labels and isinstance(labels[0], tuple):
+        return [" + ".join(classes.labels[c] for c in ids) or "(none)" for ids in labels]
+    return [classes.labels[c] for c in labels]
 
 
 def write_data_report(cfg: Config, data: PreparedData, tokenizer, run_dir: Path, trackers: Trackers) -> None:
     """data_report.json / .md / .png into the run folder (the split as trained); its findings logged."""
-    labels = [data.classes.labels[c] for c in data.labels]
+    labels = label_names(data.classes, data.labels)
     report = build_report(
         source_name(cfg.data),
         data.dataset.texts,

@@ -5,7 +5,7 @@
                                                                        prepare_data.write_data_report)
     3. model      one builder per training path                       (training.builders, _setup_model)
     4. optimizer  AdamW, LR schedule, loss scaler, resumed state      (_setup_trainer, _resume_from)
-    5. fit        training.loop.fit; the final weights' temperature    (training.final_test.fit_model_temperature)
+    5. fit        training.loop.fit; the final weights' calibration   (training.final_test.calibrate_model)
     6. test       the best epoch's weights, calibrated, on the test split (training.final_test.best_on_test)
     7. artifacts  checkpoints, freeze proof, evaluation report, metrics.json
 
@@ -52,7 +52,7 @@ from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_bac
 from finetune_pipeline.config.differences import flatten
 from finetune_pipeline.config.load import training_path
 from finetune_pipeline.config.schema import Calibration, Config, TrainingPath, init_seed
-from finetune_pipeline.data.batches import TokenizedTexts, chunking_of
+from finetune_pipeline.data.batches import TokenizedTexts, chunking_of, multi_hot
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.preprocess import source_name
 from finetune_pipeline.data.source import processed_paths
@@ -69,9 +69,9 @@ from finetune_pipeline.runtime.signals import Interrupted, Stopped
 from finetune_pipeline.tracking.trackers import RunLabels, Trackers, run_name
 from finetune_pipeline.training.builders import BuildInputs, BuiltModel, build
 from finetune_pipeline.training.failure import failure_status, record_failure
-from finetune_pipeline.training.final_test import best_on_test, fit_model_temperature, set_temperature
+from finetune_pipeline.training.final_test import best_on_test, calibrate_model
 from finetune_pipeline.training.loop import fit
-from finetune_pipeline.training.loss import class_weights, training_loss
+from finetune_pipeline.training.loss import class_weights, positive_weights, training_loss
 from finetune_pipeline.training.metrics import scores
 from finetune_pipeline.training.optim import build_optimizer
 from finetune_pipeline.training.prepare_data import setup_data, write_data_report
@@ -186,6 +186,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
     # 1. data: preprocess if needed, index the classes, split
     data = setup_data(cfg, dist)
     dataset, classes, labels, split = data.dataset, data.classes, data.labels, data.split
+    targets = multi_hot(labels, len(classes)) if data.multi_label else labels  # what the loaders batch
     # 2. backbone (checked, no weights yet) and its tokenizer; label maps and tokenizer into the run folder
     backbone = _main_first(
         dist, lambda: locate_backbone(cfg.backbone, cfg.data.max_length, dataset.texts, dataset.fingerprint)
@@ -197,7 +198,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
     # 3. the model and its loaders, as the training path builds them
     path = training_path(cfg)
     built = _setup_model(
-        cfg, path, backbone, tokenizer, dataset.texts, labels, split, len(classes), device, precision, dist
+        cfg, path, backbone, tokenizer, dataset.texts, targets, split, len(classes), device, precision, dist
     )
     identity = BackboneIdentity(
         cfg.backbone.name, str(backbone.folder), combined_sha256(built.freeze.before), config_sha256(backbone.folder)
@@ -206,7 +207,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
     trainer = _setup_trainer(cfg, built, precision, device, dist)
     data_id = data_identity(dataset.fingerprint, split, dist.world_size)
     resumed = _resume_from(state_path, trainer, data_id, cfg, len(built.loaders.train)) if resume else None
-    weights = _class_weights(cfg, classes, [labels[i] for i in split.train])
+    weights = _class_weights(cfg, classes, [targets[i] for i in split.train], data.multi_label)
     origin = provenance()
     trackers.set_tags(_run_tags(identity, dataset.fingerprint, precision, device, dist, origin))
     setup_seconds = time.perf_counter() - started
@@ -238,14 +239,14 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
         save_best=lambda: checkpoint(BEST_MODEL_FILE),
         save_state=save_state_file,
         resume=resumed,
-        loss_fn=training_loss(weights, cfg.training.label_smoothing),
+        loss_fn=training_loss(weights, cfg.training.label_smoothing, data.multi_label),
         dist=dist,
         step_record=StepRecord(run_dir / STEP_LOG_FILE, trackers) if dist.is_main else None,
         lr_hint=_learning_rates(cfg, path),
     )
     calibrate = cfg.training.calibration == Calibration.temperature
-    if calibrate:  # the final weights' temperature (final_model.pt)
-        set_temperature(built, fit_model_temperature(built, precision, device, dist).value)
+    if calibrate:  # the final weights' temperature or thresholds (final_model.pt)
+        calibrate_model(built, precision, device, dist, cfg.training.calibration_min_texts)
     checkpoint(FINAL_MODEL_FILE)
     if dist.is_main:
         _write_freeze_proof(run_dir, built, backbone)
@@ -253,14 +254,24 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
     # 6. test the best epoch's weights (calibrated on validation first: best_model.pt gets its temperature)
     test_start = time.perf_counter()
     test_predictions, calibration = best_on_test(
-        run_dir, built, precision, device, dist, calibrate, lambda: checkpoint(BEST_MODEL_FILE)
+        run_dir,
+        built,
+        precision,
+        device,
+        dist,
+        calibrate,
+        cfg.training.calibration_min_texts,
+        classes.labels,
+        lambda: checkpoint(BEST_MODEL_FILE),
     )
     test = scores(test_predictions, "test")
     log.info(
-        "test (best epoch %d): accuracy=%.4f macro_f1=%.4f loss=%.4f",
+        "test (best epoch %d): %saccuracy=%.4f macro_f1=%.4f micro_f1=%.4f loss=%.4f",
         result.best_epoch,
+        "subset " if data.multi_label else "",
         test["test/accuracy"],
         test["test/macro_f1"],
+        test["test/micro_f1"],
         test["test/loss"],
     )
     best_key = f"val/{cfg.training.best_metric.value}"
@@ -287,6 +298,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
         data={
             "records": len(labels),
             "classes": len(classes),
+            "task": "multi_label" if data.multi_label else "single_label",
             "train": len(split.train),
             "val": len(split.val),
             "test": len(split.test),
@@ -324,6 +336,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
             "test/ece_uncalibrated": calibration["ece_before"],
         }
         if calibration.get("temperature")
+        else {"test/ece": calibration["ece_after"], "test/ece_uncalibrated": calibration["ece_before"]}
+        if calibration.get("thresholds")
         else {}
     )
     trackers.log_metrics(
@@ -378,11 +392,15 @@ def _setup_tokenizer(cfg: Config, backbone: Backbone, classes: ClassIndex, run_d
     return tokenizer
 
 
-def _class_weights(cfg: Config, classes: ClassIndex, train_labels: list[int]) -> torch.Tensor | None:
-    weights = class_weights(train_labels, len(classes), cfg.training.class_weights)
+def _class_weights(cfg: Config, classes: ClassIndex, train_labels: list, multi_label: bool) -> torch.Tensor | None:
+    if multi_label:
+        weights = positive_weights(train_labels, len(classes), cfg.training.class_weights)
+    else:
+        weights = class_weights(train_labels, len(classes), cfg.training.class_weights)
     if weights is not None:
         log.info(
-            "loss: class weights (%s) %s",
+            "loss: %s (%s) %s",
+            "positive weights per label" if multi_label else "class weights",
             cfg.training.class_weights.value,
             ", ".join(f"{name}={w:.3f}" for name, w in zip(classes.labels, weights.tolist())),
         )
