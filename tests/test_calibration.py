@@ -51,7 +51,7 @@ def test_ece_reliability_and_risk_coverage_on_a_small_example():
 @pytest.fixture(scope="module")
 def calibrated_run(module_project):
     _, train_run = module_project
-    return train_run("calibrated", "training.epochs=3")
+    return train_run("calibrated", "training.epochs=3", "training.calibration_min_texts=0")
 
 
 def test_a_run_fits_its_temperature_and_every_score_carries_it(calibrated_run, tmp_path):
@@ -78,6 +78,19 @@ def test_a_run_fits_its_temperature_and_every_score_carries_it(calibrated_run, t
     assert f"divided by a temperature of {t:.3f}" in (tmp_path / "hf" / "README.md").read_text()  # the model card
     again = Classifier.from_pretrained(tmp_path / "hf", device="cpu", precision="fp32").probabilities(texts)
     assert np.abs(again - calibrated).max() < 1e-5
+
+
+def test_too_few_validation_texts_fit_no_temperature(module_project):
+    """A temperature fitted on a few dozen texts chases their noise (a near-random tiny model got T=0.13
+    and a test ECE 7x worse): below training.calibration_min_texts the raw softmax is kept, and said."""
+    project, train_run = module_project
+    run = train_run("few", "training.epochs=1")
+    calibration = json.loads((run / "metrics.json").read_text())["calibration"]
+    val = json.loads((run / "metrics.json").read_text())["data"]["val"]
+    assert val < 100 and calibration["temperature"] == 1.0 and calibration["ece_after"] == calibration["ece_before"]
+    assert f"{val} validation texts, fewer than training.calibration_min_texts=100" in calibration["not_fitted"]
+    assert torch.load(run / "best_model.pt", weights_only=True)["head"]["temperature"] == 1.0
+    assert "calibration not fitted" in (run / "train.log").read_text()
 
 
 def test_calibration_none_keeps_the_raw_softmax(module_project):

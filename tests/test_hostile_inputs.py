@@ -176,10 +176,10 @@ def test_a_raw_folder_changing_during_preprocessing_writes_nothing(project, monk
     cfg = compose_config([]).data
     original = pre.read_raw_file
 
-    def read_while_a_copy_goes_on(path, data, fields):
+    def read_while_a_copy_goes_on(path, data, fields, separator=None):
         part = project / "data/raw/part-3.jsonl"  # another writer appends while we parse
         part.write_text(part.read_text() + json.dumps({"input": "late", "output": "sport"}) + "\n")
-        return original(path, data, fields)
+        return original(path, data, fields, separator)
 
     monkeypatch.setattr(pre, "read_raw_file", read_while_a_copy_goes_on)
     with pytest.raises(PipelineError, match="files changed while they were being preprocessed; nothing was written"):

@@ -91,8 +91,16 @@ BAD_INPUTS = {
         'record 1: field "input" must be a string',
     ),
     "non-string label": (
-        json.dumps([{"input": "t", "output": ["b"]}]).encode(),
-        'record 1: field "output" must be a string',
+        json.dumps([{"input": "t", "output": {"b": 1}}]).encode(),
+        'record 1: field "output" must be a string or a list of strings, got dict',
+    ),
+    "non-string label in a list": (
+        json.dumps([{"input": "t", "output": ["b", 3]}]).encode(),
+        'record 1: field "output" holds an item that must be a string, got int',
+    ),
+    "empty label in a list": (
+        json.dumps([{"input": "t", "output": ["b", " "]}]).encode(),
+        'record 1: empty label in "output"',
     ),
     "empty text": (json.dumps([GOOD[0], GOOD[1], {"input": "  ", "output": "b"}]).encode(), "record 3: empty text"),
     "empty file": (b"", "file is empty"),

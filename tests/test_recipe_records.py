@@ -55,6 +55,8 @@ def test_checkpoints_carry_the_heads_config(in_project):
         "chunk_stride": None,
         "chunk_pooling": None,
         "temperature": temperature,
+        "multi_label": False,
+        "thresholds": None,
     }  # truncated texts
     from finetune_pipeline import Classifier
 
