@@ -247,3 +247,36 @@ def test_single_labels_in_lists_stay_single_label_and_empty_lists_are_multi_labe
     write_raw(tmp_path, rows)
     run = train_in(tmp_path, "empty", "training.epochs=1")
     assert json.loads((run / "metrics.json").read_text())["data"]["task"] == "multi_label"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["training.freeze_backbone=false"],
+        ["adapter=lora"],
+        ["adapter=top_layers", "adapter.top_layers.layers=1"],
+        ["data.long_text=chunk", "data.chunk_stride=8", "data.max_length=16"],
+    ],
+    ids=["full", "lora", "top layers", "chunked"],
+)
+def test_every_training_path_trains_multi_label_and_predict_reproduces_its_test_sets(ml_project, overrides):
+    name = "path-" + "-".join(o.split("=")[-1] for o in overrides)
+    run = train_in(ml_project, name, "training.epochs=1", "training.calibration_min_texts=0", *overrides)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data"]["task"] == "multi_label" and metrics["calibration"]["method"] == "thresholds"
+    rows = read_jsonl(run / "evaluation/test/predictions.jsonl")
+    again = Classifier.from_run(run, device="cpu", precision="fp32").predict([r["text"] for r in rows])
+    for mine, recorded in zip(again, rows):
+        assert mine["scores"] == pytest.approx(recorded["scores"], abs=1e-4)
+        close = [x for x, s in recorded["scores"].items() if abs(s - 0.5) < 1e-4]  # a tie at the threshold may flip
+        assert set(mine["labels"]) - set(close) == set(recorded["labels"]) - set(close)
+
+
+def test_head_to_head_refuses_multi_label_runs_in_one_line(ml_run, caplog):
+    from finetune_pipeline.cli.compare import main as compare_main
+
+    (ml_run / ".hydra").mkdir(exist_ok=True)  # what train.py writes: a run folder compare accepts
+    (ml_run / ".hydra" / "overrides.yaml").write_text("[]\n")
+    assert compare_main([str(ml_run), str(ml_run)]) == 1
+    [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "\n" not in error and "a multi-label run; paired per-text tests" in error

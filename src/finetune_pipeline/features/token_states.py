@@ -19,7 +19,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from finetune_pipeline.backbone.identity import config_sha256
 from finetune_pipeline.config.schema import TrainingConfig
-from finetune_pipeline.data.batches import LengthGroupedBatchSampler, TokenizedTexts, eval_loader, sorted_batches
+from finetune_pipeline.data.batches import (
+    LengthGroupedBatchSampler,
+    TokenizedTexts,
+    eval_loader,
+    label_tensor,
+    sorted_batches,
+)
 from finetune_pipeline.features.cache import TokenStateCache, feature_key, texts_sha256, tokenizer_sha256
 from finetune_pipeline.features.encode import EncodeStats
 from finetune_pipeline.model.top_layers import bottom_only
@@ -68,7 +74,7 @@ def encode_bottom(
 class CachedStates(Dataset):
     """Rows ``(index, states (T, H), label)`` of cached token states."""
 
-    def __init__(self, states: torch.Tensor, lengths: torch.Tensor, labels: list[int], rows: list[int]):
+    def __init__(self, states: torch.Tensor, lengths: torch.Tensor, labels: list, rows: list[int]):
         offsets = torch.zeros(len(lengths) + 1, dtype=torch.long)
         offsets[1:] = lengths.cumsum(0)
         self.states, self.offsets, self.labels, self.rows = states, offsets, labels, rows
@@ -95,7 +101,7 @@ def _pad_states(items) -> dict[str, torch.Tensor]:
         "index": torch.tensor([k for k, _, _ in items]),
         "hidden": hidden,
         "attention_mask": mask,
-        "labels": torch.tensor([label for _, _, label in items]),
+        "labels": label_tensor([label for _, _, label in items]),
     }
 
 

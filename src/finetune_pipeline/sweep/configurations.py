@@ -49,6 +49,17 @@ TEST_METRICS = {"test/accuracy": accuracy, "test/macro_f1": macro_f1}
 ALPHA = 0.05
 
 
+class MultiLabelRun(ValueError):
+    """Per-text answers are label sets: the single-label per-text statistics do not apply (the sweep
+    summary then uses its t-interval over repeats)."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(
+            f"{run_dir}: a multi-label run; paired per-text tests (accuracy, McNemar) are for single-label runs: "
+            "compare multi-label runs by their test/accuracy (subset) and test/macro_f1 in the sweep summary"
+        )
+
+
 @dataclass
 class Predictions:
     """A job's test answers: the texts, true and predicted class ids."""
@@ -68,6 +79,8 @@ class Predictions:
         ids = {e["symbol"]: i for i, e in enumerate(entries)}
         path = run_dir / EVALUATION_DIR / "test" / PREDICTIONS_FILE
         rows = [json.loads(line) for line in text_lines(path.read_text(encoding="utf-8")) if line.strip()]
+        if rows and "true_labels" in rows[0]:
+            raise MultiLabelRun(run_dir)
         return cls(
             [r["text"] for r in rows],
             np.asarray([ids[r["true_symbol"]] for r in rows]),

@@ -33,7 +33,7 @@ from finetune_pipeline.evaluation.statistics import (
     per_class_f1,
     per_class_f1_differences,
 )
-from finetune_pipeline.sweep.configurations import REPEAT_KEYS, Predictions
+from finetune_pipeline.sweep.configurations import REPEAT_KEYS, MultiLabelRun, Predictions
 from finetune_pipeline.sweep.jobs import Job
 
 SHOWN = 20  # texts listed each way
@@ -77,6 +77,8 @@ def head_to_head(a: Side, b: Side) -> dict:
     for job_a, job_b in matched:
         try:
             left, right = Predictions.read(job_a.folder), Predictions.read(job_b.folder)
+        except MultiLabelRun as e:
+            raise PipelineError(str(e)) from None
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise PipelineError(
                 f"{job_a.folder} / {job_b.folder}: test predictions unreadable "
