@@ -58,18 +58,17 @@ def compose_config(overrides: list[str]):
 def inspect_data(args: argparse.Namespace) -> None:
     from finetune_pipeline.backbone.load import load_tokenizer, locate_backbone
     from finetune_pipeline.data.choose_split import choose_split
-    from finetune_pipeline.data.classes import ClassIndex
     from finetune_pipeline.data.hf_source import keeps_own_split
     from finetune_pipeline.data.preprocess import ensure_preprocessed, load_combined, source_name
     from finetune_pipeline.data.report import build_report
     from finetune_pipeline.data.source import processed_paths
+    from finetune_pipeline.training.prepare_data import index_labels, label_names
 
     cfg = compose_config(args.overrides)
     d = cfg.data
     ensure_preprocessed(d)
     dataset = load_combined(d)
-    classes = ClassIndex.from_dataset(dataset.symbols, dataset.label_to_symbol)
-    labels = classes.ids(dataset.symbols)
+    classes, labels, _ = index_labels(d, dataset)
     chosen = choose_split(d, dataset.files, labels, classes.display_names(), keeps_own_split(d))
     log.info("split: %s (%s)", chosen.how, chosen.why)
     backbone = locate_backbone(cfg.backbone, d.max_length, dataset.texts, dataset.fingerprint)
@@ -77,7 +76,7 @@ def inspect_data(args: argparse.Namespace) -> None:
     report = build_report(
         source_name(d),
         dataset.texts,
-        [classes.labels[c] for c in labels],
+        label_names(classes, labels),
         chosen.split,
         chosen.how,
         tokenizer,

@@ -39,13 +39,7 @@ def setup_data(cfg: Config, dist: Dist) -> PreparedData:
         ensure_preprocessed(cfg.data)
     dist.barrier()
     dataset = load_combined(cfg.data)
-    multi_label = is_multi_label(cfg.data, dataset)
-    every = [s for symbols in dataset.symbols for s in ([symbols] if isinstance(symbols, str) else symbols)]
-    classes = ClassIndex.from_dataset(every, dataset.label_to_symbol)
-    if multi_label:
-        labels: list = [tuple(sorted(classes.ids([s] if isinstance(s, str) else s))) for s in dataset.symbols]
-    else:  # a list of one label is that label
-        labels = classes.ids([s if isinstance(s, str) else s[0] for s in dataset.symbols])
+    classes, labels, multi_label = index_labels(cfg.data, dataset)
     if len(classes) < 2 and not multi_label:
         raise PipelineError(
             f"{source_name(cfg.data)}: every record has the label {classes.labels[0]!r}; "
@@ -70,6 +64,17 @@ def setup_data(cfg: Config, dist: Dist) -> PreparedData:
         " (max_train_samples / max_eval_samples)" if limited else "",
     )
     return PreparedData(dataset, classes, labels, multi_label, split, chosen.how, leakage)
+
+
+def index_labels(cfg: DataConfig, dataset: CombinedDataset) -> tuple[ClassIndex, list, bool]:
+    """The class index, each record's class id (multi-label: its sorted tuple of label ids), and
+    whether the run is multi-label (``data.task``)."""
+    multi_label = is_multi_label(cfg, dataset)
+    every = [s for symbols in dataset.symbols for s in ([symbols] if isinstance(symbols, str) else symbols)]
+    classes = ClassIndex.from_dataset(every, dataset.label_to_symbol)
+    if multi_label:
+        return classes, [tuple(sorted(classes.ids([s] if isinstance(s, str) else s))) for s in dataset.symbols], True
+    return classes, classes.ids([s if isinstance(s, str) else s[0] for s in dataset.symbols]), False  # [x] is x
 
 
 def is_multi_label(cfg: DataConfig, dataset: CombinedDataset) -> bool:
