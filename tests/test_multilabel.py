@@ -287,3 +287,21 @@ def test_head_to_head_refuses_multi_label_runs_in_one_line(ml_run, caplog):
     assert compare_main([str(ml_run), str(ml_run)]) == 1
     [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert "\n" not in error and "a multi-label run; paired per-text tests" in error
+
+
+def test_an_interrupted_multi_label_run_resumes_to_the_uninterrupted_result(stoppable, project):
+    from finetune_pipeline.runtime.signals import Interrupted
+
+    write_raw(project, multilabel_records())
+    settings = ["training.epochs=2", "training.calibration_min_texts=0"]
+    stoppable("whole", *settings)
+    with pytest.raises(Interrupted):
+        stoppable("split", *settings, stop_at=("epoch=2 step=5/", "SIGINT"))
+    stoppable("split", *settings, resume=True)
+    whole, split = project / "runs" / "whole", project / "runs" / "split"
+    assert "resuming at epoch 2, batch 5/" in (split / "train.log").read_text()
+    a, b = (json.loads((r / "metrics.json").read_text()) for r in (whole, split))
+    assert a["summary"] == b["summary"] and a["calibration"] == b["calibration"]
+    for name in ("best_model.pt", "final_model.pt"):
+        x, y = (torch.load(r / name, weights_only=True) for r in (whole, split))
+        assert x["head"] == y["head"] and all(torch.equal(x["state_dict"][k], y["state_dict"][k]) for k in x["state_dict"])
