@@ -83,7 +83,7 @@ def test_a_run_fits_its_temperature_and_every_score_carries_it(calibrated_run, t
 def test_too_few_validation_texts_fit_no_temperature(module_project):
     """A temperature fitted on a few dozen texts chases their noise (a near-random tiny model got T=0.13
     and a test ECE 7x worse): below training.calibration_min_texts the raw softmax is kept, and said."""
-    project, train_run = module_project
+    _, train_run = module_project
     run = train_run("few", "training.epochs=1")
     calibration = json.loads((run / "metrics.json").read_text())["calibration"]
     val = json.loads((run / "metrics.json").read_text())["data"]["val"]

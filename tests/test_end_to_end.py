@@ -214,7 +214,9 @@ def test_raw_data_change_triggers_preprocessing(project, in_project):
 def test_bad_raw_file_fails_in_one_line_without_outputs(project, in_project):
     # in-process (train.py's exit status 1 and one-line output for any PipelineError: test_config.py)
     (project / "data/raw/part-9.json").write_text('[{"input": "text", "output": 3}]')
-    with pytest.raises(PipelineError, match=r'part-9\.json: record 1: field "output" must be a string or a list of strings, got int') as e:
+    with pytest.raises(
+        PipelineError, match=r'part-9\.json: record 1: field "output" must be a string or a list of strings, got int'
+    ) as e:
         in_project("bad")
     assert "\n" not in str(e.value)
     assert not (project / "data/processed").exists() or not any((project / "data/processed").iterdir())

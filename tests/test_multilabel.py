@@ -251,9 +251,10 @@ def test_single_labels_in_lists_stay_single_label_and_empty_lists_are_multi_labe
     argv = ["inspect-data", "backbone=tiny", f"backbone.path={tmp_path / 'tiny'}", "--out", str(out)]
     assert pipeline_main(argv) == 0
     classes = json.loads((out / "data_report.json").read_text())["classes"]
-    assert classes["train"]["(none)"] > 0 and sum(classes["test"].values()) == json.loads(
-        (run / "metrics.json").read_text()
-    )["data"]["test"]
+    assert (
+        classes["train"]["(none)"] > 0
+        and sum(classes["test"].values()) == json.loads((run / "metrics.json").read_text())["data"]["test"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -304,4 +305,5 @@ def test_an_interrupted_multi_label_run_resumes_to_the_uninterrupted_result(stop
     assert a["summary"] == b["summary"] and a["calibration"] == b["calibration"]
     for name in ("best_model.pt", "final_model.pt"):
         x, y = (torch.load(r / name, weights_only=True) for r in (whole, split))
-        assert x["head"] == y["head"] and all(torch.equal(x["state_dict"][k], y["state_dict"][k]) for k in x["state_dict"])
+        assert x["head"] == y["head"]
+        assert all(torch.equal(x["state_dict"][k], y["state_dict"][k]) for k in x["state_dict"])
