@@ -13,24 +13,53 @@ DEFAULT_THRESHOLD = 0.5
 THRESHOLD_BOUND = 1e-4  # thresholds kept in [bound, 1 - bound] (model.classifier clips the same way)
 
 
-def tune_thresholds(probs: np.ndarray, y_true: np.ndarray) -> np.ndarray:
-    """Per label, the threshold that maximises that label's F1 on these (validation) predictions:
-    the midpoint between the score kept and the next lower one (ties: the higher threshold); a label
-    without positives keeps ``DEFAULT_THRESHOLD``."""
+CHECK_FOLDS = 5  # a tuned cut must also beat 0.5 on validation texts it was not tuned on
+
+
+def tune_thresholds(probs: np.ndarray, y_true: np.ndarray, folds: int = CHECK_FOLDS) -> np.ndarray:
+    """Per label, the cut that maximises that label's F1 on these (validation) predictions
+    (``best_cut``), kept only where such a cut also beats ``DEFAULT_THRESHOLD`` on texts it was not
+    tuned on: the texts are cut into ``folds`` folds, and each fold is scored with the cut tuned on
+    the others (counts pooled over the folds). Else, and for a label without positives, the label
+    keeps ``DEFAULT_THRESHOLD``: a cut tuned on a few hundred texts can fit their noise. ``folds=0``:
+    no check."""
     thresholds = np.full(probs.shape[1], DEFAULT_THRESHOLD)
+    fold_of = np.random.default_rng(0).permutation(len(probs)) % max(folds, 1)
     for label in range(probs.shape[1]):
-        truth = y_true[:, label].astype(bool)
+        scores, truth = probs[:, label], y_true[:, label].astype(bool)
         if not truth.any():
             continue
-        order = np.argsort(-probs[:, label], kind="stable")
-        scores, hits = probs[order, label], truth[order]
-        tp = np.cumsum(hits)  # predicting the top k+1 texts positive
-        f1 = 2 * tp / (np.arange(1, len(scores) + 1) + truth.sum())
-        distinct = np.append(scores[1:] != scores[:-1], True)  # a cut can only fall between two scores
-        best = int(np.flatnonzero(distinct)[np.argmax(f1[distinct])])
-        below = scores[best + 1] if best + 1 < len(scores) else 0.0
-        thresholds[label] = float((scores[best] + below) / 2)
+        cut = best_cut(scores, truth)
+        if folds >= 2 and not _beats_default_held_out(scores, truth, fold_of, folds):
+            continue
+        thresholds[label] = cut
     return np.clip(thresholds, THRESHOLD_BOUND, 1 - THRESHOLD_BOUND)
+
+
+def best_cut(scores: np.ndarray, truth: np.ndarray) -> float:
+    """The threshold of best F1 for one label: the midpoint between the score kept and the next lower
+    one (ties: the higher threshold)."""
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], truth[order]
+    tp = np.cumsum(hits)  # predicting the top k+1 texts positive
+    f1 = 2 * tp / (np.arange(1, len(ranked) + 1) + truth.sum())
+    distinct = np.append(ranked[1:] != ranked[:-1], True)  # a cut can only fall between two scores
+    best = int(np.flatnonzero(distinct)[np.argmax(f1[distinct])])
+    below = ranked[best + 1] if best + 1 < len(ranked) else 0.0
+    return float((ranked[best] + below) / 2)
+
+
+def _beats_default_held_out(scores: np.ndarray, truth: np.ndarray, fold_of: np.ndarray, folds: int) -> bool:
+    """Whether cuts tuned on the other folds score a better pooled F1 on each fold than the default cut."""
+    tuned, fixed = np.zeros(3), np.zeros(3)  # true positives, false positives, false negatives
+    for fold in range(folds):
+        held, rest = fold_of == fold, fold_of != fold
+        cut = best_cut(scores[rest], truth[rest]) if truth[rest].any() else DEFAULT_THRESHOLD
+        for counts, threshold in ((tuned, cut), (fixed, DEFAULT_THRESHOLD)):
+            said = scores[held] >= threshold
+            counts += [np.sum(said & truth[held]), np.sum(said & ~truth[held]), np.sum(~said & truth[held])]
+    f1 = lambda c: 2 * c[0] / max(2 * c[0] + c[1] + c[2], 1)  # noqa: E731
+    return f1(tuned) > f1(fixed)
 
 
 def shifted(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
