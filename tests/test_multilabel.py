@@ -307,3 +307,21 @@ def test_an_interrupted_multi_label_run_resumes_to_the_uninterrupted_result(stop
         x, y = (torch.load(r / name, weights_only=True) for r in (whole, split))
         assert x["head"] == y["head"]
         assert all(torch.equal(x["state_dict"][k], y["state_dict"][k]) for k in x["state_dict"])
+
+
+def test_parts_named_by_split_keep_it_and_a_missing_val_is_carved_with_every_label(tmp_path, monkeypatch):
+    records = multilabel_records()
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    cut = len(records) * 4 // 5
+    (raw / "news-train.json").write_text(json.dumps(records[:cut], ensure_ascii=False), encoding="utf-8")
+    (raw / "news-test.json").write_text(json.dumps(records[cut:], ensure_ascii=False), encoding="utf-8")
+    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(tmp_path))
+    run = train_in(tmp_path, "parts", "training.epochs=1")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["data"]["split"] == "files (val carved from train, iteratively stratified)"
+    assert metrics["data"]["test"] == len(records) - cut  # the test part as it is
+    assert all(
+        row["support"] > 0
+        for row in json.loads((run / "evaluation/test/report.json").read_text())["per_class"].values()
+    )
