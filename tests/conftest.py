@@ -27,6 +27,16 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+# the test files of most seconds (--durations, 2 cores), started first: pytest-xdist hands files out in
+# this order (--dist loadfile), so the last ones to run are short and both workers finish together
+LONGEST_FIRST = ("test_serve.py", "test_tracking.py", "test_end_to_end.py", "test_feature_cache.py", "test_resume.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory) -> Path:
     """One tiny-backbone cache for the whole session (built once per dataset)."""

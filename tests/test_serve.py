@@ -105,12 +105,19 @@ def alive(pid: int) -> bool:
     return False
 
 
-def read_until_closed(sock: socket.socket) -> str:
-    """The whole answer: a response can arrive in more than one segment (headers, then body)."""
-    chunks = []
-    while chunk := sock.recv(4096):
-        chunks.append(chunk)
-    return b"".join(chunks).decode()
+def read_response(sock: socket.socket) -> str:
+    """The whole answer, headers and the body its Content-Length announces: a response can arrive in
+    more than one segment (headers, then body)."""
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := sock.recv(4096)):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in head.lower().split(b"\r\n") if line.startswith(b"content-length:")), 0
+    )
+    while len(body) < length and (chunk := sock.recv(4096)):
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode()
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +284,7 @@ def test_a_client_that_stalls_mid_body_gets_408_and_holds_nothing(server):
             b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
             b'{"texts": ['
         )  # and then nothing
-        answer = read_until_closed(s)
+        answer = read_response(s)
     assert answer.startswith("HTTP/1.1 408") and "--body-timeout" in answer and time.monotonic() - started < 10
     assert server.predict(["still fine"])[0] == 200
 
