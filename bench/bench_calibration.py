@@ -73,6 +73,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "calibration.json")
     parser.add_argument("--only", choices=sorted(RUNS), help="one of the two runs")
     parser.add_argument("--full-epochs", type=int, default=2, help="epochs of the full fine-tuning run (default 2)")
+    parser.add_argument(
+        "--encoder-lr", type=float, default=5e-5, help="encoder learning rate of the full fine-tuning run (5e-5)"
+    )
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
@@ -89,6 +92,7 @@ def main() -> None:
     results = {"date": date.today().isoformat(), "machine": machine(), "resamples": RESAMPLES, "runs": {}}
     rng = np.random.default_rng(0)
     RUNS["full fine-tuning"][1] = f"training.epochs={args.full_epochs}"
+    RUNS["full fine-tuning"][3] = f"training.encoder_learning_rate={args.encoder_lr:g}"
     for name, overrides in RUNS.items():
         if args.only and name != args.only:
             continue

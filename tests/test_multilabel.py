@@ -325,3 +325,47 @@ def test_parts_named_by_split_keep_it_and_a_missing_val_is_carved_with_every_lab
         row["support"] > 0
         for row in json.loads((run / "evaluation/test/report.json").read_text())["per_class"].values()
     )
+
+
+def test_parquet_list_columns_and_hf_sequences_of_class_labels_are_label_lists(tmp_path, monkeypatch):
+    """Preprocessing alone: a Parquet list column, and a Hugging Face dataset whose label column is a
+    Sequence(ClassLabel) (class ids read as their names), give each record its list of symbols."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    datasets = pytest.importorskip("datasets")
+    from finetune_pipeline.data.preprocess import load_combined, preprocess
+
+    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(tmp_path))
+    records = [*multilabel_records()[-40:], {"input": "no topic at all", "output": []}]
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+    pq.write_table(
+        pa.Table.from_pylist([{"text": r["input"], "topics": r["output"]} for r in records]), raw / "n.parquet"
+    )
+    cfg = compose_config(["data.text_field=text", "data.label_field=topics"]).data
+    preprocess(cfg)
+    combined = load_combined(cfg)
+    by_text = {t: s for t, s in zip(combined.texts, combined.symbols)}
+    for r in records:
+        assert sorted(combined.label_to_symbol[x] for x in r["output"]) == sorted(by_text[r["input"]])
+
+    names = sorted({x for r in records for x in r["output"]})
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "topics": datasets.Sequence(datasets.ClassLabel(names=names))}
+    )
+    rows = {"text": [r["input"] for r in records], "topics": [[names.index(x) for x in r["output"]] for r in records]}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features)}).save_to_disk(tmp_path / "hf")
+    cfg = compose_config(
+        [
+            "data.hf.path=hf",
+            "data.text_field=text",
+            "data.label_field=topics",
+            "data.hf.splits.val=null",
+            "data.hf.splits.test=null",
+        ]
+    ).data
+    preprocess(cfg)
+    combined = load_combined(cfg)
+    symbol_to_label = {s: x for x, s in combined.label_to_symbol.items()}
+    got = {t: sorted(symbol_to_label[s] for s in symbols) for t, symbols in zip(combined.texts, combined.symbols)}
+    assert got == {r["input"]: sorted(r["output"]) for r in records}
