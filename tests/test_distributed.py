@@ -125,3 +125,25 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(project
         assert "encoder not loaded" in (again / "train.log").read_text()
         assert FreezeProof.read(again).status == "pass"
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_multi_label_under_torchrun_matches_one_process(project, tiny_cache):
+    """Label rows (B, C) through DDP, the gathered validation scores and the thresholds tuned on them."""
+    from test_multilabel import multilabel_records, write_raw
+
+    write_raw(project, multilabel_records())
+    settings = [  # 448 train texts: whole global batches (a last, partial one is averaged per rank under DDP)
+        *COMMON,
+        "training.freeze_backbone=false",
+        "training.calibration_min_texts=0",
+        "data.max_train_samples=448",
+    ]
+    run_train(project, *settings, "training.batch_size=16", tiny_cache=tiny_cache)
+    single = run_folders(project)[0]
+    torchrun(project, *settings, "training.batch_size=8", tiny_cache=tiny_cache)
+    ddp = next(f for f in run_folders(project) if f != single)
+    assert_close_runs(single, ddp)
+    a, b = (json.loads((r / "metrics.json").read_text())["calibration"] for r in (single, ddp))
+    assert a["method"] == b["method"] == "thresholds"
+    assert list(b["thresholds"].values()) == pytest.approx(list(a["thresholds"].values()), abs=1e-4)
