@@ -234,6 +234,12 @@ def test_a_label_separator_reads_csv_cells_as_label_lists_and_single_label_refus
     assert metrics["calibration"]["not_fitted"].startswith("not fitted:")  # a small validation split: 0.5 kept
     assert set(metrics["loss"]["class_weights"]) == set(metrics["calibration"]["thresholds"])
     assert all(w > 1 for w in metrics["loss"]["class_weights"].values())  # positives are rarer than negatives
+    labelled = tmp_path / "more.csv"  # evaluate reads the separator the run was trained with
+    with open(labelled, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["text", "topics"], *([r["input"], "|".join(r["output"])] for r in records[-12:])])
+    assert pipeline_main(["evaluate", str(run), "--input", str(labelled)]) == 0
+    rows = read_jsonl(run / "evaluation/more/predictions.jsonl")
+    assert [sorted(r["true_labels"]) for r in rows] == [sorted(r["output"]) for r in records[-12:]]
 
 
 def test_single_labels_in_lists_stay_single_label_and_empty_lists_are_multi_label(tmp_path, monkeypatch):

@@ -72,13 +72,13 @@ def predict(args: argparse.Namespace) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     from finetune_pipeline.evaluation.report import write_evaluation
-    from finetune_pipeline.inference.inputs import read_labelled
+    from finetune_pipeline.inference.inputs import read_labelled, run_label_separator
 
     name = report_name(args.name if args.name is not None else args.input.stem, given=args.name is not None)
     folder = args.run_dir / EVALUATION_DIR / name
     if folder.exists() and not args.overwrite:
         raise PipelineError(f"{folder}: a report of that name exists; pass --overwrite to replace it, or --name NAME")
-    texts, labels, where = read_labelled(args.input, input_fields(args))
+    texts, labels, where = read_labelled(args.input, input_fields(args), run_label_separator(args.run_dir))
     clf = _load(args)
     known = {label: i for i, label in enumerate(clf.labels)}
     for label, at in zip(labels, where):

@@ -35,14 +35,17 @@ def read_texts(path: Path, text_field: str = "input") -> list[str]:
     return texts
 
 
-def read_labelled(path: Path, fields: tuple[str, str] = ("input", "output")) -> tuple[list[str], list[str], list[str]]:
-    """Texts, labels and each record's position ("record 3", "line 3", "row 3") of a labelled file."""
+def read_labelled(
+    path: Path, fields: tuple[str, str] = ("input", "output"), separator: str | None = None
+) -> tuple[list[str], list, list[str]]:
+    """Texts, labels (a label, or a tuple of them for a list; ``separator`` cuts a string into such a
+    list) and each record's position ("record 3", "line 3", "row 3") of a labelled file."""
     if path.suffix.lower() not in RAW_SUFFIXES:
         raise PipelineError(
             f"{path}: a labelled file is {', '.join(RAW_SUFFIXES)} with a text and a label "
             f"field ({fields[0]!r}, {fields[1]!r}; --text-field / --label-field)"
         )
-    records = read_raw_file(path, _read_bytes(path), fields)
+    records = read_raw_file(path, _read_bytes(path), fields, separator)
     return [r.text for r in records], [r.label for r in records], [r.where for r in records]
 
 
@@ -83,6 +86,14 @@ def run_fields(run_dir: Path) -> tuple[str, str]:
     except PipelineError:  # no or unreadable record: loading the run says what is wrong
         return "input", "output"
     return str(data.get("text_field", "input")), str(data.get("label_field", "output"))
+
+
+def run_label_separator(run_dir: Path) -> str | None:
+    """The ``data.label_separator`` a run was trained with (None: none, or not recorded)."""
+    try:
+        return RunMetrics.read(run_dir).data.get("label_separator") or None
+    except PipelineError:
+        return None
 
 
 def _text_of(path: Path, where: str, item: object, text_field: str) -> str:

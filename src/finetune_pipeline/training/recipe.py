@@ -306,6 +306,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
             "source": source_name(cfg.data),
             "text_field": cfg.data.text_field,
             "label_field": cfg.data.label_field,
+            "label_separator": cfg.data.label_separator,
             "split": data.split_how,
             "leakage": data.leakage.count,
         },
