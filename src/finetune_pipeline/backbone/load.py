@@ -162,12 +162,16 @@ def _has_weights(folder: Path) -> bool:
 
 
 def _download(cfg: BackboneConfig, folder: Path) -> None:
+    offline = (
+        "offline now: `python train.py backbone=tiny` (a smoke run on a tiny random model) or "
+        "`python train.py backbone=local backbone.path=DIR` (any encoder folder you have)"
+    )
     how = (
         f"on a machine with internet run `hf download {cfg.hub_id} --local-dir {folder}` and copy the folder here, "
-        "or point backbone.path at a folder that has it (see base_models/README.md)"
+        f"or point backbone.path at a folder that has it (see base_models/README.md); {offline}"
         if cfg.hub_id
         else "point backbone.path at a folder holding the encoder's config.json and weights (backbone.hub_id is not "
-        "set, so there is nothing to download)"
+        f"set, so there is nothing to download); {offline}"
     )
     if not cfg.hub_id or not cfg.download:
         raise PipelineError(f"{folder}: no model weights (config.json + model.safetensors or pytorch_model.bin); {how}")

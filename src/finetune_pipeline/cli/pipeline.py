@@ -55,11 +55,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def predict(args: argparse.Namespace) -> None:
     from finetune_pipeline.artifacts.atomic import to_json
-    from finetune_pipeline.inference.inputs import read_texts, write_rows
+    from finetune_pipeline.inference.inputs import checked_texts, read_texts, write_rows
 
     if args.output is not None:
         check_output_path(args.output, args.input, args.run_dir)
-    texts = read_texts(args.input, input_fields(args)[0])  # before loading the model: a bad file fails in a second
+    if args.text is not None:
+        texts = checked_texts(args.text)
+    else:  # before loading the model: a bad file fails in a second
+        texts = read_texts(args.input, input_fields(args)[0], stdin=sys.stdin.buffer)
     clf = _load(args)
     rows = clf.rows(texts, clf.probabilities(texts), top_k=args.top_k, min_score=args.min_score)
     if args.output:
@@ -132,11 +135,11 @@ def report_name(name: str, given: bool) -> str:
     return name
 
 
-def check_output_path(output: Path, input_path: Path, run_dir: Path) -> None:
+def check_output_path(output: Path, input_path: Path | None, run_dir: Path) -> None:
     """--output must not be the input (any spelling, links included), a folder, or a run artifact."""
     if output.is_dir():
         raise PipelineError(f"--output {output}: is a folder; name a file")
-    if _same_file(output, input_path):
+    if input_path is not None and str(input_path) != "-" and _same_file(output, input_path):
         raise PipelineError(f"--output {output} is the input file {input_path}; writing would destroy the input")
     run = run_dir.resolve()
     target = output.resolve()
@@ -226,7 +229,14 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(command=func)
         sub.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder (outputs/<date>/<time>)")
-        sub.add_argument("--input", type=Path, required=True, metavar="FILE", help=input_help)
+        if name == "predict":
+            source = sub.add_mutually_exclusive_group(required=True)
+            source.add_argument("--input", type=Path, metavar="FILE", help=f"{input_help}; - reads standard input")
+            source.add_argument(
+                "--text", action="append", metavar="TEXT", help="a text to classify (repeat for more texts)"
+            )
+        else:
+            sub.add_argument("--input", type=Path, required=True, metavar="FILE", help=input_help)
         sub.add_argument(
             "--text-field", metavar="NAME", help="the texts' key or column (default: the run's data.text_field)"
         )

@@ -3,7 +3,8 @@
 Both read every raw-data format (.json, .jsonl, .csv, .tsv, .parquet; see ``data/raw_reader.py``)
 with the text (and, for evaluate, the label) in the field or column given, by default the run's
 ``data.text_field`` / ``data.label_field``. predict also reads a JSON array or JSON Lines of plain
-strings, and any other file as plain text, one text per line (blank lines skipped).
+strings, and any other file as plain text, one text per line (blank lines skipped); ``-`` is
+standard input (one text per line, or JSON Lines of strings or records).
 predict writes JSON Lines, a JSON array (``.json``) or CSV (``.csv``; ``top_k`` as a JSON cell; a
 cell that a spreadsheet would run as a formula starts with an apostrophe). Lines are split at "\\n"
 only (never at U+2028, form feeds or other characters a text may hold).
@@ -13,15 +14,29 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from pathlib import Path
+from typing import BinaryIO
 
 from finetune_pipeline.artifacts.atomic import atomic_path, text_lines, to_json, write_jsonl
 from finetune_pipeline.artifacts.metrics_record import RunMetrics
-from finetune_pipeline.data.raw_reader import RAW_SUFFIXES, check_unicode, decode_utf8, read_items, read_raw_file
+from finetune_pipeline.data.raw_reader import (
+    RAW_SUFFIXES,
+    check_unicode,
+    decode_utf8,
+    read_items,
+    read_json_items,
+    read_raw_file,
+)
 from finetune_pipeline.errors import PipelineError
 
+STDIN = Path("-")
 
-def read_texts(path: Path, text_field: str = "input") -> list[str]:
+
+def read_texts(path: Path, text_field: str = "input", stdin: BinaryIO | None = None) -> list[str]:
+    """The texts of a file (``-``: of ``stdin``, one per line, or JSON Lines of strings or records)."""
+    if path == STDIN:
+        return _stdin_texts(stdin if stdin is not None else sys.stdin.buffer, text_field)
     if path.suffix.lower() in RAW_SUFFIXES:
         texts = [
             _text_of(path, where, item, text_field)
@@ -33,6 +48,29 @@ def read_texts(path: Path, text_field: str = "input") -> list[str]:
     if not texts:
         raise PipelineError(f"{path}: no texts to classify")
     return texts
+
+
+def _stdin_texts(stream: BinaryIO, text_field: str) -> list[str]:
+    where = Path("<stdin>")
+    text = decode_utf8(where, stream.read())
+    lines = [line for line in text_lines(text) if line.strip()]
+    if lines and lines[0].lstrip().startswith(("{", '"')):  # JSON Lines: strings or records
+        items = read_json_items(Path("<stdin>.jsonl"), "\n".join(lines), (text_field,))
+        texts = [_text_of(where, at, item, text_field) for at, item in items]
+    else:
+        texts = lines
+    if not texts:
+        raise PipelineError("<stdin>: no texts to classify (one per line, or JSON Lines)")
+    return texts
+
+
+def checked_texts(texts: list[str]) -> list[str]:
+    """Texts given on the command line (--text), checked as a file's are."""
+    for i, text in enumerate(texts, start=1):
+        if not text.strip():
+            raise PipelineError(f"--text number {i}: empty text")
+        check_unicode(Path("--text"), f"number {i}", "text", text)
+    return list(texts)
 
 
 def read_labelled(
