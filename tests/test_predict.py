@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -207,25 +208,40 @@ def test_evaluate_refuses_unknown_labels_naming_the_record(runs, tmp_path, caplo
 
 
 @pytest.mark.slow  # the module entry point also runs in every test_serve.py server
-def test_console_script_runs(runs, tmp_path):
-    (tmp_path / "in.txt").write_text("Central bank raises rates\n")
+def test_console_script_runs(runs):
+    """Texts piped in: ``--input -`` reads standard input, one text per line."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "finetune_pipeline",
-            "predict",
-            str(runs["head-only (frozen)"]),
-            "--input",
-            str(tmp_path / "in.txt"),
-        ],
+        [sys.executable, "-m", "finetune_pipeline", "predict", str(runs["head-only (frozen)"]), "--input", "-"],
+        input="Central bank raises rates\n\nСборная вышла в финал\n",
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    row = json.loads(proc.stdout)
-    assert row["text"] == "Central bank raises rates" and 0 < row["score"] <= 1
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["Central bank raises rates", "Сборная вышла в финал"]
+    assert all(0 < r["score"] <= 1 for r in rows)
+
+
+def test_texts_on_the_command_line_or_json_lines_on_stdin(runs, monkeypatch, capsys, caplog):
+    run = str(runs["head-only (frozen)"])
+    expected = Classifier.from_run(run, precision="fp32").predict(["Central bank raises rates", "Финал кубка"])
+    argv = ["predict", run, "--precision", "fp32"]
+    assert main([*argv, "--text", "Central bank raises rates", "--text", "Финал кубка"]) == 0
+    assert [json.loads(line)["label"] for line in capsys.readouterr().out.splitlines()] == [
+        r["label"] for r in expected
+    ]
+    stdin = io.TextIOWrapper(io.BytesIO('{"input": "Central bank raises rates"}\n"Финал кубка"\n'.encode()))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main([*argv, "--input", "-"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in rows] == ["Central bank raises rates", "Финал кубка"]
+    assert [r["label"] for r in rows] == [r["label"] for r in expected]
+    assert main([*argv, "--text", "ok", "--text", "  "]) == 1
+    assert "--text number 2: empty text" in caplog.text
+    with pytest.raises(SystemExit) as stop:  # both, or neither: a usage error
+        main([*argv, "--text", "a", "--input", "-"])
+    assert stop.value.code == 2
 
 
 def test_every_evaluation_report_has_an_error_analysis(runs, tmp_path):
