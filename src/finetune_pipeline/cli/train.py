@@ -1,7 +1,8 @@
 """What ``python train.py`` does with the config Hydra composed: run, resume, or continue a sweep job.
 
-- a single run trains into Hydra's run folder; bad input exits 1 with one line; a stop signal
-  exits 130/143 after printing the command that resumes;
+- a single run trains into Hydra's run folder; bad input exits 1 with one line, and a run that
+  fails before it wrote anything but its records (a bad config, no weights, data that cannot be
+  split) leaves no folder; a stop signal exits 130/143 after printing the command that resumes;
 - ``resume=<run folder>`` continues that run with its stored config;
 - in a sweep a failed job is recorded in its folder (failed.json) and returns NaN, so the sweep
   goes on; a stopped job stops the sweep; a job started again in its folder (SLURM requeue, the
@@ -12,8 +13,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -22,7 +25,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from finetune_pipeline.artifacts.names import CONFIG_DIR, METRICS_FILE, STATE_FILE
+from finetune_pipeline.artifacts.names import (
+    CONFIG_DIR,
+    FAILURE_FILE,
+    LOCK_FILE,
+    METRICS_FILE,
+    STATE_FILE,
+    TRAIN_LOG_FILE,
+)
 from finetune_pipeline.artifacts.run_folder import claim, contents, write_config_record
 from finetune_pipeline.config.differences import config_differences
 from finetune_pipeline.config.load import register_resolvers, stored_config, to_config
@@ -142,8 +152,26 @@ def _run(cfg: DictConfig, dist: Dist, script: str, hydra_cfg, overrides: list[st
         log.error("%s", e)
         if in_sweep and not isinstance(e, RunFolderRefused):
             return float("nan")  # recorded in the job's failed.json; the sweep goes on
+        if cfg.resume is None and dist.is_main and not isinstance(e, RunFolderRefused):
+            forget_failed_start(run_dir)
         sys.exit(1)
     return metrics[f"best/val/{config.training.best_metric.value}"]
+
+
+START_RECORDS = {CONFIG_DIR, LOCK_FILE, TRAIN_LOG_FILE, FAILURE_FILE}  # what a run writes before its artifacts
+
+
+def forget_failed_start(run_dir: Path) -> None:
+    """A single run that failed before writing any artifact (its error is on the console) leaves no
+    folder behind, nor an empty date folder: outputs/ keeps runs that trained."""
+    try:
+        if not {p.name for p in run_dir.iterdir()} <= START_RECORDS:
+            return
+    except OSError:
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run_dir.parent.rmdir()  # only when empty
 
 
 def run_repeats(cfg: DictConfig, config: Config, dist: Dist, hydra_cfg, overrides: list[str], record_for) -> float:

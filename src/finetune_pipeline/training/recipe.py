@@ -1,9 +1,9 @@
 """``train(cfg, run_dir) -> metrics``: the one recipe, read top to bottom in ``_train``:
 
     1. data       preprocess if needed, class index, split, leakage   (training.prepare_data.setup_data)
-    2. backbone   locate and check, tokenizer, label maps, data report (locate_backbone, _setup_tokenizer,
-                                                                       prepare_data.write_data_report)
-    3. model      one builder per training path                       (training.builders, _setup_model)
+    2. backbone   locate and check, tokenizer, label maps             (locate_backbone, _setup_tokenizer)
+    3. model      one builder per training path; then the trackers'   (training.builders, _setup_model,
+                  run opens and the data report is written             prepare_data.write_data_report)
     4. optimizer  AdamW, LR schedule, loss scaler, resumed state      (_setup_trainer, _resume_from)
     5. fit        training.loop.fit; the final weights' calibration   (training.final_test.calibrate_model)
     6. test       the best epoch's weights, calibrated, on the test split (training.final_test.best_on_test)
@@ -128,6 +128,7 @@ def train(
         hf_logging.disable_progress_bar()  # weight-loading bars would drown the step log
         handler = log_to_file(run_dir / TRAIN_LOG_FILE) if dist.is_main else None
         trackers = Trackers(run_dir, cfg.logger) if dist.is_main else Trackers()
+        tracking = _Tracking(trackers, labels or RunLabels(run_name(run_dir)), resume, cfg)
         try:
             log.info(
                 "%s: %s%s",
@@ -135,15 +136,14 @@ def train(
                 run_dir,
                 f" ({dist.world_size} processes, DistributedDataParallel)" if dist.enabled else "",
             )
-            trackers.start(labels or RunLabels(run_name(run_dir)), resume)
-            if not resume:
-                trackers.log_params(flatten(dataclasses.asdict(cfg)))
-            summary = _train(cfg, run_dir, resume, dist, trackers)
+            summary = _train(cfg, run_dir, resume, dist, tracking)
         except BaseException as e:
             if dist.is_main:
                 record_failure(run_dir, e)
             if not isinstance(e, (Interrupted, Stopped, KeyboardInterrupt)):
                 log.info("run failed; its log and any artifacts written so far are in %s", run_dir)
+            if labels is not None:  # a sweep job is always in its sweep's tracker runs, even one failed at its start
+                tracking.begin()
             trackers.log_artifacts([TRAIN_LOG_FILE, FAILURE_FILE])
             trackers.finish(failure_status(e), error_line(e))
             raise
@@ -156,6 +156,23 @@ def train(
         trackers.log_artifacts([TRAIN_LOG_FILE])
         trackers.finish("finished")
         return summary
+
+
+class _Tracking:
+    """The run's tracker runs, opened once the model is built: a single run that fails before (no
+    weights, data that cannot be split) leaves no tracker run behind."""
+
+    def __init__(self, trackers: Trackers, labels: RunLabels, resume: bool, cfg: Config):
+        self.trackers, self.labels, self.resume, self.cfg = trackers, labels, resume, cfg
+        self.begun = False
+
+    def begin(self) -> Trackers:
+        if not self.begun:
+            self.begun = True
+            self.trackers.start(self.labels, self.resume)
+            if not self.resume:
+                self.trackers.log_params(flatten(dataclasses.asdict(self.cfg)))
+        return self.trackers
 
 
 def _remove_orphans(cfg: Config, run_dir: Path) -> None:
@@ -180,7 +197,7 @@ def _remove_orphans(cfg: Config, run_dir: Path) -> None:
             )
 
 
-def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Trackers) -> dict[str, float]:
+def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, tracking: _Tracking) -> dict[str, float]:
     started = time.perf_counter()
     state_path = run_dir / STATE_FILE
     # 1. data: preprocess if needed, index the classes, split
@@ -192,14 +209,15 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, trackers: Track
         dist, lambda: locate_backbone(cfg.backbone, cfg.data.max_length, dataset.texts, dataset.fingerprint)
     )
     tokenizer = _setup_tokenizer(cfg, backbone, classes, run_dir, dist)
-    if dist.is_main:
-        write_data_report(cfg, data, tokenizer, run_dir, trackers)
     device, precision = _setup_device(cfg, dist)
-    # 3. the model and its loaders, as the training path builds them
+    # 3. the model and its loaders, as the training path builds them; from here on the run is tracked
     path = training_path(cfg)
     built = _setup_model(
         cfg, path, backbone, tokenizer, dataset.texts, targets, split, len(classes), device, precision, dist
     )
+    trackers = tracking.begin()
+    if dist.is_main:
+        write_data_report(cfg, data, tokenizer, run_dir, trackers)
     identity = BackboneIdentity(
         cfg.backbone.name, str(backbone.folder), combined_sha256(built.freeze.before), config_sha256(backbone.folder)
     )
