@@ -79,21 +79,60 @@ def test_invalid_values_fail_before_anything_loads(overrides, message):
 
 
 def test_misspelled_override_fails_on_the_command_line(tmp_path):
-    # the project root is tmp_path, so a run folder, had one been made, would be under tmp_path/outputs
+    """A misspelled key: the project's one line with the closest key, exit 2 (a usage error), no run
+    folder -- not Hydra's six lines suggesting ``+training.epoch=3``."""
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(tmp_path)}
-    # a plain misspelled key fails at composition (test_bad_overrides_fail_at_composition); one added
-    # with + passes Hydra and must be refused by the schema check, in one line
     proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "+training.lerning_rate=1e-3"],
+        [sys.executable, str(REPO / "train.py"), "training.epoch=3"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         env=env,
     )
-    [error] = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "training.lerning_rate is not a config key (did you mean training.learning_rate?)" in error
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "ERROR" in lines[0], lines
+    assert "training.epoch is not a config key (did you mean training.epochs?)" in lines[0]
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["+training.lerning_rate=1e-3"],
+            "training.lerning_rate is not a config key (did you mean training.learning_rate?)",
+        ),
+        (["trainig.epochs=2"], "trainig.epochs is not a config key (did you mean training?)"),
+        (["model.hidden=4"], "model.hidden is not a config key (did you mean model.hidden_dim?)"),
+        (["backbone=local"], "backbone.path has no value and needs one: add backbone.path=... to the command"),
+    ],
+)
+def test_unknown_keys_and_missing_values_are_one_line_usage_errors(overrides, message):
+    from finetune_pipeline.config.load import check_override_keys
+    from finetune_pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        check_override_keys(overrides)
+        compose_config(overrides)
+    assert message in str(error.value) and "\n" not in str(error.value) and error.value.exit_code == 2
+
+
+def test_known_keys_groups_and_free_dicts_pass_the_key_check():
+    from finetune_pipeline.config.load import check_override_keys
+
+    check_override_keys(
+        [
+            "backbone=tiny",
+            "+experiment=headlines_finetune",
+            "hparams_search=optuna",
+            "adapter.lora.rank=4",
+            "logger.mlflow.tags={team: news}",
+            "hydra.run.dir=x",
+            "~logger",
+            "repeats=[1,2]",
+            "data.hf.splits.val=null",
+        ]
+    )
 
 
 def test_invalid_value_exits_with_one_line_before_loading(tmp_path):

@@ -5,6 +5,12 @@ class PipelineError(Exception):
     """Bad input or configuration. ``train.py`` prints it on one line and exits with code 1."""
 
 
+class ConfigError(PipelineError):
+    """A config key that does not exist or has no value: a usage error, exit 2 (as argparse's)."""
+
+    exit_code = 2
+
+
 class RunFolderRefused(PipelineError):
     """The run folder is another run's, or another process holds it: nothing was written into it."""
 

@@ -1,6 +1,6 @@
 """The one place where a command's failure becomes its one-line message and exit status.
 
-PipelineError (bad input, config, files)   -> "[time][ERROR] <message>", exit 1
+PipelineError (bad input, config, files)   -> "[time][ERROR] <message>", exit 1 (ConfigError: 2)
 OSError nobody foresaw (a path that is a file, a full disk, no permission)
                                            -> "[time][ERROR] <path>: <reason>", exit 1
 Stopped (SIGINT / SIGTERM)                 -> "[time][ERROR] stopped by SIGTERM; <what was kept>", 130 / 143
@@ -26,7 +26,7 @@ def exit_status(command: Callable[[], None], when_stopped: str, signals: bool = 
             command()
     except PipelineError as e:
         log.error("%s", str(e).splitlines()[0] if str(e) else type(e).__name__)
-        return 1
+        return getattr(e, "exit_code", 1)
     except Stopped as e:
         log.error("%s; %s", e, when_stopped)
         return e.exit_code

@@ -42,10 +42,11 @@ def compose_config(overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from finetune_pipeline.config.load import register_resolvers, to_config
+    from finetune_pipeline.config.load import check_override_keys, register_resolvers, to_config
     from finetune_pipeline.config.schema import register_configs
     from finetune_pipeline.paths import conf_dir
 
+    check_override_keys(list(overrides))
     register_configs()
     register_resolvers(datetime.datetime.now())  # conf/ interpolates ${project_root:} and friends
     try:

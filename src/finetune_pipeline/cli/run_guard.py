@@ -147,7 +147,7 @@ def _exit_on_error(check: Callable[[], None]) -> None:
             log.addHandler(handler)
             log.propagate = False
         log.error("%s", e)
-        sys.exit(1)
+        sys.exit(getattr(e, "exit_code", 1))
 
 
 class _Stderr(logging.StreamHandler):

@@ -35,7 +35,7 @@ from finetune_pipeline.artifacts.names import (
 )
 from finetune_pipeline.artifacts.run_folder import claim, contents, write_config_record
 from finetune_pipeline.config.differences import config_differences
-from finetune_pipeline.config.load import register_resolvers, stored_config, to_config
+from finetune_pipeline.config.load import check_override_keys, register_resolvers, stored_config, to_config
 from finetune_pipeline.config.renamed import check_overrides
 from finetune_pipeline.config.schema import Config, register_configs
 from finetune_pipeline.errors import PipelineError, RunFolderRefused
@@ -58,10 +58,11 @@ def launch(project: Path) -> None:
     os.environ.setdefault(ROOT_ENV, str(project))
     try:
         check_overrides(sys.argv[1:])
+        check_override_keys(sys.argv[1:])  # before Hydra: its message for an unknown key is six lines
     except PipelineError as e:
         log_to_stderr()
         log.error("%s", e)
-        sys.exit(1)
+        sys.exit(getattr(e, "exit_code", 1))
     register_configs()
     dist, started = distributed.init_from_env()
     register_resolvers(started)
@@ -154,7 +155,7 @@ def _run(cfg: DictConfig, dist: Dist, script: str, hydra_cfg, overrides: list[st
             return float("nan")  # recorded in the job's failed.json; the sweep goes on
         if cfg.resume is None and dist.is_main and not isinstance(e, RunFolderRefused):
             forget_failed_start(run_dir)
-        sys.exit(1)
+        sys.exit(getattr(e, "exit_code", 1))
     return metrics[f"best/val/{config.training.best_metric.value}"]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from finetune_pipeline.artifacts.names import CONFIG_DIR, EVALUATION_DIR, TOKENIZER_DIR
 from finetune_pipeline.config.checks import check_device_name, check_max_length, check_precision_for_device
@@ -29,8 +30,8 @@ from finetune_pipeline.config.schema import (
     TinyBackboneConfig,
     TrainingPath,
 )
-from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.paths import project_root, resolve_path
+from finetune_pipeline.errors import ConfigError, PipelineError
+from finetune_pipeline.paths import conf_dir, project_root, resolve_path
 
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 RUN_FOLDER_NAMES = (TOKENIZER_DIR, EVALUATION_DIR, "wandb")  # folders a run writes itself
@@ -55,9 +56,45 @@ def _run_dir(resume: str | None, new_dir: str) -> str:
 def to_config(cfg: DictConfig) -> Config:
     """The typed config object, after validation; hydra's own ``hydra`` node is left out."""
     _refuse_unknown_keys(cfg, Config, "")
-    typed = Config(**{key: _plain(cfg[key]) for key in Config.__dataclass_fields__})
+    try:
+        typed = Config(**{key: _plain(cfg[key]) for key in Config.__dataclass_fields__})
+    except MissingMandatoryValue as e:
+        key = e.full_key or "a key"
+        raise ConfigError(f"{key} has no value and needs one: add {key}=... to the command{_needs(key)}") from None
     validate(typed)
     return typed
+
+
+def _needs(key: str) -> str:
+    """Why a key is mandatory, where a config group leaves it unset on purpose."""
+    return " (backbone=local reads the encoder from the folder backbone.path names)" if key == "backbone.path" else ""
+
+
+def check_override_keys(overrides: list[str]) -> None:
+    """Every key an override sets exists in the schema (Hydra's own message for an unknown key is six
+    lines that suggest adding it with ``+``, which the schema then refuses): one line with the
+    closest key. ``hydra.*``, deletions and unparsable overrides are left to Hydra."""
+    groups = {p.name for p in conf_dir().iterdir() if p.is_dir()}  # experiment, hparams_search: groups, not keys
+    for override in overrides:
+        if override.startswith(("-", "~", "hydra.", "hydra/", "+hydra")) or "=" not in override:
+            continue
+        path = override.split("=", 1)[0].lstrip("+").split("@")[0]
+        if path in groups and path not in Config.__dataclass_fields__:
+            continue
+        schema: type | None = Config
+        for depth, part in enumerate(path.split(".")):
+            fields = typing.get_type_hints(schema)
+            if part not in fields:
+                prefix = ".".join(path.split(".")[:depth])
+                close = difflib.get_close_matches(part, list(fields), n=1)
+                named = f"{prefix}.{close[0]}" if prefix and close else (close[0] if close else "")
+                raise ConfigError(
+                    f"{path} is not a config key{f' (did you mean {named}?)' if named else ''}; keys of "
+                    f"{prefix or 'the config'}: {', '.join(fields)}"
+                )
+            schema = _dataclass_of(fields[part])
+            if schema is None:  # a value, a dict or a list: its own keys are free
+                break
 
 
 def _refuse_unknown_keys(node: DictConfig, schema: type, prefix: str) -> None:
@@ -70,7 +107,7 @@ def _refuse_unknown_keys(node: DictConfig, schema: type, prefix: str) -> None:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
-            raise PipelineError(
+            raise ConfigError(
                 f"{name} is not a config key{hint}; keys of {prefix.rstrip('.') or 'the config'}: {', '.join(fields)}"
             )
         kind = _dataclass_of(fields[key])
