@@ -145,6 +145,19 @@ def test_a_diverged_run_is_failed_with_its_one_line_error(run, project):
         client(project), tracked.info.run_id
     )
     assert read_json(project / "runs" / "bad" / "tracking.json")["mlflow"]["status"] == "diverged"
+    # a name that says what differs from other runs, the data as a dataset input, the source
+    assert tracked.info.run_name.split(" · ")[1:] == ["raw", "frozen", "bad"], tracked.info.run_name
+    [dataset] = client(project).get_run(tracked.info.run_id).inputs.dataset_inputs
+    assert dataset.dataset.name == "raw" and json.loads(dataset.dataset.profile)["train"] > 0
+    assert tracked.data.tags["mlflow.source.name"] == "train.py" and "run_folder" in tracked.data.tags
+
+
+def test_a_run_that_fails_before_its_model_is_built_opens_no_tracker_run(run, project):
+    from finetune_pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="no model weights"):
+        run("nothing", "backbone=local", f"backbone.path={project / 'no-such-encoder'}")
+    assert not (project / "outputs" / "mlflow.db").exists() or all_runs(project) == []
 
 
 def test_tensorboard_event_files_hold_the_runs_scalars_and_hparams(run, project):

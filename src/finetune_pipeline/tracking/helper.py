@@ -61,6 +61,8 @@ class RunTrackers:
         if method == "log_artifacts":  # only what the run wrote (a failed run has no reports)
             args = [self.run_dir, [n for n in args[0] if (self.run_dir / n).exists()]]
         for name, tracker in list(self.live.items()):
+            if not hasattr(tracker, method):  # a capability only some trackers have (log_dataset: MLflow's)
+                continue
             try:
                 getattr(tracker, method)(*args)
             except Exception as e:

@@ -30,7 +30,8 @@ from typing import Protocol
 
 from finetune_pipeline.artifacts.atomic import text_lines
 from finetune_pipeline.artifacts.names import STEP_LOG_FILE
-from finetune_pipeline.config.schema import LoggerConfig
+from finetune_pipeline.config.load import training_path
+from finetune_pipeline.config.schema import Config, LoggerConfig, TrainingPath
 from finetune_pipeline.paths import project_root
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,26 @@ class RunLabels:
 
 
 def run_name(run_dir: Path) -> str:
-    """How trackers name a run by default: its folder under the project's outputs/ (e.g. 2026-11-26/15-20-21-123456)."""
+    """A run's folder under the project's outputs/ (e.g. 2026-11-26/15-20-21-123456)."""
     outputs = project_root() / "outputs"
     try:
         return str(run_dir.resolve().relative_to(outputs.resolve()))
     except ValueError:
         return run_dir.name
+
+
+def single_run_name(cfg: Config, run_dir: Path) -> str:
+    """How trackers name a single run by default: what tells it from the others, then its folder --
+    ``mmBERT-base · ag_news · full · 2026-11-26/15-20-21-123456`` (backbone, dataset, what trains)."""
+    source = cfg.data.hf.path or cfg.data.raw_dir
+    dataset = Path(str(source).rstrip("/")).name or str(source)
+    path = training_path(cfg)
+    trains = {
+        TrainingPath.full: "full",
+        TrainingPath.lora: f"lora r{cfg.adapter.lora.rank}" if cfg.adapter.lora else "lora",
+        TrainingPath.top_layers: f"top{cfg.adapter.top_layers.layers}" if cfg.adapter.top_layers else "top layers",
+    }.get(path, "frozen")
+    return " · ".join((cfg.backbone.name, dataset, trains, run_name(run_dir)))
 
 
 class Tracker(Protocol):
@@ -118,6 +133,10 @@ class Trackers:
 
     def log_artifacts(self, names: list[str]) -> None:
         self._send("call", method="log_artifacts", args=[names])
+
+    def log_dataset(self, name: str, source: str, digest: str, profile: dict[str, int]) -> None:
+        """The data the run trained on, as the tracker's dataset input (MLflow's Dataset column)."""
+        self._send("call", method="log_dataset", args=[name, source, digest, profile])
 
     def finish(self, status: str, message: str | None = None) -> None:
         """Close every tracker's run with ``status``; returns once the helper has done so."""

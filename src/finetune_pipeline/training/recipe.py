@@ -66,7 +66,7 @@ from finetune_pipeline.runtime.logs import log_to_file
 from finetune_pipeline.runtime.precision import Precision, resolve_precision
 from finetune_pipeline.runtime.provenance import provenance
 from finetune_pipeline.runtime.signals import Interrupted, Stopped
-from finetune_pipeline.tracking.trackers import RunLabels, Trackers, run_name
+from finetune_pipeline.tracking.trackers import RunLabels, Trackers, single_run_name
 from finetune_pipeline.training.builders import BuildInputs, BuiltModel, build
 from finetune_pipeline.training.failure import failure_status, record_failure
 from finetune_pipeline.training.final_test import best_on_test, calibrate_model
@@ -128,7 +128,7 @@ def train(
         hf_logging.disable_progress_bar()  # weight-loading bars would drown the step log
         handler = log_to_file(run_dir / TRAIN_LOG_FILE) if dist.is_main else None
         trackers = Trackers(run_dir, cfg.logger) if dist.is_main else Trackers()
-        tracking = _Tracking(trackers, labels or RunLabels(run_name(run_dir)), resume, cfg)
+        tracking = _Tracking(trackers, labels or RunLabels(single_run_name(cfg, run_dir)), resume, cfg)
         try:
             log.info(
                 "%s: %s%s",
@@ -218,6 +218,12 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, tracking: _Trac
     trackers = tracking.begin()
     if dist.is_main:
         write_data_report(cfg, data, tokenizer, run_dir, trackers)
+        trackers.log_dataset(
+            Path(str(source_name(cfg.data)).removeprefix("data.hf.path=").rstrip("/")).name,
+            source_name(cfg.data),
+            dataset.fingerprint,
+            {"records": len(labels), "train": len(split.train), "val": len(split.val), "test": len(split.test)},
+        )
     identity = BackboneIdentity(
         cfg.backbone.name, str(backbone.folder), combined_sha256(built.freeze.before), config_sha256(backbone.folder)
     )
