@@ -1,7 +1,7 @@
 """finetune-pipeline: Hydra-configured fine-tuning of text classifiers over mmBERT encoders."""
 
 __version__ = "0.1.0"
-__all__ = ["Classifier"]
+__all__ = ["Classifier", "TrainedRun", "train"]
 
 
 def __getattr__(name: str):
@@ -9,4 +9,8 @@ def __getattr__(name: str):
         from finetune_pipeline.export.engines import Classifier  # every engine (torch, onnxruntime)
 
         return Classifier
+    if name in ("train", "TrainedRun"):  # finetune_pipeline.train([...]): train.py from Python
+        from finetune_pipeline import api
+
+        return getattr(api, name)
     raise AttributeError(name)
