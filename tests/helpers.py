@@ -59,6 +59,7 @@ IN_PROCESS = [
     "model.hidden_dim=16",
     "precision=fp32",
     "training.progress_bar=false",
+    "training.log_every_seconds=0",  # every step line in the log: tests stop runs at given steps
 ]
 
 
@@ -67,7 +68,13 @@ def run_train(
 ) -> subprocess.CompletedProcess:
     """``python train.py backbone=tiny <overrides>`` with the temporary project as its root."""
     env = {**os.environ, "FINETUNE_PIPELINE_ROOT": str(project), "HF_HUB_OFFLINE": "1"}
-    args = [sys.executable, str(REPO / "train.py"), "backbone=tiny", "training.progress_bar=false"]
+    args = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "backbone=tiny",
+        "training.progress_bar=false",
+        "training.log_every_seconds=0",
+    ]
     if tiny_cache is not None:
         args.append(f"backbone.path={tiny_cache}")
     flags = [o for o in overrides if o.startswith("-")]  # e.g. -m, before the overrides for argparse

@@ -37,6 +37,7 @@ def torchrun(project, *overrides, tiny_cache):
         str(REPO / "train.py"),
         "backbone=tiny",
         "training.progress_bar=false",
+        "training.log_every_seconds=0",
         f"backbone.path={tiny_cache}",
         *overrides,
     ]

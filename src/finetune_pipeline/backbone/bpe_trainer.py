@@ -19,7 +19,8 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, model_max_length:
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS))
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    tok.train_from_iterator(texts, trainer)  # no progress bar: it leaves blank lines in the log
     # mmBERT wraps every text as <bos> text <eos> (bos plays CLS, eos plays SEP)
     tok.post_processor = processors.TemplateProcessing(
         single="<bos> $A <eos>",

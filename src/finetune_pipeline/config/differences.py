@@ -14,6 +14,7 @@ HOW_KEYS = (
     "training.num_workers",
     "training.progress_bar",
     "training.log_every_steps",
+    "training.log_every_seconds",
     "training.save_every_steps",
 )
 HOW_GROUPS = ("logger.",)  # where a run is tracked changes none of its results

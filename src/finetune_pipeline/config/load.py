@@ -197,6 +197,16 @@ def validate(cfg: Config) -> None:
     for key in ("epochs", "batch_size", "gradient_accumulation_steps", "log_every_steps", "encode_batch_size"):
         _check(getattr(t, key) >= 1, f"training.{key}", f"must be >= 1, got {getattr(t, key)}")
     _check(
+        math.isfinite(t.log_every_seconds) and t.log_every_seconds >= 0,
+        "training.log_every_seconds",
+        f"must be >= 0 (0 = every step record), got {t.log_every_seconds}",
+    )
+    _check(
+        t.calibration_min_texts >= 0,
+        "training.calibration_min_texts",
+        f"must be >= 0, got {t.calibration_min_texts}",
+    )
+    _check(
         t.encode_max_tokens >= 0,
         "training.encode_max_tokens",
         f"must be >= 0 (0 = no budget), got {t.encode_max_tokens}",

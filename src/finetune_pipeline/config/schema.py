@@ -193,7 +193,8 @@ class TrainingConfig:
     save_every_steps: int = (
         MISSING  # also save train_state.pt every N optimizer steps (it is saved every epoch); 0 = epochs only
     )
-    log_every_steps: int = MISSING  # step log period, in forward passes
+    log_every_steps: int = MISSING  # step record period (metrics.jsonl, trackers), in forward passes
+    log_every_seconds: float = MISSING  # a step line in the log at most this often (and at each epoch's end)
     device: str = MISSING  # auto | cpu | cuda | cuda:N
     progress_bar: bool = MISSING  # tqdm bar on a terminal (never in logs or CI)
 

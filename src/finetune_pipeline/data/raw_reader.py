@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 RAW_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet")
 DEFAULT_FIELDS = ("input", "output")  # the original pipeline's keys: text, label
+_SKIPS_SAID: set[tuple] = set()  # (folder, hidden, other) already reported by list_raw_files
 
 
 Label = str | tuple[str, ...]  # one label, or a record's set of labels (sorted, no repeats)
@@ -53,16 +54,19 @@ def list_raw_files(raw_dir: Path) -> list[Path]:
     hidden = [p.name for p in entries if p.name.startswith(".")]
     files = [p for p in entries if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in RAW_SUFFIXES]
     other = [p.name for p in entries if not p.name.startswith(".") and p not in files]
-    if hidden:
-        log.info("%s: skipped %d hidden file(s): %s", raw_dir, len(hidden), _names(hidden))
-    if other:
-        log.info(
-            "%s: skipped %d entr(ies) that are not %s files: %s",
-            raw_dir,
-            len(other),
-            "/".join(RAW_SUFFIXES),
-            _names(other),
-        )
+    said = (str(raw_dir), tuple(hidden), tuple(other))  # the folder is listed several times per run: say it once
+    if said not in _SKIPS_SAID:
+        _SKIPS_SAID.add(said)
+        if hidden:
+            log.info("%s: skipped %d hidden file(s): %s", raw_dir, len(hidden), _names(hidden))
+        if other:
+            log.info(
+                "%s: skipped %d entr(ies) that are not %s files: %s",
+                raw_dir,
+                len(other),
+                "/".join(RAW_SUFFIXES),
+                _names(other),
+            )
     if not files:
         raise PipelineError(
             f"{raw_dir}: no {', '.join('*' + s for s in RAW_SUFFIXES)} files to preprocess (data.raw_dir)"

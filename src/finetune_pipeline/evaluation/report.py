@@ -114,7 +114,7 @@ def write_evaluation(
         write_json(tmp / "confusion_matrix.json", matrix)
         plot_confusion(
             np.asarray(matrix["matrix"]),
-            [f"{label} ({symbol})" for label, symbol in zip(labels, symbols)],
+            list(labels),  # the original labels: a symbol (a, b, ..) means nothing to a reader
             tmp / "confusion_matrix.png",
             f"{folder.name}: accuracy {report['accuracy']:.3f}, "
             f"macro-F1 {report['macro_f1']:.3f} ({report['texts']} texts)",

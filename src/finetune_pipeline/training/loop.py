@@ -186,6 +186,7 @@ class _EpochLoop:
         )
         self.trainable = [p for p in trainer.model.parameters() if p.requires_grad]
         self.n_batches = len(train_loader)
+        self.last_line = -math.inf  # when the last step line was logged (training.log_every_seconds)
 
     def train_epoch(self, batches, progress: Progress, stop, clock: _StateClock) -> None:
         model, optimizer, scaler = self.trainer.model, self.trainer.optimizer, self.trainer.scaler
@@ -225,8 +226,11 @@ class _EpochLoop:
                 progress.opt_steps += 1
                 progress.batches_done = step
             if step % cfg.log_every_steps == 0 or step == n_batches:
-                log.info(_step_line(epoch, step, n_batches, batch_loss, optimizer, progress.opt_steps, self.device))
-                if self.step_record:
+                now = time.monotonic()
+                if step == n_batches or now - self.last_line >= cfg.log_every_seconds:  # the log: by time
+                    self.last_line = now
+                    log.info(_step_line(epoch, step, n_batches, batch_loss, optimizer, progress.opt_steps, self.device))
+                if self.step_record:  # metrics.jsonl and the trackers: every log_every_steps
                     self.step_record.step(epoch, step, progress.opt_steps, batch_loss, optimizer)
                 bar.set_postfix(loss=f"{batch_loss:.4f}")
             if boundary:
