@@ -27,6 +27,6 @@ def test_a_bad_override_raises_before_any_folder_is_made(project, monkeypatch):
     monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(project))
     with pytest.raises(ConfigError, match=r"training\.epoch is not a config key \(did you mean training\.epochs\?\)"):
         finetune_pipeline.train(["training.epoch=3"])
-    with pytest.raises(ConfigError, match="backbone.path has no value"):
+    with pytest.raises(ConfigError, match=r"backbone\.path has no value"):
         finetune_pipeline.train(["backbone=local"])
     assert not (project / "outputs").exists()
