@@ -7,7 +7,6 @@ its score reaches its threshold.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score, f1_score, hamming_loss, precision_recall_fscore_support
 
 DEFAULT_THRESHOLD = 0.5
 THRESHOLD_BOUND = 1e-4  # thresholds kept in [bound, 1 - bound] (model.classifier clips the same way)
@@ -78,6 +77,10 @@ def predicted(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 def multilabel_scores(y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> dict:
     """micro / macro / samples F1, subset accuracy, Hamming loss, mean average precision, and per
     label precision / recall / F1 / support (label index -> dict)."""
+    # here, not at the top: predict and serve import this module for multilabel_rows, and scikit-learn
+    # costs ~0.8 s of their start-up
+    from sklearn.metrics import average_precision_score, f1_score, hamming_loss, precision_recall_fscore_support
+
     y_pred = predicted(probs, thresholds)
     p, r, f, support = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
     with_positives = y_true.sum(axis=0) > 0

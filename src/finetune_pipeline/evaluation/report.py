@@ -19,12 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from finetune_pipeline.artifacts.atomic import atomic_dir, atomic_path, write_json, write_jsonl
 from finetune_pipeline.artifacts.names import PREDICTIONS_FILE
 from finetune_pipeline.evaluation.calibration import ece, label_ece, reliability, risk_coverage
-from finetune_pipeline.evaluation.errors import write_errors
 from finetune_pipeline.evaluation.multilabel import (
     DEFAULT_THRESHOLD,
     multilabel_rows,
@@ -37,6 +35,8 @@ ANNOTATE_UP_TO = 30  # classes; beyond that the image has no per-cell numbers or
 
 
 def build_report(y_true: np.ndarray, y_pred: np.ndarray, symbols: list[str], labels: list[str]) -> dict:
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support  # predict needs none of it
+
     ids = list(range(len(symbols)))
     report = {"texts": len(y_true), "accuracy": float(accuracy_score(y_true, y_pred))}
     for average in ("macro", "weighted"):
@@ -57,6 +57,8 @@ def build_report(y_true: np.ndarray, y_pred: np.ndarray, symbols: list[str], lab
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, symbols: list[str], labels: list[str]) -> dict:
+    from sklearn.metrics import confusion_matrix
+
     matrix = confusion_matrix(y_true, y_pred, labels=list(range(len(symbols))))
     return {
         "labels": labels,
@@ -126,6 +128,8 @@ def write_evaluation(
             f"{folder.name}: ECE {report['calibration']['ece']:.3f} ({report['texts']} texts)",
         )
         write_jsonl(tmp / PREDICTIONS_FILE, prediction_rows(texts, probs, symbols, labels, y_true))
+        from finetune_pipeline.evaluation.errors import write_errors  # scipy: not for predict's start-up
+
         write_errors(tmp, texts, y_true, probs, symbols, labels, folder.name)
     return report
 
@@ -142,6 +146,8 @@ def multilabel_report(y_true: np.ndarray, scores: np.ndarray, symbols: list[str]
     """micro / macro / samples / weighted F1, subset accuracy (as ``accuracy``), Hamming loss, mAP, and
     per label P/R/F1/support and ECE. A label is predicted where its score reaches 0.5: the model's
     tuned threshold is folded into its scores."""
+    from sklearn.metrics import precision_recall_fscore_support
+
     thresholds = np.full(len(labels), DEFAULT_THRESHOLD)
     found = multilabel_scores(y_true, scores, thresholds)
     eces = label_ece(scores, y_true)
