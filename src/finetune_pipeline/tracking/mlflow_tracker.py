@@ -39,11 +39,13 @@ class MlflowTracker:
                 os.environ[name] = str(value)
         # "Creating initial MLflow database tables..."; and its own error reports (with tracebacks) of what it
         # then raises: the helper's guard says each failure once, in one line
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")  # `import mlflow` sets its logger's level from it
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric, Param, RunTag
+
         logging.getLogger("mlflow").setLevel(logging.CRITICAL)
         logging.getLogger("alembic").setLevel(logging.CRITICAL)
         logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # its retries: our one warning says it
-        from mlflow import MlflowClient
-        from mlflow.entities import Metric, Param, RunTag
 
         self.cfg, self._metric, self._param, self._tag = cfg, Metric, Param, RunTag
         if cfg.tracking_uri not in CLIENTS:  # one per store and process: opening a SQLite store costs ~0.6 s
