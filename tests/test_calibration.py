@@ -90,7 +90,8 @@ def test_too_few_validation_texts_fit_no_temperature(module_project):
     assert val < 100 and calibration["temperature"] == 1.0 and calibration["ece_after"] == calibration["ece_before"]
     assert f"{val} validation texts, fewer than training.calibration_min_texts=100" in calibration["not_fitted"]
     assert torch.load(run / "best_model.pt", weights_only=True)["head"]["temperature"] == 1.0
-    assert "calibration not fitted" in (run / "train.log").read_text()
+    log = (run / "train.log").read_text()
+    assert log.count("not fitted:") == 1 and "WARNING] calibration: temperature 1.000 (not fitted:" in log
 
 
 def test_calibration_none_keeps_the_raw_softmax(module_project):

@@ -13,6 +13,7 @@ from finetune_pipeline.config.schema import Pooling
 from finetune_pipeline.data.batches import Chunking, TokenizedTexts, eval_loader
 from finetune_pipeline.model.classifier import text_vectors
 from finetune_pipeline.runtime.precision import Precision
+from finetune_pipeline.runtime.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ def encode(
     loader = eval_loader(data, batch_size, num_workers=0, pad_token_id=pad_token_id, max_tokens=max_tokens)
     features = torch.empty(len(data), encoder.config.hidden_size)
     stats = EncodeStats(len(data), 0, 0, 0.0)
-    started, next_report, done = time.perf_counter(), 0.1, 0
+    started, next_report, done = time.perf_counter(), 0.25, 0
+    bar = progress_bar(len(data), "encoding")
     for n, batch in enumerate(loader, start=1):
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)  # (B, T)
         with precision.autocast():
@@ -72,9 +74,11 @@ def encode(
         stats.padded_tokens += mask.numel()
         stats.windows += len(ids)
         done += len(batch["index"])
-        if n / len(loader) >= next_report or n == len(loader):
+        bar.update(len(batch["index"]))
+        if n / len(loader) >= next_report and n < len(loader):  # the log: every quarter
             elapsed = time.perf_counter() - started
             log.info("encoding: %d/%d texts, %.1f texts/s", done, len(data), done / elapsed)
-            next_report += 0.1
+            next_report += 0.25
+    bar.close()
     stats.seconds = time.perf_counter() - started
     return features, stats

@@ -75,7 +75,8 @@ def best_on_test(
         "nll_after": calibrated.loss,
         **({"not_fitted": fitted.skipped} if fitted.skipped else {}),
     }
-    log.info(
+    log.log(
+        logging.WARNING if fitted.skipped else logging.INFO,
         "calibration: temperature %.3f (%s); test ECE %.4f -> %.4f, NLL %.4f -> %.4f",
         value,
         fitted.skipped or f"validation NLL {before:.4f} -> {after:.4f}",
@@ -108,7 +109,8 @@ def _thresholded(raw: Predictions, fitted: Fitted, label_names: list[str]) -> tu
         "ece_per_label": {name: float(e) for name, e in zip(label_names, label_ece(probs, raw.y_true))},
         **({"not_fitted": fitted.skipped} if fitted.skipped else {}),
     }
-    log.info(
+    log.log(
+        logging.WARNING if fitted.skipped else logging.INFO,
         "calibration: per-label thresholds %s (%s); test micro-F1 %.4f at 0.5 -> %.4f tuned",
         ", ".join(f"{t:.2f}" for t in thresholds[:8]) + (" ..." if labels > 8 else ""),
         fitted.skipped or "tuned on validation for each label's F1",
@@ -130,8 +132,7 @@ def calibrate_model(
         skipped = (
             f"not fitted: {len(val.y_true)} validation texts, fewer than training.calibration_min_texts={min_texts}"
         )
-        log.warning("calibration %s", skipped)
-        return Fitted(skipped=skipped)
+        return Fitted(skipped=skipped)  # said once, with the test figures (best_on_test)
     if val.multi_label:
         thresholds = tune_thresholds(val.probs, val.y_true)
         built.model.config = dataclasses.replace(built.model.config, thresholds=tuple(map(float, thresholds)))

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from finetune_pipeline.evaluation.multilabel import DEFAULT_THRESHOLD
 from finetune_pipeline.runtime.distributed import Dist
 from finetune_pipeline.runtime.precision import Precision
+from finetune_pipeline.runtime.progress import progress_bar
 
 
 @dataclass
@@ -38,7 +39,9 @@ def predict(model: nn.Module, loader: DataLoader, precision: Precision, device: 
     was_training = model.training
     model.eval()
     total_loss, index, y_true, probs = 0.0, [], [], []
+    bar = progress_bar(len(loader), "evaluating", unit="batch")
     for batch in loader:
+        bar.update()
         batch = {k: v.to(device) for k, v in batch.items()}
         with precision.autocast():
             logits = model(batch)  # (B, C)
@@ -52,6 +55,7 @@ def predict(model: nn.Module, loader: DataLoader, precision: Precision, device: 
         total_loss += loss.item()
         index.append(batch["index"].cpu())
         y_true.append(labels.cpu())
+    bar.close()
     model.train(was_training)
     if not y_true:  # under torchrun a rank can be left without validation batches
         return Predictions(
