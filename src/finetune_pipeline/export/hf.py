@@ -46,6 +46,7 @@ from finetune_pipeline.export.shared import check_out_dir, refuse_machine_paths,
 from finetune_pipeline.inference.hf_folder import FORMAT, WEIGHTS, load_pretrained
 from finetune_pipeline.inference.manifest import checkpoint_source, write_manifest
 from finetune_pipeline.model.classifier import threshold_logits
+from finetune_pipeline.runtime.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +200,10 @@ def probabilities_through_transformers(folder: Path, texts: list[str], batch_siz
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)  # the config is ours
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
-    with torch.inference_mode():
+    bar = progress_bar(len(texts), "checking the export in transformers")
+    with torch.inference_mode(), bar:
         for start in range(0, len(texts), batch_size):
+            bar.update(min(batch_size, len(texts) - start))
             index = order[start : start + batch_size]
             batch = tokenizer([texts[i] for i in index], padding=True, return_tensors="pt", verbose=False)
             logits = model(**batch).logits
