@@ -146,6 +146,8 @@ def test_the_hf_export_gives_the_same_label_sets_in_plain_transformers(ml_run, t
     assert pipeline_main(["export", str(ml_run), "--format", "hf", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["problem_type"] == "multi_label_classification"
+    card = (out / "README.md").read_text()  # the model card says what the scores mean
+    assert "multi-label classifier" in card and "reaches 0.5" in card and "softmax" not in card
     model = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True)
     tokenizer = AutoTokenizer.from_pretrained(out)
     answers = pipeline("text-classification", model=model, tokenizer=tokenizer, top_k=None)(TEXTS)
