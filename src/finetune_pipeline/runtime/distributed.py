@@ -16,10 +16,14 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.distributed as torch_dist
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch is imported where a process group is used, not here: train.py imports this module first, and a
+# refused config or an unknown key must not wait for torch (~1.5 s)
 
 
 @dataclass(frozen=True)
@@ -38,12 +42,16 @@ class Dist:
 
     def barrier(self) -> None:
         if self.enabled:
+            import torch.distributed as torch_dist
+
             torch_dist.barrier()
 
     def broadcast(self, obj):
         """Rank 0's ``obj``, on every rank (any picklable object)."""
         if not self.enabled:
             return obj
+        import torch.distributed as torch_dist
+
         box = [obj if self.is_main else None]
         torch_dist.broadcast_object_list(box, src=0)
         return box[0]
@@ -52,6 +60,8 @@ class Dist:
         """Every rank's ``obj``, in rank order, on every rank."""
         if not self.enabled:
             return [obj]
+        import torch.distributed as torch_dist
+
         gathered = [None] * self.world_size
         torch_dist.all_gather_object(gathered, obj)
         return gathered
@@ -77,6 +87,9 @@ def init_from_env() -> tuple[Dist, dt.datetime]:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return SINGLE, dt.datetime.now()
+    import torch
+    import torch.distributed as torch_dist
+
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
@@ -103,6 +116,8 @@ def run_then_exit(main: Callable[[], object], dist: Dist) -> None:
     except BaseException:
         traceback.print_exc()
         code = 1
+    import torch.distributed as torch_dist
+
     if torch_dist.is_initialized():
         torch_dist.destroy_process_group()
     logging.shutdown()
@@ -113,10 +128,14 @@ def run_then_exit(main: Callable[[], object], dist: Dist) -> None:
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel wrapper (state_dict keys without ``module.``)."""
+    from torch import nn
+
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def wrap(model: nn.Module, dist: Dist, device: torch.device) -> nn.Module:
+    from torch import nn
+
     if not dist.enabled:
         return model
     ids = [device.index if device.index is not None else dist.local_rank] if device.type == "cuda" else None
