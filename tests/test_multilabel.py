@@ -288,14 +288,33 @@ def test_every_training_path_trains_multi_label_and_predict_reproduces_its_test_
         assert set(mine["labels"]) - set(close) == set(recorded["labels"]) - set(close)
 
 
-def test_head_to_head_refuses_multi_label_runs_in_one_line(ml_run, caplog):
+def test_head_to_head_compares_label_sets(ml_project, ml_run, capsys):
+    """finetune-compare on two multi-label runs: subset accuracy with McNemar's test, micro-F1 in
+    macro-F1's place, per-label F1 differences, the texts one got right shown as label sets."""
     from finetune_pipeline.cli.compare import main as compare_main
 
-    (ml_run / ".hydra").mkdir(exist_ok=True)  # what train.py writes: a run folder compare accepts
-    (ml_run / ".hydra" / "overrides.yaml").write_text("[]\n")
-    assert compare_main([str(ml_run), str(ml_run)]) == 1
-    [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert "\n" not in error and "a multi-label run; paired per-text tests" in error
+    other = train_in(ml_project, "ml-other", "training.calibration_min_texts=0", "model.hidden_dim=8")
+    for run in (ml_run, other):  # what train.py writes: a run folder compare accepts
+        (run / ".hydra").mkdir(exist_ok=True)
+        (run / ".hydra" / "overrides.yaml").write_text("[]\n")
+    assert compare_main([str(ml_run), str(other), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    a, b = (json.loads((r / "metrics.json").read_text())["summary"] for r in (ml_run, other))
+    assert report["task"] == "multi_label" and report["f1_name"] == "micro-F1"
+    assert report["accuracy"]["a"] == pytest.approx(a["test/accuracy"])  # subset accuracy
+    assert report["accuracy"]["b"] == pytest.approx(b["test/accuracy"])
+    assert report["macro_f1"]["a"] == pytest.approx(a["test/micro_f1"])
+    assert report["macro_f1"]["b"] == pytest.approx(b["test/micro_f1"])
+    per_label = json.loads((ml_run / "evaluation/test/report.json").read_text())["per_class"]
+    assert {r["label"]: r["support"] for r in report["per_class_f1"]} == {k: v["support"] for k, v in per_label.items()}
+    assert {r["label"]: r["f1_a"] for r in report["per_class_f1"]} == pytest.approx(
+        {k: v["f1"] for k, v in per_label.items()}
+    )
+    lo, hi = report["ci95"]
+    assert lo <= report["difference"] <= hi and 0 <= report["p_value"] <= 1
+    assert compare_main([str(ml_run), str(other)]) == 0
+    text = capsys.readouterr().out
+    assert "subset accuracy  A" in text and "micro-F1  A" in text and "per label F1 (A-B):" in text
 
 
 def test_an_interrupted_multi_label_run_resumes_to_the_uninterrupted_result(stoppable, project):

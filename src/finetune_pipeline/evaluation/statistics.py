@@ -98,6 +98,42 @@ def per_class_f1(y_true: np.ndarray, y_pred: np.ndarray, c: int, axis: int = -1)
     return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
 
 
+MAX_SET_LABELS = 63  # multi-label answers as int64 bit masks (label c is bit c): the paired tests resample them
+
+
+def label_sets_as_bits(rows: np.ndarray) -> np.ndarray:
+    """(N, C) 0/1 rows -> (N,) int64 bit masks, so a text's label set is one value the bootstrap and
+    permutation tests can resample like a class id (equal masks: the same set)."""
+    return (rows.astype(np.int64) << np.arange(rows.shape[1], dtype=np.int64)).sum(axis=-1)
+
+
+def label_f1_of_sets(y_true: np.ndarray, y_pred: np.ndarray, c: int, axis: int = -1) -> np.ndarray:
+    """F1 of label ``c`` over bit-mask answers (``label_sets_as_bits``), vectorised like ``per_class_f1``."""
+    t, p = (y_true >> c) & 1, (y_pred >> c) & 1
+    tp, fp, fn = (np.sum(x, axis=axis) for x in (t & p, (1 - t) & p, t & (1 - p)))
+    denominator = 2 * tp + fp + fn
+    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+
+
+def micro_f1_of_sets(y_true: np.ndarray, y_pred: np.ndarray, axis: int = -1, labels: int = 1) -> np.ndarray:
+    """Micro-F1 over every (text, label) decision of bit-mask answers, vectorised over leading axes."""
+    tp = fp = fn = 0
+    for c in range(labels):
+        t, p = (y_true >> c) & 1, (y_pred >> c) & 1
+        tp, fp, fn = (
+            tp + np.sum(t & p, axis=axis),
+            fp + np.sum((1 - t) & p, axis=axis),
+            fn + np.sum(t & (1 - p), axis=axis),
+        )
+    denominator = 2 * tp + fp + fn
+    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+
+
+def macro_f1_of_sets(y_true: np.ndarray, y_pred: np.ndarray, axis: int = -1, labels: int = 1) -> np.ndarray:
+    """The mean of the labels' F1 over bit-mask answers (scikit-learn's ``average="macro"``)."""
+    return np.mean([label_f1_of_sets(y_true, y_pred, c, axis) for c in range(labels)], axis=0)
+
+
 def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, metric, seed: int = 0) -> Interval:
     """``metric(y_true, y_pred)`` and its percentile bootstrap 95% interval over the examples."""
     value = float(metric(y_true, y_pred))
@@ -162,12 +198,13 @@ def paired_bootstrap(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray,
 
 
 def per_class_f1_differences(
-    y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, classes: int, seed: int = 0
+    y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, classes: int, seed: int = 0, f1_of=per_class_f1
 ) -> list[tuple[float, tuple[float, float] | None]]:
-    """Per class: F1(a) - F1(b) and its paired bootstrap 95% interval, all classes in one bootstrap."""
+    """Per class: F1(a) - F1(b) and its paired bootstrap 95% interval, all classes in one bootstrap.
+    ``f1_of``: one class's F1 (``label_f1_of_sets`` for multi-label bit masks)."""
 
     def differences(t, a, b, axis=-1):
-        return np.stack([per_class_f1(t, a, c, axis) - per_class_f1(t, b, c, axis) for c in range(classes)])
+        return np.stack([f1_of(t, a, c, axis) - f1_of(t, b, c, axis) for c in range(classes)])
 
     values = differences(y_true, pred_a, pred_b)
     if len(y_true) < 2 or np.array_equal(pred_a, pred_b):

@@ -32,12 +32,14 @@ from finetune_pipeline.artifacts.atomic import text_lines
 from finetune_pipeline.artifacts.names import EVALUATION_DIR, ID_TO_LABEL_FILE, PREDICTIONS_FILE
 from finetune_pipeline.config.differences import is_how_key
 from finetune_pipeline.evaluation.statistics import (
+    MAX_SET_LABELS,
     Difference,
     Interval,
     accuracy,
     bootstrap_ci,
     holm,
     macro_f1,
+    macro_f1_of_sets,
     paired_bootstrap,
     paired_t,
     t_interval,
@@ -49,27 +51,18 @@ TEST_METRICS = {"test/accuracy": accuracy, "test/macro_f1": macro_f1}
 ALPHA = 0.05
 
 
-class MultiLabelRun(ValueError):
-    """Per-text answers are label sets: the single-label per-text statistics do not apply (the sweep
-    summary then uses its t-interval over repeats)."""
-
-    def __init__(self, run_dir: Path):
-        super().__init__(
-            f"{run_dir}: a multi-label run; paired per-text tests (accuracy, McNemar) are for single-label runs: "
-            "compare multi-label runs by their test/accuracy (subset) and test/macro_f1 in the sweep summary"
-        )
-
-
 @dataclass
 class Predictions:
-    """A job's test answers: the texts, true and predicted class ids."""
+    """A job's test answers: the texts, true and predicted class ids (multi-label: label sets as bit
+    masks, ``evaluation.statistics.label_sets_as_bits``)."""
 
     texts: list[str]
     y_true: np.ndarray
     y_pred: np.ndarray
-    confidence: np.ndarray  # the predicted class's probability
+    confidence: np.ndarray  # the predicted class's probability (multi-label: the top label score)
     labels: list[str]  # class id -> label (the run's id_to_label.json)
     symbols: list[str]
+    multi_label: bool = False
 
     @classmethod
     def read(cls, run_dir: Path) -> Predictions:
@@ -79,19 +72,34 @@ class Predictions:
         ids = {e["symbol"]: i for i, e in enumerate(entries)}
         path = run_dir / EVALUATION_DIR / "test" / PREDICTIONS_FILE
         rows = [json.loads(line) for line in text_lines(path.read_text(encoding="utf-8")) if line.strip()]
+        labels, symbols = [e["label"] for e in entries], [e["symbol"] for e in entries]
         if rows and "true_labels" in rows[0]:
-            raise MultiLabelRun(run_dir)
+            if len(entries) > MAX_SET_LABELS:
+                raise ValueError(f"{len(entries)} labels: paired tests of label sets take at most {MAX_SET_LABELS}")
+            bits = [1 << i for i in range(len(entries))]
+            return cls(
+                [r["text"] for r in rows],
+                np.asarray([sum(bits[ids[s]] for s in r["true_symbols"]) for r in rows], dtype=np.int64),
+                np.asarray([sum(bits[ids[s]] for s in r["symbols"]) for r in rows], dtype=np.int64),
+                np.asarray([max(map(float, r["scores"].values())) for r in rows]),
+                labels,
+                symbols,
+                multi_label=True,
+            )
         return cls(
             [r["text"] for r in rows],
             np.asarray([ids[r["true_symbol"]] for r in rows]),
             np.asarray([ids[r["symbol"]] for r in rows]),
             np.asarray([float(r["score"]) for r in rows]),
-            [e["label"] for e in entries],
-            [e["symbol"] for e in entries],
+            labels,
+            symbols,
         )
 
     def metric(self, name: str):
-        """The vectorised metric ``name`` over this run's classes (absent ones count, as in its report)."""
+        """The vectorised metric ``name`` over this run's classes (absent ones count, as in its report);
+        multi-label: accuracy is subset accuracy (equal masks) and macro-F1 is over the labels."""
+        if self.multi_label and name == "test/macro_f1":
+            return partial(macro_f1_of_sets, labels=len(self.labels))
         return partial(TEST_METRICS[name], classes=len(self.labels)) if name == "test/macro_f1" else TEST_METRICS[name]
 
 

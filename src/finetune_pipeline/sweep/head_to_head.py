@@ -13,6 +13,10 @@ are pooled. Reported, A minus B:
 - macro-F1: the difference, its paired bootstrap interval, a paired permutation test's p-value;
 - per class: the F1 difference with its paired bootstrap interval;
 - the texts A got right and B wrong (and the reverse), the 20 most confident first.
+
+Multi-label runs: accuracy is subset accuracy (the whole label set right), McNemar's test counts the
+texts whose set exactly one of them got right, micro-F1 (over every text-label decision) takes
+macro-F1's place, and the per-class rows are per label.
 """
 
 from __future__ import annotations
@@ -27,13 +31,15 @@ from finetune_pipeline.artifacts.markdown import one_line
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.evaluation.statistics import (
     accuracy,
+    label_f1_of_sets,
     macro_f1,
     mcnemar_exact,
+    micro_f1_of_sets,
     paired_bootstrap,
     per_class_f1,
     per_class_f1_differences,
 )
-from finetune_pipeline.sweep.configurations import REPEAT_KEYS, MultiLabelRun, Predictions
+from finetune_pipeline.sweep.configurations import REPEAT_KEYS, Predictions
 from finetune_pipeline.sweep.jobs import Job
 
 SHOWN = 20  # texts listed each way
@@ -77,8 +83,6 @@ def head_to_head(a: Side, b: Side) -> dict:
     for job_a, job_b in matched:
         try:
             left, right = Predictions.read(job_a.folder), Predictions.read(job_b.folder)
-        except MultiLabelRun as e:
-            raise PipelineError(str(e)) from None
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise PipelineError(
                 f"{job_a.folder} / {job_b.folder}: test predictions unreadable "
@@ -92,29 +96,38 @@ def head_to_head(a: Side, b: Side) -> dict:
             )
         if left.labels != right.labels:
             raise PipelineError(f"{job_a.folder} and {job_b.folder} have different classes (id_to_label.json)")
+        if left.multi_label != right.multi_label:
+            raise PipelineError(f"{job_a.folder} and {job_b.folder}: one is multi-label, the other not")
         pa.append(left)
         pb.append(right)
     y = np.concatenate([p.y_true for p in pa])
     ya, yb = np.concatenate([p.y_pred for p in pa]), np.concatenate([p.y_pred for p in pb])
     conf_a, conf_b = np.concatenate([p.confidence for p in pa]), np.concatenate([p.confidence for p in pb])
     texts = [t for p in pa for t in p.texts]
-    labels = pa[0].labels
-    f1 = partial(macro_f1, classes=len(labels))
-    acc = paired_bootstrap(y, ya, yb, accuracy)
+    labels, multi = pa[0].labels, pa[0].multi_label
+    f1 = partial(micro_f1_of_sets, labels=len(labels)) if multi else partial(macro_f1, classes=len(labels))
+    one_f1 = label_f1_of_sets if multi else per_class_f1
+    acc = paired_bootstrap(y, ya, yb, accuracy)  # multi-label: equal bit masks, the whole set right
     only_a, only_b, p_mcnemar = mcnemar_exact(ya == y, yb == y)
     mf1 = paired_bootstrap(y, ya, yb, f1)
+    differences = per_class_f1_differences(y, ya, yb, len(labels), f1_of=one_f1)
     per_class = [
         {
             "label": label,
             "symbol": pa[0].symbols[c],
-            "support": int(np.sum(y == c)),
-            "f1_a": float(per_class_f1(y, ya, c)),
-            "f1_b": float(per_class_f1(y, yb, c)),
+            "support": int(np.sum((y >> c) & 1)) if multi else int(np.sum(y == c)),
+            "f1_a": float(one_f1(y, ya, c)),
+            "f1_b": float(one_f1(y, yb, c)),
             "difference": difference,
             "ci95": list(ci) if ci else None,
         }
-        for c, (label, (difference, ci)) in enumerate(zip(labels, per_class_f1_differences(y, ya, yb, len(labels))))
+        for c, (label, (difference, ci)) in enumerate(zip(labels, differences))
     ]
+
+    def named(answer: int) -> str:
+        if not multi:
+            return labels[answer]
+        return " + ".join(label for c, label in enumerate(labels) if (answer >> c) & 1) or "(none)"
 
     def listed(wins: np.ndarray, confidence: np.ndarray, winner: np.ndarray, loser: np.ndarray) -> list[dict]:
         order = np.argsort(-confidence[wins], kind="stable")[:SHOWN]
@@ -122,9 +135,9 @@ def head_to_head(a: Side, b: Side) -> dict:
         return [
             {
                 "text": texts[i],
-                "true": labels[y[i]],
-                "right": labels[winner[i]],
-                "wrong": labels[loser[i]],
+                "true": named(int(y[i])),
+                "right": named(int(winner[i])),
+                "wrong": named(int(loser[i])),
                 "confidence": float(confidence[i]),
             }
             for i in rows
@@ -140,6 +153,8 @@ def head_to_head(a: Side, b: Side) -> dict:
         "ci95": list(acc.ci95) if acc.ci95 else None,
         "p_value": p_mcnemar,
         "test": "McNemar exact (scipy.stats.binomtest), CI: paired bootstrap over test texts",
+        "task": "multi_label" if multi else "single_label",
+        "f1_name": "micro-F1" if multi else "macro-F1",  # the F1 of "macro_f1" below
         "accuracy": {
             "a": float(accuracy(y, ya)),
             "b": float(accuracy(y, yb)),
@@ -167,10 +182,11 @@ def render(report: dict) -> str:
         f"B = {report['b']}",
         f"{len(report['pairs'])} pair(s) of runs, {report['texts']} test texts pooled",
         "",
-        f"accuracy  A {acc['a']:.4f}  B {acc['b']:.4f}  A-B {report['difference']:+.4f} "
+        f"{'subset accuracy' if report.get('task') == 'multi_label' else 'accuracy'}  A {acc['a']:.4f}  "
+        f"B {acc['b']:.4f}  A-B {report['difference']:+.4f} "
         f"[{report['ci95'][0]:+.4f}, {report['ci95'][1]:+.4f}]  McNemar p = {report['p_value']:.3g} "
         f"(A right/B wrong {acc['a_right_b_wrong']}, A wrong/B right {acc['a_wrong_b_right']})",
-        f"macro-F1  A {mf1['a']:.4f}  B {mf1['b']:.4f}  A-B {mf1['difference']:+.4f} "
+        f"{report.get('f1_name', 'macro-F1')}  A {mf1['a']:.4f}  B {mf1['b']:.4f}  A-B {mf1['difference']:+.4f} "
         f"[{mf1['ci95'][0]:+.4f}, {mf1['ci95'][1]:+.4f}]  permutation p = {mf1['p_value']:.3g}",
         f"verdict (accuracy): {verdict(report['difference'], report['p_value'])}",
     ]
@@ -179,7 +195,7 @@ def render(report: dict) -> str:
             "(texts pooled over the pairs: these tests see the test texts' noise, not how much the "
             "difference moves from seed to seed -- the sweep summary's paired test over repeats does)"
         )
-    lines += ["", "per class F1 (A-B):"]
+    lines += ["", f"per {'label' if report.get('task') == 'multi_label' else 'class'} F1 (A-B):"]
     lines += [
         f"  {c['label']} ({c['support']} texts): {c['f1_a']:.3f} vs {c['f1_b']:.3f}, {c['difference']:+.3f}"
         + (f" [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]" if c["ci95"] else "")
