@@ -11,7 +11,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from finetune_pipeline.artifacts.names import CONFIG_DIR
-from finetune_pipeline.sweep.compare import compare
 from finetune_pipeline.sweep.jobs import find_job_folders, read_job
 from finetune_pipeline.tracking.sweep_runs import close_sweep, logger_config, open_sweep, swept_keys
 
@@ -33,6 +32,8 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir() or not any(sweep_dir.rglob(CONFIG_DIR)):
             return  # nothing ran (for example the sweep was refused at composition)
+        from finetune_pipeline.sweep.compare import compare  # here: scipy's statistics cost every single run ~0.5 s
+
         log.info("sweep summary (%s):\n%s", sweep_dir, compare([sweep_dir], out_dir=sweep_dir))
         failed = [j for j in map(read_job, find_job_folders([sweep_dir])) if j.status in FAILED]
         close_sweep(logger_config(config), sweep_dir, [f"{j.folder.name} ({j.status})" for j in failed])
