@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 import finetune_pipeline
-from finetune_pipeline.errors import ConfigError
+from finetune_pipeline.errors import ConfigError, PipelineError
 from finetune_pipeline.sweep.jobs import read_job
 from helpers import IN_PROCESS
 
@@ -30,3 +30,6 @@ def test_a_bad_override_raises_before_any_folder_is_made(project, monkeypatch):
     with pytest.raises(ConfigError, match=r"backbone\.path has no value"):
         finetune_pipeline.train(["backbone=local"])
     assert not (project / "outputs").exists()
+    with pytest.raises(PipelineError, match="no model weights"):  # fails before any artifact: no folder kept
+        finetune_pipeline.train(["backbone=local", f"backbone.path={project / 'nothing'}", "logger=none"])
+    assert not [p for p in (project / "outputs").rglob("*") if p.is_dir()]

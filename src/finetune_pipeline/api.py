@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finetune_pipeline.artifacts.metrics_record import RunMetrics
+from finetune_pipeline.errors import PipelineError, RunFolderRefused
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> T
     from omegaconf import OmegaConf
 
     from finetune_pipeline.artifacts.run_folder import write_config_record
+    from finetune_pipeline.cli.train import forget_failed_start
     from finetune_pipeline.config.load import check_override_keys, register_resolvers, stored_config, to_config
     from finetune_pipeline.config.renamed import check_overrides
     from finetune_pipeline.config.schema import register_configs
@@ -58,10 +60,15 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> T
     else:
         config = to_config(task)
     folder.mkdir(parents=True, exist_ok=True)
-    train_run(
-        config,
-        folder,
-        resume=resume is not None,
-        record=None if resume is not None else lambda f: write_config_record(f, task, hydra_node, overrides),
-    )
+    try:
+        train_run(
+            config,
+            folder,
+            resume=resume is not None,
+            record=None if resume is not None else lambda f: write_config_record(f, task, hydra_node, overrides),
+        )
+    except PipelineError as e:
+        if resume is None and not isinstance(e, RunFolderRefused):
+            forget_failed_start(folder)  # as train.py: a run that failed before its artifacts leaves no folder
+        raise
     return TrainedRun(folder, RunMetrics.read(folder))
