@@ -255,14 +255,18 @@ def test_single_labels_in_lists_stay_single_label_and_empty_lists_are_multi_labe
     write_raw(tmp_path, rows)
     run = train_in(tmp_path, "empty", "training.epochs=1")
     assert json.loads((run / "metrics.json").read_text())["data"]["task"] == "multi_label"
-    out = tmp_path / "report"  # the data report of multi-label data: its label sets, "(none)" included
+    out = tmp_path / "report"  # the data report of multi-label data: each label's records, and the sets
     argv = ["inspect-data", "backbone=tiny", f"backbone.path={tmp_path / 'tiny'}", "--out", str(out)]
     assert pipeline_main(argv) == 0
-    classes = json.loads((out / "data_report.json").read_text())["classes"]
+    report = json.loads((out / "data_report.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
     assert (
-        classes["train"]["(none)"] > 0
-        and sum(classes["test"].values()) == json.loads((run / "metrics.json").read_text())["data"]["test"]
+        report["label_sets"]["train"]["(none)"] > 0
+        and sum(report["label_sets"]["test"].values()) == (metrics["data"]["test"])
     )
+    supports = json.loads((run / "evaluation/test/report.json").read_text())["per_class"]
+    assert report["classes"]["test"] == {label: row["support"] for label, row in supports.items() if row["support"]}
+    assert "## Label sets" in (out / "data_report.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -100,6 +100,7 @@ class DataReport:
     short_texts: dict
     lengths: dict
     scripts: dict
+    label_sets: dict | None = None  # multi-label: split -> label set -> records ("classes" counts single labels)
 
     def write(self, folder: Path) -> list[Path]:
         """data_report.json, .md and .png into ``folder`` (each replaced whole)."""
@@ -133,6 +134,11 @@ class DataReport:
         lines += ["", "## Classes", "", "| label | train | val | test |", "|---|---|---|---|"]
         for label in sorted(set().union(*(self.classes[p] for p in PARTS))):
             lines.append(f"| {cells(label)} | " + " | ".join(str(self.classes[p].get(label, 0)) for p in PARTS) + " |")
+        if self.label_sets is not None:  # multi-label: above, each label's records; here, the sets as they occur
+            lines += ["", "## Label sets", "", "| labels | train | val | test |", "|---|---|---|---|"]
+            for labels in sorted(set().union(*(self.label_sets[p] for p in PARTS))):
+                counts = " | ".join(str(self.label_sets[p].get(labels, 0)) for p in PARTS)
+                lines.append(f"| {cells(labels)} | {counts} |")
         cross = self.leakage["cross_split"]
         lines += [
             "",
@@ -256,7 +262,7 @@ def leakage_line(pairs: dict[str, int]) -> str:
 def build_report(
     source: str,
     texts: list[str],
-    labels: list[str],
+    labels: list,
     split: Split,
     split_how: str,
     tokenizer,
@@ -266,13 +272,18 @@ def build_report(
     long_text: str = "truncate",
     leakage: Leakage | None = None,
 ) -> DataReport:
-    """``labels``: each record's label (its name, not its symbol); ``tokenizer``: for the lengths."""
-    leakage = leakage or find_leakage(texts, labels, split)
+    """``labels``: each record's label (its name, not its symbol), or (multi-label) the tuple of its
+    labels' names; ``tokenizer``: for the lengths."""
+    multi_label = bool(labels) and isinstance(labels[0], tuple)
+    sets = [set_name(x) for x in labels] if multi_label else labels
+    leakage = leakage or find_leakage(texts, sets, split)
+    singles = [one for x in labels for one in x] if multi_label else labels
     return DataReport(
         source=source,
         records=len(texts),
         split=split_how,
         classes=_classes(labels, split),
+        label_sets=_classes(sets, split) if multi_label else None,
         duplicates={
             "within_split": _within_split_duplicates(texts, split),
             "dropped_at_preprocessing": dropped_at_preprocessing,
@@ -282,16 +293,29 @@ def build_report(
             "policy": policy,
             "dropped_from_train": len(leakage.train_rows) if policy == "drop" else 0,
         },
-        conflicts=_conflicts(texts, labels),
-        labels=_label_spellings(sorted(set(labels))),
+        conflicts=_conflicts(texts, sets),
+        labels=_label_spellings(sorted(set(singles))),
         short_texts=_short_texts(texts),
         lengths=_lengths(texts, split, tokenizer, max_length, long_text),
         scripts=_scripts(texts),
     )
 
 
-def _classes(labels: list[str], split: Split) -> dict:
-    out: dict = {part: dict(sorted(Counter(labels[i] for i in rows).items())) for part, rows in zip(PARTS, split)}
+def set_name(labels: tuple[str, ...]) -> str:
+    """A multi-label record's label set as one name: ``economy + sport``; ``(none)`` when empty."""
+    return " + ".join(labels) or "(none)"
+
+
+def _classes(labels: list, split: Split) -> dict:
+    """Records per label and split; a multi-label record (a tuple) counts for each of its labels."""
+
+    def each(label) -> tuple:
+        return label if isinstance(label, tuple) else (label,)
+
+    out: dict = {
+        part: dict(sorted(Counter(one for i in rows for one in each(labels[i])).items()))
+        for part, rows in zip(PARTS, split)
+    }
     train = list(out["train"].values())
     out["imbalance_ratio"] = max(train) / min(train) if train else None
     return out

@@ -13,7 +13,7 @@ from finetune_pipeline.data.choose_split import choose_split
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.hf_source import keeps_own_split
 from finetune_pipeline.data.preprocess import CombinedDataset, ensure_preprocessed, load_combined, source_name
-from finetune_pipeline.data.report import Leakage, apply_leakage_policy, build_report, find_leakage
+from finetune_pipeline.data.report import Leakage, apply_leakage_policy, build_report, find_leakage, set_name
 from finetune_pipeline.data.split import Split, limit_samples
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.runtime.distributed import Dist
@@ -46,7 +46,8 @@ def setup_data(cfg: Config, dist: Dist) -> PreparedData:
             "a classifier needs at least 2 classes"
         )
     chosen = choose_split(cfg.data, dataset.files, labels, classes.display_names(), keeps_own_split(cfg.data))
-    leakage = find_leakage(dataset.texts, label_names(classes, labels), chosen.split)
+    names = label_names(classes, labels)
+    leakage = find_leakage(dataset.texts, [set_name(x) if isinstance(x, tuple) else x for x in names], chosen.split)
     split = apply_leakage_policy(cfg.data.leakage, chosen.split, leakage)
     limited = cfg.data.max_train_samples is not None or cfg.data.max_eval_samples is not None
     if limited:
@@ -89,10 +90,10 @@ def is_multi_label(cfg: DataConfig, dataset: CombinedDataset) -> bool:
     return cfg.task == Task.multi_label or (cfg.task == Task.auto and dataset.several_labels_at is not None)
 
 
-def label_names(classes: ClassIndex, labels: list) -> list[str]:
-    """Each record's label name; multi-label: its labels joined by " + " ("(none)" for an empty set)."""
+def label_names(classes: ClassIndex, labels: list) -> list:
+    """Each record's label name; multi-label: the tuple of its labels' names."""
     if labels and isinstance(labels[0], tuple):
-        return [" + ".join(classes.labels[c] for c in ids) or "(none)" for ids in labels]
+        return [tuple(classes.labels[c] for c in ids) for ids in labels]
     return [classes.labels[c] for c in labels]
 
 
