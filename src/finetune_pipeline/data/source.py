@@ -45,16 +45,23 @@ def processed_paths(cfg: DataConfig) -> ProcessedPaths:
     return ProcessedPaths(dataset, mapping, derived=not cfg.dataset_path and not cfg.label_mapping_path)
 
 
+def dataset_name(cfg: DataConfig) -> str:
+    """The source's own name: its raw folder's (``raw``), or the dataset's with its configuration
+    (``ag_news-default``); what names its processed folder and its runs in the trackers."""
+    if cfg.hf.path:
+        return "-".join(part for part in (Path(str(cfg.hf.path)).name, cfg.hf.name) if part)
+    return resolve_path(cfg.raw_dir).resolve().name
+
+
 def source_folder_name(cfg: DataConfig) -> str:
     """``<name>-<8 hex>``: e.g. ``raw-3f9a1c2e`` for data/raw, ``ag_news-default-1b2c3d4e`` for a Hub id."""
+    name = dataset_name(cfg)
     if cfg.hf.path:
         path = resolve_path(cfg.hf.path)
         where = str(path.resolve()) if path.exists() else str(cfg.hf.path)  # a folder, or a Hub id
-        name = "-".join(part for part in (Path(str(cfg.hf.path)).name, cfg.hf.name) if part)
         identity = [where, cfg.hf.name, cfg.hf.revision]
     else:
-        raw = resolve_path(cfg.raw_dir).resolve()
-        name, identity = raw.name, [str(raw)]
+        identity = [str(resolve_path(cfg.raw_dir).resolve())]
     if (cfg.text_field, cfg.label_field) != DEFAULT_FIELDS:  # other fields of the same files: other data
         identity += [cfg.text_field, cfg.label_field]
     digest = hashlib.sha256(json.dumps(identity, ensure_ascii=False).encode()).hexdigest()[:8]

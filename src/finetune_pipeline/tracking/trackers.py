@@ -32,6 +32,7 @@ from finetune_pipeline.artifacts.atomic import text_lines
 from finetune_pipeline.artifacts.names import STEP_LOG_FILE
 from finetune_pipeline.config.load import training_path
 from finetune_pipeline.config.schema import Config, LoggerConfig, TrainingPath
+from finetune_pipeline.data.source import dataset_name
 from finetune_pipeline.paths import project_root
 
 log = logging.getLogger(__name__)
@@ -60,15 +61,13 @@ def run_name(run_dir: Path) -> str:
 def single_run_name(cfg: Config, run_dir: Path) -> str:
     """How trackers name a single run by default: what tells it from the others, then its folder --
     ``mmBERT-base · ag_news · full · 2026-11-26/15-20-21-123456`` (backbone, dataset, what trains)."""
-    source = cfg.data.hf.path or cfg.data.raw_dir
-    dataset = Path(str(source).rstrip("/")).name or str(source)
     path = training_path(cfg)
     trains = {
         TrainingPath.full: "full",
         TrainingPath.lora: f"lora r{cfg.adapter.lora.rank}" if cfg.adapter.lora else "lora",
         TrainingPath.top_layers: f"top{cfg.adapter.top_layers.layers}" if cfg.adapter.top_layers else "top layers",
     }.get(path, "frozen")
-    return " · ".join((cfg.backbone.name, dataset, trains, run_name(run_dir)))
+    return " · ".join((cfg.backbone.name, dataset_name(cfg.data), trains, run_name(run_dir)))
 
 
 class Tracker(Protocol):

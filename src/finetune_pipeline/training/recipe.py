@@ -55,7 +55,7 @@ from finetune_pipeline.config.schema import Calibration, Config, TrainingPath, i
 from finetune_pipeline.data.batches import TokenizedTexts, chunking_of, multi_hot
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.preprocess import source_name
-from finetune_pipeline.data.source import processed_paths
+from finetune_pipeline.data.source import dataset_name, processed_paths
 from finetune_pipeline.data.split import Split
 from finetune_pipeline.errors import error_line
 from finetune_pipeline.evaluation.report import write_evaluation
@@ -219,7 +219,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, tracking: _Trac
     if dist.is_main:
         write_data_report(cfg, data, tokenizer, run_dir, trackers)
         trackers.log_dataset(
-            Path(str(source_name(cfg.data)).removeprefix("data.hf.path=").rstrip("/")).name,
+            dataset_name(cfg.data),
             source_name(cfg.data),
             dataset.fingerprint,
             {"records": len(labels), "train": len(split.train), "val": len(split.val), "test": len(split.test)},
