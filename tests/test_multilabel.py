@@ -358,6 +358,14 @@ def test_parts_named_by_split_keep_it_and_a_missing_val_is_carved_with_every_lab
     )
 
 
+def test_data_with_no_label_at_all_is_refused_in_one_line(tmp_path, monkeypatch):
+    write_raw(tmp_path, [{"input": f"text number {i}", "output": []} for i in range(30)])
+    monkeypatch.setenv("FINETUNE_PIPELINE_ROOT", str(tmp_path))
+    with pytest.raises(PipelineError, match="every record's label list is empty") as error:
+        train_in(tmp_path, "nothing")
+    assert "\n" not in str(error.value) and not (tmp_path / "runs" / "nothing" / "metrics.json").exists()
+
+
 def test_parquet_list_columns_and_hf_sequences_of_class_labels_are_label_lists(tmp_path, monkeypatch):
     """Preprocessing alone: a Parquet list column, and a Hugging Face dataset whose label column is a
     Sequence(ClassLabel) (class ids read as their names), give each record its list of symbols."""

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -65,7 +66,7 @@ class BuildInputs:
     @property
     def multi_label(self) -> bool:
         """The texts carry sets of labels (0/1 rows, ``data.batches.multi_hot``), not class ids."""
-        return bool(self.tokenized.labels) and isinstance(self.tokenized.labels[0], tuple)
+        return len(self.tokenized.labels) > 0 and isinstance(self.tokenized.labels[0], np.ndarray)
 
     def head(self, in_dim: int) -> HeadConfig:
         chunking = self.tokenized.chunking

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,7 +31,7 @@ def positive_weights(train_rows: list, num_labels: int, mode: ClassWeights) -> t
     a label without positives gets 1."""
     if mode == ClassWeights.none:
         return None
-    y = torch.tensor(train_rows, dtype=torch.float64).reshape(-1, num_labels)
+    y = torch.from_numpy(np.asarray(train_rows, dtype=np.float64).reshape(-1, num_labels))
     positives = y.sum(dim=0)
     return torch.where(positives > 0, (len(y) - positives) / positives.clamp(min=1), torch.ones_like(positives)).float()
 

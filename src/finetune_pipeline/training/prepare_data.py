@@ -40,6 +40,11 @@ def setup_data(cfg: Config, dist: Dist) -> PreparedData:
     dist.barrier()
     dataset = load_combined(cfg.data)
     classes, labels, multi_label = index_labels(cfg.data, dataset)
+    if multi_label and len(classes) == 0:
+        raise PipelineError(
+            f"{source_name(cfg.data)}: every record's label list is empty; a multi-label classifier needs "
+            "records with at least one label"
+        )
     if len(classes) < 2 and not multi_label:
         raise PipelineError(
             f"{source_name(cfg.data)}: every record has the label {classes.labels[0]!r}; "
