@@ -33,3 +33,5 @@ def test_a_bad_override_raises_before_any_folder_is_made(project, monkeypatch):
     with pytest.raises(PipelineError, match="no model weights"):  # fails before any artifact: no folder kept
         finetune_pipeline.train(["backbone=local", f"backbone.path={project / 'nothing'}", "logger=none"])
     assert not [p for p in (project / "outputs").rglob("*") if p.is_dir()]
+    with pytest.raises(PipelineError, match=r"overrides is a list of strings, e.g. train\(\['backbone=tiny'\]\)"):
+        finetune_pipeline.train("backbone=tiny")

@@ -43,6 +43,8 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> T
     from finetune_pipeline.paths import conf_dir
     from finetune_pipeline.training.recipe import train as train_run
 
+    if isinstance(overrides, (str, bytes)):  # a string would be iterated as one override per character
+        raise PipelineError(f"overrides is a list of strings, e.g. train([{overrides!r}]), not one string")
     overrides = [str(o) for o in overrides]
     check_overrides(overrides)
     check_override_keys(overrides)

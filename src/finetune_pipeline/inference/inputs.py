@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import sys
 from pathlib import Path
 from typing import BinaryIO
@@ -29,6 +30,8 @@ from finetune_pipeline.data.raw_reader import (
     read_raw_file,
 )
 from finetune_pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
 
 STDIN = Path("-")
 
@@ -52,6 +55,8 @@ def read_texts(path: Path, text_field: str = "input", stdin: BinaryIO | None = N
 
 def _stdin_texts(stream: BinaryIO, text_field: str) -> list[str]:
     where = Path("<stdin>")
+    if stream.isatty():  # nothing piped in: the user types the texts
+        log.info("reading texts from the terminal, one per line; end with Ctrl-D")
     text = decode_utf8(where, stream.read())
     lines = [line for line in text_lines(text) if line.strip()]
     if lines and lines[0].lstrip().startswith(("{", '"')):  # JSON Lines: strings or records
