@@ -408,3 +408,17 @@ def test_parquet_list_columns_and_hf_sequences_of_class_labels_are_label_lists(t
     symbol_to_label = {s: x for x, s in combined.label_to_symbol.items()}
     got = {t: sorted(symbol_to_label[s] for s in symbols) for t, symbols in zip(combined.texts, combined.symbols)}
     assert got == {r["input"]: sorted(r["output"]) for r in records}
+
+
+def test_a_checkpoint_with_damaged_thresholds_is_refused_in_one_line(ml_run, tmp_path):
+    import shutil
+
+    for damaged in ([0.5, 0.5], [0.5, 0.5, 0.5, 0.5, 1.5], ["x"] * 5):
+        run = tmp_path / f"run-{len(damaged)}-{damaged[-1]}"
+        shutil.copytree(ml_run, run)
+        ckpt = torch.load(run / "best_model.pt", weights_only=True)
+        ckpt["head"]["thresholds"] = damaged
+        torch.save(ckpt, run / "best_model.pt")
+        with pytest.raises(PipelineError, match=r"best_model\.pt: .*thresholds") as error:
+            Classifier.from_run(run, device="cpu", precision="fp32")
+        assert "\n" not in str(error.value)

@@ -28,6 +28,19 @@ class HeadConfig:
     multi_label: bool = False  # a sigmoid per label (a set of labels per text), not a softmax over classes
     thresholds: tuple[float, ...] | None = None  # multi-label: each label's decision threshold, tuned on validation
 
+    def __post_init__(self) -> None:
+        """A checkpoint or export whose calibration could not have been fitted is refused, not run."""
+        if not (
+            isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0
+        ):
+            raise ValueError(f"head temperature {self.temperature!r} is not a positive number")
+        if self.thresholds is not None:
+            values = list(self.thresholds)
+            if not self.multi_label or len(values) != self.classes:
+                raise ValueError(f"{len(values)} thresholds for a head of {self.classes} labels")
+            if not all(isinstance(t, (int, float)) and 0 < t < 1 for t in values):
+                raise ValueError("head thresholds must be numbers between 0 and 1")
+
     def build(self) -> nn.Sequential:
         return build_head(self.in_dim, self.hidden_dim, self.classes, self.dropout)
 

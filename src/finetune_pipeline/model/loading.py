@@ -62,7 +62,7 @@ def load_classifier(
         restore_weights(model, state)
         if ckpt["kind"] == "lora":
             merge_lora(model.encoder)
-    except (KeyError, ValueError, RuntimeError, AttributeError) as e:  # tensors of other shapes or names
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as e:  # tensors of other shapes or names
         raise PipelineError(
             f"{path}: its weights do not fit a classifier over {folder} "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
