@@ -29,7 +29,18 @@ def pytest_configure(config):
 
 # the test files of most seconds (--durations, 2 cores), started first: pytest-xdist hands files out in
 # this order (--dist loadfile), so the last ones to run are short and both workers finish together
-LONGEST_FIRST = ("test_serve.py", "test_tracking.py", "test_end_to_end.py", "test_feature_cache.py", "test_resume.py")
+LONGEST_FIRST = (
+    "test_tracking.py",
+    "test_serve.py",
+    "test_end_to_end.py",
+    "test_resume.py",
+    "test_feature_cache.py",
+    "test_multilabel.py",
+    "test_export_interop.py",
+    "test_data_formats.py",
+    "test_reproducibility.py",
+    "test_export.py",
+)
 
 
 def pytest_collection_modifyitems(items):
