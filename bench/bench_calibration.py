@@ -25,28 +25,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, run_measured
+from common import MINILM_RUNS, REPO, RESAMPLES, interval, machine, run_measured
 
 from finetune_pipeline.evaluation.calibration import ece, nll, rescaled
 
-RUNS = {
-    "frozen head": [
-        "training.freeze_backbone=true",
-        "training.epochs=20",
-        "training.learning_rate=1e-3",
-        "training.batch_size=64",
-        "model.hidden_dim=512",
-    ],
-    "full fine-tuning": [
-        "training.freeze_backbone=false",
-        "training.epochs=2",
-        "training.learning_rate=1e-3",
-        "training.encoder_learning_rate=5e-5",
-        "training.batch_size=32",
-        "model.hidden_dim=512",
-    ],
-}
-RESAMPLES = 2000
+RUNS = {name: list(overrides) for name, overrides in MINILM_RUNS.items()}  # a copy: --full-epochs edits it
 
 
 def test_predictions(run: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -59,10 +42,6 @@ def test_predictions(run: Path) -> tuple[np.ndarray, np.ndarray]:
         for entry in row["top_k"]:
             probs[r, column[entry["symbol"]]] = entry["score"]
     return probs, np.asarray([column[row["true_symbol"]] for row in rows])
-
-
-def interval(values: np.ndarray) -> list[float]:
-    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
 
 
 def main() -> None:

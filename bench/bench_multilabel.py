@@ -31,26 +31,9 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, run_measured
+from common import MINILM_RUNS, REPO, RESAMPLES, interval, machine, run_measured
 
-RUNS = {
-    "frozen head": [
-        "training.freeze_backbone=true",
-        "training.epochs=20",
-        "training.learning_rate=1e-3",
-        "training.batch_size=64",
-        "model.hidden_dim=512",
-    ],
-    "full fine-tuning": [
-        "training.freeze_backbone=false",
-        "training.epochs=2",
-        "training.learning_rate=1e-3",
-        "training.encoder_learning_rate=5e-5",
-        "training.batch_size=32",
-        "model.hidden_dim=512",
-    ],
-}
-RESAMPLES = 2000
+RUNS = MINILM_RUNS
 
 
 def pairs_part(records: list[dict], seed: int) -> list[dict]:
@@ -86,10 +69,6 @@ def raw_scores(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     s = np.clip(scores, 1e-12, 1 - 1e-12)
     z = np.log(s / (1 - s)) + np.log(thresholds / (1 - thresholds))
     return 1 / (1 + np.exp(-z))
-
-
-def interval(values: np.ndarray) -> list[float]:
-    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
 
 
 def micro(y: np.ndarray, decided: np.ndarray) -> float:

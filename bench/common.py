@@ -30,3 +30,31 @@ def run_measured(cmd: list[str], env: dict) -> tuple[float, float, str]:
     if status != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out[-3000:]}")
     return time.perf_counter() - start, usage.ru_maxrss / 1024, out
+
+
+# all-MiniLM-L6-v2 on AG News: the two runs the calibration and multi-label benchmarks compare
+MINILM_RUNS = {
+    "frozen head": [
+        "training.freeze_backbone=true",
+        "training.epochs=20",
+        "training.learning_rate=1e-3",
+        "training.batch_size=64",
+        "model.hidden_dim=512",
+    ],
+    "full fine-tuning": [
+        "training.freeze_backbone=false",
+        "training.epochs=2",
+        "training.learning_rate=1e-3",
+        "training.encoder_learning_rate=5e-5",
+        "training.batch_size=32",
+        "model.hidden_dim=512",
+    ],
+}
+RESAMPLES = 2000  # bootstrap resamples of the test texts
+
+
+def interval(values) -> list[float]:
+    """The 95% percentile interval of bootstrap values."""
+    import numpy as np
+
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]

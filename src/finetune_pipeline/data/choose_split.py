@@ -82,24 +82,10 @@ def _multilabel_split(
         require_every_label(split, label_sets, names, "data.split=files")
         why = "data.split=files" if cfg.split == SplitMode.files else "the dataset's train, val and test splits"
         return ChosenSplit(split, "files", why)
-    words = {name: split_word(name) for name in set(files)}
-    if cfg.split == SplitMode.auto and all(words.values()) and "train" in words.values():
-        rows: dict[str, list[int]] = {"train": [], "val": [], "test": []}
-        for i, name in enumerate(files):
-            rows[words[name]].append(i)
-        missing = [part for part in ("val", "test") if not rows[part]]
-        if len(missing) < 2:
-            for part in missing:  # carved from train with the share the ratios give it
-                share = (cfg.val_ratio if part == "val" else 1.0 - cfg.train_ratio - cfg.val_ratio) / cfg.train_ratio
-                train = rows["train"]
-                kept, carved = iterative_parts(
-                    [label_sets[i] for i in train], [1.0 - share, share], cfg.seed, names, f"train and {part}"
-                )
-                rows["train"], rows[part] = [train[i] for i in kept], [train[i] for i in carved]
-            split = Split(*(np.sort(np.asarray(rows[s], dtype=np.int64)) for s in ("train", "val", "test")))
-            require_every_label(split, label_sets, names, "data.split=auto")
-            carved_note = f" ({' and '.join(missing)} carved from train, iteratively stratified)" if missing else ""
-            return ChosenSplit(split, f"files{carved_note}", f"the parts' own split{carved_note}")
+    if cfg.split == SplitMode.auto:
+        chosen = _official_split(cfg, files, label_sets, names)
+        if chosen is not None:
+            return chosen
     split = iterative_split(label_sets, cfg.train_ratio, cfg.val_ratio, cfg.seed, names)
     why = "data.split=stratified" if cfg.split == SplitMode.stratified else _why_not_official(files)
     return ChosenSplit(split, "stratified (iterative, multi-label)", why)
@@ -112,8 +98,10 @@ def split_word(file_name: str) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def _official_split(cfg: DataConfig, files: list[str], labels: list[int], names: dict[int, str]) -> ChosenSplit | None:
-    """The parts' own split when every part names one and train is among them; None otherwise."""
+def _official_split(cfg: DataConfig, files: list[str], labels: list, names: dict[int, str]) -> ChosenSplit | None:
+    """The parts' own split when every part names one and train is among them; None otherwise. A
+    missing val or test is carved from train: stratified, or for multi-label records (label tuples)
+    iteratively stratified."""
     parts = sorted(set(files))
     words = {name: split_word(name) for name in parts}
     if any(w is None for w in words.values()) or "train" not in words.values():
@@ -124,14 +112,30 @@ def _official_split(cfg: DataConfig, files: list[str], labels: list[int], names:
     missing = [s for s in ("val", "test") if not rows[s]]
     if len(missing) == 2:
         return None  # train parts only: nothing official to keep
-    y = np.asarray(labels)
+    multi_label = bool(labels) and isinstance(labels[0], (list, tuple))
+    y = None if multi_label else np.asarray(labels)
     for part in missing:  # carved from train with the share the ratios give it
         share = (cfg.val_ratio if part == "val" else 1.0 - cfg.train_ratio - cfg.val_ratio) / cfg.train_ratio
-        rows["train"], rows[part] = _carve(rows["train"], y, share, cfg.seed, part)
+        if multi_label:
+            train = rows["train"]
+            kept, carved_rows = iterative_parts(
+                [labels[i] for i in train], [1.0 - share, share], cfg.seed, names, f"train and {part}"
+            )
+            rows["train"], rows[part] = [train[i] for i in kept], [train[i] for i in carved_rows]
+        else:
+            rows["train"], rows[part] = _carve(rows["train"], y, share, cfg.seed, part)
     split = Split(*(np.sort(np.asarray(rows[s], dtype=np.int64)) for s in ("train", "val", "test")))
-    require_every_class(split, y, names, "data.split=auto")
+    if multi_label:
+        require_every_label(split, labels, names, "data.split=auto")
+    else:
+        require_every_class(split, y, names, "data.split=auto")
     named = "/".join(sorted({name_word for name in parts if (name_word := _spelled(name))}))
-    carved = f" ({' and '.join(missing)} carved, stratified, from train)" if missing else ""
+    if not missing:
+        carved = ""
+    elif multi_label:
+        carved = f" ({' and '.join(missing)} carved from train, iteratively stratified)"
+    else:
+        carved = f" ({' and '.join(missing)} carved, stratified, from train)"
     return ChosenSplit(
         split, f"files{carved}", f"parts named {named}: using their split{carved}; data.split=stratified re-splits"
     )
