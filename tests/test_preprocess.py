@@ -189,3 +189,16 @@ def test_shipped_example_dataset_is_valid(tmp_path):
     summary = preprocess(cfg)
     assert summary["records_written"] >= 200 and summary["labels"] >= 4
     assert len(list((REPO / "data" / "raw").glob("*"))) >= 2
+
+
+def test_reading_the_raw_data_shows_a_bar_on_a_terminal_only(tmp_path, cfg, monkeypatch, capsys):
+    write_json(tmp_path / "raw" / "part-1.json", GOOD)
+    size = (tmp_path / "raw" / "part-1.json").stat().st_size
+    preprocess(cfg)
+    assert "reading the raw data" not in capsys.readouterr().err  # a log, a pipe, CI: no bar
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    (tmp_path / "processed" / "combined_dataset.json").unlink()
+    preprocess(cfg)
+    err = capsys.readouterr().err
+    assert "reading the raw data" in err and f"/{size}.0 " in err  # counts the bytes of every part

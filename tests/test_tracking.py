@@ -105,8 +105,11 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_a_failing_job_is_recor
         assert [s for s, _ in history(c, child.info.run_id, "train/loss_step")] == [
             r["opt_steps"] for r in step_rows(folder)
         ]
-        for key in ("test/accuracy", "test/macro_f1", "test/loss"):
-            assert child.data.metrics[key] == pytest.approx(metrics["test"][key])
+        for key in ("test/accuracy", "test/macro_f1", "test/loss"):  # one-point results: flat names, after the curves
+            assert child.data.metrics[key.replace("/", "_")] == pytest.approx(metrics["test"][key])
+        flat = [k for k in child.data.metrics if "/" not in k]  # MLflow's last chart section
+        assert "test_accuracy" in flat and all(len(history(c, child.info.run_id, k)) == 1 for k in flat)
+        assert len(history(c, child.info.run_id, "train/epoch_seconds")) == 2  # curves: in sections by prefix
         tags = child.data.tags
         assert tags["backbone.sha256"] == metrics["backbone"]["sha256"]
         assert tags["data.raw_fingerprint"] == metrics["data"]["raw_fingerprint"]
@@ -125,8 +128,8 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_job_and_a_failing_job_is_recor
         } <= artifacts(c, child.info.run_id)
         assert tags["data.leakage"] == "0" and tags["data.split"] == "stratified"
         calibration = metrics["calibration"]  # calibrated scores reach the tracker too
-        assert child.data.metrics["calibration/temperature"] == pytest.approx(calibration["temperature"])
-        assert child.data.metrics["test/ece"] == pytest.approx(calibration["ece_after"])
+        assert child.data.metrics["calibration_temperature"] == pytest.approx(calibration["temperature"])
+        assert child.data.metrics["test_ece"] == pytest.approx(calibration["ece_after"])
     # the copies are no run folders: finetune-compare over all of outputs/ finds the 2 jobs only
     assert sorted(p.name for p in find_job_folders([project / "outputs"])) == ["0", "1"]
 
@@ -172,9 +175,10 @@ def test_tensorboard_event_files_hold_the_runs_scalars_and_hparams(run, project)
     assert [e.value for e in val] == pytest.approx([h["val/macro_f1"] for h in metrics["history"]])  # float32
     assert [e.step for e in events.Scalars("train/loss_step")] == [r["opt_steps"] for r in step_rows(folder)]
     assert [e.value for e in events.Scalars("lr/head")] == pytest.approx([r["lr"]["head"] for r in step_rows(folder)])
-    assert events.Scalars("test/accuracy")[-1].value == pytest.approx(metrics["test"]["test/accuracy"])
+    assert events.Scalars("test_accuracy")[-1].value == pytest.approx(metrics["test"]["test/accuracy"])
     hparams = events.PluginTagToContent("hparams")  # the HParams tab: the config beside the results
     assert "_hparams_/session_start_info" in hparams and b"model.hidden_dim" in hparams["_hparams_/session_start_info"]
+    assert b"test_accuracy" in hparams["_hparams_/experiment"] and b"best_val_" in hparams["_hparams_/experiment"]
     assert not (project / "outputs" / "mlflow.db").exists()  # logger=tensorboard alone: no MLflow store
 
 
@@ -365,7 +369,7 @@ def test_wandb_runs_offline_in_the_run_folder(run, project, monkeypatch):
         b"train/loss_step",
         b"lr/head",
         b"val/macro_f1",
-        b"test/accuracy",
+        b"test_accuracy",
         b"model.hidden_dim",
         b"backbone.sha256",
     ):

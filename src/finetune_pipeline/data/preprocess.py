@@ -34,6 +34,7 @@ from finetune_pipeline.data.source import (
 from finetune_pipeline.data.symbols import extend_mapping, symbol_to_index
 from finetune_pipeline.errors import PipelineError
 from finetune_pipeline.paths import project_root, resolve_path
+from finetune_pipeline.runtime.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,11 @@ def _read_source(cfg: DataConfig) -> tuple[list[Record], str, dict[str, int]]:
     files = list_raw_files(resolve_path(cfg.raw_dir))
     contents = _read_all(files)
     fields = (cfg.text_field, cfg.label_field)
-    records = [r for p in files for r in read_raw_file(p, contents[p.name], fields, cfg.label_separator or None)]
+    records = []
+    with progress_bar(sum(map(len, contents.values())), "reading the raw data", unit="B") as bar:
+        for path in files:
+            records += read_raw_file(path, contents[path.name], fields, cfg.label_separator or None)
+            bar.update(len(contents[path.name]))
     return records, _with_fields(raw_fingerprint(contents), cfg), {name: len(data) for name, data in contents.items()}
 
 

@@ -21,7 +21,16 @@ from finetune_pipeline.artifacts.names import FAILURE_FILE, TRACKING_FILE
 from finetune_pipeline.config.differences import flatten
 from finetune_pipeline.config.schema import LoggerConfig
 from finetune_pipeline.errors import error_line
-from finetune_pipeline.tracking.trackers import Helper, RunLabels, Trackers, chosen, plain, run_name, typed_logger
+from finetune_pipeline.tracking.trackers import (
+    Helper,
+    RunLabels,
+    Trackers,
+    chosen,
+    plain,
+    result_names,
+    run_name,
+    typed_logger,
+)
 
 SUMMARY_FILES = ["summary.json", "summary.md", "summary.csv", "summary.png", "multirun.yaml"]
 LOCK = ".tracking.lock"
@@ -98,7 +107,8 @@ def close_parent(cfg: LoggerConfig, sweep_dir: Path, failed: list[str]) -> None:
 
 def parent_figures(summary: dict) -> tuple[dict[str, float], dict[str, str]]:
     """(metrics, tags) of the parent run from summary.json: the best configuration's mean and 95%
-    interval of every metric, and which configuration it is and how it was chosen, with the verdicts."""
+    interval of every metric (``best_config_test_accuracy_mean``, …), and which configuration it is
+    and how it was chosen, with the verdicts."""
     best = summary.get("best_config")
     if not best:
         return {}, {}
@@ -120,7 +130,7 @@ def parent_figures(summary: dict) -> tuple[dict[str, float], dict[str, str]]:
         "best_config.repeats": str((config or {}).get("n", "")),
         "verdicts.test_accuracy": ", ".join(f"{v}: {verdicts.count(v)}" for v in sorted(set(verdicts))),
     }
-    return metrics, tags
+    return result_names(metrics), tags
 
 
 def job_labels(sweep_dir: Path, job_num: int, overrides: list[str]) -> RunLabels:

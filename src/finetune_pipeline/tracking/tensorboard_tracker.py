@@ -11,7 +11,7 @@ from pathlib import Path
 from finetune_pipeline.config.schema import TensorBoardConfig
 from finetune_pipeline.tracking.trackers import RunLabels
 
-RESULT_PREFIXES = ("test/", "best/")  # the metrics the HParams tab shows beside the config
+RESULT_PREFIXES = ("test_", "best_")  # the one-point results (trackers.result_names)
 
 
 class TensorBoardTracker:

@@ -125,6 +125,10 @@ class Trackers:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self._send("call", method="log_metrics", args=[metrics, step])
 
+    def log_results(self, metrics: dict[str, float], step: int) -> None:
+        """The run's one-point results (``test/accuracy`` -> ``test_accuracy``), see ``result_names``."""
+        self.log_metrics(result_names(metrics), step)
+
     def log_row(self, row: dict) -> None:
         """One line of ``metrics.jsonl`` (a logged step or an epoch), unless a resumed run sent it before."""
         if self._helper is not None and self._logged.is_new(row):
@@ -213,6 +217,14 @@ def plain(value: object) -> object:
     return getattr(value, "value", value)
 
 
+def result_names(metrics: dict[str, float]) -> dict[str, float]:
+    """One-point results under flat names. MLflow and W&B chart a name with a ``/`` in a section
+    named by its prefix and flat names in the last section, so the curves (``train/*``, ``val/*``,
+    ``lr/*``) come first and the results (``test_accuracy``, ``best_val_macro_f1``) after them;
+    a flat name also needs no quoting in MLflow's search (``metrics.test_accuracy > 0.9``)."""
+    return {key.replace("/", "_"): value for key, value in metrics.items()}
+
+
 def metrics_of_row(row: dict) -> tuple[dict[str, float], int]:
     """A ``metrics.jsonl`` row as tracker metrics and their step (optimizer steps so far)."""
     if row["kind"] == "step":
@@ -222,7 +234,12 @@ def metrics_of_row(row: dict) -> tuple[dict[str, float], int]:
             **{f"lr/{group}": lr for group, lr in row["lr"].items()},
         }
     else:
-        metrics = {k: v for k, v in row.items() if k not in ("kind", "opt_steps") and _is_number(v)}
+        # epoch and epoch_seconds are curves too: under train/, beside the other curves
+        metrics = {
+            k if "/" in k else f"train/{k}": v
+            for k, v in row.items()
+            if k not in ("kind", "opt_steps") and _is_number(v)
+        }
     return metrics, int(row["opt_steps"])
 
 

@@ -365,7 +365,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, tracking: _Trac
         if calibration.get("thresholds")
         else {}
     )
-    trackers.log_metrics(
+    trackers.log_results(
         {**summary, "test/weighted_f1": full_report["weighted_f1"], **calibrated},
         step=result.history[-1]["opt_steps"] if result.history else 0,
     )
