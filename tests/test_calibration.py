@@ -112,3 +112,23 @@ def test_predict_abstains_below_min_score(calibrated_run, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         pipeline_main(["predict", str(calibrated_run), "--input", str(texts), "--min-score", "1.5"])
     assert stop.value.code == 2
+
+
+def test_the_last_epochs_validation_pass_is_reused_for_calibration(module_project, monkeypatch):
+    """After one epoch the final weights are the best ones and the loop has just predicted the
+    validation split: calibration fits on those predictions (the same numbers, made once) and only
+    the test split is predicted after training."""
+    import finetune_pipeline.training.final_test as final_test
+    from finetune_pipeline.training.metrics import predict
+
+    _, train_run = module_project
+    after_training = []
+    monkeypatch.setattr(
+        final_test, "predict", lambda model, loader, *a: after_training.append(loader) or predict(model, loader, *a)
+    )
+    run = train_run("reused", "training.epochs=1", "training.calibration_min_texts=0")
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(after_training) == 1 and len(after_training[0].dataset) == metrics["data"]["test"]
+    calibration = metrics["calibration"]
+    assert calibration["val_nll_before"] == pytest.approx(metrics["history"][-1]["val/loss"], abs=1e-5)
+    assert torch.load(run / "final_model.pt", weights_only=True)["head"]["temperature"] == calibration["temperature"]

@@ -8,6 +8,8 @@ import re
 
 from finetune_pipeline.errors import PipelineError
 
+COMPILE_SETTINGS = ("auto", "true", "false")  # training.compile (a string: YAML reads true/false as booleans)
+
 
 def check_device_name(name: str, key: str = "training.device") -> None:
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):

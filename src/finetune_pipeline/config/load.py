@@ -19,7 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from finetune_pipeline.artifacts.names import CONFIG_DIR, EVALUATION_DIR, TOKENIZER_DIR
-from finetune_pipeline.config.checks import check_device_name, check_max_length, check_precision_for_device
+from finetune_pipeline.config.checks import (
+    COMPILE_SETTINGS,
+    check_device_name,
+    check_max_length,
+    check_precision_for_device,
+)
 from finetune_pipeline.config.differences import HOW_KEYS, is_how_key
 from finetune_pipeline.config.renamed import migrate_stored
 from finetune_pipeline.config.schema import (
@@ -228,6 +233,11 @@ def validate(cfg: Config) -> None:
     _check(t.weight_decay >= 0, "training.weight_decay", f"must be >= 0, got {t.weight_decay}")
     _check(t.max_grad_norm >= 0, "training.max_grad_norm", f"must be >= 0 (0 = no clipping), got {t.max_grad_norm}")
     _check(0 <= t.warmup_ratio < 1, "training.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}")
+    _check(
+        str(t.compile).lower() in COMPILE_SETTINGS,
+        "training.compile",
+        f"must be auto, true or false, got {t.compile!r}",
+    )
     check_device_name(t.device)
     if b.source == BackboneSource.tiny and b.tiny is None:
         raise PipelineError("backbone.tiny is required when backbone.source=tiny (use backbone=tiny)")

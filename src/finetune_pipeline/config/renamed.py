@@ -30,7 +30,7 @@ def check_overrides(overrides: list[str]) -> None:
 # label was one string)
 ADDED = {
     "data": {"processed_dir": "data/processed", "leakage": "warn", "label_separator": None, "task": "single_label"},
-    "training": {"calibration": "none", "calibration_min_texts": 100, "log_every_seconds": 0},
+    "training": {"calibration": "none", "calibration_min_texts": 100, "log_every_seconds": 0, "compile": "false"},
 }
 
 

@@ -176,6 +176,9 @@ class TrainingConfig:
     encoder_learning_rate: float = MISSING  # encoder, used when freeze_backbone=false
     weight_decay: float = MISSING  # AdamW; never applied to biases and norm weights
     fused_optimizer: bool = MISSING  # PyTorch's fused AdamW kernel (CPU, CUDA): same update, one pass per tensor
+    compile: str = (
+        MISSING  # auto | true | false: torch.compile the model a step runs (auto: off, see training/compiled)
+    )
     max_grad_norm: float = MISSING  # gradient clipping; 0 disables it
     warmup_ratio: float = MISSING  # share of optimizer steps with linear warm-up (then lr_schedule)
     lr_schedule: LrSchedule = MISSING  # linear | cosine | constant after the warm-up

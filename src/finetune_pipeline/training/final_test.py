@@ -44,10 +44,12 @@ def best_on_test(
     min_texts: int,
     label_names: list[str],
     rewrite_best: Callable[[], None],
+    best_val: Predictions | None = None,
 ) -> tuple[Predictions, dict]:
     """Test predictions of the best epoch's weights, gathered from all ranks. With ``calibrate``, its
     calibration is fitted on validation and best_model.pt written again with it; the predictions are
-    then the calibrated ones, and the record says what calibration changed on test."""
+    then the calibrated ones, and the record says what calibration changed on test. ``best_val``:
+    the best weights' raw validation predictions when the loop has them (the best epoch was the last)."""
     dist.barrier()  # best_model.pt is written by rank 0
     best = torch.load(run_dir / BEST_MODEL_FILE, map_location=device, weights_only=True)["state_dict"]
     restore_weights(built.model, best)
@@ -55,7 +57,7 @@ def best_on_test(
     raw = gather(predict(built.model, built.loaders.test, precision, device), dist)
     if not calibrate:
         return raw, {"method": "none"}
-    fitted = calibrate_model(built, precision, device, dist, min_texts)
+    fitted = calibrate_model(built, precision, device, dist, min_texts, best_val)
     rewrite_best()
     if built.model.config.multi_label:
         return _thresholded(raw, fitted, label_names)
@@ -121,13 +123,20 @@ def _thresholded(raw: Predictions, fitted: Fitted, label_names: list[str]) -> tu
 
 
 def calibrate_model(
-    built: BuiltModel, precision: Precision, device: torch.device, dist: Dist, min_texts: int
+    built: BuiltModel,
+    precision: Precision,
+    device: torch.device,
+    dist: Dist,
+    min_texts: int,
+    val: Predictions | None = None,
 ) -> Fitted:
     """Fit the model's calibration on the validation split (all ranks' predictions: the same everywhere)
     and set it on the model: a temperature, or (multi-label) per-label thresholds. With fewer than
-    ``min_texts`` validation texts nothing is fitted (a fit on so few overfits: T or thresholds chase noise)."""
+    ``min_texts`` validation texts nothing is fitted (a fit on so few overfits: T or thresholds chase noise).
+    ``val``: these weights' raw validation predictions, gathered, when already made (else predicted here)."""
     uncalibrate(built)
-    val = gather(predict(built.model, built.loaders.val, precision, device), dist)
+    if val is None:
+        val = gather(predict(built.model, built.loaders.val, precision, device), dist)
     if len(val.y_true) < min_texts:
         skipped = (
             f"not fitted: {len(val.y_true)} validation texts, fewer than training.calibration_min_texts={min_texts}"

@@ -28,7 +28,7 @@ from finetune_pipeline.runtime.precision import Precision
 from finetune_pipeline.runtime.signals import Interrupted, stop_on_signals
 from finetune_pipeline.training.divergence import DivergenceCheck
 from finetune_pipeline.training.loss import Loss, training_loss
-from finetune_pipeline.training.metrics import gather, predict, scores
+from finetune_pipeline.training.metrics import Predictions, gather, predict, scores
 from finetune_pipeline.training.schedule import accumulation_window
 from finetune_pipeline.training.state import Progress, Trainer, restore_rng
 from finetune_pipeline.training.step_record import StepRecord
@@ -56,6 +56,7 @@ def fit(
     dist: Dist = SINGLE,
     step_record: StepRecord | None = None,
     lr_hint: str | None = None,
+    on_validated: Callable[[int, Predictions], None] | None = None,
 ) -> Progress:
     """Train up to ``cfg.epochs``; ``save_best`` runs whenever the validation metric improves.
 
@@ -65,6 +66,8 @@ def fit(
     ``loss_fn``: the training loss (``loss.training_loss``; default plain cross-entropy); validation
     uses plain cross-entropy. ``step_record``: where the logged steps and the epochs go as JSON lines
     (``metrics.jsonl``). ``lr_hint``: which learning rates a divergence message names.
+    ``on_validated(epoch, predictions)``: each epoch's gathered validation predictions (the last
+    epoch's are the final weights' own, so calibrating those weights need not predict them again).
     Under torchrun ``trainer.model`` is DDP-wrapped; every rank validates its share of the batches
     and the predictions are gathered, so all ranks see the same metrics and take the same decisions.
     """
@@ -84,6 +87,7 @@ def fit(
         dist,
         step_record,
         DivergenceCheck(precision.uses_grad_scaler, hint),
+        on_validated,
     )
     with stop_on_signals() as stop, logging_redirect_tqdm():
         for epoch in range(progress.epoch, cfg.epochs + 1):
@@ -175,6 +179,7 @@ class _EpochLoop:
         dist: Dist,
         step_record: StepRecord | None,
         divergence: DivergenceCheck,
+        on_validated: Callable[[int, Predictions], None] | None = None,
     ):
         self.trainer, self.train_loader, self.precision, self.device = trainer, train_loader, precision, device
         self.cfg, self.loss_fn, self.dist, self.step_record, self.divergence = (
@@ -184,6 +189,7 @@ class _EpochLoop:
             step_record,
             divergence,
         )
+        self.on_validated = on_validated
         self.trainable = [p for p in trainer.model.parameters() if p.requires_grad]
         self.n_batches = len(train_loader)
         self.last_line = -math.inf  # when the last step line was logged (training.log_every_seconds)
@@ -253,7 +259,10 @@ class _EpochLoop:
     def validate(self, val_loader: DataLoader, progress: Progress, clock: _StateClock) -> dict:
         """The epoch's history entry: train loss, validation metrics, steps and speed."""
         model, dist = self.trainer.model, self.dist
-        val = scores(gather(predict(unwrap(model), val_loader, self.precision, self.device), dist), "val")
+        predictions = gather(predict(unwrap(model), val_loader, self.precision, self.device), dist)
+        if self.on_validated:
+            self.on_validated(progress.epoch, predictions)
+        val = scores(predictions, "val")
         self.divergence.validation(progress.epoch, val["val/loss"])  # before any checkpoint of these weights
         epoch_seconds = clock.epoch_seconds()
         loss_sum, n_texts = dist.sum([progress.loss_sum, progress.n_texts])  # over all ranks' texts

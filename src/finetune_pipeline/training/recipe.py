@@ -68,11 +68,12 @@ from finetune_pipeline.runtime.provenance import provenance
 from finetune_pipeline.runtime.signals import Interrupted, Stopped
 from finetune_pipeline.tracking.trackers import RunLabels, Trackers, single_run_name
 from finetune_pipeline.training.builders import BuildInputs, BuiltModel, build
+from finetune_pipeline.training.compiled import compile_model
 from finetune_pipeline.training.failure import failure_status, record_failure
 from finetune_pipeline.training.final_test import best_on_test, calibrate_model
 from finetune_pipeline.training.loop import fit
 from finetune_pipeline.training.loss import class_weights, positive_weights, training_loss
-from finetune_pipeline.training.metrics import scores
+from finetune_pipeline.training.metrics import Predictions, scores
 from finetune_pipeline.training.optim import build_optimizer
 from finetune_pipeline.training.prepare_data import setup_data, write_data_report
 from finetune_pipeline.training.schedule import build_scheduler, optimizer_steps
@@ -228,7 +229,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, tracking: _Trac
         cfg.backbone.name, str(backbone.folder), combined_sha256(built.freeze.before), config_sha256(backbone.folder)
     )
     # 4. optimizer and schedule; a resumed run gets its saved state back
-    trainer = _setup_trainer(cfg, built, precision, device, dist)
+    trainer = _setup_trainer(cfg, path, built, precision, device, dist)
     data_id = data_identity(dataset.fingerprint, split, dist.world_size)
     resumed = _resume_from(state_path, trainer, data_id, cfg, len(built.loaders.train)) if resume else None
     weights = _class_weights(cfg, classes, [targets[i] for i in split.train], data.multi_label)
@@ -252,7 +253,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, tracking: _Trac
             save_state(state_path, progress, trainer, data_id)
         return str(state_path)
 
-    # 5. fit
+    # 5. fit; the last epoch's validation predictions are the final weights' (calibration reuses them)
+    validated: dict[int, Predictions] = {}
     result = fit(
         trainer,
         built.loaders.train,
@@ -267,10 +269,12 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, tracking: _Trac
         dist=dist,
         step_record=StepRecord(run_dir / STEP_LOG_FILE, trackers) if dist.is_main else None,
         lr_hint=_learning_rates(cfg, path),
+        on_validated=lambda epoch, predictions: validated.update({epoch: predictions}),
     )
+    final_val = validated.get(result.epoch)  # none when a resumed run had no epoch left to train
     calibrate = cfg.training.calibration == Calibration.temperature
     if calibrate:  # the final weights' temperature or thresholds (final_model.pt)
-        calibrate_model(built, precision, device, dist, cfg.training.calibration_min_texts)
+        calibrate_model(built, precision, device, dist, cfg.training.calibration_min_texts, final_val)
     checkpoint(FINAL_MODEL_FILE)
     if dist.is_main:
         _write_freeze_proof(run_dir, built, backbone)
@@ -287,6 +291,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, tracking: _Trac
         cfg.training.calibration_min_texts,
         classes.labels,
         lambda: checkpoint(BEST_MODEL_FILE),
+        final_val if result.best_epoch == result.epoch else None,  # the best weights are the final ones
     )
     test = scores(test_predictions, "test")
     log.info(
@@ -460,8 +465,11 @@ def _setup_model(
     )
 
 
-def _setup_trainer(cfg: Config, built: BuiltModel, precision: Precision, device: torch.device, dist: Dist) -> Trainer:
-    """AdamW + warm-up and schedule + loss scaler; the model DDP-wrapped under torchrun. Logs one line."""
+def _setup_trainer(
+    cfg: Config, path: TrainingPath, built: BuiltModel, precision: Precision, device: torch.device, dist: Dist
+) -> Trainer:
+    """AdamW + warm-up and schedule + loss scaler; the model compiled if asked and DDP-wrapped under
+    torchrun. Logs one line."""
     t = cfg.training
     optimizer = build_optimizer(
         built.model, t.learning_rate, t.encoder_learning_rate, t.weight_decay, t.fused_optimizer
@@ -475,6 +483,7 @@ def _setup_trainer(cfg: Config, built: BuiltModel, precision: Precision, device:
         t.lr_schedule.value,
         total_steps,
     )
+    compile_model(built.model, t.compile, path, resolve_path(cfg.data.cache_dir))
     model = wrap(built.model, dist, device)
     if dist.enabled:
         torch.manual_seed(init_seed(cfg) + dist.rank)  # same initial weights (DDP checks), own dropout masks
