@@ -69,6 +69,7 @@ def test_bad_overrides_fail_at_composition(override):
         (["training.epochs=0"], "training.epochs must be >= 1"),
         (["model.dropout=1.0"], "model.dropout must be in [0, 1)"),
         (["training.device=tpu"], "training.device must be auto, cpu"),
+        (["training.compile=sometimes"], "training.compile must be auto, true or false, got 'sometimes'"),
         (["precision=fp16", "training.device=cpu"], "fp16 needs CUDA"),
     ],
 )

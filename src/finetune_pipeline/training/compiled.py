@@ -22,6 +22,8 @@ from finetune_pipeline.config.schema import TrainingPath
 
 log = logging.getLogger(__name__)
 
+_set_here: list[str | None] = [None]  # the cache folder this process chose last
+
 
 def compile_wanted(setting: str) -> bool:
     """``training.compile`` as a decision (the value is checked at start-up; ``auto`` is off, see above)."""
@@ -37,9 +39,10 @@ def compile_model(model: nn.Module, setting: str, path: TrainingPath, cache_dir:
         return False
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    # importing transformers' models already fills in inductor's default (/tmp/torchinductor_<user>)
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, os.path.abspath(default_cache_dir())):
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir.resolve() / "torchinductor")
+    # importing transformers' models already fills in inductor's default (/tmp/torchinductor_<user>);
+    # a value the user set is kept, one this process set for an earlier run is replaced
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, os.path.abspath(default_cache_dir()), _set_here[0]):
+        _set_here[0] = os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir.resolve() / "torchinductor")
     model.compile(dynamic=True)
     log.info(
         "torch.compile (inductor, dynamic shapes): the first steps compile; kernels cached in %s",
