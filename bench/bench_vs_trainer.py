@@ -12,7 +12,9 @@ its validation and test parts (760 each), written once to a raw folder that ``tr
 - ``trainer``: ``AutoModelForSequenceClassification`` + ``Trainer`` with ``bf16=True`` (CPU
   autocast), ``train_sampling_strategy="group_by_length"``, dynamic padding (``DataCollatorWithPadding``), fused AdamW,
   no checkpoints, no reporting; it tokenizes, trains, then scores the validation and test parts.
-- ``ours, compile cold`` / ``warm``: ``training.compile=true`` with an emptied inductor cache,
+- ``ours, SDPA only``: ``training.attention=sdpa`` (every step through SDPA, as before the
+  per-batch kernel choice).
+- ``ours, compile cold`` / ``warm`` (``--arms ...,compile``): ``training.compile=true`` with an emptied inductor cache,
   then again with the cache the cold run left.
 
 Every arm is a fresh process timed from start to exit (wall), round robin over ``--repeats``
@@ -137,7 +139,7 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--train-texts", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--arms", default="ours,trainer,compile", help="comma-separated: ours, trainer, compile")
+    parser.add_argument("--arms", default="ours,sdpa,trainer", help="comma-separated: ours, sdpa, trainer, compile")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/finetune-bench-vs-trainer"))
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "vs_trainer.json")
     parser.add_argument("--trainer-run", nargs=2, type=Path, help=argparse.SUPPRESS)  # internal: raw folder, out
@@ -183,11 +185,16 @@ def main() -> None:
                     {"wall": wall, "peak_mb": peak, **json.loads(out.strip().splitlines()[-1])}
                 )
                 continue
-            names = {"ours": ["ours"], "compile": ["ours, compile cold", "ours, compile warm"]}[arm]
+            names = {
+                "ours": ["ours"],
+                "sdpa": ["ours, SDPA only"],
+                "compile": ["ours, compile cold", "ours, compile warm"],
+            }[arm]
             for name in names:
                 if name.endswith("cold"):
                     shutil.rmtree(inductor, ignore_errors=True)
                 extra = ["training.compile=true"] if "compile" in name else []
+                extra += ["training.attention=sdpa"] if "SDPA" in name else []
                 target = run.with_name(f"{run.name}-{name.split()[-1]}")
                 cmd = [sys.executable, str(REPO / "train.py"), *common, *extra, f"hydra.run.dir={target}"]
                 wall, peak, out = run_measured(cmd, {**env, "TORCHINDUCTOR_CACHE_DIR": str(inductor)})
@@ -204,13 +211,21 @@ def main() -> None:
     }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     base = statistics.median(r["wall"] for r in rows["trainer"]) if "trainer" in rows else None
+    if "trainer" in rows:  # each round's own ratio: the spread of the comparison
+        for name, runs in rows.items():
+            results.setdefault("trainer_wall_over", {})[name] = [
+                t["wall"] / r["wall"] for t, r in zip(rows["trainer"], runs, strict=True)
+            ]
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
     print("| arm | wall s (median, range) | training loop s | test accuracy | Trainer wall / this wall |")
     print("|---|---|---|---|---|")
     for name, runs in rows.items():
         walls = sorted(r["wall"] for r in runs)
         loops = [r["train_seconds"] for r in runs if r.get("train_seconds")]
         accs = [r["test_accuracy"] for r in runs]
+        per_round = sorted(results.get("trainer_wall_over", {}).get(name, []))
         ratio = f"{base / statistics.median(walls):.2f}x" if base else "-"
+        ratio += f" ({per_round[0]:.2f}-{per_round[-1]:.2f} by round)" if per_round else ""
         print(
             f"| {name} | {statistics.median(walls):.1f} ({walls[0]:.1f}-{walls[-1]:.1f}) | "
             f"{statistics.median(loops):.1f} | {min(accs):.4f}-{max(accs):.4f} | {ratio} |"

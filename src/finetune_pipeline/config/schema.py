@@ -165,6 +165,11 @@ class ModelConfig:
     pooling: Pooling = MISSING
 
 
+class AttentionKernel(str, Enum):
+    auto = "auto"  # bf16 on a CPU: plain attention for batches up to the length measured to favour it
+    sdpa = "sdpa"  # the encoder's SDPA attention for every batch
+
+
 @dataclass
 class TrainingConfig:
     seed: int | None = MISSING  # the head's (and adapters') initialisation, dropout, data order; null: data.seed
@@ -176,9 +181,8 @@ class TrainingConfig:
     encoder_learning_rate: float = MISSING  # encoder, used when freeze_backbone=false
     weight_decay: float = MISSING  # AdamW; never applied to biases and norm weights
     fused_optimizer: bool = MISSING  # PyTorch's fused AdamW kernel (CPU, CUDA): same update, one pass per tensor
-    compile: str = (
-        MISSING  # auto | true | false: torch.compile the model a step runs (auto: off, see training/compiled)
-    )
+    compile: str = MISSING  # auto | true | false: torch.compile a step's model (auto: off; training/compiled.py)
+    attention: AttentionKernel = MISSING  # auto: per-batch kernel on bf16 CPUs (runtime/attention.py) | sdpa
     max_grad_norm: float = MISSING  # gradient clipping; 0 disables it
     warmup_ratio: float = MISSING  # share of optimizer steps with linear warm-up (then lr_schedule)
     lr_schedule: LrSchedule = MISSING  # linear | cosine | constant after the warm-up

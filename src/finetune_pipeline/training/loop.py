@@ -23,6 +23,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from finetune_pipeline.config.schema import BestMetric, TrainingConfig
+from finetune_pipeline.runtime.attention import AttentionByLength
 from finetune_pipeline.runtime.distributed import SINGLE, Dist, unwrap
 from finetune_pipeline.runtime.precision import Precision
 from finetune_pipeline.runtime.signals import Interrupted, stop_on_signals
@@ -57,6 +58,7 @@ def fit(
     step_record: StepRecord | None = None,
     lr_hint: str | None = None,
     on_validated: Callable[[int, Predictions], None] | None = None,
+    attention: AttentionByLength | None = None,
 ) -> Progress:
     """Train up to ``cfg.epochs``; ``save_best`` runs whenever the validation metric improves.
 
@@ -68,6 +70,7 @@ def fit(
     (``metrics.jsonl``). ``lr_hint``: which learning rates a divergence message names.
     ``on_validated(epoch, predictions)``: each epoch's gathered validation predictions (the last
     epoch's are the final weights' own, so calibrating those weights need not predict them again).
+    ``attention``: the encoder's attention kernel chosen per training batch by its padded length.
     Under torchrun ``trainer.model`` is DDP-wrapped; every rank validates its share of the batches
     and the predictions are gathered, so all ranks see the same metrics and take the same decisions.
     """
@@ -88,6 +91,7 @@ def fit(
         step_record,
         DivergenceCheck(precision.uses_grad_scaler, hint),
         on_validated,
+        attention,
     )
     with stop_on_signals() as stop, logging_redirect_tqdm():
         for epoch in range(progress.epoch, cfg.epochs + 1):
@@ -180,6 +184,7 @@ class _EpochLoop:
         step_record: StepRecord | None,
         divergence: DivergenceCheck,
         on_validated: Callable[[int, Predictions], None] | None = None,
+        attention: AttentionByLength | None = None,
     ):
         self.trainer, self.train_loader, self.precision, self.device = trainer, train_loader, precision, device
         self.cfg, self.loss_fn, self.dist, self.step_record, self.divergence = (
@@ -189,7 +194,7 @@ class _EpochLoop:
             step_record,
             divergence,
         )
-        self.on_validated = on_validated
+        self.on_validated, self.attention = on_validated, attention
         self.trainable = [p for p in trainer.model.parameters() if p.requires_grad]
         self.n_batches = len(train_loader)
         self.last_line = -math.inf  # when the last step line was logged (training.log_every_seconds)
@@ -213,7 +218,8 @@ class _EpochLoop:
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             boundary = step % accumulation == 0 or step == n_batches  # else gradients accumulate
             # DDP all-reduces gradients only on the micro-batch before an optimizer step
-            with _no_sync(model) if not boundary else contextlib.nullcontext():
+            kernel = self.attention.step(batch["input_ids"].shape[1]) if self.attention else contextlib.nullcontext()
+            with _no_sync(model) if not boundary else contextlib.nullcontext(), kernel:
                 with self.precision.autocast():
                     logits = model(batch)  # (B, C)
                 loss = self.loss_fn(logits, batch["labels"])

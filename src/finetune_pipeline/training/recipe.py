@@ -51,7 +51,7 @@ from finetune_pipeline.backbone.identity import config_sha256
 from finetune_pipeline.backbone.load import Backbone, load_tokenizer, locate_backbone
 from finetune_pipeline.config.differences import flatten
 from finetune_pipeline.config.load import training_path
-from finetune_pipeline.config.schema import Calibration, Config, TrainingPath, init_seed
+from finetune_pipeline.config.schema import AttentionKernel, Calibration, Config, TrainingPath, init_seed
 from finetune_pipeline.data.batches import TokenizedTexts, chunking_of, multi_hot
 from finetune_pipeline.data.classes import ClassIndex
 from finetune_pipeline.data.preprocess import source_name
@@ -60,6 +60,7 @@ from finetune_pipeline.data.split import Split
 from finetune_pipeline.errors import error_line
 from finetune_pipeline.evaluation.report import write_evaluation
 from finetune_pipeline.paths import resolve_path
+from finetune_pipeline.runtime.attention import AttentionByLength
 from finetune_pipeline.runtime.device import resolve_device
 from finetune_pipeline.runtime.distributed import SINGLE, Dist, wrap
 from finetune_pipeline.runtime.logs import log_to_file
@@ -270,6 +271,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, tracking: _Trac
         step_record=StepRecord(run_dir / STEP_LOG_FILE, trackers) if dist.is_main else None,
         lr_hint=_learning_rates(cfg, path),
         on_validated=lambda epoch, predictions: validated.update({epoch: predictions}),
+        attention=_attention_by_length(cfg, built, path, precision, device),
     )
     final_val = validated.get(result.epoch)  # none when a resumed run had no epoch left to train
     calibrate = cfg.training.calibration == Calibration.temperature
@@ -488,6 +490,15 @@ def _setup_trainer(
     if dist.enabled:
         torch.manual_seed(init_seed(cfg) + dist.rank)  # same initial weights (DDP checks), own dropout masks
     return Trainer(model, optimizer, scheduler, precision.grad_scaler())
+
+
+def _attention_by_length(
+    cfg: Config, built: BuiltModel, path: TrainingPath, precision: Precision, device: torch.device
+) -> AttentionByLength | None:
+    """Training steps through the whole encoder (full, LoRA) pick its attention kernel per batch."""
+    if path not in (TrainingPath.full, TrainingPath.lora) or cfg.training.attention is AttentionKernel.sdpa:
+        return None
+    return AttentionByLength.for_training(built.model.encoder, precision.name, device)
 
 
 def _resume_from(state_path: Path, trainer: Trainer, data_id: dict, cfg: Config, n_batches: int):
