@@ -6,7 +6,8 @@ step's time goes (one profiled step).
 
 FLOPs as the issue counts them: 2 x non-embedding parameters per token for a forward pass, 6 x for
 a training step (forward + backward); attention's T^2 terms and the embedding lookup are left out,
-so the fractions are slight underestimates. Peak: the best of square fp32 / bf16 matmuls (n = 1024,
+so the fractions are slight underestimates. The bf16 step is also timed with the encoder's plain
+(``eager``) attention, which ``training.attention=auto`` picks for short batches. Peak: the best of square fp32 / bf16 matmuls (n = 1024,
 2048, 4096) in this process, on all cores. The model is the random-init stand-in built from the
 config (same shapes and cost as the real model). Results: printed and written to
 bench/results/compute_ceiling.json.
@@ -97,12 +98,17 @@ def main() -> None:
             "encode_gflops": encode_flops / 1e9,
             "encode_fraction_of_peak": encode_flops / peak,
         }
-        for label, fused in (("step", False), ("step_fused_adamw", True)):  # the for-loop AdamW, then the fused one
+        variants = [("step", False, "sdpa"), ("step_fused_adamw", True, "sdpa")]  # for-loop AdamW, then fused
+        if dtype is not None:  # what training.attention=auto runs on short bf16 batches (runtime/attention.py)
+            variants.append(("step_fused_adamw_plain_attention", True, "eager"))
+        for label, fused, kernel in variants:
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=fused)
 
-            def step(dtype=dtype, optimizer=optimizer):
+            def step(dtype=dtype, optimizer=optimizer, kernel=kernel):
+                model.config._attn_implementation = kernel
                 with autocast(dtype):
                     out = model(input_ids=ids, attention_mask=mask).last_hidden_state
+                model.config._attn_implementation = "sdpa"
                 out.float().pow(2).mean().backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
