@@ -4,12 +4,13 @@ PyTorch's fused CPU attention (SDPA's flash kernel) is the better choice for lon
 its bf16 backward pass carries a large fixed cost: on this project's 2-core machines, attention
 forward + backward over 4,096 tokens took 2.7-5x longer through SDPA than through plain matmuls and
 softmax at 32-64 tokens, 1.4-1.8x at 128, and 0.4-0.9x (SDPA faster) from 256 on; a whole
-MiniLM / mmBERT-base training step at 128 tokens was 1.35x / 1.18x faster with the plain kernel
-(docs/benchmarks.md, "Attention kernel"). In fp32 and on GPUs SDPA won everywhere measured.
+MiniLM / mmBERT-base training step at 128 tokens was 1.36x / 1.18x faster with the plain kernel
+(docs/benchmarks.md, "... the attention kernel (issue 30)"). In fp32 SDPA won at every length
+measured; GPUs keep SDPA (not measured here).
 
 So a bf16 CPU training step runs the encoder's ``eager`` attention when its batch is no longer
 than the longest probed length at which the plain kernel won on this CPU, for this head shape,
-and SDPA otherwise. The probe (about 2 s) runs once per CPU model, torch version and head shape,
+and SDPA otherwise. The probe (1-2 s) runs once per CPU model, torch version and head shape,
 and is remembered beside the precision decision; forward-only passes (validation, prediction)
 keep SDPA, where the two ran alike.
 """

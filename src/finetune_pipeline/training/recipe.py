@@ -69,7 +69,7 @@ from finetune_pipeline.runtime.provenance import provenance
 from finetune_pipeline.runtime.signals import Interrupted, Stopped
 from finetune_pipeline.tracking.trackers import RunLabels, Trackers, single_run_name
 from finetune_pipeline.training.builders import BuildInputs, BuiltModel, build
-from finetune_pipeline.training.compiled import compile_model
+from finetune_pipeline.training.compiled import compile_model, compile_wanted
 from finetune_pipeline.training.failure import failure_status, record_failure
 from finetune_pipeline.training.final_test import best_on_test, calibrate_model
 from finetune_pipeline.training.loop import fit
@@ -495,8 +495,11 @@ def _setup_trainer(
 def _attention_by_length(
     cfg: Config, built: BuiltModel, path: TrainingPath, precision: Precision, device: torch.device
 ) -> AttentionByLength | None:
-    """Training steps through the whole encoder (full, LoRA) pick its attention kernel per batch."""
+    """Training steps through the whole encoder (full, LoRA) pick its attention kernel per batch;
+    not when compiled (a switch would break the compiled graph's guards: SDPA throughout)."""
     if path not in (TrainingPath.full, TrainingPath.lora) or cfg.training.attention is AttentionKernel.sdpa:
+        return None
+    if compile_wanted(cfg.training.compile):
         return None
     return AttentionByLength.for_training(built.model.encoder, precision.name, device)
 
