@@ -106,20 +106,30 @@ def test_misspelled_override_fails_on_the_command_line(tmp_path):
         (["trainig.epochs=2"], "trainig.epochs is not a config key (did you mean training?)"),
         (["model.hidden=4"], "model.hidden is not a config key (did you mean model.hidden_dim?)"),
         (["backbone=local"], "backbone.path has no value and needs one: add backbone.path=... to the command"),
+        (["training.attention=eager"], "training.attention=eager: Invalid value 'eager', expected one of [auto, sdpa]"),
+        (["-m", "data.task=auto,maybe"], "data.task=maybe: Invalid value 'maybe', expected one of [auto, single_"),
+        (["training.epochs=abc"], "training.epochs=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+        (["training.freeze_backbone=perhaps"], "training.freeze_backbone=perhaps: Value 'perhaps' is not a valid bool"),
+        (
+            ["model.hidden_dim=16,32"],
+            "model.hidden_dim=16,32 sweeps several values: run it as a sweep with -m (python train.py -m "
+            "model.hidden_dim=16,32), or write a list as [16,32]",
+        ),
     ],
 )
-def test_unknown_keys_and_missing_values_are_one_line_usage_errors(overrides, message):
-    from finetune_pipeline.config.load import check_override_keys
+def test_unknown_keys_bad_values_and_missing_values_are_one_line_usage_errors(overrides, message):
+    from finetune_pipeline.config.load import check_override_keys, check_single_run
     from finetune_pipeline.errors import ConfigError
 
     with pytest.raises(ConfigError) as error:
         check_override_keys(overrides)
+        check_single_run(overrides)
         compose_config(overrides)
     assert message in str(error.value) and "\n" not in str(error.value) and error.value.exit_code == 2
 
 
 def test_known_keys_groups_and_free_dicts_pass_the_key_check():
-    from finetune_pipeline.config.load import check_override_keys
+    from finetune_pipeline.config.load import check_override_keys, check_single_run
 
     check_override_keys(
         [
@@ -132,8 +142,16 @@ def test_known_keys_groups_and_free_dicts_pass_the_key_check():
             "~logger",
             "repeats=[1,2]",
             "data.hf.splits.val=null",
+            "training.attention=sdpa",
+            "training.compile=true",
+            "data.label_separator=null",
+            "training.seed=null",
+            "training.learning_rate=${training.encoder_learning_rate}",
+            "data.raw_dir=${oc.env:HOME}/news",
         ]
     )
+    check_single_run(["-m", "model.hidden_dim=16,32", "training.learning_rate=range(1,3)"])
+    check_single_run(["hydra.mode=MULTIRUN", "model.hidden_dim=16,32"])
 
 
 def test_invalid_value_exits_with_one_line_before_loading(tmp_path):

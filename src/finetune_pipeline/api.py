@@ -37,7 +37,13 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> T
 
     from finetune_pipeline.artifacts.run_folder import write_config_record
     from finetune_pipeline.cli.train import forget_failed_start
-    from finetune_pipeline.config.load import check_override_keys, register_resolvers, stored_config, to_config
+    from finetune_pipeline.config.load import (
+        check_override_keys,
+        check_single_run,
+        register_resolvers,
+        stored_config,
+        to_config,
+    )
     from finetune_pipeline.config.renamed import check_overrides
     from finetune_pipeline.config.schema import register_configs
     from finetune_pipeline.paths import conf_dir
@@ -48,6 +54,7 @@ def train(overrides: Sequence[str] = (), run_dir: str | Path | None = None) -> T
     overrides = [str(o) for o in overrides]
     check_overrides(overrides)
     check_override_keys(overrides)
+    check_single_run(overrides, api=True)
     register_configs()
     register_resolvers(datetime.datetime.now())
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):

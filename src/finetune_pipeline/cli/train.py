@@ -35,7 +35,13 @@ from finetune_pipeline.artifacts.names import (
 )
 from finetune_pipeline.artifacts.run_folder import claim, contents, write_config_record
 from finetune_pipeline.config.differences import config_differences
-from finetune_pipeline.config.load import check_override_keys, register_resolvers, stored_config, to_config
+from finetune_pipeline.config.load import (
+    check_override_keys,
+    check_single_run,
+    register_resolvers,
+    stored_config,
+    to_config,
+)
 from finetune_pipeline.config.renamed import check_overrides
 from finetune_pipeline.config.schema import Config, register_configs
 from finetune_pipeline.errors import PipelineError, RunFolderRefused
@@ -59,6 +65,7 @@ def launch(project: Path) -> None:
     try:
         check_overrides(sys.argv[1:])
         check_override_keys(sys.argv[1:])  # before Hydra: its message for an unknown key is six lines
+        check_single_run(sys.argv[1:])
     except PipelineError as e:
         log_to_stderr()
         log.error("%s", e)

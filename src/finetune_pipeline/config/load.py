@@ -97,9 +97,53 @@ def check_override_keys(overrides: list[str]) -> None:
                     f"{path} is not a config key{f' (did you mean {named}?)' if named else ''}; keys of "
                     f"{prefix or 'the config'}: {', '.join(fields)}"
                 )
-            schema = _dataclass_of(fields[part])
+            parent, schema = schema, _dataclass_of(fields[part])
             if schema is None:  # a value, a dict or a list: its own keys are free
+                if depth == len(path.split(".")) - 1:
+                    _check_override_value(override, path, parent, part)
                 break
+
+
+def check_single_run(overrides: list[str], api: bool = False) -> None:
+    """A sweep (``key=a,b``, ``range(...)``) given without ``-m``/``--multirun``: one line that says so
+    (Hydra's message is four lines and exits 1). ``hydra.mode=MULTIRUN`` counts as ``-m``."""
+    if any(a in ("-m", "--multirun") or a.replace(" ", "") == "hydra.mode=MULTIRUN" for a in overrides):
+        return
+    for override in overrides:
+        if override.startswith("-") or "=" not in override:
+            continue
+        try:
+            [parsed] = OverridesParser.create().parse_overrides([override])
+        except Exception:  # Hydra says what is wrong with the syntax
+            continue
+        if parsed.is_sweep_override():
+            value = override.split("=", 1)[1]
+            how = "call train() once per value" if api else f"run it as a sweep with -m (python train.py -m {override})"
+            listed = f", or write a list as [{value}]" if "," in value and "(" not in value else ""
+            raise ConfigError(f"{override} sweeps several values: {how}{listed}")
+
+
+def _check_override_value(override: str, path: str, parent: type, field: str) -> None:
+    """The value of ``key=value`` against its field's type (an enum's names, a number, a bool), in one
+    line before Hydra (whose merge error is six lines). Each value of a choice sweep (``a,b``) too."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    try:
+        [parsed] = OverridesParser.create().parse_overrides([override])
+        value = parsed.value()
+    except Exception:  # Hydra says what is wrong with the syntax
+        return
+    values = value.list if isinstance(value, ChoiceSweep) else [value] if not parsed.is_sweep_override() else []
+    for one in values:
+        if isinstance(one, str) and "${" in one:
+            continue  # an interpolation: resolved later
+        try:
+            OmegaConf.merge(OmegaConf.structured(parent), {field: one})
+        except MissingMandatoryValue:
+            continue
+        except Exception as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(f"{path}={one}: {reason}") from None
 
 
 def _refuse_unknown_keys(node: DictConfig, schema: type, prefix: str) -> None:
