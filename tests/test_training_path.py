@@ -160,3 +160,17 @@ def test_failure_and_export_records_read_back(tmp_path):
     (tmp_path / "export.json").write_text(json.dumps({"source": {"run": "r"}}))
     with pytest.raises(PipelineError, match=r"export\.json: its source entry is not an export's source"):
         ExportRecord.read(tmp_path)
+
+
+def test_freeze_embeddings_keeps_the_token_matrix_and_trains_the_rest(in_project):
+    """training.freeze_embeddings: the freeze proof (hashes of every encoder tensor before and after)
+    shows the token embedding matrix unchanged, every other tensor trained, and fewer trainable weights."""
+    overrides = ("training.freeze_backbone=false", "training.epochs=1")
+    _, kept, log = in_project("kept", *overrides, "training.freeze_embeddings=true")
+    _, trained, _ = in_project("trained", *overrides)
+    proof = json.loads((kept / "freeze_proof.json").read_text())
+    unchanged = [k for k in proof["tensor_sha256_before"] if k not in proof["tensors_changed"]]
+    assert unchanged == ["embeddings.tok_embeddings.weight"] and "token embedding matrix stays as loaded" in log
+    other = json.loads((trained / "freeze_proof.json").read_text())
+    assert len(other["tensors_changed"]) == other["tensors_total"]  # without the option the matrix trains
+    assert proof["trainable_parameters"]["encoder"] < other["trainable_parameters"]["encoder"]

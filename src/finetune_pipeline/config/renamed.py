@@ -27,7 +27,7 @@ def check_overrides(overrides: list[str]) -> None:
 
 # keys added since: the value that reads an earlier run's config as it ran (its explicit processed paths
 # are kept, so processed_dir goes unused; leakage was only reported; no calibration was fitted; every
-# label was one string; nothing was compiled and every step ran SDPA attention)
+# label was one string; nothing was compiled, every step ran SDPA attention and trained the embeddings)
 ADDED = {
     "data": {"processed_dir": "data/processed", "leakage": "warn", "label_separator": None, "task": "single_label"},
     "training": {
@@ -36,6 +36,7 @@ ADDED = {
         "log_every_seconds": 0,
         "compile": "false",
         "attention": "sdpa",
+        "freeze_embeddings": False,
     },
 }
 

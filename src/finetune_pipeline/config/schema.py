@@ -187,6 +187,7 @@ class TrainingConfig:
     warmup_ratio: float = MISSING  # share of optimizer steps with linear warm-up (then lr_schedule)
     lr_schedule: LrSchedule = MISSING  # linear | cosine | constant after the warm-up
     freeze_backbone: bool = MISSING  # train the head only; the encoder stays bit-identical
+    freeze_embeddings: bool = MISSING  # full fine-tuning: the token embedding matrix stays as loaded
     cache_features: bool = MISSING  # frozen: encode each text once and train the head on cached features
     full_checkpoints: bool = MISSING  # frozen: write encoder + head instead of head + backbone identity
     encode_batch_size: int = MISSING  # most texts per batch of the encoding pass

@@ -173,6 +173,10 @@ def build_encoder_with_head(inputs: BuildInputs) -> BuiltModel:
     """``frozen_encoder`` (the encoder runs on every batch, unchanged) or ``full`` (it trains too)."""
     frozen = inputs.path == TrainingPath.frozen_encoder
     encoder = load_encoder(inputs.backbone, inputs.cfg.backbone)
+    if not frozen and inputs.cfg.training.freeze_embeddings:
+        embeddings = encoder.get_input_embeddings().weight
+        embeddings.requires_grad_(False)  # no gradient, no optimizer state: the matrix stays as loaded
+        log.info("training.freeze_embeddings: the %d x %d token embedding matrix stays as loaded", *embeddings.shape)
     before = inputs.dist.broadcast(module_hashes(encoder) if inputs.dist.is_main else None)
     set_seed(init_seed(inputs.cfg))
     model = TextClassifier(encoder, inputs.head(encoder.config.hidden_size), frozen=frozen).to(inputs.device)
