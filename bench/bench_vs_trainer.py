@@ -14,6 +14,7 @@ its validation and test parts (760 each), written once to a raw folder that ``tr
   no checkpoints, no reporting; it tokenizes, trains, then scores the validation and test parts.
 - ``ours, SDPA only``: ``training.attention=sdpa`` (every step through SDPA, as before the
   per-batch kernel choice).
+- ``ours, embeddings frozen`` (``--arms ...,frozen-embeddings``): ``training.freeze_embeddings=true``.
 - ``ours, compile cold`` / ``warm`` (``--arms ...,compile``): ``training.compile=true`` with an emptied inductor cache,
   then again with the cache the cold run left.
 
@@ -139,7 +140,12 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--train-texts", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--arms", default="ours,sdpa,trainer", help="comma-separated: ours, sdpa, trainer, compile")
+    parser.add_argument(
+        "--arms", default="ours,sdpa,trainer", help="comma-separated: ours, sdpa, frozen-embeddings, trainer, compile"
+    )
+    parser.add_argument(
+        "--seed-per-round", action="store_true", help="round r trains with training.seed=r+1 (our arms): seed spread"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/finetune-bench-vs-trainer"))
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "vs_trainer.json")
     parser.add_argument("--trainer-run", nargs=2, type=Path, help=argparse.SUPPRESS)  # internal: raw folder, out
@@ -188,6 +194,7 @@ def main() -> None:
             names = {
                 "ours": ["ours"],
                 "sdpa": ["ours, SDPA only"],
+                "frozen-embeddings": ["ours, embeddings frozen"],
                 "compile": ["ours, compile cold", "ours, compile warm"],
             }[arm]
             for name in names:
@@ -195,6 +202,8 @@ def main() -> None:
                     shutil.rmtree(inductor, ignore_errors=True)
                 extra = ["training.compile=true"] if "compile" in name else []
                 extra += ["training.attention=sdpa"] if "SDPA" in name else []
+                extra += ["training.freeze_embeddings=true"] if "embeddings frozen" in name else []
+                extra += [f"training.seed={round_ + 1}"] if args.seed_per_round else []
                 target = run.with_name(f"{run.name}-{name.split()[-1]}")
                 cmd = [sys.executable, str(REPO / "train.py"), *common, *extra, f"hydra.run.dir={target}"]
                 wall, peak, out = run_measured(cmd, {**env, "TORCHINDUCTOR_CACHE_DIR": str(inductor)})
