@@ -7,7 +7,9 @@ step's time goes (one profiled step).
 FLOPs as the issue counts them: 2 x non-embedding parameters per token for a forward pass, 6 x for
 a training step (forward + backward); attention's T^2 terms and the embedding lookup are left out,
 so the fractions are slight underestimates. The bf16 step is also timed with the encoder's plain
-(``eager``) attention, which ``training.attention=auto`` picks for short batches. Peak: the best of square fp32 / bf16 matmuls (n = 1024,
+(``eager``) attention, which ``training.attention=auto`` picks for short batches, and with that and
+the token embedding matrix frozen (``training.freeze_embeddings=true``; the FLOP count is the same,
+it leaves out the embedding anyway). Peak: the best of square fp32 / bf16 matmuls (n = 1024,
 2048, 4096) in this process, on all cores. The model is the random-init stand-in built from the
 config (same shapes and cost as the real model). Results: printed and written to
 bench/results/compute_ceiling.json.
@@ -98,11 +100,16 @@ def main() -> None:
             "encode_gflops": encode_flops / 1e9,
             "encode_fraction_of_peak": encode_flops / peak,
         }
-        variants = [("step", False, "sdpa"), ("step_fused_adamw", True, "sdpa")]  # for-loop AdamW, then fused
-        if dtype is not None:  # what training.attention=auto runs on short bf16 batches (runtime/attention.py)
-            variants.append(("step_fused_adamw_plain_attention", True, "eager"))
-        for label, fused, kernel in variants:
-            optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=fused)
+        # for-loop AdamW, then fused; bf16 also with what training.attention=auto runs on short batches
+        # (runtime/attention.py), and that with training.freeze_embeddings=true
+        variants = [("step", False, "sdpa", False), ("step_fused_adamw", True, "sdpa", False)]
+        if dtype is not None:
+            variants.append(("step_fused_adamw_plain_attention", True, "eager", False))
+            variants.append(("step_fused_adamw_plain_attention_frozen_embeddings", True, "eager", True))
+        for label, fused, kernel, frozen_embeddings in variants:
+            model.get_input_embeddings().weight.requires_grad_(not frozen_embeddings)
+            trained = [p for p in model.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(trained, lr=1e-5, fused=fused)
 
             def step(dtype=dtype, optimizer=optimizer, kernel=kernel):
                 model.config._attn_implementation = kernel
@@ -125,6 +132,7 @@ def main() -> None:
             del optimizer
         print(name, json.dumps(result["precisions"][name]), flush=True)
     # where one bf16 training step's time goes (the for-loop AdamW, as before the fused switch)
+    model.get_input_embeddings().weight.requires_grad_(True)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
