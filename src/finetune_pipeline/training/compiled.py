@@ -7,7 +7,8 @@ are compiled; a head over cached features is a few small matmuls. Inductor's on-
 in ``<data.cache_dir>/torchinductor`` (unless ``TORCHINDUCTOR_CACHE_DIR`` is set), so later runs
 and sweep jobs reuse the compiled kernels. ``auto`` is off: on the 2-core CPUs this project is
 measured on, compiled steps were slower than eager ones even with a warm cache
-(docs/benchmarks.md, "torch.compile"); no GPU measurement decides it there yet.
+(docs/benchmarks.md, "Full fine-tuning against the Hugging Face Trainer; torch.compile; ...");
+no GPU measurement decides it there yet.
 """
 
 from __future__ import annotations
