@@ -14,6 +14,7 @@ from transformers import BertConfig, BertModel, ModernBertConfig, ModernBertMode
 
 import finetune_pipeline.runtime.attention as attention
 from finetune_pipeline.runtime.attention import AttentionByLength, plain_attention_up_to
+from finetune_pipeline.runtime.precision import cpu_supports_bf16
 
 
 def _encoders():
@@ -88,6 +89,7 @@ def test_only_bf16_cpu_steps_of_an_sdpa_encoder_switch(monkeypatch):
     assert AttentionByLength.for_training(bert, "bf16", torch.device("cpu")) is None  # SDPA won at every length
 
 
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16")
 def test_a_bf16_fine_tuning_run_says_which_kernel_its_steps_use(in_project):
     _, run, log = in_project("kernel", "training.freeze_backbone=false", "training.epochs=1", "precision=bf16")
     assert "attention in training steps: " in log
