@@ -18,17 +18,14 @@ keep SDPA, where the two ran alike.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import math
 import time
 
 import torch
-from filelock import FileLock
 
-from finetune_pipeline.artifacts.atomic import read_memo, write_json
 from finetune_pipeline.errors import PipelineError
-from finetune_pipeline.runtime.precision import cpu_model, machine_cache_dir
+from finetune_pipeline.runtime.precision import cpu_model, machine_cache_dir, remembered
 
 log = logging.getLogger(__name__)
 
@@ -80,22 +77,14 @@ def plain_attention_up_to(heads: int, head_dim: int) -> tuple[int, str]:
     remembered in the machine cache. Where nothing can be remembered: 0 (SDPA always)."""
     key = f"{cpu_model()} | {torch.get_num_threads()} threads | torch {torch.__version__} | {heads}x{head_dim} bf16"
     memo = machine_cache_dir() / "cpu_attention.json"
+
+    def measure() -> dict:
+        up_to, ratios = probe_plain_up_to(heads, head_dim)
+        return {"plain_up_to": up_to, "sdpa_over_plain": {str(n): round(r, 2) for n, r in ratios.items()}}
+
     try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(memo) + ".lock"):
-            entries = read_memo(memo)
-            how = "measured"
-            if key not in entries:
-                up_to, ratios = probe_plain_up_to(heads, head_dim)
-                entries[key] = {
-                    "plain_up_to": up_to,
-                    "sdpa_over_plain": {str(n): round(r, 2) for n, r in ratios.items()},
-                    "measured": dt.date.today().isoformat(),
-                }
-                write_json(memo, entries)
-                how = "measured now"
-            entry = entries[key]
-            return int(entry["plain_up_to"]), f"{how} {entry['measured']}, remembered in {memo}"
+        entry, how = remembered(memo.name, key, measure)
+        return int(entry["plain_up_to"]), f"{how} {entry['measured']}, remembered in {memo}"
     except (OSError, PipelineError, KeyError, TypeError, ValueError) as e:
         return 0, f"the per-machine probe cannot be stored in {memo} ({e}); SDPA throughout"
 

@@ -80,32 +80,38 @@ def machine_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "finetune_pipeline"
 
 
+def remembered(file_name: str, key: str, measure) -> tuple[dict, str]:
+    """(entry, "measured now" | "measured"): a fact about this machine measured once under ``key`` by
+    ``measure() -> dict`` (dated here) and kept in ``<machine cache>/<file_name>``, under a file lock so
+    processes started together measure once. Raises OSError / PipelineError where nothing can be kept."""
+    memo = machine_cache_dir() / file_name
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(memo) + ".lock"):
+        entries = read_memo(memo)
+        if key in entries:
+            return entries[key], "measured"
+        entries[key] = {**measure(), "measured": dt.date.today().isoformat()}
+        write_json(memo, entries)
+        return entries[key], "measured now"
+
+
 def cpu_auto_precision() -> tuple[str, str]:
     """(fp32 | bf16, why): measured once per machine (CPU model, core count, torch version) and
     remembered, so runs started together or days apart make the same choice -- it changes results
     and feature-cache keys. Where nothing can be remembered, fp32."""
     key = f"{cpu_model()} | {os.cpu_count()} cores | torch {torch.__version__}"
     memo = machine_cache_dir() / "cpu_precision.json"
+
+    def measure() -> dict:
+        speedup = cpu_bf16_speedup()
+        return {"speedup": round(speedup, 3), "precision": "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32"}
+
     try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(memo) + ".lock"):
-            entries = read_memo(memo)
-            if key not in entries:
-                speedup = cpu_bf16_speedup()
-                entries[key] = {
-                    "speedup": round(speedup, 3),
-                    "measured": dt.date.today().isoformat(),
-                    "precision": "bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32",
-                }
-                write_json(memo, entries)
-                how = "measured now"
-            else:
-                how = "measured"
-            entry = entries[key]
-            return entry["precision"], (
-                f"bf16 matmuls ran {entry['speedup']:.2f}x fp32 speed on this CPU, "
-                f"{how} {entry['measured']}, remembered in {memo}"
-            )
+        entry, how = remembered(memo.name, key, measure)
+        return entry["precision"], (
+            f"bf16 matmuls ran {entry['speedup']:.2f}x fp32 speed on this CPU, "
+            f"{how} {entry['measured']}, remembered in {memo}"
+        )
     except (OSError, PipelineError, KeyError, TypeError) as e:
         return "fp32", f"the per-machine decision cannot be stored in {memo} ({e}); fp32 keeps runs alike"
 
