@@ -231,3 +231,46 @@ def test_a_cache_entry_is_trusted_for_what_it_holds_not_for_its_name(tmp_path, c
     assert states.get_or_compute("s", lambda: (value, {}))[1] is False
     assert states.get_or_compute("s", lambda: (value, {}))[1] is True
     assert computed == [1.0, 2.0, 2.0, 1.0]
+
+
+def test_the_encoding_pass_packs_bf16_linear_weights_with_autocasts_exact_features_and_gives_them_back(monkeypatch):
+    """A frozen run's bf16 encoding pass on the CPU runs packed linear weights (as predict does): the
+    features are autocast's over the fp32 weights bit for bit, and afterwards the encoder holds its
+    own nn.Linear layers again with unchanged weights (it is hashed and saved after the pass)."""
+    from transformers import BertConfig, BertModel
+
+    import finetune_pipeline.model.prepacked as prepacked
+    from finetune_pipeline.config.schema import Pooling
+    from finetune_pipeline.data.batches import TokenizedTexts
+    from finetune_pipeline.features.encode import encode
+    from finetune_pipeline.runtime.precision import Precision
+
+    if not prepacked.prepacking_available():
+        pytest.skip("this PyTorch build has no oneDNN weight packing")
+    torch.manual_seed(0)
+    encoder = BertModel(
+        BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    )
+    data = TokenizedTexts.__new__(TokenizedTexts)
+    data.labels, data.chunking = [0] * 7, None
+    data.input_ids = [list(torch.randint(3, 60, (n,)).tolist()) for n in (5, 17, 9, 30, 2, 12, 17)]
+    bf16 = Precision("bf16", "cpu", torch.bfloat16)
+    linear_before = [m for m in encoder.modules() if isinstance(m, torch.nn.Linear)]
+    state_before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    packed_calls = []
+    forward = prepacked.PrepackedLinear.forward
+    monkeypatch.setattr(prepacked.PrepackedLinear, "forward", lambda self, x: packed_calls.append(1) or forward(self, x))
+
+    def features(precision):
+        return encode(encoder, data, Pooling("mean"), precision, torch.device("cpu"), 4, 0, pad_token_id=0)[0]
+
+    packed = features(bf16)
+    assert len(packed_calls) >= len(linear_before)  # every linear layer ran packed, in every batch
+    assert [m for m in encoder.modules() if isinstance(m, torch.nn.Linear)] == linear_before
+    assert all(torch.equal(v, state_before[k]) for k, v in encoder.state_dict().items())
+    monkeypatch.setattr(prepacked, "prepacking_available", lambda: False)  # autocast over fp32 weights
+    packed_calls.clear()
+    reference = features(bf16)
+    assert not packed_calls
+    assert torch.equal(packed, reference)
+    assert not torch.equal(packed, features(Precision("fp32", "cpu", torch.float32)))

@@ -55,8 +55,8 @@ def test_bf16_inference_packs_its_linear_weights_once_with_autocasts_exact_outpu
     oneDNN (where the build can); autocast over the fp32 checkpoint gives the very same probabilities."""
     import torch
 
-    from finetune_pipeline.inference.prepacked import PrepackedLinear, prepacking_available
     from finetune_pipeline.model.loading import load_classifier
+    from finetune_pipeline.model.prepacked import PrepackedLinear, prepacking_available
 
     run = runs[kind]
     texts = [row["text"] for row in read_jsonl(run / "evaluation" / "test" / "predictions.jsonl")]

@@ -12,6 +12,7 @@ from torch import nn
 from finetune_pipeline.config.schema import Pooling
 from finetune_pipeline.data.batches import Chunking, TokenizedTexts, eval_loader
 from finetune_pipeline.model.classifier import text_vectors
+from finetune_pipeline.model.prepacked import packed_while_encoding
 from finetune_pipeline.runtime.precision import Precision
 from finetune_pipeline.runtime.progress import progress_bar
 
@@ -57,28 +58,29 @@ def encode(
     stats = EncodeStats(len(data), 0, 0, 0.0)
     started, next_report, done = time.perf_counter(), 0.25, 0
     bar = progress_bar(len(data), "encoding")
-    for n, batch in enumerate(loader, start=1):
-        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)  # (B, T)
-        with precision.autocast():
-            hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
-        vectors = text_vectors(
-            hidden,
-            {**batch, "attention_mask": mask, "window_doc": batch["window_doc"].to(device)}
-            if "window_doc" in batch
-            else {"attention_mask": mask},
-            pooling,
-            chunking,
-        )
-        features[batch["index"]] = vectors.float().cpu()  # back to dataset order
-        stats.real_tokens += int(mask.sum())
-        stats.padded_tokens += mask.numel()
-        stats.windows += len(ids)
-        done += len(batch["index"])
-        bar.update(len(batch["index"]))
-        if n / len(loader) >= next_report and n < len(loader):  # the log: every quarter
-            elapsed = time.perf_counter() - started
-            log.info("encoding: %d/%d texts, %.1f texts/s", done, len(data), done / elapsed)
-            next_report += 0.25
+    with packed_while_encoding(encoder, precision):
+        for n, batch in enumerate(loader, start=1):
+            ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)  # (B, T)
+            with precision.autocast():
+                hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+            vectors = text_vectors(
+                hidden,
+                {**batch, "attention_mask": mask, "window_doc": batch["window_doc"].to(device)}
+                if "window_doc" in batch
+                else {"attention_mask": mask},
+                pooling,
+                chunking,
+            )
+            features[batch["index"]] = vectors.float().cpu()  # back to dataset order
+            stats.real_tokens += int(mask.sum())
+            stats.padded_tokens += mask.numel()
+            stats.windows += len(ids)
+            done += len(batch["index"])
+            bar.update(len(batch["index"]))
+            if n / len(loader) >= next_report and n < len(loader):  # the log: every quarter
+                elapsed = time.perf_counter() - started
+                log.info("encoding: %d/%d texts, %.1f texts/s", done, len(data), done / elapsed)
+                next_report += 0.25
     bar.close()
     stats.seconds = time.perf_counter() - started
     return features, stats

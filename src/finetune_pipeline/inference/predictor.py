@@ -35,9 +35,9 @@ from finetune_pipeline.inference.classes import read_classes
 from finetune_pipeline.inference.hf_folder import load_pretrained
 from finetune_pipeline.inference.manifest import verify
 from finetune_pipeline.inference.onnx_graph import MODEL, OnnxModel, int8_graph, tokenizer_folder
-from finetune_pipeline.inference.prepacked import prepare_for_inference
 from finetune_pipeline.model.classifier import TextClassifier
 from finetune_pipeline.model.loading import load_classifier
+from finetune_pipeline.model.prepacked import prepare_for_inference
 from finetune_pipeline.runtime.device import resolve_device
 from finetune_pipeline.runtime.precision import Precision, resolve_precision
 

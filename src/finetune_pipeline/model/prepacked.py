@@ -12,6 +12,9 @@ build lacks them, the weights are only cast.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -47,11 +50,39 @@ def prepare_for_inference(model: nn.Module, precision: Precision) -> nn.Module:
     packed (CPU, bf16, where available) or stored in the autocast dtype; fp32 models unchanged."""
     if precision.name == "fp32":
         return model
-    pack = precision.device_type == "cpu" and precision.name == "bf16" and prepacking_available()
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear) and pack:
-                setattr(parent, name, PrepackedLinear(child))
-            elif isinstance(child, nn.Linear):
-                child.to(precision.dtype)
+    pack = _packs(precision)
+    for parent, name, child in _linear_layers(model):
+        if pack:
+            setattr(parent, name, PrepackedLinear(child))
+        else:
+            child.to(precision.dtype)
     return model
+
+
+@contextmanager
+def packed_while_encoding(model: nn.Module, precision: Precision) -> Iterator[nn.Module]:
+    """The model's ``nn.Linear`` layers packed (CPU, bf16, where available) inside the block and
+    the very same layers back after it, for a model that is hashed, saved or trained afterwards (a
+    frozen run's encoding pass); the packed copies add half the linear weights' fp32 size meanwhile.
+    Outputs are autocast's, bit for bit; elsewhere the block runs the model as it is."""
+    swapped = [(parent, name, child) for parent, name, child in _linear_layers(model)] if _packs(precision) else []
+    try:
+        for parent, name, child in swapped:
+            setattr(parent, name, PrepackedLinear(child))
+        yield model
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+
+
+def _packs(precision: Precision) -> bool:
+    return precision.device_type == "cpu" and precision.name == "bf16" and prepacking_available()
+
+
+def _linear_layers(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
+    return [
+        (parent, name, child)
+        for parent in list(model.modules())
+        for name, child in list(parent.named_children())
+        if isinstance(child, nn.Linear)
+    ]
