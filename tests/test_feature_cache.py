@@ -233,44 +233,91 @@ def test_a_cache_entry_is_trusted_for_what_it_holds_not_for_its_name(tmp_path, c
     assert computed == [1.0, 2.0, 2.0, 1.0]
 
 
-def test_the_encoding_pass_packs_bf16_linear_weights_with_autocasts_exact_features_and_gives_them_back(monkeypatch):
-    """A frozen run's bf16 encoding pass on the CPU runs packed linear weights (as predict does): the
-    features are autocast's over the fp32 weights bit for bit, and afterwards the encoder holds its
-    own nn.Linear layers again with unchanged weights (it is hashed and saved after the pass)."""
-    from transformers import BertConfig, BertModel
+class _Classifier(torch.nn.Module):
+    """A tiny encoder + linear head taking the loader's batch dicts, as the package's classifier."""
 
+    def __init__(self):
+        from transformers import BertConfig, BertModel
+
+        super().__init__()
+        torch.manual_seed(0)
+        config = BertConfig(
+            vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        )
+        self.encoder, self.head = BertModel(config), torch.nn.Linear(32, 3)
+
+    def forward(self, batch):
+        hidden = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        return self.head(hidden[:, 0])
+
+
+def _tiny_texts():
+    from finetune_pipeline.data.batches import TokenizedTexts
+
+    data = TokenizedTexts.__new__(TokenizedTexts)
+    data.labels, data.chunking = [0, 1, 2, 0, 1, 2, 0], None
+    data.input_ids = [torch.randint(3, 60, (n,)).tolist() for n in (5, 17, 9, 30, 2, 12, 17)]
+    return data
+
+
+@pytest.mark.parametrize("pass_", ["encoding", "validation"])
+def test_inference_passes_pack_bf16_linear_weights_with_autocasts_exact_outputs_and_give_them_back(monkeypatch, pass_):
+    """A frozen run's encoding pass and every validation/test pass on the CPU in bf16 run packed linear
+    weights (as predict does): the outputs are autocast's over the fp32 weights bit for bit, and
+    afterwards the model holds its own nn.Linear layers again with unchanged weights (it is hashed,
+    saved or trained on after the pass)."""
     import finetune_pipeline.model.prepacked as prepacked
     from finetune_pipeline.config.schema import Pooling
-    from finetune_pipeline.data.batches import TokenizedTexts
+    from finetune_pipeline.data.batches import eval_loader
     from finetune_pipeline.features.encode import encode
     from finetune_pipeline.runtime.precision import Precision
+    from finetune_pipeline.training.metrics import predict
 
     if not prepacked.prepacking_available():
         pytest.skip("this PyTorch build has no oneDNN weight packing")
-    torch.manual_seed(0)
-    encoder = BertModel(
-        BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
-    )
-    data = TokenizedTexts.__new__(TokenizedTexts)
-    data.labels, data.chunking = [0] * 7, None
-    data.input_ids = [list(torch.randint(3, 60, (n,)).tolist()) for n in (5, 17, 9, 30, 2, 12, 17)]
+    model, data, cpu = _Classifier(), _tiny_texts(), torch.device("cpu")
     bf16 = Precision("bf16", "cpu", torch.bfloat16)
-    linear_before = [m for m in encoder.modules() if isinstance(m, torch.nn.Linear)]
-    state_before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    linear_before = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    state_before = {k: v.clone() for k, v in model.state_dict().items()}
     packed_calls = []
     forward = prepacked.PrepackedLinear.forward
-    monkeypatch.setattr(prepacked.PrepackedLinear, "forward", lambda self, x: packed_calls.append(1) or forward(self, x))
+    monkeypatch.setattr(
+        prepacked.PrepackedLinear, "forward", lambda self, x: packed_calls.append(1) or forward(self, x)
+    )
 
-    def features(precision):
-        return encode(encoder, data, Pooling("mean"), precision, torch.device("cpu"), 4, 0, pad_token_id=0)[0]
+    def outputs(precision):
+        if pass_ == "encoding":
+            return encode(model.encoder, data, Pooling("mean"), precision, cpu, 4, 0, pad_token_id=0)[0]
+        return torch.from_numpy(predict(model, eval_loader(data, 4, 0, pad_token_id=0), precision, cpu).probs)
 
-    packed = features(bf16)
-    assert len(packed_calls) >= len(linear_before)  # every linear layer ran packed, in every batch
-    assert [m for m in encoder.modules() if isinstance(m, torch.nn.Linear)] == linear_before
-    assert all(torch.equal(v, state_before[k]) for k, v in encoder.state_dict().items())
+    packed = outputs(bf16)
+    assert len(packed_calls) >= len(linear_before) - (pass_ == "encoding")  # every layer ran packed
+    assert [m for m in model.modules() if isinstance(m, torch.nn.Linear)] == linear_before
+    assert all(torch.equal(v, state_before[k]) for k, v in model.state_dict().items())
+    assert model.training  # predict puts back the mode it found
     monkeypatch.setattr(prepacked, "prepacking_available", lambda: False)  # autocast over fp32 weights
     packed_calls.clear()
-    reference = features(bf16)
+    reference = outputs(bf16)
     assert not packed_calls
     assert torch.equal(packed, reference)
-    assert not torch.equal(packed, features(Precision("fp32", "cpu", torch.float32)))
+    assert not torch.equal(packed, outputs(Precision("fp32", "cpu", torch.float32)))
+
+
+def test_compiled_models_and_adapter_layers_run_as_they_are(monkeypatch):
+    """A compiled model would recompile for swapped layers, and adapter layers read their linear
+    layer's weight: neither is packed."""
+    import finetune_pipeline.model.prepacked as prepacked
+    from finetune_pipeline.runtime.precision import Precision
+
+    monkeypatch.setattr(prepacked, "prepacking_available", lambda: True)
+    bf16 = Precision("bf16", "cpu", torch.bfloat16)
+    plain, compiled, adapted = _Classifier(), _Classifier(), _Classifier()
+    compiled.encoder.compile(dynamic=True)  # compiles lazily: nothing runs here
+    adapted.head = type("LoraLayer", (torch.nn.Module,), {"__module__": "peft.tuners.lora.layer"})()
+    adapted.head.base_layer = torch.nn.Linear(32, 3)
+    with prepacked.packed_for_a_pass(plain, bf16):
+        assert isinstance(plain.head, prepacked.PrepackedLinear)
+    assert isinstance(plain.head, torch.nn.Linear)
+    for model in (compiled, adapted):
+        with prepacked.packed_for_a_pass(model, bf16):
+            assert not any(isinstance(m, prepacked.PrepackedLinear) for m in model.modules())

@@ -12,7 +12,7 @@ from torch import nn
 from finetune_pipeline.config.schema import Pooling
 from finetune_pipeline.data.batches import Chunking, TokenizedTexts, eval_loader
 from finetune_pipeline.model.classifier import text_vectors
-from finetune_pipeline.model.prepacked import packed_while_encoding
+from finetune_pipeline.model.prepacked import packed_for_a_pass
 from finetune_pipeline.runtime.precision import Precision
 from finetune_pipeline.runtime.progress import progress_bar
 
@@ -58,7 +58,7 @@ def encode(
     stats = EncodeStats(len(data), 0, 0, 0.0)
     started, next_report, done = time.perf_counter(), 0.25, 0
     bar = progress_bar(len(data), "encoding")
-    with packed_while_encoding(encoder, precision):
+    with packed_for_a_pass(encoder, precision):
         for n, batch in enumerate(loader, start=1):
             ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)  # (B, T)
             with precision.autocast():

@@ -28,7 +28,7 @@ from finetune_pipeline.data.batches import (
 )
 from finetune_pipeline.features.cache import TokenStateCache, feature_key, texts_sha256, tokenizer_sha256
 from finetune_pipeline.features.encode import EncodeStats
-from finetune_pipeline.model.prepacked import packed_while_encoding
+from finetune_pipeline.model.prepacked import packed_for_a_pass
 from finetune_pipeline.model.top_layers import bottom_only
 from finetune_pipeline.runtime.distributed import Dist
 from finetune_pipeline.runtime.precision import Precision
@@ -56,7 +56,7 @@ def encode_bottom(
     rows: list[torch.Tensor | None] = [None] * len(data)
     stats = EncodeStats(len(data), 0, 0, 0.0)
     started = time.perf_counter()
-    with bottom_only(encoder, first_top), packed_while_encoding(encoder, precision):
+    with bottom_only(encoder, first_top), packed_for_a_pass(encoder, precision):
         for batch in loader:
             ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)  # (B, T)
             with precision.autocast():

@@ -60,12 +60,15 @@ def prepare_for_inference(model: nn.Module, precision: Precision) -> nn.Module:
 
 
 @contextmanager
-def packed_while_encoding(model: nn.Module, precision: Precision) -> Iterator[nn.Module]:
+def packed_for_a_pass(model: nn.Module, precision: Precision) -> Iterator[nn.Module]:
     """The model's ``nn.Linear`` layers packed (CPU, bf16, where available) inside the block and
     the very same layers back after it, for a model that is hashed, saved or trained afterwards (a
-    frozen run's encoding pass); the packed copies add half the linear weights' fp32 size meanwhile.
-    Outputs are autocast's, bit for bit; elsewhere the block runs the model as it is."""
-    swapped = [(parent, name, child) for parent, name, child in _linear_layers(model)] if _packs(precision) else []
+    frozen run's encoding pass, a validation or test pass between epochs); the packed copies add
+    half the linear weights' fp32 size meanwhile. Outputs are autocast's, bit for bit. Elsewhere,
+    and for a compiled model (a swapped layer would recompile it) or one with adapter layers (they
+    read their linear layer's ``weight``), the block runs the model as it is."""
+    packs = _packs(precision) and not any(_compiled(m) or _adapter(m) for m in model.modules())
+    swapped = _linear_layers(model) if packs else []
     try:
         for parent, name, child in swapped:
             setattr(parent, name, PrepackedLinear(child))
@@ -73,6 +76,14 @@ def packed_while_encoding(model: nn.Module, precision: Precision) -> Iterator[nn
     finally:
         for parent, name, child in swapped:
             setattr(parent, name, child)
+
+
+def _compiled(module: nn.Module) -> bool:
+    return getattr(module, "_compiled_call_impl", None) is not None or hasattr(module, "_orig_mod")
+
+
+def _adapter(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("peft.")
 
 
 def _packs(precision: Precision) -> bool:

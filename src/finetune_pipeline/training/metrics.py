@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from finetune_pipeline.evaluation.multilabel import DEFAULT_THRESHOLD
+from finetune_pipeline.model.prepacked import packed_for_a_pass
 from finetune_pipeline.runtime.distributed import Dist
 from finetune_pipeline.runtime.precision import Precision
 from finetune_pipeline.runtime.progress import progress_bar
@@ -40,21 +41,22 @@ def predict(model: nn.Module, loader: DataLoader, precision: Precision, device: 
     model.eval()
     total_loss, index, y_true, probs = 0.0, [], [], []
     bar = progress_bar(len(loader), "evaluating", unit="batch")
-    for batch in loader:
-        bar.update()
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with precision.autocast():
-            logits = model(batch)  # (B, C)
-        logits, labels = logits.float(), batch["labels"]
-        if labels.is_floating_point():  # multi-label 0/1 rows
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / labels.shape[1]
-            probs.append(logits.sigmoid().cpu())
-        else:
-            loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
-            probs.append(logits.softmax(dim=-1).cpu())
-        total_loss += loss.item()
-        index.append(batch["index"].cpu())
-        y_true.append(labels.cpu())
+    with packed_for_a_pass(model, precision):  # weights change between passes: packed per pass
+        for batch in loader:
+            bar.update()
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with precision.autocast():
+                logits = model(batch)  # (B, C)
+            logits, labels = logits.float(), batch["labels"]
+            if labels.is_floating_point():  # multi-label 0/1 rows
+                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / labels.shape[1]
+                probs.append(logits.sigmoid().cpu())
+            else:
+                loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
+                probs.append(logits.softmax(dim=-1).cpu())
+            total_loss += loss.item()
+            index.append(batch["index"].cpu())
+            y_true.append(labels.cpu())
     bar.close()
     model.train(was_training)
     if not y_true:  # under torchrun a rank can be left without validation batches
