@@ -40,14 +40,10 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_vs_trainer import write_data
+from bench_vs_trainer import UNPACKED, write_data
 from common import MINILM_RUNS, REPO, machine, run_measured
 
 PREDICT_TEXTS, MAX_LENGTH = 2280, 128
-UNPACKED = (  # train.py with prepacking switched off: the encoding pass as it ran before packing
-    "import runpy, sys; import finetune_pipeline.model.prepacked as p; p.prepacking_available = lambda: False; "
-    f"sys.argv = ['train.py', *sys.argv[1:]]; runpy.run_path({str(REPO / 'train.py')!r}, run_name='__main__')"
-)
 
 
 def sentence_transformers_main(model: Path, raw: Path, dtype: str) -> None:

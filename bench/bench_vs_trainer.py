@@ -14,6 +14,8 @@ its validation and test parts (760 each), written once to a raw folder that ``tr
   no checkpoints, no reporting; it tokenizes, trains, then scores the validation and test parts.
 - ``ours, SDPA only``: ``training.attention=sdpa`` (every step through SDPA, as before the
   per-batch kernel choice).
+- ``ours, passes unpacked`` (``--arms ...,unpacked``): ``train.py`` with the validation and test
+  passes' bf16 linear weights left unpacked (``prepacking_available`` switched off; before 2026-12-05).
 - ``ours, embeddings frozen`` (``--arms ...,frozen-embeddings``): ``training.freeze_embeddings=true``.
 - ``ours, compile cold`` / ``warm`` (``--arms ...,compile``): ``training.compile=true`` with an emptied inductor cache,
   then again with the cache the cold run left.
@@ -41,6 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, machine, run_measured
 
 ENCODER_LR, HEAD_LR, BATCH, MAX_LENGTH = 5e-5, 1e-3, 32, 128
+UNPACKED = (  # train.py with prepacking switched off: inference passes as they ran before packing
+    "import runpy, sys; import finetune_pipeline.model.prepacked as p; p.prepacking_available = lambda: False; "
+    f"sys.argv = ['train.py', *sys.argv[1:]]; runpy.run_path({str(REPO / 'train.py')!r}, run_name='__main__')"
+)
 
 
 def write_data(dataset: Path, folder: Path, train_texts: int) -> None:
@@ -141,7 +147,9 @@ def main() -> None:
     parser.add_argument("--train-texts", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
-        "--arms", default="ours,sdpa,trainer", help="comma-separated: ours, sdpa, frozen-embeddings, trainer, compile"
+        "--arms",
+        default="ours,sdpa,trainer",
+        help="comma-separated: ours, sdpa, unpacked, frozen-embeddings, trainer, compile",
     )
     parser.add_argument(
         "--seed-per-round", action="store_true", help="round r trains with training.seed=r+1 (our arms): seed spread"
@@ -194,6 +202,7 @@ def main() -> None:
             names = {
                 "ours": ["ours"],
                 "sdpa": ["ours, SDPA only"],
+                "unpacked": ["ours, passes unpacked"],
                 "frozen-embeddings": ["ours, embeddings frozen"],
                 "compile": ["ours, compile cold", "ours, compile warm"],
             }[arm]
@@ -205,7 +214,8 @@ def main() -> None:
                 extra += ["training.freeze_embeddings=true"] if "embeddings frozen" in name else []
                 extra += [f"training.seed={round_ + 1}"] if args.seed_per_round else []
                 target = run.with_name(f"{run.name}-{name.split()[-1]}")
-                cmd = [sys.executable, str(REPO / "train.py"), *common, *extra, f"hydra.run.dir={target}"]
+                runner = ["-c", UNPACKED] if "unpacked" in name else [str(REPO / "train.py")]
+                cmd = [sys.executable, *runner, *common, *extra, f"hydra.run.dir={target}"]
                 wall, peak, out = run_measured(cmd, {**env, "TORCHINDUCTOR_CACHE_DIR": str(inductor)})
                 rows.setdefault(name, []).append(
                     {"wall": wall, "peak_mb": peak, **ours(out, raw, args.model, target, extra)}
