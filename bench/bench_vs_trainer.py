@@ -16,6 +16,8 @@ its validation and test parts (760 each), written once to a raw folder that ``tr
   per-batch kernel choice).
 - ``ours, passes unpacked`` (``--arms ...,unpacked``): ``train.py`` with the validation and test
   passes' bf16 linear weights left unpacked (``prepacking_available`` switched off; before 2026-12-05).
+- ``ours, PyTorch's dropout`` (``--arms ...,torch-dropout``): ``train.py`` with PyTorch's own CPU
+  dropout instead of masks drawn four to a random word (``runtime/dropout.py``; before 2026-12-05).
 - ``ours, embeddings frozen`` (``--arms ...,frozen-embeddings``): ``training.freeze_embeddings=true``.
 - ``ours, compile cold`` / ``warm`` (``--arms ...,compile``): ``training.compile=true`` with an emptied inductor cache,
   then again with the cache the cold run left.
@@ -43,9 +45,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, machine, run_measured
 
 ENCODER_LR, HEAD_LR, BATCH, MAX_LENGTH = 5e-5, 1e-3, 32, 128
-UNPACKED = (  # train.py with prepacking switched off: inference passes as they ran before packing
-    "import runpy, sys; import finetune_pipeline.model.prepacked as p; p.prepacking_available = lambda: False; "
-    f"sys.argv = ['train.py', *sys.argv[1:]]; runpy.run_path({str(REPO / 'train.py')!r}, run_name='__main__')"
+
+
+def patched_train(patch: str) -> str:
+    """``python -c`` code: train.py with one thing of the package switched back, for before/after arms."""
+    return (
+        f"import runpy, sys; {patch}; "
+        f"sys.argv = ['train.py', *sys.argv[1:]]; runpy.run_path({str(REPO / 'train.py')!r}, run_name='__main__')"
+    )
+
+
+# inference passes as they ran before packing; dropout as PyTorch draws it (before 2026-12-05)
+UNPACKED = patched_train("import finetune_pipeline.model.prepacked as p; p.prepacking_available = lambda: False")
+TORCH_DROPOUT = patched_train(
+    "import torch, finetune_pipeline.runtime.dropout as d; d.word_dropout = torch.nn.functional.dropout"
 )
 
 
@@ -149,7 +162,7 @@ def main() -> None:
     parser.add_argument(
         "--arms",
         default="ours,sdpa,trainer",
-        help="comma-separated: ours, sdpa, unpacked, frozen-embeddings, trainer, compile",
+        help="comma-separated: ours, sdpa, unpacked, torch-dropout, frozen-embeddings, trainer, compile",
     )
     parser.add_argument(
         "--seed-per-round", action="store_true", help="round r trains with training.seed=r+1 (our arms): seed spread"
@@ -203,6 +216,7 @@ def main() -> None:
                 "ours": ["ours"],
                 "sdpa": ["ours, SDPA only"],
                 "unpacked": ["ours, passes unpacked"],
+                "torch-dropout": ["ours, PyTorch's dropout"],
                 "frozen-embeddings": ["ours, embeddings frozen"],
                 "compile": ["ours, compile cold", "ours, compile warm"],
             }[arm]
@@ -214,7 +228,9 @@ def main() -> None:
                 extra += ["training.freeze_embeddings=true"] if "embeddings frozen" in name else []
                 extra += [f"training.seed={round_ + 1}"] if args.seed_per_round else []
                 target = run.with_name(f"{run.name}-{name.split()[-1]}")
-                runner = ["-c", UNPACKED] if "unpacked" in name else [str(REPO / "train.py")]
+                runner = [str(REPO / "train.py")]
+                runner = ["-c", UNPACKED] if "unpacked" in name else runner
+                runner = ["-c", TORCH_DROPOUT] if "PyTorch's dropout" in name else runner
                 cmd = [sys.executable, *runner, *common, *extra, f"hydra.run.dir={target}"]
                 wall, peak, out = run_measured(cmd, {**env, "TORCHINDUCTOR_CACHE_DIR": str(inductor)})
                 rows.setdefault(name, []).append(

@@ -25,6 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from finetune_pipeline.config.schema import BestMetric, TrainingConfig
 from finetune_pipeline.runtime.attention import AttentionByLength
 from finetune_pipeline.runtime.distributed import SINGLE, Dist, unwrap
+from finetune_pipeline.runtime.dropout import word_masks
 from finetune_pipeline.runtime.precision import Precision
 from finetune_pipeline.runtime.signals import Interrupted, stop_on_signals
 from finetune_pipeline.training.divergence import DivergenceCheck
@@ -59,6 +60,7 @@ def fit(
     lr_hint: str | None = None,
     on_validated: Callable[[int, Predictions], None] | None = None,
     attention: AttentionByLength | None = None,
+    word_dropout: bool = False,
 ) -> Progress:
     """Train up to ``cfg.epochs``; ``save_best`` runs whenever the validation metric improves.
 
@@ -71,6 +73,8 @@ def fit(
     ``on_validated(epoch, predictions)``: each epoch's gathered validation predictions (the last
     epoch's are the final weights' own, so calibrating those weights need not predict them again).
     ``attention``: the encoder's attention kernel chosen per training batch by its padded length.
+    ``word_dropout``: training forward passes draw dropout masks four to a random word
+    (``runtime.dropout``; CPU).
     Under torchrun ``trainer.model`` is DDP-wrapped; every rank validates its share of the batches
     and the predictions are gathered, so all ranks see the same metrics and take the same decisions.
     """
@@ -92,6 +96,7 @@ def fit(
         DivergenceCheck(precision.uses_grad_scaler, hint),
         on_validated,
         attention,
+        word_dropout,
     )
     with stop_on_signals() as stop, logging_redirect_tqdm():
         for epoch in range(progress.epoch, cfg.epochs + 1):
@@ -185,6 +190,7 @@ class _EpochLoop:
         divergence: DivergenceCheck,
         on_validated: Callable[[int, Predictions], None] | None = None,
         attention: AttentionByLength | None = None,
+        word_dropout: bool = False,
     ):
         self.trainer, self.train_loader, self.precision, self.device = trainer, train_loader, precision, device
         self.cfg, self.loss_fn, self.dist, self.step_record, self.divergence = (
@@ -194,7 +200,7 @@ class _EpochLoop:
             step_record,
             divergence,
         )
-        self.on_validated, self.attention = on_validated, attention
+        self.on_validated, self.attention, self.word_dropout = on_validated, attention, word_dropout
         self.trainable = [p for p in trainer.model.parameters() if p.requires_grad]
         self.n_batches = len(train_loader)
         self.last_line = -math.inf  # when the last step line was logged (training.log_every_seconds)
@@ -220,7 +226,7 @@ class _EpochLoop:
             # DDP all-reduces gradients only on the micro-batch before an optimizer step
             kernel = self.attention.step(batch["input_ids"].shape[1]) if self.attention else contextlib.nullcontext()
             with _no_sync(model) if not boundary else contextlib.nullcontext(), kernel:
-                with self.precision.autocast():
+                with self.precision.autocast(), word_masks() if self.word_dropout else contextlib.nullcontext():
                     logits = model(batch)  # (B, C)
                 loss = self.loss_fn(logits, batch["labels"])
                 scaler.scale(loss / accumulation_window(step, accumulation, n_batches)).backward()

@@ -272,6 +272,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, dist: Dist, tracking: _Trac
         lr_hint=_learning_rates(cfg, path),
         on_validated=lambda epoch, predictions: validated.update({epoch: predictions}),
         attention=_attention_by_length(cfg, built, path, precision, device),
+        word_dropout=_word_dropout(cfg, built, device),
     )
     final_val = validated.get(result.epoch)  # none when a resumed run had no epoch left to train
     calibrate = cfg.training.calibration == Calibration.temperature
@@ -502,6 +503,16 @@ def _attention_by_length(
     if compile_wanted(cfg.training.compile):
         return None
     return AttentionByLength.for_training(built.model.encoder, precision.name, device)
+
+
+def _word_dropout(cfg: Config, built: BuiltModel, device: torch.device) -> bool:
+    """CPU training steps draw dropout masks four to a random word (``runtime.dropout``); not when
+    compiled (inductor draws its own) nor on a GPU (PyTorch's dropout is fast there)."""
+    uses = device.type == "cpu" and not compile_wanted(cfg.training.compile)
+    rates = sorted({m.p for m in built.model.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0})
+    if uses and rates:
+        log.info("dropout %s: masks drawn four to a 64-bit random word (CPU)", ", ".join(f"{p:g}" for p in rates))
+    return uses
 
 
 def _resume_from(state_path: Path, trainer: Trainer, data_id: dict, cfg: Config, n_batches: int):
