@@ -76,7 +76,10 @@ def label_ece(scores: np.ndarray, y_true: np.ndarray, bins: int = BINS) -> np.nd
 
 def rescaled(probs: np.ndarray, temperature: float) -> np.ndarray:
     """``probs`` as the model divided by ``temperature`` gives them: softmax(log p / T) (the log
-    differs from the logits by a constant per row, which softmax ignores)."""
+    differs from the logits by a constant per row, which softmax ignores). Temperature 1 gives them
+    back as they are (the round trip through log and exp would move them by float rounding)."""
+    if temperature == 1.0:
+        return probs.astype(np.float32)  # a copy, as otherwise
     logits = np.log(np.clip(probs.astype(np.float64), 1e-300, None)) / temperature
     logits -= logits.max(axis=1, keepdims=True)
     out = np.exp(logits)
