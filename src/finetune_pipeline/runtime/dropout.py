@@ -1,16 +1,16 @@
 """Dropout masks on the CPU drawn four to a 64-bit random word.
 
 PyTorch's CPU dropout draws one random number per element (``bernoulli_``): in a bf16 training step
-of all-MiniLM-L6-v2 (batch 32 x 56 tokens, 2 cores) its 19 dropout calls took 18-19% of the step, three times
-attention's score matmuls and softmax together. Here each mask element is a 16-bit slice of a 64-bit word from the same
-generator (``random_`` over the whole int64 range), kept when it is at least the drop threshold:
-elements independent, each dropped with probability ``round(p * 65536) / 65536`` (p = 0.1 drops
-0.100006), the kept ones scaled by the inverse of the keep probability, as PyTorch does: 1.5-2.8x
-faster per call (forward and backward), a MiniLM bf16 step 1.07-1.24x, a whole one-epoch run
-1.05-1.12x (docs/benchmarks.md, "Dropout masks drawn four to a random word"). The generator is
-PyTorch's own, so seeded and resumed runs repeat exactly; the masks are other than PyTorch's, so a
-run's numbers differ from one made with PyTorch's dropout. GPUs, compiled models, in-place dropout
-and p outside (0, 1) keep PyTorch's.
+of all-MiniLM-L6-v2 (batch 32 x 56 tokens, 2 cores) its 19 dropout calls took 18-19% of the step,
+three times attention's score matmuls and softmax together. Here each mask element is a 16-bit
+slice of a 64-bit word from the same generator (``random_`` over the whole int64 range), kept when
+it is at least the drop threshold: elements independent, each dropped with probability
+``round(p * 65536) / 65536`` (p = 0.1 drops 0.100006), the kept ones scaled by the inverse of the
+keep probability, as PyTorch does. 1.5-2.8x faster per call (forward and backward), a MiniLM bf16
+step 1.07-1.24x, a whole one-epoch run 1.05-1.12x (docs/benchmarks.md, "Dropout masks drawn four
+to a random word"). The generator is PyTorch's own, so seeded and resumed runs repeat exactly; the
+masks are other than PyTorch's, so a run's numbers differ from one made with PyTorch's dropout.
+GPUs, compiled models, in-place dropout and p outside (0, 1) keep PyTorch's.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def word_dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace
         return _torch_dropout(x, p, training, inplace)
     n = x.numel()
     words = torch.empty((n + SLICES - 1) // SLICES, dtype=torch.int64).random_(-(1 << 63), (1 << 63) - 1)
-    keep = words.view(torch.int16)[:n].view(x.shape) >= drop - LEVELS // 2  # int16 slices: uniform in [-2^15, 2^15)
+    slices = words.view(torch.int16)[:n].view(x.shape)  # uniform in [-2^15, 2^15)
+    keep = slices >= drop - LEVELS // 2
     return x * (keep.to(x.dtype) * (LEVELS / (LEVELS - drop)))
 
 
