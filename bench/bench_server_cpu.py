@@ -7,6 +7,9 @@ generator, the HTTP process and the inference process divided by the wall time (
 in this process, the same engine offline: all texts in one call, and random groups of 8 / 16 / 32.
 
     python bench/bench_server_cpu.py /tmp/finetune-bench-engines/minilm --texts <datasets>/ag_news_test_en/part-3-test.json
+
+``--pinned`` adds a second server whose HTTP process and the load generator keep to core 0 (every
+thread, set after start), so the inference process's thread on core 1 is never preempted by them.
 """
 
 from __future__ import annotations
@@ -45,7 +48,15 @@ def health(port: int) -> dict:
     return json.loads(conn.getresponse().read())
 
 
-def serve_rounds(run: Path, engine: str, texts: list[str], rounds: int, seconds: float) -> list[dict]:
+def pin(pid: int, cores: set[int]) -> None:
+    """Every thread of a process onto these cores."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cores)
+
+
+def serve_rounds(
+    run: Path, engine: str, texts: list[str], rounds: int, seconds: float, pinned: bool = False
+) -> list[dict]:
     port = free_port()
     server = subprocess.Popen(
         [
@@ -76,6 +87,9 @@ def serve_rounds(run: Path, engine: str, texts: list[str], rounds: int, seconds:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the server did not start") from None
                 time.sleep(0.3)
+        if pinned:  # the HTTP process and this load generator on core 0: core 1 is the model's alone
+            pin(server.pid, {0})
+            pin(os.getpid(), {0})
         load_test(port, texts, 8, 2.0)  # warm-up
         results = []
         for _ in range(rounds):
@@ -103,6 +117,7 @@ def serve_rounds(run: Path, engine: str, texts: list[str], rounds: int, seconds:
     finally:
         server.terminate()
         server.wait(timeout=60)
+        pin(os.getpid(), set(range(os.cpu_count())))
 
 
 def main() -> None:
@@ -112,6 +127,9 @@ def main() -> None:
     parser.add_argument("--engine", default="torch", choices=["torch", "onnxruntime", "onnxruntime-int8"])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--pinned", action="store_true", help="also a server whose HTTP process and load generator keep to core 0"
+    )
     args = parser.parse_args()
     texts = [r["input"] for r in json.loads(args.texts.read_text(encoding="utf-8"))]
     result = {
@@ -121,13 +139,18 @@ def main() -> None:
         "engine": args.engine,
         "server_32_clients_x_1_text": serve_rounds(args.run, args.engine, texts, args.rounds, args.seconds),
     }
+    if args.pinned:
+        result["server_pinned_32_clients_x_1_text"] = serve_rounds(
+            args.run, args.engine, texts, args.rounds, args.seconds, pinned=True
+        )
     clf = Classifier.from_run(args.run, engine=args.engine)
     result["offline"] = {
         "sorted": texts_per_second(clf, texts),
         **{f"random {g}": random_groups_per_second(clf, texts, g) for g in (8, 16, 32)},
     }
     print(json.dumps(result, indent=1))
-    (REPO / "bench" / "results" / f"server_cpu_{args.engine}.json").write_text(
+    suffix = "_pinned" if args.pinned else ""
+    (REPO / "bench" / "results" / f"server_cpu_{args.engine}{suffix}.json").write_text(
         json.dumps(result, indent=2), encoding="utf-8"
     )
 
