@@ -40,10 +40,10 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_vs_trainer import UNPACKED, write_data
+from bench_vs_trainer import MAX_LENGTH, UNPACKED, minilm_on, write_data
 from common import MINILM_RUNS, REPO, machine, run_measured
 
-PREDICT_TEXTS, MAX_LENGTH = 2280, 128
+PREDICT_TEXTS = 2280
 
 
 def sentence_transformers_main(model: Path, raw: Path, dtype: str) -> None:
@@ -95,12 +95,7 @@ def main() -> None:
     train = [
         sys.executable,
         str(REPO / "train.py"),
-        "backbone=local",
-        "backbone.name=all-MiniLM-L6-v2",
-        f"backbone.path={args.model.resolve()}",
-        f"data.raw_dir={raw}",
-        "data.split=files",
-        f"data.max_length={MAX_LENGTH}",
+        *minilm_on(args.model, raw),
         *MINILM_RUNS["frozen head"],
         "training.progress_bar=false",
         "logger=none",

@@ -72,6 +72,18 @@ def write_data(dataset: Path, folder: Path, train_texts: int) -> None:
         shutil.copy(dataset / name, folder / name)
 
 
+def minilm_on(model: Path, raw: Path) -> list[str]:
+    """train.py overrides every arm shares: the MiniLM folder on the raw folder's own parts."""
+    return [
+        "backbone=local",
+        "backbone.name=all-MiniLM-L6-v2",
+        f"backbone.path={model.resolve()}",
+        f"data.raw_dir={raw}",
+        "data.split=files",
+        f"data.max_length={MAX_LENGTH}",
+    ]
+
+
 def trainer_main(model: Path, raw: Path, out: Path) -> None:
     """One Trainer run (in its own process); prints a JSON line with its figures."""
     import numpy as np
@@ -185,12 +197,7 @@ def main() -> None:
     }
     inductor = args.workdir / "inductor"
     common = [
-        "backbone=local",
-        "backbone.name=all-MiniLM-L6-v2",
-        f"backbone.path={args.model.resolve()}",
-        f"data.raw_dir={raw}",
-        "data.split=files",
-        f"data.max_length={MAX_LENGTH}",
+        *minilm_on(args.model, raw),
         "training.freeze_backbone=false",
         "training.epochs=1",
         f"training.batch_size={BATCH}",
